@@ -1,0 +1,37 @@
+# traindeck: one command to set up and run the demo, one to set up and run the tests.
+#   make demo   - create .venv, install, run the cpu profile headless (about a minute)
+#   make test   - create .venv, install with test extras, run the whole pytest suite
+# GPU boxes: install your CUDA build of torch into .venv first (see README), then the same.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of torch 2.13.0; a GPU box that already has CUDA torch in .venv keeps it.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+demo: setup
+	$(PY) run.py --profile cpu --headless
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(PY) -m pip install -q ruff && $(PY) -m ruff check .
+
+bench: setup
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""traindeck: a terminal console for multi-GPU PyTorch training.
+
+    python run.py                          # the console: pick a profile, start, watch
+    python run.py --profile cpu            # start a profile and watch it
+    python run.py --profile cpu --headless # plain progress lines; exit code = the run's
+    python run.py --list | --check --profile 8xb200-gnn | --runs | --attach [RUN] | --stop RUN
+
+`run.py` and the `traindeck` console script are the same entry point (`main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Run from a checkout without installing: make the project importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from training.errors import TraindeckError  # noqa: E402
+from training.rundir import RUNS_DIR_ENV, default_runs_dir  # noqa: E402
+
+CONTROL_ACTIONS = ("save", "save-stop", "pause", "resume")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="traindeck",
+        description="Terminal console for multi-GPU PyTorch training: start DP/DDP/single runs from TOML "
+        "profiles as managed process groups, watch per-GPU panels, loss plots and checkpoints, detach and "
+        "attach over SSH.",
+        epilog="Examples: 'run.py' (console), 'run.py --profile cpu --headless', "
+        "'run.py --check --profile 8xb200-gnn', 'run.py --attach', 'run.py --stop RUN'.",
+    )
+    start = p.add_argument_group("start a run")
+    start.add_argument("--profile", metavar="NAME|PATH",
+                       help="profile name in profiles/ (e.g. cpu, 4x2080ti) or a path to a .toml file")
+    start.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a profile value, type-checked like the file (repeatable), e.g. "
+                       "--set train.epochs=2 --set launch.mode=single")
+    start.add_argument("--headless", action="store_true",
+                       help="no UI: print one progress line per interval and exit with the run's exit code "
+                       "(automatic when stdout is not a terminal)")
+    start.add_argument("--rehearse", action="store_true",
+                       help="rehearse the profile on this box first: same task, mode, ranks and checkpoint/"
+                       "resume/export steps, scaled down; prints a checklist, exit 0 only if all pass")
+    start.add_argument("--resume", metavar="RUN",
+                       help="restart a stopped or failed run in its own directory from its last.pt")
+
+    info = p.add_argument_group("profiles")
+    info.add_argument("--list", action="store_true", help="list profiles with a hardware-match column")
+    info.add_argument("--check", action="store_true",
+                      help="preflight the --profile: GPUs wanted vs found, NCCL, disk, port; print what would run")
+
+    runs = p.add_argument_group("runs")
+    runs.add_argument("--runs", action="store_true", help="list runs (state, profile, start, step, last loss)")
+    runs.add_argument("--attach", nargs="?", const="", metavar="RUN",
+                      help="open the run screen on a run (default: the newest live run)")
+    runs.add_argument("--stop", metavar="RUN",
+                      help="stop a run: SIGTERM, a grace period, then SIGKILL to every process of it")
+    runs.add_argument("--dump", metavar="RUN", help="record the Python stacks of every rank into the run directory")
+    runs.add_argument("--control", nargs=2, metavar=("RUN", "ACTION"),
+                      help=f"ask a live run's workers to act at the next step boundary: {', '.join(CONTROL_ACTIONS)}")
+    p.add_argument("--runs-dir", type=Path, default=None, metavar="DIR",
+                   help=f"where run directories live (default ./runs, or ${RUNS_DIR_ENV})")
+    return p
+
+
+def _interactive() -> bool:
+    return sys.stdout.isatty() and sys.stdin.isatty()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    runs_dir = args.runs_dir or default_runs_dir()
+    try:
+        return _dispatch(args, argv, runs_dir)
+    except TraindeckError as exc:
+        print(f"traindeck: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
+    from training import preflight
+    from training.profile import load_profile
+
+    if args.list:
+        print(preflight.format_profile_list())
+        return 0
+    if args.check:
+        profile = load_profile(args.profile or "cpu", args.overrides)
+        report = preflight.run_preflight(profile, runs_dir)
+        print(report.format())
+        return 0 if report.ok else 1
+    if args.runs:
+        from training import runs
+
+        print(runs.format_runs_table(runs.list_runs(runs_dir)))
+        return 0
+    if args.stop:
+        from training import runs
+
+        paths = runs.find_run(runs_dir, args.stop)
+        state = runs.stop_run(paths)
+        print(f"{paths.id}: {state.value}")
+        return 0
+    if args.control:
+        from training import control, runs
+
+        spec, action = args.control
+        if action not in CONTROL_ACTIONS:
+            raise TraindeckError(f"unknown control action '{action}'; use one of {', '.join(CONTROL_ACTIONS)}.")
+        paths = runs.find_run(runs_dir, spec)
+        print(control.send_and_wait(paths, action))
+        return 0
+    if args.dump:
+        from training import runs, stackdump
+
+        paths = runs.find_run(runs_dir, args.dump)
+        for line in stackdump.dump_stacks(paths):
+            print(line)
+        return 0
+
+    from training import runs
+
+    headless = args.headless or not _interactive()
+    runs.reap_orphans(runs_dir)
+    if args.rehearse:
+        from training import rehearse
+
+        profile = load_profile(args.profile or "cpu", args.overrides)
+        return rehearse.rehearse(profile, runs_dir, argv=argv, out=sys.stdout)
+    if args.attach is not None or args.resume:
+        if args.resume:
+            paths = runs.resume_run(runs.find_run(runs_dir, args.resume))
+        else:
+            paths = runs.find_run(runs_dir, args.attach or None, live_only=not args.attach)
+        if headless:
+            from tui.headless import follow
+
+            return follow(paths)
+        from tui.app import make_app
+
+        return make_app(runs_dir=runs_dir, attach=paths).run() or 0
+    if args.profile or headless:
+        profile = load_profile(args.profile or "cpu", args.overrides)
+        if headless:
+            from tui.headless import follow
+
+            paths = runs.start_run(profile, runs_dir, argv=argv)
+            return follow(paths, stop_on_interrupt=True)
+        from tui.app import make_app
+
+        return make_app(runs_dir=runs_dir, profile=profile, argv=argv).run() or 0
+    from tui.app import make_app
+
+    return make_app(runs_dir=runs_dir).run() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""events.jsonl: schema v1, the writer primitive and the incremental reader.
+
+One JSON object per line, append-only:
+
+    {"v":1,"t":<unix s>,"kind":"metric","step":120,"epoch":1,"split":"train","values":{"loss":2.12}}
+    {"v":1,"t":...,"kind":"epoch","epoch":1,"seconds":35.2,"samples_per_s":5012.0}
+    {"v":1,"t":...,"kind":"checkpoint","path":"checkpoints/best.pt","epoch":3,"step":900,
+     "monitor":"val_loss","value":1.87,"best":true,"bytes":1234,"seconds":0.4}
+    {"v":1,"t":...,"kind":"status","state":"starting|running|finished|failed|stopped","message":"..."}
+    {"v":1,"t":...,"kind":"log","level":"info|warning|error","message":"..."}
+
+Writers write whole lines with one os.write() on an O_APPEND descriptor, so lines from the
+supervisor and rank 0 never interleave. Readers skip (and count) lines they cannot parse.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+KINDS = ("metric", "epoch", "checkpoint", "status", "log")
+# A line longer than this is not ours (a flood of junk); the reader drops it rather than
+# holding it in memory.
+MAX_LINE_BYTES = 1 << 20
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/Inf; keep them readable as strings rather than writing invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def make_event(kind: str, t: float | None = None, **fields: Any) -> dict[str, Any]:
+    event = {"v": SCHEMA_VERSION, "t": round(time.time() if t is None else t, 3), "kind": kind}
+    event.update(_clean(fields))
+    return event
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return (json.dumps(event, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+def open_append(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+
+def append_events(path: Path, events: list[dict[str, Any]]) -> None:
+    """Append events with one write() (small batches stay atomic with respect to other writers)."""
+    if not events:
+        return
+    data = b"".join(encode(e) for e in events)
+    fd = open_append(Path(path))
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class EventReader:
+    """Tails a JSONL file incrementally.
+
+    `read()` returns the complete new lines parsed since the last call. It copes with the file
+    not existing yet, a partial last line (kept until its newline arrives), truncation or
+    replacement (starts over), and junk (skipped and counted in `skipped`).
+    """
+
+    def __init__(self, path: Path, chunk_bytes: int = 4 << 20):
+        self.path = Path(path)
+        self.offset = 0
+        self.skipped = 0
+        self.chunk_bytes = chunk_bytes
+        self._partial = b""
+        self._inode: int | None = None
+
+    def read(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        if self._inode is not None and (st.st_ino != self._inode or st.st_size < self.offset):
+            self.offset, self._partial = 0, b""  # truncated or replaced: start over
+        self._inode = st.st_ino
+        if st.st_size <= self.offset:
+            return []
+        budget = max_bytes or self.chunk_bytes
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(min(budget, st.st_size - self.offset))
+        self.offset += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > MAX_LINE_BYTES:
+            self.skipped += 1
+            self._partial = b""
+        out = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except (ValueError, UnicodeDecodeError):
+                self.skipped += 1
+                continue
+            if not isinstance(event, dict) or "kind" not in event:
+                self.skipped += 1
+                continue
+            out.append(event)
+        return out
+
+    @property
+    def at_end(self) -> bool:
+        try:
+            return os.stat(self.path).st_size <= self.offset
+        except FileNotFoundError:
+            return True
+
+
+def read_all(path: Path) -> list[dict[str, Any]]:
+    reader = EventReader(path)
+    out: list[dict[str, Any]] = []
+    while True:
+        batch = reader.read()
+        if not batch and reader.at_end:
+            return out
+        out.extend(batch)

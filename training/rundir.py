@@ -1,0 +1,140 @@
+"""The run directory: the one interface between training and every viewer.
+
+    runs/<YYYYmmdd-HHMMSS>-<profile>/
+        profile.toml      resolved profile (overrides applied)
+        run.json          id, profile, mode, argv, host, supervisor pid + create_time, state, processes
+        events.jsonl      append-only event stream (training.events)
+        telemetry.jsonl   one line per sample (training.telemetry)
+        logs/             per-rank stdout/stderr
+        checkpoints/      last.pt, best.pt, epoch-NNNN.pt
+        heartbeats/       rank-N.json, rewritten ~1/s by every rank
+        control.json      requests from the console to the workers (training.control)
+        exit.json         return code, failed rank, first error lines
+
+Everything here is created user-only (0700 dirs, 0600 files): logs and checkpoints of a
+rented box are nobody else's business.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+RUN_DIR_ENV = "TRAINDECK_RUN_DIR"
+RUNS_DIR_ENV = "TRAINDECK_RUNS_DIR"
+
+
+class RunState(str, Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @property
+    def is_live(self) -> bool:
+        return self in (RunState.STARTING, RunState.RUNNING)
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Names of everything inside one run directory."""
+
+    root: Path
+
+    @property
+    def id(self) -> str:
+        return self.root.name
+
+    profile = property(lambda self: self.root / "profile.toml")
+    run_json = property(lambda self: self.root / "run.json")
+    events = property(lambda self: self.root / "events.jsonl")
+    telemetry = property(lambda self: self.root / "telemetry.jsonl")
+    logs = property(lambda self: self.root / "logs")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    heartbeats = property(lambda self: self.root / "heartbeats")
+    control = property(lambda self: self.root / "control.json")
+    exit_json = property(lambda self: self.root / "exit.json")
+    supervisor_log = property(lambda self: self.root / "logs" / "supervisor.log")
+    dumps = property(lambda self: self.root / "dumps")
+
+
+def create_run_dir(runs_dir: Path, profile_name: str, now: float | None = None) -> RunPaths:
+    """Make runs/<stamp>-<profile>/ (user-only), adding -2, -3 ... if the second is taken."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in profile_name) or "run"
+    for n in range(1, 1000):
+        root = runs_dir / (f"{stamp}-{safe}" if n == 1 else f"{stamp}-{safe}-{n}")
+        try:
+            root.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        paths = RunPaths(root)
+        for sub in (paths.logs, paths.checkpoints, paths.heartbeats):
+            sub.mkdir(mode=0o700, exist_ok=True)
+        return paths
+    raise RuntimeError(f"could not create a run directory under {runs_dir}")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.write("\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def read_run_json(paths: RunPaths) -> dict[str, Any]:
+    return read_json(paths.run_json, {}) or {}
+
+
+def update_run_json(paths: RunPaths, **fields: Any) -> dict[str, Any]:
+    """Merge fields into run.json. Only the supervisor (or a --stop cleaning up after it) writes."""
+    data = read_run_json(paths)
+    data.update(fields)
+    write_json_atomic(paths.run_json, data)
+    return data
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def list_run_dirs(runs_dir: Path) -> list[RunPaths]:
+    """Every run directory, newest first (by name, which starts with the start time)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    return [RunPaths(p) for p in sorted(runs_dir.iterdir(), key=lambda p: p.name, reverse=True)
+            if p.is_dir() and ((p / "run.json").exists() or (p / "profile.toml").exists())]
