@@ -1,0 +1,54 @@
+"""Runs training.worker for the engine tests (as a script, so torchrun can start it too).
+
+- If training/tasks/tiny.py does not exist yet, the task "tiny" is served by
+  tests/data/engine/engine_task.py.
+- ENGINE_TEST_ENOSPC_ON_SAVE=N makes the N-th checkpoint write (1-based) fail with ENOSPC after
+  half its bytes, the way a full disk does.
+"""
+
+import errno
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+
+if importlib.util.find_spec("training.tasks.tiny") is None:
+    from tests.data.engine import engine_task
+
+    sys.modules["training.tasks.tiny"] = engine_task
+
+fail_on = int(os.environ.get("ENGINE_TEST_ENOSPC_ON_SAVE") or 0)
+if fail_on:
+    import training.checkpoint as checkpoint
+
+    real_write_atomic = checkpoint.write_atomic
+    calls = {"n": 0}
+
+    def write_atomic_disk_full(path, data):
+        calls["n"] += 1
+        if calls["n"] < fail_on:
+            return real_write_atomic(path, data)
+        real_os_write = checkpoint.os.write
+
+        def short_write(fd, buf):
+            # Half the data lands, then the disk is full.
+            if len(buf) > len(data) // 2:
+                real_os_write(fd, bytes(buf[: len(data) // 2]))
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_os_write(fd, buf)
+
+        checkpoint.os.write = short_write
+        try:
+            return real_write_atomic(path, data)
+        finally:
+            checkpoint.os.write = real_os_write
+
+    checkpoint.write_atomic = write_atomic_disk_full
+
+from training import worker  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(worker.main())
