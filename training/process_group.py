@@ -1,0 +1,171 @@
+"""The processes of one run, named by (pid, create_time), and how to stop all of them.
+
+A pid alone is not an identity: after a crash the number may belong to someone else's process
+by the time `--stop` runs. A recorded process is "ours" only while both its pid and its create
+time match. torchrun starts each worker in its own session, so stopping a run by process group
+(killpg) would miss them; we walk descendants with psutil and record them in run.json instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import psutil
+
+# psutil derives create_time from boot time + start ticks; the same process can come out a few
+# milliseconds apart in two interpreters, a reused pid never does.
+CREATE_TIME_TOLERANCE_S = 0.05
+
+
+@dataclass(frozen=True)
+class ProcRef:
+    pid: int
+    create_time: float
+    role: str = "worker"
+    rank: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "create_time": self.create_time, "role": self.role, "rank": self.rank}
+
+    @classmethod
+    def from_json(cls, data: Any, role: str | None = None) -> "ProcRef | None":
+        if not isinstance(data, dict):
+            return None
+        try:
+            pid, create_time = int(data["pid"]), float(data["create_time"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        rank = data.get("rank")
+        return cls(pid, create_time, role or str(data.get("role") or "worker"),
+                   int(rank) if isinstance(rank, int) else None)
+
+
+def ref_of(proc: psutil.Process | int, role: str = "worker", rank: int | None = None) -> ProcRef | None:
+    """Identity of a live process, or None if it is already gone."""
+    try:
+        p = proc if isinstance(proc, psutil.Process) else psutil.Process(proc)
+        return ProcRef(p.pid, p.create_time(), role, rank)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def resolve(ref: ProcRef) -> psutil.Process | None:
+    """The live process behind a reference, or None if it exited (zombies count as exited) or the
+    pid now belongs to another process."""
+    try:
+        p = psutil.Process(ref.pid)
+        if abs(p.create_time() - ref.create_time) > CREATE_TIME_TOLERANCE_S:
+            return None
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return p
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def is_alive(ref: ProcRef | None) -> bool:
+    return ref is not None and resolve(ref) is not None
+
+
+def alive(procs: Iterable[ProcRef]) -> list[ProcRef]:
+    return [r for r in procs if resolve(r) is not None]
+
+
+def _env_rank(p: psutil.Process) -> int | None:
+    try:
+        value = p.environ().get("RANK")
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+        return None
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def descendants(root: ProcRef) -> list[ProcRef]:
+    """Every live descendant of `root` with its role: "worker" (has RANK in its environment, as
+    torchrun's workers do) or "child" (DataLoader workers, compilers, whatever a script starts)."""
+    p = resolve(root)
+    if p is None:
+        return []
+    try:
+        kids = p.children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+    out = []
+    for kid in kids:
+        rank = _env_rank(kid)
+        # A worker's own children inherit RANK; only the outermost process with it is the rank.
+        parent_has_rank = False
+        try:
+            parent = kid.parent()
+            parent_has_rank = parent is not None and parent.pid != p.pid and _env_rank(parent) is not None
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+        role = "worker" if rank is not None and not parent_has_rank else "child"
+        ref = ref_of(kid, role, rank if role == "worker" else None)
+        if ref is not None:
+            out.append(ref)
+    return out
+
+
+def ranks_by_pid(procs: Iterable[ProcRef]) -> dict[int, int]:
+    """pid -> global rank for the worker processes among `procs`."""
+    return {r.pid: r.rank for r in procs if r.role == "worker" and r.rank is not None}
+
+
+def signal_procs(procs: Iterable[ProcRef], sig: int) -> list[ProcRef]:
+    """Send `sig` to each process that is still ours; returns the ones signalled."""
+    sent = []
+    for ref in procs:
+        p = resolve(ref)
+        if p is None:
+            continue
+        try:
+            p.send_signal(sig)
+            sent.append(ref)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+            pass
+    return sent
+
+
+def wait_gone(procs: Iterable[ProcRef], timeout_s: float, poll_s: float = 0.05) -> list[ProcRef]:
+    """Wait until none of `procs` is alive or the timeout passes; returns the survivors."""
+    procs = list(procs)
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    while True:
+        left = alive(procs)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(poll_s)
+
+
+def terminate_then_kill(procs: Iterable[ProcRef], grace_s: float,
+                        term_first: Iterable[ProcRef] | None = None) -> list[ProcRef]:
+    """SIGTERM `term_first` (default: all of `procs`), wait up to `grace_s` for every process in
+    `procs` to exit, then SIGKILL whatever is left. Returns the processes that had to be killed.
+
+    Sending SIGTERM only to the launcher lets torchrun stop its workers its own way (it forwards
+    the signal); the SIGKILL sweep afterwards covers the processes it could not or did not stop.
+    """
+    procs = list(dict.fromkeys(procs))
+    term = list(procs if term_first is None else term_first)
+    signal_procs(term, signal.SIGTERM)
+    survivors = wait_gone(procs + [t for t in term if t not in procs], grace_s)
+    if not survivors:
+        return []
+    signal_procs(survivors, signal.SIGKILL)
+    # SIGKILL is not deniable; the short wait only covers the kernel tearing the process down.
+    wait_gone(survivors, 5.0)
+    return survivors
+
+
+def pid_create_time(pid: int | None = None) -> dict[str, Any]:
+    """{"pid": ..., "create_time": ...} of a process (default: this one), the form run.json uses."""
+    pid = os.getpid() if pid is None else pid
+    ref = ref_of(pid)
+    return {"pid": pid, "create_time": ref.create_time if ref else None}

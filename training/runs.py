@@ -1,0 +1,488 @@
+"""The client side of runs: start, resume, stop, find, list; used by run.py, the TUI and headless.
+
+Nothing here trains or stays resident. `start_run` spawns `python -m training.supervisor RUN_DIR`
+in a new session and returns at once; everything after that is read from the run directory,
+so any console (or none) can watch, detach and come back. Liveness is never taken on trust
+from run.json: a run is live only while its recorded supervisor (pid + create_time) is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from training import process_group as pg
+from training.errors import RunNotFound, TraindeckError
+from training.events import append_events, make_event
+from training.profile import Profile
+from training.rundir import (RunPaths, RunState, create_run_dir, hostname, read_json, read_run_json,
+                             update_run_json, write_json_atomic, list_run_dirs)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Between start_run creating run.json and recording the supervisor's pid there is a moment
+# with no pid to check; a run that young counts as live.
+SPAWN_WINDOW_S = 30.0
+TAIL_BYTES = 256 << 10
+DEFAULT_GRACE_S = 30.0
+# On top of the grace period: the supervisor's own SIGKILL sweep and final writes.
+STOP_MARGIN_S = 10.0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: str
+    path: Path
+    profile: str
+    mode: str
+    state: RunState
+    live: bool
+    created: float | None
+    step: int | None
+    epoch: int | None
+    epochs: int | None
+    last_loss: float | None
+    rehearsal: bool = False
+    # "orphaned" when run.json says live but its supervisor is gone.
+    note: str = ""
+    returncode: int | None = None
+
+
+# ---- small readers ----------------------------------------------------------------------
+
+def _profile_data(paths: RunPaths) -> dict[str, Any]:
+    try:
+        return tomllib.loads(paths.profile.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _state_of(value: Any, default: RunState = RunState.FAILED) -> RunState:
+    try:
+        return RunState(value)
+    except ValueError:
+        return default
+
+
+def _recorded_procs(data: dict[str, Any]) -> list[pg.ProcRef]:
+    refs = []
+    launcher = pg.ProcRef.from_json(data.get("launcher"), "launcher")
+    if launcher is not None:
+        refs.append(launcher)
+    for item in data.get("processes") or []:
+        ref = pg.ProcRef.from_json(item)
+        if ref is not None and ref not in refs:
+            refs.append(ref)
+    return refs
+
+
+def _supervisor_status(data: dict[str, Any]) -> str:
+    """"alive", "spawning" (start_run has not recorded the pid yet), "remote" (another host:
+    cannot check) or "dead"."""
+    if data.get("host") and data.get("host") != hostname():
+        return "remote"
+    sup = data.get("supervisor")
+    if isinstance(sup, dict) and sup.get("pid") is None:
+        created = data.get("created") or 0
+        return "spawning" if time.time() - float(created) < SPAWN_WINDOW_S else "dead"
+    ref = pg.ProcRef.from_json(sup, "supervisor")
+    return "alive" if pg.is_alive(ref) else "dead"
+
+
+def verified_state(paths: RunPaths, data: dict[str, Any] | None = None) -> tuple[RunState, bool, str]:
+    """(state, live, note) with run.json's claim checked against the process table."""
+    data = read_run_json(paths) if data is None else data
+    if not data:
+        return RunState.FAILED, False, "no run.json"
+    state = _state_of(data.get("state"))
+    if not state.is_live:
+        return state, False, ""
+    status = _supervisor_status(data)
+    if status in ("alive", "spawning"):
+        return state, True, ""
+    if status == "remote":
+        return state, True, f"on {data.get('host')}"
+    return RunState.FAILED, False, "orphaned"
+
+
+def is_live(paths: RunPaths) -> bool:
+    return verified_state(paths)[1]
+
+
+def _tail_events(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:
+    """The parseable events in the last `max_bytes` of events.jsonl (a huge file costs the same)."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            start = max(0, size - max_bytes)
+            f.seek(start)
+            data = f.read()
+    except OSError:
+        return []
+    lines = data.split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # the first line is cut
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _progress(paths: RunPaths) -> dict[str, Any]:
+    step = epoch = epochs = None
+    loss = None
+    for e in _tail_events(paths.events):
+        kind = e.get("kind")
+        s = _int(e.get("step"))
+        if s is not None and kind in ("metric", "epoch", "checkpoint"):
+            step = s if step is None else max(step, s)
+        if kind in ("metric", "epoch") and _int(e.get("epoch")) is not None:
+            epoch = _int(e.get("epoch"))
+        if _int(e.get("epochs")) is not None:
+            epochs = _int(e.get("epochs"))
+        if kind == "metric" and e.get("split", "train") == "train":
+            value = (e.get("values") or {}).get("loss")
+            if isinstance(value, (int, float)):
+                loss = float(value)
+    return {"step": step, "epoch": epoch, "epochs": epochs, "last_loss": loss}
+
+
+# ---- summaries and listing --------------------------------------------------------------
+
+def run_summary(paths: RunPaths) -> RunSummary:
+    data = read_run_json(paths)
+    state, live, note = verified_state(paths, data)
+    progress = _progress(paths)
+    prof: dict[str, Any] = {}
+    if not data.get("profile") or not data.get("mode") or progress["epochs"] is None:
+        prof = _profile_data(paths)
+    epochs = progress["epochs"]
+    if epochs is None:
+        epochs = _int((prof.get("train") or {}).get("epochs"))
+    exit_data = read_json(paths.exit_json, {}) or {}
+    return RunSummary(
+        id=paths.id, path=paths.root, profile=str(data.get("profile") or prof.get("name") or "?"),
+        mode=str(data.get("mode") or (prof.get("launch") or {}).get("mode") or "?"),
+        state=state, live=live, created=data.get("created"), step=progress["step"],
+        epoch=progress["epoch"], epochs=epochs, last_loss=progress["last_loss"],
+        rehearsal=bool(data.get("rehearsal")), note=note,
+        returncode=exit_data.get("returncode") if not live else None)
+
+
+def list_runs(runs_dir: Path) -> list[RunSummary]:
+    return [run_summary(p) for p in list_run_dirs(runs_dir)]
+
+
+def format_runs_table(summaries: Iterable[RunSummary]) -> str:
+    summaries = list(summaries)
+    if not summaries:
+        return "no runs yet (start one with: run.py --profile cpu)"
+    header = ("RUN", "STATE", "PROFILE", "MODE", "STARTED", "EPOCH", "STEP", "LOSS")
+    rows = []
+    for s in summaries:
+        state = s.state.value + (f" ({s.note})" if s.note else "")
+        profile = s.profile + (" (rehearsal)" if s.rehearsal else "")
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.created)) if s.created else "-"
+        if s.epoch is not None:
+            epoch = f"{s.epoch}/{s.epochs}" if s.epochs else str(s.epoch)
+        else:
+            epoch = f"-/{s.epochs}" if s.epochs else "-"
+        rows.append((s.id, state, profile, s.mode, started, epoch,
+                     "-" if s.step is None else str(s.step),
+                     "-" if s.last_loss is None else f"{s.last_loss:.4g}"))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    right = {5, 6, 7}  # numbers line up on the right
+    lines = []
+    for r in [header, *rows]:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# ---- finding ----------------------------------------------------------------------------
+
+def _describe(runs: list[RunPaths], limit: int = 10) -> str:
+    if not runs:
+        return "none"
+    shown = []
+    for p in runs[:limit]:
+        state, _, note = verified_state(p)
+        shown.append(f"{p.id} ({state.value}{', ' + note if note else ''})")
+    more = f", and {len(runs) - limit} more" if len(runs) > limit else ""
+    return ", ".join(shown) + more
+
+
+def find_run(runs_dir: Path, spec: str | None, live_only: bool = False) -> RunPaths:
+    """A run by id, unique id prefix or path; with no spec, the newest live run."""
+    runs = list_run_dirs(runs_dir)
+    if spec:
+        as_path = Path(spec)
+        if as_path.is_dir() and ((as_path / "run.json").exists() or (as_path / "profile.toml").exists()):
+            matches = [RunPaths(as_path)]
+        else:
+            matches = [p for p in runs if p.id == spec] or [p for p in runs if p.id.startswith(spec)]
+    else:
+        matches = runs
+    if live_only:
+        matches = [p for p in matches if is_live(p)]
+    if spec and len(matches) > 1:
+        raise RunNotFound(f"'{spec}' matches {len(matches)} runs: {_describe(matches)}. Give more of the id.")
+    if matches:
+        return matches[0]
+    what = "live run" if live_only else "run"
+    named = f" matching '{spec}'" if spec else ""
+    raise RunNotFound(f"no {what}{named} in {runs_dir}. Runs: {_describe(runs)}. "
+                      f"See them with: run.py --runs")
+
+
+# ---- logs -------------------------------------------------------------------------------
+
+_RANK_LOG = re.compile(r"rank-(\d+)\.log$")
+
+
+def rank_logs(paths: RunPaths) -> dict[int, list[Path]]:
+    """rank -> its log files, oldest launch/attempt first, stdout before stderr.
+
+    Direct launches (single, dp) write logs/rank-0.log; torchrun writes
+    logs/torchrun/<rdzv_id>_<random>/attempt_K/<local_rank>/{stdout,stderr}.log, one job
+    directory per launch (a resumed run has several) and one attempt per restart. Global rank =
+    run.json's rank_offset (node_rank * nproc_per_node) + local rank.
+    """
+    out: dict[int, list[Path]] = {}
+    logs = paths.logs
+    try:
+        entries = list(logs.iterdir())
+    except OSError:
+        return out
+    for f in sorted(entries):
+        m = _RANK_LOG.fullmatch(f.name)
+        if m and f.is_file():
+            out.setdefault(int(m.group(1)), []).append(f)
+    base = logs / "torchrun"
+    if base.is_dir():
+        offset = int(read_run_json(paths).get("rank_offset") or 0)
+
+        def mtime(p: Path) -> float:
+            try:
+                return p.stat().st_mtime
+            except OSError:
+                return 0.0
+
+        for job in sorted((d for d in base.iterdir() if d.is_dir()), key=lambda d: (mtime(d), d.name)):
+            attempts = [d for d in job.iterdir() if d.is_dir() and d.name.startswith("attempt_")]
+            attempts.sort(key=lambda d: int(d.name.split("_", 1)[1]) if d.name.split("_", 1)[1].isdigit() else -1)
+            for attempt in attempts:
+                for rank_dir in sorted((d for d in attempt.iterdir() if d.is_dir() and d.name.isdigit()),
+                                       key=lambda d: int(d.name)):
+                    for name in ("stdout.log", "stderr.log"):
+                        f = rank_dir / name
+                        if f.exists():
+                            out.setdefault(offset + int(rank_dir.name), []).append(f)
+    return dict(sorted(out.items()))
+
+
+# ---- starting ---------------------------------------------------------------------------
+
+def _spawn_supervisor(paths: RunPaths) -> pg.ProcRef:
+    paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(paths.supervisor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONUNBUFFERED"] = "1"
+    try:
+        # A new session: no controlling terminal, so a dropped SSH connection (SIGHUP to the
+        # console's session) and Ctrl-C in the console never reach the run.
+        proc = subprocess.Popen([sys.executable, "-m", "training.supervisor", str(paths.root.resolve())],
+                                cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=fd,
+                                stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
+    finally:
+        os.close(fd)
+    ref = pg.ref_of(proc.pid, "supervisor")
+    if ref is None:
+        # Gone already (it failed at import): record the pid anyway so nobody waits on "spawning".
+        proc.wait()
+        ref = pg.ProcRef(proc.pid, 0.0, "supervisor")
+    # No wait(): the console may exit long before the run ends (init reaps the supervisor then);
+    # while it lives, subprocess reaps the finished child on its next Popen.
+    return ref
+
+
+def _write_profile(paths: RunPaths, profile: Profile) -> None:
+    fd = os.open(paths.profile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(profile.to_toml())
+
+
+def start_run(profile: Profile, runs_dir: Path, argv: list[str] | None = None,
+              rehearsal: bool = False) -> RunPaths:
+    paths = create_run_dir(Path(runs_dir), profile.name)
+    paths = RunPaths(paths.root.resolve())
+    _write_profile(paths, profile)
+    now = round(time.time(), 3)
+    write_json_atomic(paths.run_json, {
+        "id": paths.id, "profile": profile.name, "mode": profile.launch.mode,
+        "world_size": profile.world_size, "argv": list(argv or []), "host": hostname(), "created": now,
+        "rehearsal": bool(rehearsal), "supervisor": {"pid": None, "create_time": None}, "launcher": None,
+        "processes": [], "port": None, "env": {}, "state": RunState.STARTING.value, "state_t": now,
+    })
+    ref = _spawn_supervisor(paths)
+    update_run_json(paths, supervisor={"pid": ref.pid, "create_time": ref.create_time})
+    return paths
+
+
+def _last_checkpoint_step(paths: RunPaths) -> int | None:
+    step = None
+    for e in _tail_events(paths.events, 4 << 20):
+        if e.get("kind") == "checkpoint" and str(e.get("path", "")).endswith("last.pt"):
+            step = _int(e.get("step")) if _int(e.get("step")) is not None else step
+    return step
+
+
+def resume_run(paths: RunPaths) -> RunPaths:
+    state, live, note = verified_state(paths)
+    if live:
+        raise TraindeckError(f"run {paths.id} is still {state.value}; stop it first (run.py --stop {paths.id}) "
+                             f"or attach to it (run.py --attach {paths.id}).")
+    last = paths.checkpoints / "last.pt"
+    if not last.exists():
+        raise TraindeckError(f"run {paths.id} has no checkpoint to resume from ({last} does not exist); "
+                             f"start a new run with run.py --profile instead.")
+    if not paths.profile.exists():
+        raise TraindeckError(f"run {paths.id} has no profile.toml; it cannot be resumed.")
+    step = _last_checkpoint_step(paths)
+    data = read_run_json(paths)
+    try:
+        paths.exit_json.unlink()
+    except FileNotFoundError:
+        pass
+    now = round(time.time(), 3)
+    update_run_json(paths, state=RunState.STARTING.value, state_t=now, host=hostname(),
+                    supervisor={"pid": None, "create_time": None}, launcher=None, processes=[],
+                    resumes=int(data.get("resumes") or 0) + 1, resumed_at=now)
+    what = f"step {step}" if step is not None else "checkpoints/last.pt"
+    append_events(paths.events, [make_event("log", level="info", message=f"resumed from {what}",
+                                            step=step, source="console")])
+    ref = _spawn_supervisor(paths)
+    update_run_json(paths, supervisor={"pid": ref.pid, "create_time": ref.create_time})
+    return paths
+
+
+# ---- stopping ---------------------------------------------------------------------------
+
+def _grace(paths: RunPaths) -> float:
+    value = (_profile_data(paths).get("launch") or {}).get("stop_grace_s")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else DEFAULT_GRACE_S
+
+
+def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: str) -> RunState:
+    """Finish a run whose supervisor is dead, from run.json alone: stop every recorded process
+    still ours, then record how the run ended. Processes still running mean the run was healthy
+    until now (stopped); none mean it had already died with its supervisor (failed)."""
+    procs = _recorded_procs(data)
+    alive_before = pg.alive(procs)
+    if alive_before:
+        launcher = [r for r in alive_before if r.role == "launcher"]
+        pg.terminate_then_kill(alive_before, grace_s, term_first=launcher or None)
+    recorded = _state_of(data.get("state"))
+    if not recorded.is_live and not alive_before:
+        return recorded
+    state = RunState.STOPPED if alive_before else RunState.FAILED
+    sup = data.get("supervisor") or {}
+    message = (f"stopped after the supervisor (pid {sup.get('pid')}) was gone ({reason})" if alive_before
+               else f"the supervisor (pid {sup.get('pid')}) died and the run with it")
+    if not paths.exit_json.exists() or recorded.is_live:
+        write_json_atomic(paths.exit_json, {
+            "returncode": None, "state": state.value, "failed_rank": None,
+            "error": [] if alive_before else [message], "hint": None if alive_before else
+            "see logs/supervisor.log; resume with run.py --resume " + paths.id,
+            "message": message, "t": round(time.time(), 3), "seconds": None})
+    now = round(time.time(), 3)
+    update_run_json(paths, state=state.value, state_t=now, processes=[])
+    append_events(paths.events, [make_event("status", state=state.value, message=message, source="console")])
+    return state
+
+
+def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -> RunState:
+    """Stop a run and everything it started. With a live supervisor: SIGTERM it (it stops the
+    launcher, waits the profile's grace, SIGKILLs the rest, writes the state). With a dead one:
+    do that here from run.json. `wait=False` returns right after asking a live supervisor; a
+    dead one's cleanup always happens before returning."""
+    data = read_run_json(paths)
+    grace = _grace(paths) if grace_s is None else float(grace_s)
+    sup = pg.ProcRef.from_json(data.get("supervisor"), "supervisor")
+    if data.get("host") and data.get("host") != hostname():
+        raise TraindeckError(f"run {paths.id} runs on {data.get('host')}; stop it there.")
+    if sup is not None and pg.is_alive(sup):
+        pg.signal_procs([sup], signal.SIGTERM)
+        if not wait:
+            return _state_of(data.get("state"))
+        left = pg.wait_gone([sup], grace + STOP_MARGIN_S, poll_s=0.1)
+        if not left:
+            return verified_state(paths)[0]
+        # The supervisor did not finish in time: finish its job for it.
+        pg.signal_procs(left, signal.SIGKILL)
+        pg.wait_gone(left, 5.0)
+        return _take_over(paths, read_run_json(paths), 0.0, "it did not stop in time")
+    if isinstance(data.get("supervisor"), dict) and data["supervisor"].get("pid") is None \
+            and _supervisor_status(data) == "spawning":
+        # start_run is between spawning and recording; the pid appears within moments.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and (read_run_json(paths).get("supervisor") or {}).get("pid") is None:
+            time.sleep(0.05)
+        if (read_run_json(paths).get("supervisor") or {}).get("pid") is not None:
+            return stop_run(paths, grace_s, wait)
+    return _take_over(paths, data, grace, "stop requested")
+
+
+def reap_orphans(runs_dir: Path) -> list[RunPaths]:
+    """Runs that claim to be live on this host but whose supervisor is gone: kill what is left
+    of them and mark them failed. Returns the runs reaped."""
+    reaped = []
+    for paths in list_run_dirs(runs_dir):
+        data = read_run_json(paths)
+        if not data or not _state_of(data.get("state")).is_live:
+            continue
+        if _supervisor_status(data) != "dead":
+            continue
+        procs = _recorded_procs(data)
+        survivors = pg.alive(procs)
+        if survivors:
+            pg.terminate_then_kill(survivors, 2.0)
+        state = RunState.FAILED
+        sup = data.get("supervisor") or {}
+        message = f"orphaned: the supervisor (pid {sup.get('pid')}) died"
+        if survivors:
+            message += f"; {len(survivors)} leftover process(es) killed"
+        write_json_atomic(paths.exit_json, {
+            "returncode": None, "state": state.value, "failed_rank": None, "error": [message],
+            "hint": "see logs/supervisor.log; resume with run.py --resume " + paths.id,
+            "message": message, "t": round(time.time(), 3), "seconds": None})
+        update_run_json(paths, state=state.value, state_t=round(time.time(), 3), processes=[])
+        append_events(paths.events, [make_event("status", state=state.value, message=message, source="console")])
+        reaped.append(paths)
+    return reaped

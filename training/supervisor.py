@@ -1,0 +1,572 @@
+"""`python -m training.supervisor RUN_DIR`: one run's state machine, from launch to exit.json.
+
+    starting --workers up / worker's `status running`--> running --launcher exits--> finished | failed
+        \\------------------------- SIGTERM (stop) ------------------------------> stopped
+
+Like torch elastic's agent: a validated launch config (`training.launch.LaunchSpec`), a
+`RunState`, and a monitor loop that returns a `RunResult`. The supervisor is the only writer of
+run.json while it lives (`training.runs.stop_run` takes over only once it is dead) and it never
+trains: it starts the launcher (torchrun or the worker itself), tracks every descendant by pid +
+create_time, runs the telemetry sampler and the custom-script log tailer, and on the way out
+makes sure no process of the run is left and says why the run ended (exit.json).
+
+It runs in its own session with stdio on logs/supervisor.log (training.runs.start_run spawns it
+so), and ignores SIGHUP, so a dropped SSH connection never reaches training.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training import process_group as pg
+from training.errors import TraindeckError
+from training.events import EventReader, append_events, make_event
+from training.launch import LaunchSpec, build_launch, format_command, free_port
+from training.profile import Profile, parse_profile
+from training.rundir import (RunPaths, RunState, hostname, read_json, read_run_json, update_run_json,
+                             write_json_atomic)
+from training.runs import rank_logs
+
+POLL_S = 0.2
+REFRESH_PROCS_S = 0.5
+# A rank that died with a traceback while torchrun still waits on the others (a worker deferring
+# SIGTERM, a collective that never times out): after this long the supervisor ends it itself.
+FAIL_FAST_S = 1.5
+# How long start_run may take to record the supervisor's pid in run.json before we write it.
+HANDOFF_TIMEOUT_S = 5.0
+
+
+def log(message: str) -> None:
+    print(time.strftime("%H:%M:%S"), message, file=sys.stderr, flush=True)
+
+
+# ---- why a run ended --------------------------------------------------------------------
+
+_RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]:\s?")
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure|Warning)?)(?::\s|:$|$)")
+# Errors a rank reports because *another* rank died first: never the root cause when a rank
+# with a genuine error exists.
+_COLLATERAL = re.compile(
+    r"Connection closed by peer|Connection reset by peer|remote worker crashing|Broken pipe|"
+    r"DistNetworkError|DistBackendError|NCCL communicator was aborted|ProcessGroupNCCL.*(abort|timeout)|"
+    r"Socket Timeout|SignalException|Signals\.SIGTERM|KeyboardInterrupt|recvBytes|Timed out waiting",
+    re.IGNORECASE)
+_OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory", re.IGNORECASE)
+_HINTS: list[tuple[re.Pattern, str]] = [
+    (re.compile(r"NCCL (error|WARN)|ncclInternalError|ncclSystemError|ncclUnhandledCudaError"),
+     "NCCL failed: rerun with launch.env.NCCL_DEBUG = \"INFO\"; on boxes without InfiniBand set "
+     "NCCL_IB_DISABLE = \"1\", and NCCL_P2P_DISABLE = \"1\" if GPUs cannot talk peer-to-peer"),
+    (re.compile(r"Address already in use|EADDRINUSE"),
+     "the rendezvous port is taken: leave launch.rdzv_endpoint empty so a free port is picked"),
+    (re.compile(r"No module named '([\w.]+)'"),
+     "a module is missing in this environment: install it into the Python that runs traindeck"),
+    (re.compile(r"CUDA driver|no CUDA GPUs are available|CUDA_VISIBLE_DEVICES"),
+     "CUDA is not usable here: check nvidia-smi and launch.env.CUDA_VISIBLE_DEVICES"),
+]
+
+
+def clean_lines(text: str) -> list[str]:
+    return [_RANK_PREFIX.sub("", line.rstrip()) for line in text.splitlines()]
+
+
+def read_tail(path: Path, max_bytes: int = 64 << 10) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def traceback_summary(text: str) -> list[str]:
+    """The meaningful lines of the last traceback in `text`: the exception line first, then the
+    innermost frame and its source line. [] if there is no traceback."""
+    lines = clean_lines(text)
+    start = max((i for i, l in enumerate(lines) if l.startswith("Traceback (most recent call last)")),
+                default=None)
+    if start is None:
+        return []
+    body = lines[start + 1:]
+    frames = [i for i, l in enumerate(body) if l.lstrip().startswith('File "')]
+    exc = None
+    after = frames[-1] + 1 if frames else 0
+    for l in body[after:]:
+        if l and not l.startswith(" ") and not l.startswith("^") and _EXC_LINE.match(l):
+            exc = l
+            break
+    out = [exc] if exc else []
+    if frames:
+        i = frames[-1]
+        out.append(body[i].strip())
+        if i + 1 < len(body) and body[i + 1].startswith(" ") and not body[i + 1].lstrip().startswith("File "):
+            out.append(body[i + 1].strip())
+    return [l[:500] for l in out if l]
+
+
+def last_lines(text: str, n: int = 3) -> list[str]:
+    meaningful = [l for l in clean_lines(text) if l.strip()]
+    return [l[:500] for l in meaningful[-n:]]
+
+
+def make_hint(error_text: str, rank: int | None, profile: Profile | None) -> str | None:
+    if _OOM.search(error_text):
+        where = f" on rank {rank}" if rank is not None else ""
+        if profile is None:
+            return f"CUDA out of memory{where}: lower train.batch_size or enable amp"
+        b = profile.train.batch_size
+        fix = f"try batch_size {max(1, b // 2)}"
+        if profile.train.amp == "off":
+            fix += " or enable amp (train.amp = \"bf16\")"
+        elif profile.train.grad_accum == 1:
+            fix += " with train.grad_accum = 2"
+        return f"CUDA out of memory{where} with batch_size {b}: {fix}"
+    for pattern, hint in _HINTS:
+        if pattern.search(error_text):
+            return hint
+    return None
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    failed_rank: int | None
+    error: list[str]
+    hint: str | None
+
+
+def _torchrun_error_files(paths: RunPaths) -> dict[int, tuple[float, list[str]]]:
+    """rank -> (timestamp, lines) from torchrun's per-worker error.json files (written when the
+    worker's entry point uses torch.distributed.elastic's @record)."""
+    out: dict[int, tuple[float, list[str]]] = {}
+    base = paths.logs / "torchrun"
+    if not base.is_dir():
+        return out
+    offset = int(read_run_json(paths).get("rank_offset") or 0)
+    for f in base.glob("*/attempt_*/*/error.json"):
+        data = read_json(f, {}) or {}
+        msg = data.get("message")
+        try:
+            local_rank = int(f.parent.name)
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            text = str(msg.get("message", ""))
+            extra = msg.get("extraInfo") or {}
+            stamp = float(extra.get("timestamp") or f.stat().st_mtime)
+            callstack = str(extra.get("py_callstack") or "")
+        else:
+            text, stamp, callstack = str(msg or ""), f.stat().st_mtime, ""
+        lines = traceback_summary(callstack) or [l for l in text.splitlines() if l.strip()][-2:]
+        out[offset + local_rank] = (stamp, lines)
+    return out
+
+
+def _root_cause_rank(launcher_text: str) -> int | None:
+    m = re.search(r"Root Cause.*?rank\s*:\s*(\d+)", launcher_text, re.DOTALL)
+    return int(m.group(1)) if m else None
+
+
+def diagnose(paths: RunPaths, profile: Profile | None, returncode: int | None,
+             first_exit_rank: int | None = None) -> Diagnosis:
+    """Which rank failed first and why, from the files the run left behind.
+
+    Sources, most trusted first: torchrun's error.json files (earliest timestamp); the rank
+    logs with a traceback, preferring genuine errors over collateral ones ("connection closed by
+    peer" is what the *other* ranks say) and then the rank that exited first / wrote last earliest;
+    torchrun's "Root Cause" summary (which, with second-resolution timestamps, often names a
+    collateral rank); finally the launcher's own last lines.
+    """
+    error_files = _torchrun_error_files(paths)
+    genuine = {r: v for r, v in error_files.items() if not _COLLATERAL.search(" ".join(v[1]))}
+    pick = genuine or error_files
+    if pick:
+        rank = min(pick, key=lambda r: pick[r][0])
+        lines = pick[rank][1]
+        text = "\n".join(lines) + "\n" + _rank_text(paths, rank)
+        return Diagnosis(rank, lines, make_hint(text, rank, profile))
+
+    candidates: list[tuple[bool, int, float, int, list[str], str]] = []
+    for rank, files in rank_logs(paths).items():
+        newest_attempt = _latest_attempt(files)
+        text = "".join(read_tail(f) for f in newest_attempt)
+        summary = traceback_summary(text)
+        if not summary:
+            if not _OOM.search(text):
+                continue
+            summary = [l for l in clean_lines(text) if _OOM.search(l)][:1]
+        collateral = bool(_COLLATERAL.search(" ".join(summary)))
+        mtime = max((f.stat().st_mtime for f in newest_attempt if f.exists()), default=0.0)
+        candidates.append((collateral, 0 if rank == first_exit_rank else 1, mtime, rank, summary, text))
+    if candidates:
+        candidates.sort(key=lambda c: c[:4])
+        _, _, _, rank, summary, text = candidates[0]
+        return Diagnosis(rank, summary, make_hint(text, rank, profile))
+
+    launcher_log = paths.logs / "launcher.log"
+    launcher_text = read_tail(launcher_log)
+    rank = _root_cause_rank(launcher_text)
+    if rank is None and returncode not in (None, 0) and not (paths.logs / "torchrun").exists():
+        rank = 0 if (paths.logs / "rank-0.log").exists() else None
+    lines = (traceback_summary(launcher_text) or last_lines(launcher_text)) if launcher_text else []
+    if not lines and rank is not None:
+        lines = last_lines(_rank_text(paths, rank))
+    return Diagnosis(rank, lines, make_hint(launcher_text + "\n".join(lines), rank, profile))
+
+
+def _latest_attempt(files: list[Path]) -> list[Path]:
+    attempts = [f.parent.parent.name for f in files if f.parent.parent.name.startswith("attempt_")]
+    if not attempts:
+        return files
+    latest = max(attempts, key=lambda a: int(a.split("_")[1]) if a.split("_")[1].isdigit() else -1)
+    return [f for f in files if f.parent.parent.name == latest]
+
+
+def _rank_text(paths: RunPaths, rank: int) -> str:
+    return "".join(read_tail(f) for f in _latest_attempt(rank_logs(paths).get(rank, [])))
+
+
+# ---- the state machine ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunResult:
+    state: RunState
+    returncode: int | None
+    failed_rank: int | None = None
+    error: list[str] = field(default_factory=list)
+    hint: str | None = None
+    message: str = ""
+
+    def exit_json(self, started: float) -> dict[str, Any]:
+        return {"returncode": self.returncode, "state": self.state.value, "failed_rank": self.failed_rank,
+                "error": list(self.error), "hint": self.hint, "message": self.message,
+                "t": round(time.time(), 3), "seconds": round(time.time() - started, 3)}
+
+
+class Supervisor:
+    def __init__(self, paths: RunPaths):
+        self.paths = paths
+        self.state = RunState.STARTING
+        self.profile: Profile | None = None
+        self.spec: LaunchSpec | None = None
+        self.launcher: subprocess.Popen | None = None
+        self.launcher_ref: pg.ProcRef | None = None
+        # Everything we ever saw, by pid: the final sweep checks all of them (pid + create_time).
+        self.known: dict[int, pg.ProcRef] = {}
+        # The alive set as last published; replaced (never mutated) so other threads can read it.
+        self.procs: tuple[pg.ProcRef, ...] = ()
+        self.stop_requested = threading.Event()
+        self.worker_stopped = False
+        self.worker_running = False
+        self.first_exit_rank: int | None = None
+        self.failure_seen_at: float | None = None
+        self.started = time.time()
+        self._aux: list[Any] = []
+
+    # -- helpers --
+    def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
+        self.state = state
+        update_run_json(self.paths, state=state.value, state_t=round(time.time(), 3))
+        if emit:
+            info.setdefault("source", "supervisor")
+            append_events(self.paths.events, [make_event("status", state=state.value, message=message, **info)])
+        log(f"state {state.value}: {message}")
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            log("SIGHUP ignored: training continues")
+            return
+        log(f"signal {signal.Signals(signum).name}: stopping the run")
+        self.stop_requested.set()
+
+    def _install_signals(self) -> None:
+        # A Python handler rather than SIG_IGN for SIGHUP: an ignored signal would stay ignored in
+        # the launcher and workers across exec, a handler resets to the default there.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    def _await_handoff(self) -> None:
+        """start_run records our pid in run.json right after spawning us (it leaves
+        "supervisor": {"pid": null} until then); writing run.json before that lands would race its
+        read-modify-write, so wait for it, briefly."""
+        deadline = time.monotonic() + HANDOFF_TIMEOUT_S
+        while time.monotonic() < deadline:
+            sup = read_run_json(self.paths).get("supervisor")
+            if not (isinstance(sup, dict) and sup.get("pid") is None):
+                return
+            time.sleep(0.02)
+
+    def _load_profile(self) -> Profile:
+        try:
+            text = self.paths.profile.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TraindeckError(f"cannot read {self.paths.profile}: {exc}") from None
+        return parse_profile(text, path=self.paths.profile)
+
+    def _prepare(self, profile: Profile) -> LaunchSpec:
+        port = None
+        if profile.launch.mode == "ddp" and not profile.launch.rdzv_endpoint:
+            port = free_port()
+        return build_launch(profile, self.paths, port)
+
+    # -- main --
+    def run(self) -> RunResult:
+        self._install_signals()
+        self._await_handoff()
+        data = read_run_json(self.paths)
+        update_run_json(
+            self.paths, id=data.get("id") or self.paths.id, host=data.get("host") or hostname(),
+            created=data.get("created") or round(self.started, 3), rehearsal=bool(data.get("rehearsal", False)),
+            argv=data.get("argv") or [], supervisor=pg.pid_create_time(),
+            launcher=None, processes=[], state=RunState.STARTING.value, state_t=round(time.time(), 3))
+        try:
+            self.profile = self._load_profile()
+            self.spec = self._prepare(self.profile)
+        except (TraindeckError, OSError) as exc:
+            return RunResult(RunState.FAILED, None, None, [str(exc)], None, f"cannot launch: {exc}")
+        p, spec = self.profile, self.spec
+        update_run_json(self.paths, profile=p.name, mode=p.launch.mode, world_size=p.world_size,
+                        port=spec.port, env=dict(spec.env), launch_argv=list(spec.argv),
+                        rank_offset=spec.rank_offset)
+        command = format_command(spec, with_env=False)
+        self.set_state(RunState.STARTING, f"launching {p.launch.mode} x{p.world_size}: {command}",
+                       world_size=p.world_size, mode=p.launch.mode, port=spec.port)
+        for note in spec.notes:
+            append_events(self.paths.events, [make_event("log", level="info", message=note)])
+        if self.stop_requested.is_set():
+            return RunResult(RunState.STOPPED, None, message="stopped before launch")
+        try:
+            self._spawn(spec)
+        except OSError as exc:
+            return RunResult(RunState.FAILED, None, None, [str(exc)], None, f"cannot start {spec.argv[0]}: {exc}")
+        self._start_aux(p)
+        try:
+            return self._monitor()
+        finally:
+            self._stop_aux()
+
+    def _spawn(self, spec: LaunchSpec) -> None:
+        out_path = spec.launcher_log if spec.uses_torchrun else spec.stdout_log
+        assert out_path is not None
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        if spec.torchrun_log_dir is not None:
+            spec.torchrun_log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            self.launcher = subprocess.Popen(list(spec.argv), env=spec.environ(), cwd=spec.cwd,
+                                             stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+                                             close_fds=True)
+        finally:
+            os.close(fd)
+        role, rank = ("launcher", None) if spec.uses_torchrun else ("worker", 0)
+        self.launcher_ref = pg.ref_of(self.launcher.pid, role, rank) or pg.ProcRef(self.launcher.pid, 0.0, role, rank)
+        self.known[self.launcher_ref.pid] = self.launcher_ref
+        update_run_json(self.paths, launcher=self.launcher_ref.to_json())
+        log(f"launcher pid {self.launcher.pid}: {format_command(spec)}")
+        self._refresh_procs(force=True)
+
+    def _start_aux(self, p: Profile) -> None:
+        # Telemetry and the metrics tailer are helpers: if one cannot start, training goes on and
+        # the run's log says why.
+        if p.telemetry.interval_s > 0:
+            try:
+                from training.telemetry import TelemetrySampler
+
+                sampler = TelemetrySampler(self.paths, p.telemetry.interval_s, self.ranks_by_pid)
+                sampler.start()
+                self._aux.append(sampler)
+            except Exception as exc:  # noqa: BLE001 - any failure here must not stop training
+                self._aux_failed("telemetry", exc)
+        if p.is_custom and p.metrics:
+            try:
+                from training.log_metrics import LogMetricParser, LogTailer
+
+                tailer = LogTailer(self.rank0_stdout, LogMetricParser(p.metrics), self.paths.events)
+                tailer.start()
+                self._aux.append(tailer)
+            except Exception as exc:  # noqa: BLE001
+                self._aux_failed("metrics log tailer", exc)
+
+    def _aux_failed(self, what: str, exc: Exception) -> None:
+        log(f"{what} not started: {exc!r}\n{traceback.format_exc()}")
+        append_events(self.paths.events, [make_event("log", level="warning", message=f"{what} not started: {exc}")])
+
+    def _stop_aux(self) -> None:
+        for helper in reversed(self._aux):
+            try:
+                helper.stop()
+            except Exception as exc:  # noqa: BLE001
+                log(f"stopping {type(helper).__name__}: {exc!r}")
+        self._aux.clear()
+
+    def ranks_by_pid(self) -> dict[int, int]:
+        return pg.ranks_by_pid(self.procs)
+
+    def rank0_stdout(self) -> Path | None:
+        files = rank_logs(self.paths).get(0, [])
+        stdout = [f for f in files if f.name in ("stdout.log", "rank-0.log")]
+        return stdout[-1] if stdout else None
+
+    def _refresh_procs(self, force: bool = False) -> None:
+        if self.launcher_ref is None:
+            return
+        for ref in pg.descendants(self.launcher_ref):
+            old = self.known.get(ref.pid)
+            if old is None or abs(old.create_time - ref.create_time) > pg.CREATE_TIME_TOLERANCE_S:
+                self.known[ref.pid] = ref
+        current = tuple(pg.alive(self.known.values()))
+        if force or {r.pid for r in current} != {r.pid for r in self.procs}:
+            gone = [r for r in self.procs if r.role == "worker" and r not in current]
+            if gone and self.first_exit_rank is None:
+                self.first_exit_rank = gone[0].rank
+                self._check_rank_failure(gone[0])
+            self.procs = current
+            update_run_json(self.paths, processes=[r.to_json() for r in current])
+
+    def _check_rank_failure(self, ref: pg.ProcRef) -> None:
+        if ref.rank is None or self.launcher is None or self.launcher.poll() is not None:
+            return
+        if traceback_summary(_rank_text(self.paths, ref.rank)):
+            self.failure_seen_at = time.monotonic()
+            log(f"rank {ref.rank} exited with a traceback; the launcher has {FAIL_FAST_S}s to notice")
+
+    def _workers_up(self) -> bool:
+        assert self.spec is not None
+        workers = [r for r in self.procs if r.role == "worker"]
+        return len(workers) >= self.spec.local_procs
+
+    def _read_worker_events(self, reader: EventReader) -> None:
+        for event in reader.read():
+            if event.get("kind") != "status" or event.get("rank") not in (0, None):
+                continue
+            state = event.get("state")
+            if state == RunState.RUNNING.value and not self._is_ours(event):
+                self.worker_running = True
+            elif state == RunState.STOPPED.value and not self._is_ours(event):
+                self.worker_stopped = True
+
+    @staticmethod
+    def _is_ours(event: dict[str, Any]) -> bool:
+        return event.get("source") == "supervisor"
+
+    def _monitor(self) -> RunResult:
+        assert self.launcher is not None and self.profile is not None and self.spec is not None
+        reader = EventReader(self.paths.events)
+        # Events from before this launch (a resumed run) say nothing about this one.
+        reader.offset = self.paths.events.stat().st_size if self.paths.events.exists() else 0
+        last_refresh = 0.0
+        while True:
+            rc = self.launcher.poll()
+            if rc is not None:
+                break
+            if self.stop_requested.is_set():
+                return self._stop()
+            now = time.monotonic()
+            if now - last_refresh >= REFRESH_PROCS_S:
+                last_refresh = now
+                self._refresh_procs()
+            self._read_worker_events(reader)
+            if self.state is RunState.STARTING:
+                if self.worker_running:
+                    self.set_state(RunState.RUNNING, emit=False)
+                elif self.profile.is_custom and self._workers_up():
+                    workers = sum(1 for r in self.procs if r.role == "worker")
+                    self.set_state(RunState.RUNNING, f"{workers} worker process(es) up")
+            if self.failure_seen_at is not None and now - self.failure_seen_at > FAIL_FAST_S:
+                log("the launcher did not end the run after a rank failed: stopping it")
+                self._kill_everything(grace_s=0.5)
+            self.stop_requested.wait(POLL_S)
+        self._read_worker_events(reader)
+        return self._result(rc)
+
+    def _kill_everything(self, grace_s: float) -> None:
+        self._refresh_procs()
+        term = [self.launcher_ref] if self.launcher_ref else []
+        killed = pg.terminate_then_kill(list(self.known.values()), grace_s, term_first=term)
+        if killed:
+            log(f"SIGKILL to {len(killed)} process(es): {[r.pid for r in killed]}")
+        if self.launcher is not None:
+            try:
+                self.launcher.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.launcher.kill()
+                self.launcher.wait()
+
+    def _stop(self) -> RunResult:
+        assert self.profile is not None
+        grace = self.profile.launch.stop_grace_s
+        log(f"stop: SIGTERM to the launcher, {grace}s grace, then SIGKILL")
+        self._kill_everything(grace)
+        rc = self.launcher.returncode if self.launcher else None
+        return RunResult(RunState.STOPPED, rc, message="stopped on request")
+
+    def _result(self, rc: int) -> RunResult:
+        assert self.profile is not None
+        if self.stop_requested.is_set():
+            return RunResult(RunState.STOPPED, rc, message="stopped on request")
+        if rc == 0:
+            if self.worker_stopped:
+                return RunResult(RunState.STOPPED, rc, message="saved and stopped")
+            return RunResult(RunState.FINISHED, rc, message="finished")
+        d = diagnose(self.paths, self.profile, rc, self.first_exit_rank)
+        first = d.error[0] if d.error else f"exit code {rc}"
+        who = f"rank {d.failed_rank}" if d.failed_rank is not None else "the launcher"
+        return RunResult(RunState.FAILED, rc, d.failed_rank, d.error, d.hint, f"{who} failed: {first}")
+
+    def finish(self, result: RunResult) -> RunResult:
+        """No process of the run may outlive it: sweep, then write exit.json and the final state."""
+        leftovers = pg.alive(self.known.values())
+        if leftovers:
+            log(f"{len(leftovers)} process(es) outlived the launcher: {[r.pid for r in leftovers]}")
+            pg.terminate_then_kill(leftovers, grace_s=1.0)
+        write_json_atomic(self.paths.exit_json, result.exit_json(self.started))
+        info: dict[str, Any] = {"returncode": result.returncode}
+        if result.failed_rank is not None:
+            info["rank"] = result.failed_rank
+        if result.hint:
+            info["hint"] = result.hint
+        update_run_json(self.paths, processes=[])
+        self.set_state(result.state, result.message, **info)
+        return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1:
+        print("usage: python -m training.supervisor RUN_DIR", file=sys.stderr)
+        return 2
+    paths = RunPaths(Path(argv[0]).resolve())
+    if not paths.root.is_dir():
+        print(f"no run directory {paths.root}", file=sys.stderr)
+        return 2
+    # Our own output belongs in the run (start_run points it there already; a manual start not).
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.supervisor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(fd, 1), os.dup2(fd, 2)
+    os.close(fd)
+    sup = Supervisor(paths)
+    try:
+        result = sup.run()
+    except Exception as exc:  # noqa: BLE001 - turn any bug into a failed run, never a silent one
+        log("supervisor crashed:\n" + traceback.format_exc())
+        if sup.launcher is not None and sup.launcher.poll() is None:
+            sup._kill_everything(grace_s=1.0)
+        result = RunResult(RunState.FAILED, None, None, [f"{type(exc).__name__}: {exc}"], None,
+                           f"supervisor error: {exc}")
+    sup.finish(result)
+    return 0 if result.state in (RunState.FINISHED, RunState.STOPPED) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
