@@ -116,7 +116,7 @@ class EventReader:
                 continue
             try:
                 event = json.loads(line)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # RecursionError: junk like "[[[[..." nested deep
                 self.skipped += 1
                 continue
             if not isinstance(event, dict) or "kind" not in event:
