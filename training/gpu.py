@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -502,6 +503,7 @@ def load_fake_nvml(spec: str) -> Any:
         if mod_spec is None or mod_spec.loader is None:
             raise ImportError(f"cannot load {target}")
         module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[mod_spec.name] = module  # dataclasses look their module up while it executes
         mod_spec.loader.exec_module(module)
     else:
         module = importlib.import_module(target)
