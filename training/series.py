@@ -1,0 +1,263 @@
+"""Metric series for plots, bounded in memory however long the run.
+
+    store = SeriesStore()
+    store.add_events(events)                       # metric events, in batches
+    store.names()                                  # [("train", "loss"), ("val", "loss"), ("train", "loss/color"), ...]
+    xs, ys = store.view(("train", "loss"), width=100, smoothing=0.6)
+
+Each series keeps the most recent `recent` points at full resolution and, for its whole
+history, at most `capacity` buckets (min, max, sum, count, x range). When the buckets are full,
+neighbours merge pairwise and each bucket covers twice as many points, so memory is
+O(capacity + recent) at 10^3 or 10^9 points. A view reduces whatever it reads to about `width`
+groups with min and max per group (spikes stay visible), so a redraw costs the same at any
+length. Non-finite values (a loss gone NaN) are not plotted but counted, with the first step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any, Iterable
+
+import numpy as np
+
+Key = tuple[str, str]
+DEFAULT_CAPACITY = 1024
+DEFAULT_RECENT = 2048
+MAX_SERIES = 256
+
+
+class Series:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, recent: int = DEFAULT_RECENT):
+        if capacity < 4 or capacity % 2:
+            raise ValueError("capacity must be an even number >= 4")
+        self.capacity = capacity
+        self.recent: deque[tuple[float, float, float, float]] = deque(maxlen=recent)
+        # One row per closed bucket: step_lo, step_hi, epoch_sum, t_hi, ymin, ymax, ysum, count
+        self._b = np.zeros((capacity, 8), dtype=np.float64)
+        self._nb = 0
+        self.span = 1  # points per closed bucket
+        self._open: list[float] | None = None
+        self.count = 0
+        self.nonfinite = 0
+        self.first_nonfinite_step: float | None = None
+        self.last: tuple[float, float, float, float] | None = None  # step, epoch, value, t
+
+    def add(self, step: float, epoch: float, value: float, t: float) -> None:
+        if not math.isfinite(value):
+            self.nonfinite += 1
+            if self.first_nonfinite_step is None:
+                self.first_nonfinite_step = step
+            return
+        self.count += 1
+        self.last = (step, epoch, value, t)
+        self.recent.append(self.last)
+        o = self._open
+        if o is None:
+            self._open = [step, step, epoch, t, value, value, value, 1.0]
+            return
+        o[1] = step
+        o[2] += epoch
+        o[3] = t
+        if value < o[4]:
+            o[4] = value
+        if value > o[5]:
+            o[5] = value
+        o[6] += value
+        o[7] += 1.0
+        if o[7] >= self.span:
+            self._close()
+
+    def _close(self) -> None:
+        if self._nb == self.capacity:
+            self._merge()
+        self._b[self._nb] = self._open
+        self._nb += 1
+        self._open = None
+
+    def _merge(self) -> None:
+        a, b = self._b[0::2], self._b[1::2]
+        merged = np.empty((self.capacity // 2, 8))
+        merged[:, 0] = a[:, 0]
+        merged[:, 1] = b[:, 1]
+        merged[:, 2] = a[:, 2] + b[:, 2]
+        merged[:, 3] = b[:, 3]
+        merged[:, 4] = np.minimum(a[:, 4], b[:, 4])
+        merged[:, 5] = np.maximum(a[:, 5], b[:, 5])
+        merged[:, 6] = a[:, 6] + b[:, 6]
+        merged[:, 7] = a[:, 7] + b[:, 7]
+        self._b[: self.capacity // 2] = merged
+        self._nb = self.capacity // 2
+        self.span *= 2
+
+    @property
+    def stored_points(self) -> int:
+        """What this series holds in memory: buckets plus the full-resolution tail."""
+        return self._nb + (self._open is not None) + len(self.recent)
+
+    def _columns(self, x: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """x, ymin, ymax, ysum, count per stored unit (raw points when they are all still held)."""
+        if self.count <= len(self.recent):
+            pts = np.asarray(self.recent, dtype=np.float64).reshape(-1, 4)
+            xs = pts[:, 0] if x == "step" else pts[:, 1]
+            ys = pts[:, 2]
+            return xs, ys, ys, ys, np.ones_like(ys)
+        rows = self._b[: self._nb]
+        if self._open is not None:
+            rows = np.vstack([rows, np.asarray(self._open)[None, :]])
+        n = rows[:, 7]
+        xs = (rows[:, 0] + rows[:, 1]) / 2 if x == "step" else rows[:, 2] / n
+        return xs, rows[:, 4], rows[:, 5], rows[:, 6], n
+
+    def view(self, width: int, x: str = "step", smoothing: float = 0.0,
+             log_y: bool = False) -> tuple[list[float], list[float]]:
+        if self.count == 0:
+            return [], []
+        if x not in ("step", "epoch"):
+            raise ValueError("x must be 'step' or 'epoch'")
+        width = max(1, int(width))
+        xs, ymin, ymax, ysum, n = self._columns(x)
+        if x == "epoch":
+            keep = np.isfinite(xs)
+            xs, ymin, ymax, ysum, n = xs[keep], ymin[keep], ymax[keep], ysum[keep], n[keep]
+            if not len(xs):
+                return [], []
+        smoothing = min(max(float(smoothing), 0.0), 0.99)
+        if smoothing > 0:
+            ys = _ema(ysum / n, n, smoothing)
+            ymin = ymax = ys
+            ysum, n = ys.copy(), np.ones_like(ys)
+        if len(xs) > width:
+            starts = (np.arange(width) * len(xs)) // width
+            starts = np.unique(starts)
+            ends = np.append(starts[1:], len(xs))
+            first_x, last_x = xs[starts], xs[ends - 1]
+            gmin = np.minimum.reduceat(ymin, starts)
+            gmax = np.maximum.reduceat(ymax, starts)
+            if smoothing > 0:
+                # A smoothed curve has no spikes to keep: one point per group.
+                out_x = (first_x + last_x) / 2
+                out_y = np.add.reduceat(ysum, starts) / np.add.reduceat(n, starts)
+            else:
+                # Min and max of each group, in x order, so the envelope keeps every spike.
+                out_x = np.column_stack([first_x, last_x]).ravel()
+                out_y = np.column_stack([gmin, gmax]).ravel()
+        elif smoothing > 0 or np.array_equal(ymin, ymax):
+            out_x, out_y = xs, ysum / n
+        else:
+            out_x = np.column_stack([xs, xs]).ravel()
+            out_y = np.column_stack([ymin, ymax]).ravel()
+        if log_y:
+            keep = out_y > 0
+            out_x, out_y = out_x[keep], np.log10(out_y[keep])
+        return out_x.tolist(), out_y.tolist()
+
+
+def _ema(means: np.ndarray, counts: np.ndarray, alpha: float) -> np.ndarray:
+    """Debiased EMA (TensorBoard-style) where a bucket of c points weighs like c raw points,
+    so the curve looks the same before and after the buckets merge."""
+    out = np.empty_like(means)
+    acc = 0.0
+    weight = 0.0
+    for i in range(len(means)):
+        decay = alpha ** counts[i]
+        acc = acc * decay + means[i] * (1.0 - decay)
+        weight = weight * decay + (1.0 - decay)
+        out[i] = acc / weight
+    return out
+
+
+def _order(key: Key) -> tuple:
+    split, name = key
+    split_rank = {"train": 0, "val": 1}.get(split, 2)
+    name_rank = 0 if name == "loss" else 1 if name.startswith("loss/") else 2
+    return (name_rank, split_rank, split, name)
+
+
+class SeriesStore:
+    """Every metric series of a run, keyed by (split, name)."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, recent: int = DEFAULT_RECENT,
+                 max_series: int = MAX_SERIES):
+        self.capacity = capacity
+        self.recent = recent
+        self.max_series = max_series
+        self.series: dict[Key, Series] = {}
+        self.dropped_series = 0
+        self.last_step: float | None = None
+        self.last_epoch: float | None = None
+
+    def add(self, split: str, name: str, step: float, value: float, epoch: float | None = None,
+            t: float = 0.0) -> None:
+        key = (split, name)
+        s = self.series.get(key)
+        if s is None:
+            if len(self.series) >= self.max_series:
+                self.dropped_series += 1
+                return
+            s = self.series[key] = Series(self.capacity, self.recent)
+        s.add(float(step), math.nan if epoch is None else float(epoch), value, t)
+
+    def add_events(self, events: Iterable[dict[str, Any]]) -> int:
+        """Consume metric events (other kinds are ignored); returns the points added."""
+        added = 0
+        for e in events:
+            if e.get("kind") != "metric":
+                continue
+            values = e.get("values")
+            if not isinstance(values, dict):
+                continue
+            split = str(e.get("split") or "train")
+            step = _num(e.get("step"))
+            epoch = _num(e.get("epoch"))
+            t = _num(e.get("t")) or 0.0
+            if step is None:
+                step = (self.last_step or 0) + 1
+            self.last_step = step
+            if epoch is not None:
+                self.last_epoch = epoch
+            for name, raw in values.items():
+                value = _num(raw)
+                if value is None:
+                    continue
+                self.add(split, str(name), step, value, epoch, t)
+                added += 1
+        return added
+
+    def names(self) -> list[Key]:
+        return sorted(self.series, key=_order)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self.series
+
+    def get(self, key: Key) -> Series | None:
+        return self.series.get(key)
+
+    def last(self, key: Key) -> tuple[float, float, float, float] | None:
+        s = self.series.get(key)
+        return s.last if s else None
+
+    @property
+    def stored_points(self) -> int:
+        return sum(s.stored_points for s in self.series.values())
+
+    def view(self, key: Key, width: int, x: str = "step", smoothing: float = 0.0,
+             log_y: bool = False) -> tuple[list[float], list[float]]:
+        s = self.series.get(key)
+        if s is None:
+            return [], []
+        return s.view(width, x=x, smoothing=smoothing, log_y=log_y)
+
+
+def _num(v: Any) -> float | None:
+    """A float from a JSON value; "nan"/"inf" strings are how events.py writes non-finite floats."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
