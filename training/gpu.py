@@ -379,7 +379,6 @@ class GpuBackend:
         for name in names:
             if getattr(self._nvml, name, None) is None:
                 continue
-            probe: list[str] = []
             try:
                 value = getattr(self._nvml, name)(*args)
             except self._nvml.NVMLError as exc:
@@ -389,8 +388,7 @@ class GpuBackend:
                 if code in _FATAL_CODES:
                     raise _DeviceFailed(str(exc) or f"NVML error {code}") from None
                 if code not in _NA_CODES:
-                    probe.append(str(exc))
-                errors.extend(probe)
+                    errors.append(str(exc) or f"NVML error {code}")
                 return None
             except Exception as exc:
                 if type(exc).__name__ == "NVMLLibraryMismatchError":
