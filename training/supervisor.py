@@ -427,7 +427,8 @@ class Supervisor:
         current = tuple(pg.alive(self.known.values()))
         if force or {r.pid for r in current} != {r.pid for r in self.procs}:
             gone = [r for r in self.procs if r.role == "worker" and r not in current]
-            if gone and self.first_exit_rank is None:
+            if len(gone) == 1 and self.first_exit_rank is None and self.launcher_ref not in gone:
+                # Only a lone exit tells who went first; several in one poll carry no order.
                 self.first_exit_rank = gone[0].rank
                 self._check_rank_failure(gone[0])
             self.procs = current
@@ -478,7 +479,7 @@ class Supervisor:
             self._read_worker_events(reader)
             if self.state is RunState.STARTING:
                 if self.worker_running:
-                    self.set_state(RunState.RUNNING, emit=False)
+                    self.set_state(RunState.RUNNING, "the worker reported running", emit=False)
                 elif self.profile.is_custom and self._workers_up():
                     workers = sum(1 for r in self.procs if r.role == "worker")
                     self.set_state(RunState.RUNNING, f"{workers} worker process(es) up")
@@ -535,7 +536,8 @@ class Supervisor:
             info["rank"] = result.failed_rank
         if result.hint:
             info["hint"] = result.hint
-        update_run_json(self.paths, processes=[])
+        # Keep every process the run ever had (all gone now): post-mortems and tests walk them.
+        update_run_json(self.paths, processes=[r.to_json() for r in self.known.values()])
         self.set_state(result.state, result.message, **info)
         return result
 

@@ -1,0 +1,225 @@
+"""The supervisor end to end: real torchrun, 2 gloo CPU processes, the scripts in tests/data/scripts.
+
+Every test here spawns processes and is marked slow. Each checks, by walking the pids recorded in
+run.json (matched by pid + create_time), that nothing of the run is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from training import process_group as pg
+from training import runs
+from training.events import read_all
+from training.profile import Profile, load_profile, parse_profile
+from training.rundir import RunPaths, RunState, list_run_dirs, read_json, read_run_json
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent / "data" / "scripts"
+
+
+# ---- helpers shared with test_runs.py ---------------------------------------------------------
+
+def custom_profile(script: str, mode: str = "ddp", nproc: int = 2, args: list[str] | None = None,
+                   grace: float = 3, name: str = "t") -> Profile:
+    nproc_line = f"nproc_per_node = {nproc}" if mode == "ddp" else ""
+    return parse_profile(f"""
+name = "{name}"
+[launch]
+mode = "{mode}"
+{nproc_line}
+stop_grace_s = {grace}
+[train]
+script = "{SCRIPTS / script}"
+args = {json.dumps(list(args or []))}
+[telemetry]
+interval_s = 0.5
+""", path=str(SCRIPTS / "profile.toml"))
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_done(paths: RunPaths, timeout: float = 25) -> runs.RunSummary:
+    wait_for(lambda: not runs.run_summary(paths).live, timeout, f"{paths.id} to end")
+    return runs.run_summary(paths)
+
+
+def wait_running(paths: RunPaths, min_step: int = 1, timeout: float = 20) -> None:
+    def ready():
+        s = runs.run_summary(paths)
+        assert s.live or s.state is RunState.RUNNING, f"run ended early: {s}\n{paths.supervisor_log.read_text()}"
+        return s.state is RunState.RUNNING and (s.step or 0) >= min_step
+    wait_for(ready, timeout, f"{paths.id} to be running at step >= {min_step}")
+
+
+def recorded(paths: RunPaths) -> list[pg.ProcRef]:
+    data = read_run_json(paths)
+    refs = [pg.ProcRef.from_json(data.get("supervisor"), "supervisor"),
+            pg.ProcRef.from_json(data.get("launcher"), "launcher")]
+    refs += [pg.ProcRef.from_json(p) for p in data.get("processes") or []]
+    return [r for r in refs if r is not None]
+
+
+def assert_nothing_left(paths: RunPaths, extra_pids: list[int] = ()) -> None:
+    refs = recorded(paths)
+    assert refs, "run.json recorded no processes"
+    # The supervisor may still be writing its last lines for a moment after the state changes.
+    left = pg.wait_gone(refs, 5.0)
+    assert not left, f"processes left behind: {left}"
+    for pid in extra_pids:
+        assert not _pid_alive(pid), f"grandchild {pid} left behind"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def statuses(paths: RunPaths) -> list[dict]:
+    return [e for e in read_all(paths.events) if e["kind"] == "status"]
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    d = tmp_path / "runs"
+    yield d
+    # A failing test must not leak processes into the next one.
+    for paths in list_run_dirs(d):
+        if runs.is_live(paths):
+            runs.stop_run(paths, grace_s=0.5)
+
+
+# ---- tests --------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_ddp_run_finishes_with_exit_json_and_per_rank_logs(runs_dir):
+    paths = runs.start_run(custom_profile("train_prints.py", args=["--steps", "12"]), runs_dir, argv=["--x"])
+    s = wait_done(paths)
+    assert s.state is RunState.FINISHED, paths.supervisor_log.read_text()
+    exit_data = read_json(paths.exit_json)
+    assert exit_data["returncode"] == 0 and exit_data["state"] == "finished" and exit_data["failed_rank"] is None
+    data = read_run_json(paths)
+    assert data["mode"] == "ddp" and data["world_size"] == 2 and data["argv"] == ["--x"]
+    assert data["state"] == "finished" and data["state_t"] >= data["created"]
+    assert isinstance(data["port"], int) and f"127.0.0.1:{data['port']}" in data["launch_argv"]
+    assert data["env"]["TRAINDECK_RUN_DIR"] == str(paths.root) and data["env"]["PYTHONUNBUFFERED"] == "1"
+    assert {p["rank"] for p in data["processes"] if p["role"] == "worker"} == {0, 1}
+    logs = runs.rank_logs(paths)
+    assert sorted(logs) == [0, 1]
+    rank0_out = [f for f in logs[0] if f.name == "stdout.log"][0].read_text()
+    assert "step 12 loss" in rank0_out and "rank 1 done" in [f for f in logs[1] if f.name == "stdout.log"][0].read_text()
+    assert [e["state"] for e in statuses(paths)] == ["starting", "running", "finished"]
+    assert s.step == 12 and s.last_loss is not None
+    assert paths.telemetry.exists()
+    assert_nothing_left(paths)
+
+
+@pytest.mark.slow
+def test_rank_failure_names_the_rank_and_its_error_and_leaves_nothing(runs_dir):
+    paths = runs.start_run(custom_profile("raise_on_rank1.py"), runs_dir)
+    s = wait_done(paths)
+    assert s.state is RunState.FAILED
+    exit_data = read_json(paths.exit_json)
+    assert exit_data["failed_rank"] == 1, exit_data
+    assert exit_data["error"][0] == "ValueError: planted failure on rank 1 at step 5"
+    assert any("raise_on_rank1.py" in line for line in exit_data["error"])
+    failed = statuses(paths)[-1]
+    assert failed["state"] == "failed" and failed["rank"] == 1
+    assert "rank 1" in failed["message"] and "planted failure" in failed["message"]
+    # From the moment rank 1 died (its stderr's last write) to the run being failed.
+    rank1_err = [f for f in runs.rank_logs(paths)[1] if f.name == "stderr.log"][0]
+    assert failed["t"] - rank1_err.stat().st_mtime < 4.0
+    assert_nothing_left(paths)
+
+
+@pytest.mark.slow
+def test_stop_escalates_to_sigkill_and_reaches_grandchildren(runs_dir):
+    profile = custom_profile("sleep_forever.py", args=["--ignore-term", "--spawn-child"], grace=1)
+    paths = runs.start_run(profile, runs_dir)
+    wait_running(paths, min_step=3)
+    grandchildren = wait_for(lambda: [int(p.read_text()) for p in paths.root.glob("grandchild-*.pid")
+                                      if p.read_text()] if len(list(paths.root.glob("grandchild-*.pid"))) == 2
+                             else None, 10, "both grandchildren")
+    # The supervisor records descendants every ~0.5 s; make sure the grandchildren are in run.json.
+    wait_for(lambda: set(grandchildren) <= {r.pid for r in recorded(paths)}, 5, "grandchildren recorded")
+    t0 = time.monotonic()
+    assert runs.stop_run(paths) is RunState.STOPPED
+    assert time.monotonic() - t0 < 1 + 8
+    assert read_json(paths.exit_json)["state"] == "stopped"
+    assert statuses(paths)[-1]["state"] == "stopped"
+    assert_nothing_left(paths, grandchildren)
+
+
+@pytest.mark.slow
+def test_cli_stop_during_training(runs_dir):
+    paths = runs.start_run(custom_profile("sleep_forever.py"), runs_dir)
+    wait_running(paths, min_step=2)
+    out = subprocess.run([sys.executable, str(ROOT / "run.py"), "--runs-dir", str(runs_dir), "--stop", paths.id[:15]],
+                         capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{paths.id}: stopped"
+    assert runs.run_summary(paths).state is RunState.STOPPED
+    assert_nothing_left(paths)
+
+
+@pytest.mark.slow
+def test_supervisor_killed_with_sigkill_then_stop_cleans_up_from_run_json(runs_dir):
+    paths = runs.start_run(custom_profile("sleep_forever.py", args=["--spawn-child"]), runs_dir)
+    wait_running(paths, min_step=2)
+    grandchildren = wait_for(lambda: [int(p.read_text()) for p in paths.root.glob("grandchild-*.pid")
+                                      if p.read_text()] if len(list(paths.root.glob("grandchild-*.pid"))) == 2
+                             else None, 10, "both grandchildren")
+    wait_for(lambda: set(grandchildren) <= {r.pid for r in recorded(paths)}, 5, "grandchildren recorded")
+    sup = pg.ProcRef.from_json(read_run_json(paths)["supervisor"])
+    os.kill(sup.pid, signal.SIGKILL)
+    pg.wait_gone([sup], 5)
+    orphan = runs.run_summary(paths)
+    assert orphan.state is RunState.FAILED and orphan.note == "orphaned" and not orphan.live
+    # The workers keep running without their supervisor until someone stops them.
+    assert len(pg.alive([r for r in recorded(paths) if r.role == "worker"])) == 2
+    assert runs.stop_run(paths, grace_s=1) is RunState.STOPPED
+    assert read_run_json(paths)["state"] == "stopped"
+    assert read_json(paths.exit_json)["state"] == "stopped"
+    assert_nothing_left(paths, grandchildren)
+
+
+@pytest.mark.slow
+def test_builtin_cpu_profile_finishes_and_resumes(runs_dir):
+    profile = load_profile("cpu", ["train.epochs=2", "train.steps_per_epoch=4", "train.log_every=2",
+                                   "task.samples=256", "task.hidden=8", "telemetry.interval_s=0.5"])
+    paths = runs.start_run(profile, runs_dir)
+    s = wait_done(paths, timeout=30)
+    assert s.state is RunState.FINISHED, paths.supervisor_log.read_text()
+    assert (s.epoch, s.epochs) == (2, 2) and s.step and s.step > 0
+    running = [e for e in statuses(paths) if e["state"] == "running"]
+    assert len(running) == 1 and running[0].get("world_size") == 2  # the worker's own event, not ours too
+    assert (paths.checkpoints / "last.pt").exists()
+    assert_nothing_left(paths)
+
+    steps_before = s.step
+    runs.resume_run(paths)
+    s2 = wait_done(paths, timeout=30)
+    assert s2.state is RunState.FINISHED
+    logs = [e for e in read_all(paths.events) if e["kind"] == "log" and e.get("source") == "console"]
+    assert logs[-1]["message"] == f"resumed from step {steps_before}"
+    assert_nothing_left(paths)
