@@ -138,9 +138,11 @@ class VideoActionTask:
         moving = self._blob(mid + progress * TRAVEL * s * direction, sigma)
         still = self._blob((0.15 * s + torch.rand(1, 2, generator=g) * 0.7 * s).expand(self.frames, 2), sigma)
         colours = 0.5 + 0.5 * torch.rand(2, 3, generator=g)
-        clip = colours[0][:, None, None, None] * moving + colours[1][:, None, None, None] * still
-        clip = clip + NOISE * torch.randn(3, self.frames, s, s, generator=g)
-        return clip, torch.tensor(label)
+        noise = torch.empty(3, self.frames * s * s).normal_(0.0, NOISE, generator=g)
+        # one addmm paints both coloured blobs onto the noise: a full-size clip is 600k values
+        # and elementwise broadcasting would make several temporaries of that size
+        clip = torch.addmm(noise, colours.T, torch.stack([moving, still]).view(2, -1))
+        return clip.view(3, self.frames, s, s), torch.tensor(label)
 
     def datasets(self):
         if self._data is None:
