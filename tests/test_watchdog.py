@@ -12,7 +12,7 @@ import pytest
 
 from training.events import read_all
 from training.profile import Profile
-from training.rundir import RunPaths, create_run_dir, write_json_atomic
+from training.rundir import create_run_dir, write_json_atomic
 from training.watchdog import AUTO_MIN_S, STARTUP_S, STRAGGLER_CHECKS, Watchdog
 
 ROOT = Path(__file__).resolve().parent.parent
