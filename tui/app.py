@@ -1,0 +1,148 @@
+"""The Textual app: wiring only. Screens ask through messages (tui.messages); the app starts
+runs, opens run screens and decides what detaching means.
+
+    make_app(runs_dir)                          # picker
+    make_app(runs_dir, profile=p, argv=argv)    # start p, then its run screen
+    make_app(runs_dir, attach=paths)            # the run screen of an existing run
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from training.profile import Profile
+from training.rundir import RunPaths
+from tui import messages
+from tui.screens.picker import PickerScreen
+from tui.screens.run import RunScreen
+from tui.screens.runs import RunsScreen
+
+
+class TraindeckApp(App[int | None]):
+    TITLE = "traindeck"
+    CSS_PATH = ["styles/app.tcss", "styles/picker.tcss", "styles/run.tcss", "styles/runs.tcss",
+                "styles/widgets.tcss"]
+    # Narrow: GPU panels are table rows; wide and tall: a grid of cards.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
+
+    def __init__(self, runs_dir: Path, profiles_dir: Path | None = None, profile: Profile | None = None,
+                 attach: RunPaths | None = None, argv: list[str] | None = None, gpu_backend: Any = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+        self.profiles_dir = profiles_dir
+        self.start_profile = profile
+        self.attach = attach
+        self.argv = argv
+        self._gpu_backend = gpu_backend
+        # Snapshot tests freeze the clock; only a live run's elapsed time reads it.
+        self.clock = clock
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        # Status colours for the stylesheets; a theme may override them.
+        return {"td-ok": "#4EBF71", "td-warn": "#E5A93C", "td-bad": "#E05D5D", "td-idle": "#7A8CA3",
+                "td-util": "#3FA7D6", "td-mem": "#A77BE0"}
+
+    @property
+    def gpu_backend(self) -> Any:
+        """The NVML backend, created on first use (from a worker thread: it may load the driver)."""
+        if self._gpu_backend is None:
+            from training.gpu import get_backend
+
+            self._gpu_backend = get_backend()
+        return self._gpu_backend
+
+    def on_mount(self) -> None:
+        if self.attach is not None:
+            self.push_screen(RunScreen(self.attach))
+        elif self.start_profile is not None:
+            self._start_run(self.start_profile, False, self.argv)
+        else:
+            self.push_screen(PickerScreen(self.profiles_dir, self.runs_dir))
+
+    # ---- what the screens ask for --------------------------------------------------------------
+    def on_start_run(self, message: messages.StartRun) -> None:
+        argv = self.argv or ["--profile", message.profile.name] + (["--rehearse"] if message.rehearsal else [])
+        self._start_run(message.profile, message.rehearsal, argv)
+
+    @work(thread=True, exclusive=True, group="start", exit_on_error=False)
+    def _start_run(self, profile: Profile, rehearsal: bool, argv: list[str] | None) -> None:
+        from training import runs
+
+        if rehearsal:
+            profile = self._rehearsal_profile(profile)
+            if profile is None:
+                return
+        self.post_message(messages.OpenRun(runs.start_run(profile, self.runs_dir, argv=argv, rehearsal=rehearsal)))
+
+    def _rehearsal_profile(self, profile: Profile) -> Profile | None:
+        try:
+            from training import rehearse
+        except ImportError:
+            rehearse = None
+        make = getattr(rehearse, "rehearsal_profile", None)
+        if make is None:
+            self.call_from_thread(self.notify, "rehearsal is not available in this build yet; "
+                                  "use 'run.py --profile NAME --rehearse'", severity="warning")
+            return None
+        return make(profile)
+
+    def on_open_run(self, message: messages.OpenRun) -> None:
+        if isinstance(self.screen, RunScreen) and self.screen.paths == message.paths:
+            return
+        self.push_screen(RunScreen(message.paths))
+
+    def on_show_runs(self, message: messages.ShowRuns) -> None:
+        if not isinstance(self.screen, RunsScreen):
+            self.push_screen(RunsScreen(self.runs_dir))
+
+    def on_detach(self, message: messages.Detach) -> None:
+        # Detaching returns to the picker or runs list it came from; from --attach it leaves.
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+        else:
+            self.exit()
+
+    async def action_quit(self) -> None:
+        # A live run screen asks first: stop the run or detach.
+        if isinstance(self.screen, RunScreen):
+            self.screen.action_quit_run()
+        else:
+            self.exit()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.notify(str(event.worker.error), title=f"{event.worker.group or event.worker.name} failed",
+                        severity="error", timeout=10)
+            if event.worker.group == "start" and self.start_profile is not None and len(self.screen_stack) < 2:
+                self.push_screen(PickerScreen(self.profiles_dir, self.runs_dir))
+
+    # ---- the command palette: every key of the current screen ------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        seen = set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if active.node is not screen or not active.enabled or not binding.description:
+                continue
+            if binding.action in seen:
+                continue
+            seen.add(binding.action)
+            yield SystemCommand(binding.description, f"{binding.description} (key {key})",
+                                partial(screen.run_action, binding.action))
+
+
+def make_app(runs_dir: Path, profiles_dir: Path | None = None, profile: Profile | None = None,
+             attach: RunPaths | None = None, argv: list[str] | None = None, gpu_backend: Any = None) -> TraindeckApp:
+    return TraindeckApp(runs_dir, profiles_dir=profiles_dir, profile=profile, attach=attach, argv=argv,
+                        gpu_backend=gpu_backend)

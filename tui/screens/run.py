@@ -1,0 +1,410 @@
+"""The run screen: one run directory, live or finished, shown from its files only.
+
+Three polling workers read the run directory and post one message per batch:
+events (run.json, exit.json, events.jsonl; every 0.5 s), telemetry (telemetry.jsonl; every
+telemetry interval; snapshots replace each other) and the chosen log file (every 0.5 s).
+Handlers fold batches into the `RunModel` and the `SeriesStore` and hand the results down to
+the widgets. Attaching to a finished run reads everything from the start, so it shows the
+whole history.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, SelectionList, TabbedContent, TabPane
+from textual.widgets.selection_list import Selection
+from textual.worker import Worker, WorkerState
+
+from training.events import EventReader
+from training.rundir import RunPaths, read_json, read_run_json
+from training.series import Key, SeriesStore
+from tui import messages
+from tui.run_model import RunModel
+from tui.screens.confirm_dialog import ConfirmDialog
+from tui.screens.quit_dialog import QuitDialog
+from tui.tail import TextTail
+from tui.widgets import DeviceView, EventLog, GpuGrid, LossPlot, RankLog, RunHeader
+from tui.widgets.loss_plot import default_shown, series_label
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+EVENTS_POLL_S = 0.5
+LOG_POLL_S = 0.5
+HISTORY = 120  # telemetry samples kept per device for the sparklines
+CATCH_UP_CHUNKS = 4  # chunks read per telemetry poll while catching up with a long history
+
+
+def _key_id(key: Key) -> str:
+    return "\x1f".join(key)
+
+
+def _id_key(value: str) -> Key:
+    split, _, name = value.partition("\x1f")
+    return split, name
+
+
+class RunScreen(Screen):
+    BINDINGS = [
+        Binding("s", "stop", "Stop"),
+        Binding("d", "detach", "Detach"),
+        Binding("R", "resume", "Resume"),
+        Binding("w", "save", "Save now"),
+        Binding("p", "pause", "Pause/go"),
+        Binding("t", "series", "Series"),
+        Binding("x", "x_axis", "x axis"),
+        Binding("l", "log_y", "Log y"),
+        Binding("m", "smoothing", "Smooth"),
+        Binding("1", "tab('plot')", "Plot tab", show=False),
+        Binding("2", "tab('events')", "Events tab", show=False),
+        Binding("3", "tab('logs')", "Logs tab", show=False),
+        Binding("a", "runs", "Runs", show=False),
+        Binding("q", "quit_run", "Quit"),
+    ]
+
+    # ---- messages from the workers (one per batch) ------------------------------------------
+    @dataclass
+    class EventsArrived(Message):
+        events: list[dict[str, Any]]
+        run_json: dict[str, Any]
+        exit_json: dict[str, Any] | None
+        caught_up: bool
+
+    @dataclass
+    class TelemetryArrived(Message):
+        devices: tuple[DeviceView, ...]
+        t: float | None
+        note: str = ""
+
+        def can_replace(self, message: Message) -> bool:
+            # Each snapshot carries the whole picture (histories included): the newest wins.
+            return isinstance(message, RunScreen.TelemetryArrived)
+
+    @dataclass
+    class LogArrived(Message):
+        path: Path | None
+        lines: list[str]
+        reset: bool
+        sources: list[tuple[str, Path]] = field(default_factory=list)
+
+    def __init__(self, paths: RunPaths, clock: Callable[[], float] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.paths = paths
+        self.clock = clock
+        self.model = RunModel(run_id=paths.id)
+        self.store = SeriesStore()
+        self.loaded = False  # the events file has been read to its end once (tests wait for it)
+        self.telemetry_seen = False
+        # Worker-owned state: touched only inside the workers (each group runs one at a time).
+        self._events = EventReader(paths.events)
+        self._telemetry = EventReader(paths.telemetry)
+        self._history: dict[str, deque[float | None]] = {}
+        self._telemetry_interval: float | None = None
+        self._log_path: Path | None = None
+        self._log_tail: TextTail | None = None
+        self._series_ids: set[str] = set()
+        self._last_state = ""
+        self._polls: dict[str, Callable[[], Worker]] = {
+            "events": self._poll_events, "telemetry": self._poll_telemetry, "ranklog": self._poll_log}
+        self._next_poll_s: dict[str, float] = {"events": EVENTS_POLL_S, "telemetry": 1.0, "ranklog": LOG_POLL_S}
+
+    def now(self) -> float:
+        clock = self.clock or getattr(self.app, "clock", None)
+        return clock() if clock else time.time()
+
+    # ---- layout -----------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="run-header")
+        yield GpuGrid(id="gpus")
+        with TabbedContent(initial="plot", id="tabs"):
+            with TabPane("Plot", id="plot"):
+                with Horizontal(id="plot-row"):
+                    plot = LossPlot(id="loss-plot")
+                    plot.store = self.store
+                    yield plot
+                    yield SelectionList[str](id="series")
+            with TabPane("Events", id="events"):
+                yield EventLog(id="event-log")
+            with TabPane("Logs", id="logs"):
+                yield RankLog(id="rank-log")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#series", SelectionList).border_title = "series (space)"
+        if self.app.size.width >= 120:
+            self.add_class("-show-series")
+        self._update_header()
+        for poll in self._polls.values():
+            poll()
+        self.set_interval(1.0, self._tick)
+
+    def _tick(self) -> None:
+        if self.model.live:
+            self._update_header()
+
+    def _update_header(self) -> None:
+        header = self.query_one(RunHeader)
+        header.info = self.model.header(self.now())
+        self.sub_title = self.paths.id
+
+    # ---- workers ----------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="events", exit_on_error=False)
+    def _poll_events(self) -> None:
+        run_json = read_run_json(self.paths)
+        exit_json = read_json(self.paths.exit_json) if self.paths.exit_json.exists() else None
+        events = self._events.read()
+        caught_up = self._events.at_end
+        self._next_poll_s["events"] = EVENTS_POLL_S if caught_up else 0.0
+        self.post_message(self.EventsArrived(events, run_json, exit_json, caught_up))
+
+    @work(thread=True, exclusive=True, group="telemetry", exit_on_error=False)
+    def _poll_telemetry(self) -> None:
+        if self._telemetry_interval is None:
+            self._telemetry_interval = self._read_interval()
+        latest: dict[str, Any] | None = None
+        for _ in range(CATCH_UP_CHUNKS):
+            samples = [s for s in self._telemetry.read() if s.get("kind", "telemetry") == "telemetry"]
+            for sample in samples:
+                self._remember(sample)
+                latest = sample
+            if self._telemetry.at_end:
+                break
+        self._next_poll_s["telemetry"] = self._telemetry_interval if self._telemetry.at_end else 0.0
+        if latest is not None:
+            self.post_message(self.TelemetryArrived(self._devices(latest), latest.get("t")))
+
+    def _read_interval(self) -> float:
+        try:
+            data = tomllib.loads(self.paths.profile.read_text(encoding="utf-8"))
+            value = float(data.get("telemetry", {}).get("interval_s", 1.0))
+        except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError):
+            value = 1.0
+        return min(5.0, max(0.25, value))
+
+    def _remember(self, sample: dict[str, Any]) -> None:
+        if sample.get("gpus") is not None:
+            items = [(f"gpu{g.get('index', i)}", g.get("util")) for i, g in enumerate(sample["gpus"])]
+        else:
+            items = [(f"cpu{w.get('rank', i)}", w.get("cpu_percent")) for i, w in enumerate(sample.get("workers") or [])]
+        for key, value in items:
+            history = self._history.setdefault(key, deque(maxlen=HISTORY))
+            history.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
+
+    def _devices(self, sample: dict[str, Any]) -> tuple[DeviceView, ...]:
+        if sample.get("gpus") is not None:
+            return tuple(DeviceView.from_gpu(g, tuple(self._history.get(f"gpu{g.get('index', i)}", ())))
+                         for i, g in enumerate(sample["gpus"]) if isinstance(g, dict))
+        workers = sorted((w for w in sample.get("workers") or [] if isinstance(w, dict)),
+                         key=lambda w: w.get("rank") if isinstance(w.get("rank"), int) else 1 << 30)
+        return tuple(DeviceView.from_worker(w, i, tuple(self._history.get(f"cpu{w.get('rank', i)}", ())))
+                     for i, w in enumerate(workers))
+
+    @work(thread=True, exclusive=True, group="ranklog", exit_on_error=False)
+    def _poll_log(self) -> None:
+        sources = self._log_sources()
+        path = self._log_path
+        lines: list[str] = []
+        reset = False
+        if path is not None:
+            if self._log_tail is None or self._log_tail.path != path:
+                self._log_tail = TextTail(path)
+                reset = True
+            new, restarted = self._log_tail.read()
+            lines, reset = new, reset or restarted
+        self.post_message(self.LogArrived(path, lines, reset, sources))
+
+    def _log_sources(self) -> list[tuple[str, Path]]:
+        from training.runs import rank_logs
+
+        sources: list[tuple[str, Path]] = []
+        for rank, files in rank_logs(self.paths).items():
+            for f in files:
+                name = f.stem if f.stem in ("stdout", "stderr") else ""
+                attempt = f.parent.parent.name if f.parent.parent.name.startswith("attempt_") else ""
+                label = " ".join(x for x in (f"rank {rank}", name, attempt if attempt != "attempt_0" else "") if x)
+                sources.append((label, f))
+        if self.paths.supervisor_log.exists():
+            sources.append(("supervisor", self.paths.supervisor_log))
+        try:
+            dumps = sorted(p for p in self.paths.dumps.iterdir() if p.is_file())
+        except OSError:
+            dumps = []
+        sources += [(f"stack dump {p.name}", p) for p in dumps]
+        return sources
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        group = event.worker.group
+        if group in self._polls and event.state in (WorkerState.SUCCESS, WorkerState.ERROR):
+            if event.state == WorkerState.ERROR:
+                self.notify(f"reading {group}: {event.worker.error}", severity="error", timeout=6)
+            self.set_timer(max(0.01, self._next_poll_s[group]), self._polls[group])
+        elif event.state == WorkerState.ERROR:
+            self.notify(str(event.worker.error), title=event.worker.name, severity="error", timeout=10)
+
+    # ---- folding the batches into the widgets ------------------------------------------------
+    def on_run_screen_events_arrived(self, message: EventsArrived) -> None:
+        model = self.model
+        model.apply_run_json(message.run_json)
+        had_exit = model.exit is not None
+        model.apply_exit(message.exit_json)
+        model.apply_events(message.events)
+        log = self.query_one(EventLog)
+        if log.start_t is None:
+            log.start_t = model.created or next((e["t"] for e in message.events if "t" in e), None)
+        log.add_events(message.events)
+        if had_exit and model.exit is None:
+            log.shown_exit = False  # resumed: a new exit will come
+        if model.exit is not None and message.caught_up:
+            log.add_exit(model.exit)
+        if self.store.add_events(message.events):
+            self._sync_series()
+            self.query_one(LossPlot).version += 1
+        grid = self.query_one(GpuGrid)
+        grid.training = model.state == "running" and not model.paused
+        if not self.telemetry_seen and message.caught_up and not model.live:
+            grid.placeholder = "no telemetry was recorded for this run"
+        self._update_header()
+        if model.state != self._last_state or message.caught_up != self.loaded:
+            self._last_state = model.state
+            self.refresh_bindings()
+        self.loaded = self.loaded or message.caught_up
+
+    def _sync_series(self) -> None:
+        selection = self.query_one("#series", SelectionList)
+        new = [k for k in self.store.names() if _key_id(k) not in self._series_ids]
+        if not new:
+            return
+        for key in new:
+            self._series_ids.add(_key_id(key))
+            selection.add_option(Selection(series_label(key), _key_id(key), default_shown(key)))
+        self._apply_series_selection()
+
+    def _apply_series_selection(self) -> None:
+        selection = self.query_one("#series", SelectionList)
+        self.query_one(LossPlot).shown = frozenset(_id_key(v) for v in selection.selected)
+
+    def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
+        self._apply_series_selection()
+
+    def on_run_screen_telemetry_arrived(self, message: TelemetryArrived) -> None:
+        self.telemetry_seen = True
+        self.query_one(GpuGrid).devices = message.devices
+
+    def on_rank_log_source_selected(self, message: RankLog.SourceSelected) -> None:
+        self._log_path = message.path
+
+    def on_run_screen_log_arrived(self, message: LogArrived) -> None:
+        rank_log = self.query_one(RankLog)
+        rank_log.set_sources(message.sources)
+        if message.path is not None and message.path == self._log_path:
+            rank_log.add_lines(message.lines, message.reset)
+
+    # ---- keys -------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        live = self.model.live
+        if action in ("stop", "save", "pause"):
+            return live
+        if action == "resume":
+            return not live and self.model.state in ("stopped", "failed")
+        return True
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_series(self) -> None:
+        self.action_tab("plot")
+        self.toggle_class("-show-series")
+        if self.has_class("-show-series"):
+            self.query_one("#series", SelectionList).focus()
+        else:
+            self.set_focus(None)
+
+    def action_x_axis(self) -> None:
+        plot = self.query_one(LossPlot)
+        plot.x_axis = "epoch" if plot.x_axis == "step" else "step"
+
+    def action_log_y(self) -> None:
+        plot = self.query_one(LossPlot)
+        plot.log_y = not plot.log_y
+
+    def action_smoothing(self) -> None:
+        plot = self.query_one(LossPlot)
+        plot.smoothing = LossPlot.next_smoothing(plot.smoothing)
+
+    def action_runs(self) -> None:
+        self.post_message(messages.ShowRuns())
+
+    def action_detach(self) -> None:
+        self.post_message(messages.Detach(self.paths))
+
+    def action_stop(self) -> None:
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._stop_run()
+
+        self.app.push_screen(ConfirmDialog(
+            f"Stop run {self.paths.id}?",
+            "Every process of the run gets SIGTERM, then SIGKILL after the profile's grace period. "
+            "checkpoints/last.pt stays, so the run can be resumed.", yes="Stop the run", no="Keep training"),
+            confirmed)
+
+    def action_quit_run(self) -> None:
+        if not self.model.live:
+            self.app.exit()
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "stop":
+                self._stop_run(then_exit=True)
+            elif choice == "detach":
+                self.app.exit()
+
+        self.app.push_screen(QuitDialog(self.paths.id), chosen)
+
+    def action_resume(self) -> None:
+        self._resume_run()
+
+    def action_save(self) -> None:
+        self._control("save")
+
+    def action_pause(self) -> None:
+        self._control("resume" if self.model.paused else "pause")
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _stop_run(self, then_exit: bool = False) -> None:
+        from training.runs import stop_run
+
+        self.app.call_from_thread(self.notify, f"stopping {self.paths.id}…", timeout=3)
+        state = stop_run(self.paths)
+        self.app.call_from_thread(self.notify, f"{self.paths.id}: {state.value}")
+        if then_exit:
+            self.app.call_from_thread(self.app.exit)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _resume_run(self) -> None:
+        from training.runs import resume_run
+
+        resume_run(self.paths)
+        self.app.call_from_thread(self.notify, f"resuming {self.paths.id} from checkpoints/last.pt")
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _control(self, action: str) -> None:
+        from training.control import send
+
+        seq = send(self.paths, action)
+        self.app.call_from_thread(self.notify, f"{action} requested (#{seq}); the workers act at the next "
+                                  f"logging boundary", timeout=4)

@@ -1,0 +1,237 @@
+"""One GPU (or one CPU worker process) of a run: bars, numbers and a utilization sparkline.
+
+The panel only renders a `DeviceView`. Its layout follows its size, which the stylesheet
+decides: one line (the compact table row used on 80-column terminals) or a bordered card.
+State shows as CSS classes: -hot (>= 85 C), -throttle, -idle (util < 5 % while training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from tui.widgets._render import bar, gib, num, sparkline
+
+HOT_C = 85
+IDLE_UTIL = 5
+# Reasons NVML reports that are not a slowdown of a busy GPU.
+BENIGN_THROTTLE = {"gpu_idle", "applications_clocks_setting", "none", ""}
+
+
+def _f(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """What one panel shows; N/A fields are None."""
+
+    key: str
+    kind: str  # "gpu" or "cpu"
+    index: int
+    name: str = ""
+    util: float | None = None
+    mem_used_mib: float | None = None
+    mem_total_mib: float | None = None
+    temp_c: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    clock_mhz: float | None = None
+    clock_max_mhz: float | None = None
+    threads: int | None = None
+    ranks: tuple[int, ...] = ()
+    throttle: tuple[str, ...] = ()
+    error: str | None = None
+    history: tuple[float | None, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def from_gpu(cls, gpu: dict[str, Any], history: tuple[float | None, ...] = ()) -> DeviceView:
+        index = int(gpu.get("index", 0))
+        ranks = tuple(sorted({p["rank"] for p in gpu.get("processes") or []
+                              if isinstance(p, dict) and isinstance(p.get("rank"), int)}))
+        return cls(key=f"gpu{index}", kind="gpu", index=index, name=str(gpu.get("name") or ""),
+                   util=_f(gpu.get("util")), mem_used_mib=_f(gpu.get("mem_used_mib")),
+                   mem_total_mib=_f(gpu.get("mem_total_mib")), temp_c=_f(gpu.get("temp_c")),
+                   power_w=_f(gpu.get("power_w")), power_limit_w=_f(gpu.get("power_limit_w")),
+                   clock_mhz=_f(gpu.get("sm_clock_mhz")), clock_max_mhz=_f(gpu.get("sm_clock_max_mhz")),
+                   ranks=ranks, throttle=tuple(str(r) for r in gpu.get("throttle") or []),
+                   error=gpu.get("error") or None, history=history)
+
+    @classmethod
+    def from_worker(cls, worker: dict[str, Any], index: int,
+                    history: tuple[float | None, ...] = ()) -> DeviceView:
+        rank = worker.get("rank")
+        return cls(key=f"cpu{rank if isinstance(rank, int) else index}", kind="cpu", index=index,
+                   name="CPU worker", util=_f(worker.get("cpu_percent")), mem_used_mib=_f(worker.get("rss_mib")),
+                   threads=worker.get("threads") if isinstance(worker.get("threads"), int) else None,
+                   ranks=(rank,) if isinstance(rank, int) else (), history=history)
+
+    @property
+    def short_name(self) -> str:
+        return self.name.replace("NVIDIA ", "").replace("GeForce ", "")
+
+    @property
+    def title(self) -> str:
+        if self.kind == "cpu":
+            rank = f" (rank {self.ranks[0]})" if self.ranks else ""
+            return f"CPU worker {self.index}{rank}"
+        return f"GPU {self.index} · {self.short_name}" if self.name else f"GPU {self.index}"
+
+    @property
+    def ranks_text(self) -> str:
+        if not self.ranks:
+            return "no rank"
+        return ("rank " if len(self.ranks) == 1 else "ranks ") + ",".join(map(str, self.ranks))
+
+    @property
+    def hot(self) -> bool:
+        return self.temp_c is not None and self.temp_c >= HOT_C
+
+    @property
+    def throttling(self) -> bool:
+        return any(r not in BENIGN_THROTTLE for r in self.throttle)
+
+    @property
+    def util_top(self) -> float:
+        # A CPU worker's percent counts every core it uses; scale its sparkline to 100 % per core.
+        return max(100.0, max((h for h in self.history if h is not None), default=100.0)) \
+            if self.kind == "cpu" else 100.0
+
+
+class GpuPanel(Widget):
+    COMPONENT_CLASSES = {
+        "gpu-panel--label",
+        "gpu-panel--util",
+        "gpu-panel--mem",
+        "gpu-panel--empty",
+        "gpu-panel--dim",
+        "gpu-panel--warn",
+        "gpu-panel--bad",
+        "gpu-panel--spark",
+    }
+
+    device: reactive[DeviceView | None] = reactive(None, layout=False)
+    training: reactive[bool] = reactive(False)
+    """True while the run trains (not paused, not finished): only then is a quiet GPU 'idle'."""
+
+    def __init__(self, device: DeviceView, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.set_reactive(GpuPanel.device, device)
+
+    def on_mount(self) -> None:
+        self._update_state()
+
+    def watch_device(self) -> None:
+        self._update_state()
+
+    def watch_training(self) -> None:
+        self._update_state()
+
+    def _update_state(self) -> None:
+        d = self.device
+        if d is None:
+            return
+        self.border_title = d.title
+        self.border_subtitle = d.ranks_text
+        self.set_class(d.hot, "-hot")
+        self.set_class(d.throttling, "-throttle")
+        self.set_class(self.training and d.kind == "gpu" and d.util is not None and d.util < IDLE_UTIL, "-idle")
+        self.set_class(d.error is not None, "-error")
+        self.set_class(d.kind == "cpu", "-cpu")
+
+    def _style(self, name: str):
+        return self.get_component_rich_style(f"gpu-panel--{name}", partial=True)
+
+    def _temp_style(self, d: DeviceView):
+        if d.temp_c is None:
+            return self._style("dim")
+        return self._style("bad") if d.hot else (self._style("warn") if d.temp_c >= 75 else None)
+
+    def _bar(self, text: Text, fraction: float | None, width: int, style: str) -> None:
+        filled, empty = bar(fraction, width)
+        text.append("▕", self._style("dim"))
+        text.append(filled, self._style(style))
+        text.append(empty, self._style("empty"))
+        text.append("▏", self._style("dim"))
+
+    def render(self) -> Text:
+        d = self.device
+        if d is None:
+            return Text("")
+        if self.content_size.height <= 1:
+            return self._render_row(d, self.content_size.width)
+        return self._render_card(d, self.content_size.width)
+
+    # ---- one line: the compact table row ----------------------------------------------------
+    def _render_row(self, d: DeviceView, width: int) -> Text:
+        t = Text(no_wrap=True, overflow="ellipsis")
+        if d.kind == "cpu":
+            label = f"cpu{d.index} r{d.ranks[0]}" if d.ranks else f"cpu{d.index}"
+            t.append(f"{label:<7}", self._style("label"))
+            tail = f" rss {num(d.mem_used_mib)} MiB  {d.threads or '?'} thr "
+            spark_w = max(0, min(16, width - 7 - 16 - len(tail) - 6))
+            self._bar(t, None if d.util is None else d.util / d.util_top, max(6, width - 7 - 6 - len(tail) - spark_w - 3), "util")
+            t.append(f"{num(d.util):>4}%")
+            t.append(tail)
+            t.append(sparkline(d.history, spark_w, d.util_top), self._style("spark"))
+            return t
+        t.append(f"{d.index:<2}", self._style("label"))
+        mem = f"{gib(d.mem_used_mib)}/{gib(d.mem_total_mib)}G"
+        power = f"{num(d.power_w)}/{num(d.power_limit_w)}W"
+        temp = f"{num(d.temp_c)}°C"
+        ranks = "r" + ",".join(map(str, d.ranks)) if d.ranks else "-"
+        fixed = 2 + 5 + 4 + 1 + len(mem) + 1 + 5 + 1 + len(power) + 1 + len(ranks) + 1
+        spare = max(0, width - fixed)
+        spark_w = min(16, spare // 4)
+        bars = spare - spark_w - 1
+        util_w = max(4, (bars - 4) * 3 // 5)
+        mem_w = max(3, bars - 4 - util_w)
+        self._bar(t, None if d.util is None else d.util / 100, util_w, "util")
+        t.append(f"{num(d.util):>4}%", self._style("bad") if d.util is None else None)
+        t.append(" mem", self._style("label"))
+        frac = d.mem_used_mib / d.mem_total_mib if d.mem_used_mib is not None and d.mem_total_mib else None
+        self._bar(t, frac, mem_w, "mem")
+        t.append(f"{mem:>8} ")
+        t.append(f"{temp:>5}", self._temp_style(d))
+        t.append(" ")
+        t.append(f"{power:>9}", self._style("warn") if d.throttling else None)
+        t.append(f" {ranks} ", self._style("label"))
+        t.append(sparkline(d.history, spark_w), self._style("spark"))
+        return t
+
+    # ---- several lines: the card -------------------------------------------------------------
+    def _render_card(self, d: DeviceView, width: int) -> Text:
+        t = Text(no_wrap=True, overflow="ellipsis")
+        if d.error and d.util is None:
+            t.append(f"N/A: {d.error}\n", self._style("bad"))
+        if d.kind == "cpu":
+            self._line(t, "cpu ", None if d.util is None else d.util / d.util_top, f"{num(d.util):>4}%", width, "util")
+            t.append("rss ", self._style("label"))
+            t.append(f"{num(d.mem_used_mib)} MiB   ")
+            t.append("threads ", self._style("label"))
+            t.append(f"{d.threads if d.threads is not None else 'N/A'}\n")
+            t.append("\n")
+            t.append(sparkline(d.history, width, d.util_top), self._style("spark"))
+            return t
+        self._line(t, "util", None if d.util is None else d.util / 100, f"{num(d.util):>4}%", width, "util")
+        frac = d.mem_used_mib / d.mem_total_mib if d.mem_used_mib is not None and d.mem_total_mib else None
+        self._line(t, "mem ", frac, f"{gib(d.mem_used_mib):>4}/{gib(d.mem_total_mib)} GB", width, "mem")
+        t.append(f"{num(d.temp_c)}°C", self._temp_style(d))
+        t.append(f"  {num(d.power_w)}/{num(d.power_limit_w)} W", self._style("warn") if d.throttling else None)
+        t.append(f"  {num(d.clock_mhz)}/{num(d.clock_max_mhz)} MHz\n", self._style("dim"))
+        t.append(sparkline(d.history, width), self._style("spark"))
+        if d.throttle and d.throttling:
+            t.append("\n")
+            reasons = (r.replace("_slowdown", "").replace("_", " ") for r in d.throttle if r not in BENIGN_THROTTLE)
+            t.append("throttle: " + ", ".join(reasons), self._style("warn"))
+        return t
+
+    def _line(self, t: Text, label: str, fraction: float | None, value: str, width: int, style: str) -> None:
+        t.append(label, self._style("label"))
+        value = f"{value:>11}"
+        self._bar(t, fraction, max(4, width - len(label) - len(value) - 2), style)
+        t.append(f"{value}\n")

@@ -1,0 +1,121 @@
+"""The loss plot: train/val loss and every loss component, downsampled to the plot's width.
+
+The screen owns the `SeriesStore` and hands it down (`plot.store = ...`), then bumps `version`
+when new points arrive. Everything the user can change is a reactive: which series are shown,
+x by step or epoch, linear or log y, EMA smoothing. Each redraw asks the store for a view of
+about the plot's width, so drawing costs the same at 10^2 or 10^6 steps.
+"""
+
+from __future__ import annotations
+
+
+from textual.reactive import reactive
+from textual_plotext import PlotextPlot
+
+from training.series import Key, SeriesStore
+
+SMOOTHING_STEPS = (0.0, 0.6, 0.9)
+# plotext colour names, assigned in series order so a series keeps its colour.
+COLOURS = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
+
+
+def series_label(key: Key) -> str:
+    """Short legend labels: "loss", "val loss", "conflict" (a train loss component), "val acc"."""
+    split, name = key
+    if split == "train":
+        return name[len("loss/"):] if name.startswith("loss/") else name
+    return f"{split} {name}"
+
+
+def default_shown(key: Key) -> bool:
+    """Losses are on one scale; accuracy, lr and throughput would flatten them."""
+    _, name = key
+    return name == "loss" or name.startswith("loss/")
+
+
+class LossPlot(PlotextPlot):
+    store: SeriesStore | None = None
+
+    version: reactive[int] = reactive(0)
+    shown: reactive[frozenset[Key] | None] = reactive(None)
+    """Series to draw; None means the default (losses and their components)."""
+    x_axis: reactive[str] = reactive("step")
+    log_y: reactive[bool] = reactive(False)
+    smoothing: reactive[float] = reactive(0.0)
+
+    def validate_x_axis(self, value: str) -> str:
+        return value if value in ("step", "epoch") else "step"
+
+    def validate_smoothing(self, value: float) -> float:
+        return min(0.99, max(0.0, float(value)))
+
+    def watch_version(self) -> None:
+        self.refresh()
+
+    def watch_shown(self) -> None:
+        self.refresh()
+
+    def watch_x_axis(self) -> None:
+        self.refresh()
+
+    def watch_log_y(self) -> None:
+        self.refresh()
+
+    def watch_smoothing(self) -> None:
+        self.refresh()
+
+    def visible_keys(self) -> list[Key]:
+        if self.store is None:
+            return []
+        names = self.store.names()
+        if self.shown is None:
+            return [k for k in names if default_shown(k)]
+        return [k for k in names if k in self.shown]
+
+    def settings_text(self) -> str:
+        smooth = f"EMA {self.smoothing:g}" if self.smoothing else "raw"
+        return f"x: {self.x_axis} · y: {'log' if self.log_y else 'linear'} · {smooth}"
+
+    def render(self):
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        width = max(10, self.size.width - 12)  # the y tick labels take part of the width
+        keys = self.visible_keys()
+        all_keys = self.store.names() if self.store else []
+        drawn: list[float] = []
+        for key in keys:
+            xs, ys = self.store.view(key, width, x=self.x_axis, smoothing=self.smoothing, log_y=self.log_y)
+            if not xs:
+                continue
+            colour = COLOURS[all_keys.index(key) % len(COLOURS)]
+            marker = "braille" if len(xs) > 2 else "dot"
+            plt.plot(xs, ys, label=series_label(key), color=colour, marker=marker)
+            drawn.extend(ys)
+        plt.title(self.settings_text())
+        plt.xlabel(self.x_axis)
+        if not drawn:
+            message = "no metrics yet" if not all_keys else "no series selected (t to choose)"
+            plt.text(message, 0.5, 0.5, alignment="center")
+            plt.xlim(0, 1)
+            plt.ylim(0, 1)
+        elif self.log_y:
+            self._log_ticks(min(drawn), max(drawn))
+        return super().render()
+
+    def _log_ticks(self, lo: float, hi: float) -> None:
+        """The plot holds log10(y); label the ticks with y itself."""
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.5, hi + 0.5
+        ticks = [lo + (hi - lo) * i / 4 for i in range(5)]
+        self.plt.yticks(ticks, [f"{10 ** v:.3g}" for v in ticks])
+
+    @staticmethod
+    def next_smoothing(current: float) -> float:
+        for value in SMOOTHING_STEPS:
+            if value > current + 1e-9:
+                return value
+        return SMOOTHING_STEPS[0]
+
+
+__all__ = ["LossPlot", "SMOOTHING_STEPS", "series_label", "default_shown"]

@@ -1,0 +1,67 @@
+"""The run screen's header line: run id, profile, mode, state, progress, speed, times."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from tui.run_model import HeaderInfo, format_duration
+
+STATES = ("starting", "running", "finished", "failed", "stopped")
+
+
+class RunHeader(Widget):
+    COMPONENT_CLASSES = {"run-header--id", "run-header--label", "run-header--state", "run-header--dim"}
+
+    info: reactive[HeaderInfo] = reactive(HeaderInfo, layout=True)
+
+    def watch_info(self, info: HeaderInfo) -> None:
+        for state in STATES:
+            self.set_class(info.state == state, f"-{state}")
+        self.set_class(info.paused, "-paused")
+
+    def render(self) -> Text:
+        """One line when it fits, else identity on the first line and progress on the second."""
+        i = self.info
+        label = self.get_component_rich_style("run-header--label", partial=True)
+        dim = self.get_component_rich_style("run-header--dim", partial=True)
+        who = Text(no_wrap=True, overflow="ellipsis")
+        who.append(f" {'paused' if i.paused else i.state} ", self.get_component_rich_style("run-header--state"))
+        who.append(" ")
+        who.append(i.run_id or "…", self.get_component_rich_style("run-header--id", partial=True))
+        mode = i.mode + (f"×{i.world_size}" if i.world_size > 1 else "")
+        who.append(f"  {i.profile} · {mode}" + (f" · {i.device}" if i.device else ""), dim)
+        if i.rehearsal:
+            who.append(" · rehearsal", dim)
+        progress = Text(no_wrap=True, overflow="ellipsis")
+        progress.append("epoch ", label)
+        progress.append(f"{i.epoch}/{i.epochs or '?'}")
+        progress.append("  step ", label)
+        progress.append(f"{i.step:,}" + (f"/{i.total_steps:,}" if i.total_steps else ""))
+        progress.append("  ")
+        progress.append("--" if i.samples_per_s is None else f"{i.samples_per_s:,.0f}")
+        progress.append(" samples/s", label)
+        progress.append("  elapsed ", label)
+        progress.append(format_duration(i.elapsed_s))
+        if i.eta_s is not None:
+            progress.append("  ETA ", label)
+            progress.append(format_duration(i.eta_s))
+        if who.cell_len + 2 + progress.cell_len <= self.size.width:
+            return Text.assemble(who, "  ", progress, no_wrap=True)
+        return Text.assemble(who, "\n ", progress, no_wrap=True)
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return 1 if self._one_line_width() <= width else 2
+
+    def _one_line_width(self) -> int:
+        i = self.info
+        # The same text as render(), measured without styles.
+        mode = i.mode + (f"×{i.world_size}" if i.world_size > 1 else "")
+        parts = [f" {i.state}   {i.run_id}  {i.profile} · {mode}" + (f" · {i.device}" if i.device else ""),
+                 " · rehearsal" if i.rehearsal else "",
+                 f"  epoch {i.epoch}/{i.epochs or '?'}  step {i.step:,}" + (f"/{i.total_steps:,}" if i.total_steps else ""),
+                 f"  {'--' if i.samples_per_s is None else f'{i.samples_per_s:,.0f}'} samples/s",
+                 f"  elapsed {format_duration(i.elapsed_s)}",
+                 f"  ETA {format_duration(i.eta_s)}" if i.eta_s is not None else ""]
+        return sum(len(p) for p in parts) + 2
