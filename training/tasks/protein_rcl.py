@@ -1,0 +1,272 @@
+"""protein-rcl: per-residue regression over amino-acid sequences with a CNN, U-Net or LSTM.
+
+Sequences are uniform over the 20 amino acids with lengths between length/2 and `length`,
+padded to `length` with a mask. The planted per-residue target depends on a window around
+the residue, like most per-residue properties (flexibility, burial, loop propensity):
+
+    y_i = tanh(sum_j tri_j * KD(a_{i+j}) / 9) + 0.5 * tanh(sum_j box_j * charge(a_{i+j}))
+
+with Kyte-Doolittle hydropathy over a triangular window of 9 and net charge over a window of
+5 (residues past either end count as 0). The encoding is "onehot" (20 indicators) or "blosum"
+(the residue's BLOSUM62 row, / 4); the planted target is the same for both, so the encodings
+can be compared on one task.
+
+Items are (encoded [L, 20], mask [L], target [L]); the model takes (encoded, mask) and returns
+[B, L]. Loss is MSE over real residues only; validation reports val_loss and the Pearson
+correlation over all real residues, from summed moments so it is exact after all-reduce.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+AMINO_ACIDS = "ARNDCQEGHILKMFPSTWYV"
+ENCODINGS = ("onehot", "blosum")
+ARCHES = ("cnn", "unet", "lstm")
+
+# BLOSUM62 (Henikoff & Henikoff 1992), rows and columns in AMINO_ACIDS order.
+BLOSUM62 = (
+    (4, -1, -2, -2, 0, -1, -1, 0, -2, -1, -1, -1, -1, -2, -1, 1, 0, -3, -2, 0),
+    (-1, 5, 0, -2, -3, 1, 0, -2, 0, -3, -2, 2, -1, -3, -2, -1, -1, -3, -2, -3),
+    (-2, 0, 6, 1, -3, 0, 0, 0, 1, -3, -3, 0, -2, -3, -2, 1, 0, -4, -2, -3),
+    (-2, -2, 1, 6, -3, 0, 2, -1, -1, -3, -4, -1, -3, -3, -1, 0, -1, -4, -3, -3),
+    (0, -3, -3, -3, 9, -3, -4, -3, -3, -1, -1, -3, -1, -2, -3, -1, -1, -2, -2, -1),
+    (-1, 1, 0, 0, -3, 5, 2, -2, 0, -3, -2, 1, 0, -3, -1, 0, -1, -2, -1, -2),
+    (-1, 0, 0, 2, -4, 2, 5, -2, 0, -3, -3, 1, -2, -3, -1, 0, -1, -3, -2, -2),
+    (0, -2, 0, -1, -3, -2, -2, 6, -2, -4, -4, -2, -3, -3, -2, 0, -2, -2, -3, -3),
+    (-2, 0, 1, -1, -3, 0, 0, -2, 8, -3, -3, -1, -2, -1, -2, -1, -2, -2, 2, -3),
+    (-1, -3, -3, -3, -1, -3, -3, -4, -3, 4, 2, -3, 1, 0, -3, -2, -1, -3, -1, 3),
+    (-1, -2, -3, -4, -1, -2, -3, -4, -3, 2, 4, -2, 2, 0, -3, -2, -1, -2, -1, 1),
+    (-1, 2, 0, -1, -3, 1, 1, -2, -1, -3, -2, 5, -1, -3, -1, 0, -1, -3, -2, -2),
+    (-1, -1, -2, -3, -1, 0, -2, -3, -2, 1, 2, -1, 5, 0, -2, -1, -1, -1, -1, 1),
+    (-2, -3, -3, -3, -2, -3, -3, -3, -1, 0, 0, -3, 0, 6, -4, -2, -2, 1, 3, -1),
+    (-1, -2, -2, -1, -3, -1, -1, -2, -2, -3, -3, -1, -2, -4, 7, -1, -1, -4, -3, -2),
+    (1, -1, 1, 0, -1, 0, 0, 0, -1, -2, -2, 0, -1, -2, -1, 4, 1, -3, -2, -2),
+    (0, -1, 0, -1, -1, -1, -1, -2, -2, -1, -1, -1, -1, -2, -1, 1, 5, -2, -2, 0),
+    (-3, -3, -4, -4, -2, -2, -3, -2, -2, -3, -2, -3, -1, 1, -4, -3, -2, 11, 2, -3),
+    (-2, -2, -2, -3, -2, -1, -2, -3, 2, -1, -1, -2, -1, 3, -3, -2, -2, 2, 7, -1),
+    (0, -3, -3, -3, -1, -2, -2, -3, -3, 3, 1, -2, 1, -1, -2, -2, 0, -3, -1, 4),
+)
+# Kyte & Doolittle (1982) hydropathy, AMINO_ACIDS order.
+HYDROPATHY = (1.8, -4.5, -3.5, -3.5, 2.5, -3.5, -3.5, -0.4, -3.2, 4.5,
+              3.8, -3.9, 1.9, 2.8, -1.6, -0.8, -0.7, -0.9, -1.3, 4.2)
+CHARGE = {"D": -1.0, "E": -1.0, "K": 1.0, "R": 1.0, "H": 0.1}
+# Splits smaller than this are generated once; bigger ones item by item from (seed, index).
+MATERIALIZE_BYTES = 256 << 20
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def item_generator(seed: int, index: int) -> torch.Generator:
+    # torch's CPU generator keeps only the low 32 bits of a seed, so (seed, index) is hashed
+    # rather than packed side by side (which would make seed s and s + 1 share items).
+    return torch.Generator().manual_seed(_splitmix64(_splitmix64(seed & _MASK64) ^ index) & 0xFFFFFFFF)
+
+
+class SyntheticDataset(Dataset):
+    """Items make_item(start + i); stacked once up front when the whole split is small."""
+
+    def __init__(self, make_item, start: int, count: int):
+        self.make_item, self.start, self.count = make_item, start, count
+        self.columns: tuple[torch.Tensor, ...] | None = None
+        first = make_item(start)
+        if count * sum(t.numel() * t.element_size() for t in first) <= MATERIALIZE_BYTES:
+            items = [first] + [make_item(start + i) for i in range(1, count)]
+            self.columns = tuple(torch.stack(column) for column in zip(*items))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        if self.columns is not None:
+            return tuple(column[i] for column in self.columns)
+        return self.make_item(self.start + i)
+
+
+def encoding_table(encoding: str) -> torch.Tensor:
+    """[20, 20]: row a is the feature vector of amino acid a."""
+    if encoding == "onehot":
+        return torch.eye(len(AMINO_ACIDS))
+    if encoding == "blosum":
+        return torch.tensor(BLOSUM62, dtype=torch.float32) / 4.0
+    raise ValueError(f"protein-rcl: unknown encoding {encoding!r}; allowed: {', '.join(ENCODINGS)}")
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+class ResidualConv(nn.Module):
+    def __init__(self, channels: int, dilation: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv1d(channels, channels, 5, padding=2 * dilation, dilation=dilation)
+        self.bn = nn.BatchNorm1d(channels)
+        self.conv2 = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.gelu(self.bn(self.conv1(x))))
+
+
+class ResidueCNN(nn.Module):
+    """Dilated residual 1D CNN: receptive field 1 + 4 * (1 + 2 + 4 + 8) = 61 residues."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.embed = nn.Conv1d(len(AMINO_ACIDS), width, 1)
+        self.blocks = nn.Sequential(*(ResidualConv(width, d) for d in (1, 2, 4, 8)))
+        self.out = nn.Conv1d(width, 1, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.embed((x * mask[..., None]).transpose(1, 2))
+        return self.out(self.blocks(h)).squeeze(1) * mask
+
+
+def double_conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv1d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm1d(cout), nn.GELU(),
+        nn.Conv1d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm1d(cout), nn.GELU(),
+    )
+
+
+class ResidueUNet(nn.Module):
+    """1D U-Net: `levels` max-pool halvings, channels doubling (capped at 4 x width), and
+    upsampling back with the encoder's features concatenated at every level."""
+
+    def __init__(self, width: int, levels: int):
+        super().__init__()
+        channels = [min(width * 2 ** i, width * 4) for i in range(levels + 1)]
+        self.inc = double_conv(len(AMINO_ACIDS), channels[0])
+        self.down = nn.ModuleList(double_conv(channels[i], channels[i + 1]) for i in range(levels))
+        self.up = nn.ModuleList(double_conv(channels[i + 1] + channels[i], channels[i]) for i in reversed(range(levels)))
+        self.out = nn.Conv1d(channels[0], 1, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.inc((x * mask[..., None]).transpose(1, 2))
+        skips = []
+        for down in self.down:
+            skips.append(h)
+            h = down(F.max_pool1d(h, 2))
+        for up in self.up:
+            skip = skips.pop()
+            # interpolate to the skip's length rather than x2, so odd lengths line up too
+            h = up(torch.cat([F.interpolate(h, size=skip.shape[-1], mode="nearest"), skip], dim=1))
+        return self.out(h).squeeze(1) * mask
+
+
+class ResidueLSTM(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        hidden = max(1, width // 2)
+        self.embed = nn.Linear(len(AMINO_ACIDS), width)
+        self.lstm = nn.LSTM(width, hidden, num_layers=2, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Padding is zeroed, not packed: packing needs per-sequence lengths on the host, which
+        # neither DataParallel scatter nor ONNX export can carry.
+        h, _ = self.lstm(self.embed(x * mask[..., None]))
+        return self.out(h).squeeze(-1) * mask
+
+
+# -- task -------------------------------------------------------------------------------------
+
+
+class ProteinRCLTask:
+    name = "protein-rcl"
+
+    def __init__(self, options: dict, seed: int):
+        self.sequences = int(options["sequences"])
+        self.length = int(options["length"])
+        self.encoding = str(options["encoding"])
+        self.arch = str(options["arch"])
+        self.width = int(options["width"])
+        if self.arch not in ARCHES:
+            raise ValueError(f"protein-rcl: unknown arch {self.arch!r}; allowed: {', '.join(ARCHES)}")
+        self.table = encoding_table(self.encoding)
+        if self.sequences < 2 or self.length < 8 or self.width < 1:
+            raise ValueError("protein-rcl: need sequences >= 2, length >= 8, width >= 1")
+        self.uses_conv = self.arch != "lstm"
+        self.seed = seed
+        self.hydropathy = torch.tensor(HYDROPATHY)
+        self.charge = torch.tensor([CHARGE.get(a, 0.0) for a in AMINO_ACIDS])
+        triangle = 5.0 - torch.arange(-4, 5).abs().float()
+        self.hydropathy_window = (triangle / triangle.sum()).view(1, 1, -1)
+        self.charge_window = torch.ones(1, 1, 5)
+        self._data: tuple[Dataset, Dataset] | None = None
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def item(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g = item_generator(self.seed, index)
+        n = int(torch.randint(self.length // 2, self.length + 1, (1,), generator=g))
+        residues = torch.randint(0, len(AMINO_ACIDS), (self.length,), generator=g)
+        mask = torch.zeros(self.length)
+        mask[:n] = 1.0
+        # zero-padded convolutions: residues past either end contribute nothing
+        hydropathy = F.conv1d((self.hydropathy[residues] * mask).view(1, 1, -1), self.hydropathy_window, padding=4)
+        charge = F.conv1d((self.charge[residues] * mask).view(1, 1, -1), self.charge_window, padding=2)
+        target = (torch.tanh(hydropathy / 2.0) + 0.5 * torch.tanh(charge)).view(-1) * mask
+        return self.table[residues] * mask[:, None], mask, target
+
+    def datasets(self):
+        if self._data is None:
+            n_val = max(1, self.sequences // 8)
+            n_train = self.sequences - n_val
+            self._data = (SyntheticDataset(self.item, 0, n_train), SyntheticDataset(self.item, n_train, n_val))
+        return self._data
+
+    # -- model and metrics --------------------------------------------------------------------
+
+    def model(self) -> nn.Module:
+        if self.arch == "cnn":
+            return ResidueCNN(self.width)
+        if self.arch == "unet":
+            return ResidueUNet(self.width, levels=max(1, min(3, int(math.log2(self.length)) - 3)))
+        return ResidueLSTM(self.width)
+
+    def loss(self, model, batch):
+        x, mask, target = batch
+        error = (model(x, mask).float() - target.float()) * mask
+        return error.square().sum() / mask.sum().clamp(min=1.0), {}
+
+    def val_stats(self, model, batch):
+        x, mask, target = batch
+        m = mask.double()
+        p = model(x, mask).double() * m
+        y = target.double() * m
+        return {
+            "squared_error": ((p - y) ** 2).sum(),
+            "residues": m.sum(),
+            "sum_p": p.sum(), "sum_y": y.sum(),
+            "sum_pp": (p * p).sum(), "sum_yy": (y * y).sum(), "sum_py": (p * y).sum(),
+        }
+
+    def val_metrics(self, totals):
+        n = max(float(totals["residues"]), 1.0)
+        sp, sy = float(totals["sum_p"]), float(totals["sum_y"])
+        cov = float(totals["sum_py"]) - sp * sy / n
+        var_p = float(totals["sum_pp"]) - sp * sp / n
+        var_y = float(totals["sum_yy"]) - sy * sy / n
+        # a constant prediction has no correlation; report 0 rather than NaN
+        pearson = cov / math.sqrt(var_p * var_y) if var_p > 0 and var_y > 0 else 0.0
+        return {"val_loss": float(totals["squared_error"]) / n, "val_pearson": pearson}
+
+    def example_input(self, batch_size: int = 1):
+        return torch.zeros(batch_size, self.length, len(AMINO_ACIDS)), torch.ones(batch_size, self.length)
+
+
+def build(options: dict, seed: int) -> ProteinRCLTask:
+    return ProteinRCLTask(options, seed)
