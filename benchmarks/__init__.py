@@ -1,0 +1,1 @@
+"""Ratio benchmarks (not run in CI by default): python -m benchmarks.<name>."""
