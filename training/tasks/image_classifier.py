@@ -1,0 +1,214 @@
+"""image-classifier: ResNet-style classifiers on images with a planted class pattern.
+
+Every class owns an oriented sinusoidal grating (orientation, spatial frequency) and a colour;
+an image is its class's grating at a random phase and contrast, plus Gaussian pixel noise.
+Orientations are spread over up to 8 angles and frequencies over as many levels as needed, so
+classes differ in structure even at 100 classes; the colour is drawn from the seed.
+
+Depths: "tiny" (1 basic block per stage, 2 stages), "resnet18" (basic blocks [2, 2, 2, 2]),
+"resnet50" (bottleneck blocks [3, 4, 6, 3], expansion 4); stage s has width * 2^s channels
+(times 4 at a bottleneck's output). The stem adapts to the image size the usual way: a 3x3
+stride-1 conv below 64 pixels (CIFAR style), stride 2 up to 128, and the ImageNet 7x7 stride-2
+conv plus max pool from 128 up, so stage 1 always works at a moderate resolution.
+
+Items are (image [3, size, size], label); loss is cross-entropy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+DEPTHS = ("tiny", "resnet18", "resnet50")
+NOISE = 0.6
+ORIENTATIONS = 8
+# Splits smaller than this are generated once; bigger ones item by item from (seed, index).
+MATERIALIZE_BYTES = 256 << 20
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def item_generator(seed: int, index: int) -> torch.Generator:
+    # torch's CPU generator keeps only the low 32 bits of a seed, so (seed, index) is hashed
+    # rather than packed side by side (which would make seed s and s + 1 share items).
+    return torch.Generator().manual_seed(_splitmix64(_splitmix64(seed & _MASK64) ^ index) & 0xFFFFFFFF)
+
+
+class SyntheticDataset(Dataset):
+    """Items make_item(start + i); stacked once up front when the whole split is small."""
+
+    def __init__(self, make_item, start: int, count: int):
+        self.make_item, self.start, self.count = make_item, start, count
+        self.columns: tuple[torch.Tensor, ...] | None = None
+        first = make_item(start)
+        if count * sum(t.numel() * t.element_size() for t in first) <= MATERIALIZE_BYTES:
+            items = [first] + [make_item(start + i) for i in range(1, count)]
+            self.columns = tuple(torch.stack(column) for column in zip(*items))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        if self.columns is not None:
+            return tuple(column[i] for column in self.columns)
+        return self.make_item(self.start + i)
+
+
+# -- ResNet -----------------------------------------------------------------------------------
+
+
+def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),
+                         nn.BatchNorm2d(cout))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = conv_bn(cin, planes, 3, stride)
+        self.conv2 = conv_bn(planes, planes, 3)
+        self.shortcut = conv_bn(cin, planes, 1, stride) if stride != 1 or cin != planes else nn.Identity()
+        # zero-init the last BN so every block starts as the identity (Goyal et al., 2017)
+        nn.init.zeros_(self.conv2[1].weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.shortcut(x) + self.conv2(F.relu(self.conv1(x))))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int):
+        super().__init__()
+        cout = planes * self.expansion
+        self.conv1 = conv_bn(cin, planes, 1)
+        self.conv2 = conv_bn(planes, planes, 3, stride)  # stride on the 3x3 (ResNet v1.5)
+        self.conv3 = conv_bn(planes, cout, 1)
+        self.shortcut = conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
+        nn.init.zeros_(self.conv3[1].weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv2(F.relu(self.conv1(x))))
+        return F.relu(self.shortcut(x) + self.conv3(y))
+
+
+ARCHITECTURES: dict[str, tuple[type[nn.Module], tuple[int, ...]]] = {
+    "tiny": (BasicBlock, (1, 1)),
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+}
+
+
+class ResNet(nn.Module):
+    def __init__(self, depth: str, width: int, classes: int, size: int):
+        super().__init__()
+        if depth not in ARCHITECTURES:
+            raise ValueError(f"image-classifier: unknown depth {depth!r}; allowed: {', '.join(DEPTHS)}")
+        block, counts = ARCHITECTURES[depth]
+        if size >= 128:
+            self.stem = nn.Sequential(conv_bn(3, width, 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        else:
+            self.stem = nn.Sequential(conv_bn(3, width, 3, 2 if size >= 64 else 1), nn.ReLU())
+        stages, cin = [], width
+        for stage, count in enumerate(counts):
+            planes = width * 2 ** stage
+            for i in range(count):
+                stages.append(block(cin, planes, 2 if stage > 0 and i == 0 else 1))
+                cin = planes * block.expansion
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image [B, 3, H, W] -> logits [B, classes]."""
+        return self.fc(self.stages(self.stem(image)).mean(dim=(2, 3)))
+
+
+# -- task -------------------------------------------------------------------------------------
+
+
+class ImageClassifierTask:
+    name = "image-classifier"
+    uses_conv = True
+
+    def __init__(self, options: dict, seed: int):
+        self.images = int(options["images"])
+        self.size = int(options["size"])
+        self.classes = int(options["classes"])
+        self.depth = str(options["depth"])
+        self.width = int(options["width"])
+        if self.depth not in ARCHITECTURES:
+            raise ValueError(f"image-classifier: unknown depth {self.depth!r}; allowed: {', '.join(DEPTHS)}")
+        if self.images < 2 or self.size < 8 or self.classes < 2 or self.width < 1:
+            raise ValueError("image-classifier: need images >= 2, size >= 8, classes >= 2, width >= 1")
+        self.seed = seed
+        orientations = min(self.classes, ORIENTATIONS)
+        levels = math.ceil(self.classes / orientations)
+        k = torch.arange(self.classes)
+        self.angles = math.pi * (k % orientations).float() / orientations
+        # 1.5 to 6 cycles per image, whatever the image size
+        self.frequencies = 1.5 + 4.5 * (k // orientations).float() / max(levels - 1, 1)
+        planted = torch.Generator().manual_seed(_splitmix64(seed & _MASK64) & 0xFFFFFFFF)
+        self.colours = F.normalize(0.2 + torch.rand(self.classes, 3, generator=planted), dim=1) * math.sqrt(3)
+        coords = (torch.arange(self.size, dtype=torch.float32) + 0.5) / self.size
+        self.grid_y, self.grid_x = torch.meshgrid(coords, coords, indexing="ij")
+        self._data: tuple[Dataset, Dataset] | None = None
+
+    def item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = item_generator(self.seed, index)
+        label = int(torch.randint(0, self.classes, (1,), generator=g))
+        phase, contrast = (torch.rand(2, generator=g) * torch.tensor([2 * math.pi, 0.5]) + torch.tensor([0.0, 0.5])).tolist()
+        angle, frequency = float(self.angles[label]), float(self.frequencies[label])
+        along = self.grid_x * math.cos(angle) + self.grid_y * math.sin(angle)
+        grating = torch.cos(2 * math.pi * frequency * along + phase).view(1, -1)
+        noise = torch.empty(3, self.size * self.size).normal_(0.0, NOISE, generator=g)
+        image = torch.addmm(noise, contrast * self.colours[label].view(3, 1), grating)
+        return image.view(3, self.size, self.size), torch.tensor(label)
+
+    def datasets(self):
+        if self._data is None:
+            n_val = max(1, self.images // 8)
+            n_train = self.images - n_val
+            self._data = (SyntheticDataset(self.item, 0, n_train), SyntheticDataset(self.item, n_train, n_val))
+        return self._data
+
+    def model(self) -> nn.Module:
+        return ResNet(self.depth, self.width, self.classes, self.size)
+
+    def loss(self, model, batch):
+        image, label = batch
+        return F.cross_entropy(model(image).float(), label), {}
+
+    def val_stats(self, model, batch):
+        image, label = batch
+        logits = model(image).float()
+        return {
+            "loss_sum": F.cross_entropy(logits, label, reduction="sum"),
+            "correct": (logits.argmax(dim=1) == label).sum(),
+            "count": torch.tensor(float(label.shape[0]), device=label.device),
+        }
+
+    def val_metrics(self, totals):
+        count = max(float(totals["count"]), 1.0)
+        return {"val_loss": float(totals["loss_sum"]) / count, "val_acc": float(totals["correct"]) / count}
+
+    def example_input(self, batch_size: int = 1):
+        return (torch.zeros(batch_size, 3, self.size, self.size),)
+
+
+def build(options: dict, seed: int) -> ImageClassifierTask:
+    return ImageClassifierTask(options, seed)
