@@ -196,3 +196,18 @@ def test_tailer_counts_a_bad_find_log_and_keeps_going(tmp_path):
     assert _wait_for(lambda: len(calls) >= 3, timeout=5)
     tailer.stop()
     assert tailer.errors == 1 and not (tmp_path / "e.jsonl").exists()
+
+
+def test_the_documented_metrics_table_parses_the_documented_lines():
+    """docs/metrics.md's [metrics] example does what the text says it does."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    text = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    parser = LogMetricParser(tomllib.loads(block)["metrics"])
+    train, val = parser.feed(TRAIN_VAL_LINE)
+    (ckpt,) = parser.feed(CHECKPOINT_LINE)
+    assert (train["values"], val["values"], train["epoch"]) == ({"loss": 0.4521, "acc": 78.23}, {"loss": 0.5234}, 1)
+    assert (ckpt["path"], ckpt["epoch"], ckpt["f1"], ckpt["best"]) == ("best_model_epoch0.pt", 0, 0.6821, True)
