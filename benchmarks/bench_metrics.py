@@ -37,7 +37,7 @@ def bench_report_log(tmp: Path, calls: int = 50_000) -> list[tuple[str, float, s
         r = report.Reporter(tmp / label.replace(" ", "_").replace(",", ""), 0, heartbeat=heartbeat)
         r.run_dir.mkdir()
 
-        def loop():
+        def loop(r=r):
             for i in range(calls):
                 r.log(i, epoch=1, loss=0.5, acc=0.9, lr=1e-3)
 
@@ -107,7 +107,7 @@ def bench_plot() -> list[tuple[str, float, str]]:
             series.add(float(i), float(i // 1000), 1.0 / (1.0 + i * 1e-4), 0.0)
         add_s = time.perf_counter() - t0
         _render(store)  # warm up plotext and numpy
-        costs[n] = _best_of(lambda: _render(store), 5)
+        costs[n] = _best_of(lambda store=store: _render(store), 5)
         out.append((f"downsample + plotext 100x25 at {n:.0e} points", costs[n] * 1e3,
                     f"ms ({store.stored_points} points stored, add {add_s / max(n - 1, 1) * 1e6:.2f} us/point)"))
     out.append(("redraw ratio 10^6 / 10^3 points", costs[1_000_000] / costs[1_000], "x (about 1 is the goal)"))
