@@ -62,6 +62,12 @@ class TraindeckApp(App[int | None]):
             self._gpu_backend = get_backend()
         return self._gpu_backend
 
+    def preflight(self, profile: Profile, runs_dir: Path) -> Any:
+        """The picker's preflight (a PreflightReport); snapshot tests swap in a fixed one."""
+        from training.preflight import run_preflight
+
+        return run_preflight(profile, runs_dir, backend=self.gpu_backend)
+
     def on_mount(self) -> None:
         if self.attach is not None:
             self.push_screen(RunScreen(self.attach))
@@ -95,7 +101,12 @@ class TraindeckApp(App[int | None]):
             self.call_from_thread(self.notify, "rehearsal is not available in this build yet; "
                                   "use 'run.py --profile NAME --rehearse'", severity="warning")
             return None
-        return make(profile)
+        made = make(profile)
+        # rehearsal_profile returns (profile, notes on what was scaled down).
+        scaled, notes = made if isinstance(made, tuple) else (made, [])
+        if notes:
+            self.call_from_thread(self.notify, "\n".join(notes), title="rehearsal", timeout=8)
+        return scaled
 
     def on_open_run(self, message: messages.OpenRun) -> None:
         if isinstance(self.screen, RunScreen) and self.screen.paths == message.paths:

@@ -36,6 +36,14 @@ class ProfileEntry:
     match: str
 
 
+def _short(path: Path) -> str:
+    """A path as the user knows it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _match_style(match: str) -> str:
     if match.startswith("ok"):
         return "bold green"
@@ -73,7 +81,7 @@ class PickerScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(Text.assemble(("traindeck", "bold"), "  pick a profile  ",
-                                   (f"{self.profiles_dir}", "dim")), id="picker-title")
+                                   (_short(self.profiles_dir), "dim")), id="picker-title")
         with Horizontal(id="picker-body"):
             with Vertical(id="picker-left"):
                 yield OptionList(id="profile-list")
@@ -111,9 +119,7 @@ class PickerScreen(Screen):
 
     @work(thread=True, exclusive=True, group="preflight", exit_on_error=False)
     def _preflight(self, entry: ProfileEntry) -> None:
-        from training.preflight import run_preflight
-
-        report = run_preflight(entry.profile, self.runs_dir, backend=self.app.gpu_backend)
+        report = self.app.preflight(entry.profile, self.runs_dir)
         self.post_message(self.PreflightDone(entry.name, report.lines, report.ok))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -157,7 +163,7 @@ class PickerScreen(Screen):
             return
         area = self.query_one(TextArea)
         area.load_text(entry.text)
-        area.border_title = str(entry.path)
+        area.border_title = _short(entry.path)
         preflight = self.query_one("#preflight", Static)
         self.preflight_ready = False
         if entry.profile is None:

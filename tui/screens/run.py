@@ -46,7 +46,8 @@ else:  # pragma: no cover
 EVENTS_POLL_S = 0.5
 LOG_POLL_S = 0.5
 HISTORY = 120  # telemetry samples kept per device for the sparklines
-CATCH_UP_CHUNKS = 4  # chunks read per telemetry poll while catching up with a long history
+CATCH_UP_CHUNKS = 4
+TAIL_FROM_END_BYTES = 4 << 20  # chunks read per telemetry poll while catching up with a long history
 
 
 def _key_id(key: Key) -> str:
@@ -176,6 +177,8 @@ class RunScreen(Screen):
         if self._telemetry_interval is None:
             self._telemetry_interval = self._read_interval()
         latest: dict[str, Any] | None = None
+        if self._telemetry.offset == 0:
+            latest = self._skip_to_recent_telemetry()
         for _ in range(CATCH_UP_CHUNKS):
             samples = [s for s in self._telemetry.read() if s.get("kind", "telemetry") == "telemetry"]
             for sample in samples:
@@ -186,6 +189,23 @@ class RunScreen(Screen):
         self._next_poll_s["telemetry"] = self._telemetry_interval if self._telemetry.at_end else 0.0
         if latest is not None:
             self.post_message(self.TelemetryArrived(self._devices(latest), latest.get("t")))
+
+    def _skip_to_recent_telemetry(self) -> dict[str, Any] | None:
+        """A day of 8-GPU samples is hundreds of MB and the sparklines want the last HISTORY:
+        read those from the end, then tail from there."""
+        from training.telemetry import read_telemetry
+
+        try:
+            size = self.paths.telemetry.stat().st_size
+        except OSError:
+            return None
+        if size < TAIL_FROM_END_BYTES:
+            return None
+        samples = read_telemetry(self.paths.telemetry, last_n=HISTORY)
+        self._telemetry.offset = size
+        for sample in samples:
+            self._remember(sample)
+        return samples[-1] if samples else None
 
     def _read_interval(self) -> float:
         try:

@@ -1,0 +1,263 @@
+"""Pilot tests of the console: picker, run screen on recorded runs, dialogs, runs screen.
+
+Recorded runs (tests/data/runs, written by tests/data/make_recorded_runs.py) are copied to a
+temporary runs directory, so nothing a test does can change them. The GPU backend is the fake
+8x B200 NVML. Real runs are in test_tui_live.py (marked slow).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, OptionList, SelectionList, TabbedContent, TextArea
+
+from training.gpu import GpuBackend
+from training.profile import PROFILES_DIR
+from training.rundir import RunPaths, read_run_json
+from tests.fixtures.fake_nvml import eight_b200
+from tui.app import make_app
+from tui.screens.confirm_dialog import ConfirmDialog
+from tui.screens.picker import PickerScreen
+from tui.screens.quit_dialog import QuitDialog
+from tui.screens.run import RunScreen
+from tui.screens.runs import RunsScreen
+from tui.widgets import EventLog, GpuPanel, LossPlot, RankLog, RunHeader
+
+RECORDED = Path(__file__).parent / "data" / "runs"
+GNN = "20261124-090000-8xb200-gnn"
+CPU = "20261123-140000-cpu"
+FAILED = "20261123-100000-4x2080ti"
+SIZE = (100, 30)
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    dest = tmp_path / "runs"
+    shutil.copytree(RECORDED, dest)
+    return dest
+
+
+@pytest.fixture
+def backend() -> GpuBackend:
+    return GpuBackend(nvml=eight_b200())
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.05) -> None:
+    waited = 0.0
+    while not condition():
+        if waited >= timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await pilot.pause(step)
+        waited += step
+
+
+async def wait_run_loaded(pilot) -> RunScreen:
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen) and pilot.app.screen.loaded)
+    screen = pilot.app.screen
+    await wait_for(pilot, lambda: screen.telemetry_seen or not screen.model.live)
+    await pilot.pause(0.1)
+    return screen
+
+
+async def event_log_text(pilot, screen: RunScreen) -> str:
+    """The Events tab's text (RichLog renders once it is shown)."""
+    await pilot.press("2")
+    await pilot.pause(0.2)
+    return "\n".join(strip.text for strip in screen.query_one(EventLog).lines)
+
+
+def header_text(screen: RunScreen) -> str:
+    return screen.query_one(RunHeader).render().plain
+
+
+# ---- picker ----------------------------------------------------------------------------------
+
+async def test_picker_lists_profiles_with_hardware_match_and_preflight(tmp_path, backend):
+    app = make_app(runs_dir=tmp_path / "runs", gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.entries)
+        picker = app.screen
+        options = picker.query_one(OptionList)
+        prompts = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert any(p.startswith("8xb200-gnn  ok 8/8 B200") for p in prompts)
+        assert any(p.startswith("4x2080ti  ~ 8/4") or p.startswith("4x2080ti  ") for p in prompts)
+        assert any(p.startswith("cpu  any") for p in prompts)
+        # cpu is highlighted first: its TOML and its preflight are shown.
+        await wait_for(pilot, lambda: picker.preflight_ready)
+        assert 'name = "cpu"' in picker.query_one(TextArea).text
+        preflight = str(picker.query_one("#preflight").render())
+        assert "preflight passed" in preflight
+
+
+async def test_picker_shows_profile_error_in_place(tmp_path, backend):
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    shutil.copy(PROFILES_DIR / "cpu.toml", profiles / "cpu.toml")
+    shutil.copy(Path(__file__).parent / "data" / "profiles" / "misspelled_key.toml", profiles / "broken.toml")
+    app = make_app(runs_dir=tmp_path / "runs", profiles_dir=profiles, gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.entries)
+        picker = app.screen
+        assert picker.entries["broken"].profile is None
+        picker.query_one(OptionList).highlighted = 0  # broken sorts first
+        await wait_for(pilot, lambda: picker.preflight_ready)
+        shown = str(picker.query_one("#preflight").render())
+        assert "broken.toml" in shown and "Did you mean" in shown
+        assert picker.query_one("#preflight-box").has_class("-error")
+        await pilot.press("s")  # starting it only explains; nothing starts, nothing crashes
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, PickerScreen)
+        assert not (tmp_path / "runs").exists()
+
+
+# ---- run screen on recorded runs --------------------------------------------------------------
+
+async def test_attach_finished_cpu_run_shows_whole_history(runs_dir, backend):
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / CPU), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        assert screen.model.state == "finished"
+        header = header_text(screen)
+        assert "finished" in header and "epoch 4/4" in header and "step 116" in header
+        assert "elapsed 0:44" in header  # recorded start to recorded end, no clock
+        panels = list(screen.query(GpuPanel))
+        assert [p.device.title for p in panels] == ["CPU worker 0 (rank 0)", "CPU worker 1 (rank 1)"]
+        assert all(p.device.kind == "cpu" for p in panels)
+        text = await event_log_text(pilot, screen)
+        assert "★ checkpoint best.pt" in text and "epoch 4/4 done" in text and "exit: finished" in text
+        plot = screen.query_one(LossPlot)
+        assert ("train", "loss") in plot.visible_keys() and ("val", "loss") in plot.visible_keys()
+        assert ("train", "lr") not in plot.visible_keys()
+
+
+async def test_attach_failed_run_names_rank_and_first_error_lines(runs_dir, backend):
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / FAILED), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        assert screen.model.state == "failed"
+        text = await event_log_text(pilot, screen)
+        assert "failing rank 2" in text
+        assert "CUDA out of memory" in text
+        assert "hint: lower train.batch_size" in text
+        # A failed run can be resumed; stop/save/pause are for live runs only.
+        assert screen.check_action("resume", ()) is True
+        assert screen.check_action("stop", ()) is False
+
+
+async def test_running_8gpu_run_marks_hot_throttling_and_idle_gpus(runs_dir, backend):
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / GNN), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        panels = {p.device.index: p for p in screen.query(GpuPanel)}
+        assert sorted(panels) == list(range(8))
+        assert panels[3].has_class("-hot") and not panels[0].has_class("-hot")
+        assert panels[5].has_class("-throttle")
+        assert panels[6].has_class("-idle") and not panels[7].has_class("-idle")
+        assert panels[0].device.ranks == (0,) and len(panels[0].device.history) == 90
+        header = header_text(screen)
+        assert "running" in header and "epoch 12/50" in header and "ETA" in header
+        # Compact rows at this width: each GPU is one line.
+        assert all(p.size.height == 1 for p in panels.values())
+
+
+async def test_plot_keys_change_axis_scale_smoothing_and_series(runs_dir, backend):
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / GNN), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        plot = screen.query_one(LossPlot)
+        assert {("train", "loss/conflict"), ("train", "loss/chromatic"), ("train", "loss/entropy")} <= set(
+            plot.visible_keys())
+        await pilot.press("x", "l", "m")
+        assert (plot.x_axis, plot.log_y, plot.smoothing) == ("epoch", True, 0.6)
+        await pilot.press("m", "m")
+        assert plot.smoothing == 0.0
+        await pilot.press("t")
+        series = screen.query_one(SelectionList)
+        assert series.display and series.has_focus
+        series.deselect(f"train\x1floss/entropy")
+        await pilot.pause()
+        assert ("train", "loss/entropy") not in plot.visible_keys()
+        await pilot.pause(0.1)
+        assert "x: epoch · y: log · raw" in plot.settings_text()
+
+
+async def test_tabs_and_rank_logs(runs_dir, backend):
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / GNN), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        await pilot.press("3")
+        assert screen.query_one(TabbedContent).active == "logs"
+        rank_log = screen.query_one(RankLog)
+        await wait_for(pilot, lambda: rank_log._sources)
+        labels = [label for label, _ in rank_log._sources]
+        assert labels[:2] == ["rank 0 stdout", "rank 0 stderr"] and "supervisor" in labels
+        log = rank_log.query_one("#rank-log-lines")
+        await wait_for(pilot, lambda: any("epoch 11" in line for line in log.lines))
+        await pilot.press("2")
+        assert screen.query_one(TabbedContent).active == "events"
+
+
+async def test_quit_on_live_run_asks_stop_or_detach(runs_dir, backend):
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / GNN), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_run_loaded(pilot)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog))
+        await pilot.press("escape")  # cancel keeps watching
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog))
+        await pilot.press("d")
+        await wait_for(pilot, lambda: not app.is_running)
+    assert read_run_json(RunPaths(runs_dir / GNN))["state"] == "running"  # detached: untouched
+
+
+async def test_quit_on_finished_run_just_quits(runs_dir, backend):
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / CPU), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_run_loaded(pilot)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running)
+
+
+async def test_stop_asks_to_confirm(runs_dir, backend):
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / GNN), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_run_loaded(pilot)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+    assert read_run_json(RunPaths(runs_dir / GNN))["state"] == "running"
+
+
+async def test_runs_screen_lists_and_opens_runs(runs_dir, backend):
+    app = make_app(runs_dir=runs_dir, gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 3
+        first = [str(c) for c in table.get_row_at(0)]
+        assert first[0] == GNN and first[1] == "running" and "epoch 12/50" in first[4]
+        states = {str(table.get_row_at(i)[0]): str(table.get_row_at(i)[1]) for i in range(3)}
+        assert states[CPU] == "finished" and states[FAILED] == "failed"
+        table.move_cursor(row=1)
+        await pilot.press("enter")
+        screen = await wait_run_loaded(pilot)
+        assert screen.paths.id == CPU
+        await pilot.press("d")  # detach goes back to the runs list
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+
+
+async def test_command_palette_offers_the_screen_keys(runs_dir, backend):
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / GNN), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        titles = {c.title for c in app.get_system_commands(screen)}
+        assert {"Stop", "Detach", "Save now", "Pause/go", "Series", "x axis", "Log y", "Smooth", "Plot tab",
+                "Events tab", "Logs tab", "Runs", "Quit"} <= titles
+        assert "Resume" not in titles  # only for stopped or failed runs
