@@ -150,9 +150,13 @@ def rehearsal_profile(profile: Profile, cores: int | None = None) -> tuple[Profi
 
 
 def phase_profiles(rp: Profile) -> tuple[Profile, Profile]:
-    """(phase 1, phase 2): phase 1 stops one epoch early so phase 2 has something to resume."""
+    """(phase 1, phase 2): phase 1 stops one epoch early so phase 2 has something to resume.
+
+    Only the last phase exports: the export is checked once, and a dynamo export costs ~10 s of CPU.
+    """
     first = copy.deepcopy(rp)
     first.train.epochs = max(1, rp.train.epochs - 1)
+    first.export.onnx = False
     return first, rp
 
 
@@ -544,7 +548,9 @@ def rehearse(profile: Profile, runs_dir: Path, argv: list[str] | None = None, ou
     if two_phases and phases[0].returncode == 0 and phase1_step is not None:
         # Same directory, more epochs: exactly what a user does to continue a finished run.
         (paths.profile).write_text(full.to_toml(), encoding="utf-8")
-        _say(out, f"phase 2: resume in the same directory to epoch {full.train.epochs}")
+        _say(out, f"phase 2: resume in the same directory to epoch {full.train.epochs}"
+                  + (", then export" if full.export.onnx else "")
+                  + " (the worker will note that profile.toml changed: that is the epochs)")
         events_before = len(_read_events(paths)[0])
         last_started = time.time()
         runs.resume_run(paths)
