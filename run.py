@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `run.py --runs | head`: the reader went away. A run keeps going in its own session;
+        # silence the interpreter's final flush of the dead pipe instead of printing a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
