@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -12,6 +15,7 @@ from tests.fixtures import fake_nvml
 from training import gpu
 from training.gpu import GpuBackend
 from training.gpu_leaks import describe_leak, find_gpu_leaks, leak_events
+from training.rundir import list_run_dirs, read_run_json
 
 
 @pytest.fixture
@@ -106,3 +110,72 @@ def test_through_the_process_wide_backend_from_the_environment(sleeper, monkeypa
         gpu.reset_backend()
         _PLACED = None
     assert [(leak["pid"], leak["gpu"], leak["used_mib"]) for leak in leaks] == [(sleeper.pid, 1, 2048)]
+
+
+# ------------------------------------------------------------------ through the supervisor
+
+
+class RunHoldsGpu(fake_nvml.FakeNvml):
+    """A fake NVML in which rank 1 of the run under $LEAK_TEST_RUNS_DIR never lets go of GPU 1.
+
+    run.json lists only live processes while the run goes on, so the fake remembers the rank-1
+    pid it saw (telemetry queries it every interval)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rank1_pids: set[int] = set()
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        self._dev(handle, "nvmlDeviceGetComputeRunningProcesses")
+        for paths in list_run_dirs(Path(os.environ["LEAK_TEST_RUNS_DIR"])):
+            for record in read_run_json(paths).get("processes") or []:
+                if record.get("role") == "worker" and record.get("rank") == 1:
+                    self.rank1_pids.add(int(record["pid"]))
+        if handle.index != 1:
+            return []
+        return self._proc_objects([(pid, 1234) for pid in sorted(self.rank1_pids)])
+
+
+def run_holds_gpu() -> RunHoldsGpu:
+    base = fake_nvml.four_2080ti(pids=[])
+    return RunHoldsGpu(base.devices, driver_version=base.driver_version)
+
+
+@pytest.mark.slow
+def test_supervisor_reports_a_leak_in_exit_json_and_events(tmp_path, monkeypatch):
+    from tests.e2e_helpers import stop_quietly, wait_for
+    from training import runs
+    from training.events import read_all
+    from training.profile import parse_profile
+
+    runs_dir = tmp_path / "runs"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("LEAK_TEST_RUNS_DIR", str(runs_dir))
+    monkeypatch.setenv(gpu.FAKE_NVML_ENV, f"{__name__}:run_holds_gpu")
+    script = Path(__file__).resolve().parent / "data" / "watchdog" / "hang_script.py"
+    profile = parse_profile(f"""
+name = "leak"
+[launch]
+mode = "ddp"
+nproc_per_node = 2
+backend = "gloo"
+[train]
+script = "{script}"
+[telemetry]
+interval_s = 0.5
+""", path=str(tmp_path / "leak.toml"))
+    # hang_script with no hang: 3 steps of ~1 s, then it ends.
+    profile.launch.env = {"WD_HANG_STEP": "0", "WD_STEPS": "3"}
+    paths = runs.start_run(profile, runs_dir)
+    try:
+        wait_for(lambda: paths.exit_json.exists(), 40, paths, "the run to end")
+    finally:
+        stop_quietly(paths)
+    exit_data = json.loads(paths.exit_json.read_text())
+    assert exit_data["state"] == "finished", paths.supervisor_log.read_text()[-2000:]
+    [leak] = exit_data["gpu_leaks"]
+    assert (leak["rank"], leak["gpu"], leak["used_mib"], leak["state"]) == (1, 1, 1234, "gone")
+    [event] = [e for e in read_all(paths.events) if e.get("gpu_leak")]
+    assert event["level"] == "warning" and f"pid {leak['pid']} (rank 1) still holds 1234 MiB on GPU 1" in event["message"]
+    # The warning comes before the final status, which viewers treat as the end of the run.
+    assert read_all(paths.events)[-1]["kind"] == "status"

@@ -307,3 +307,36 @@ def _kill_group(proc) -> None:
             pass
     psutil.wait_procs(family, timeout=10)
     proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_supervisor_runs_the_watchdog_and_records_the_hang_in_events(tmp_path, monkeypatch):
+    """The same hang through the product path: runs.start_run -> supervisor -> torchrun."""
+    from tests.e2e_helpers import stop_quietly, wait_for
+    from training import runs
+    from training.profile import parse_profile
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    profile = parse_profile(f"""
+name = "hang"
+[launch]
+mode = "ddp"
+nproc_per_node = 2
+backend = "gloo"
+stop_grace_s = 1
+[train]
+script = "{SCRIPTS / 'hang_script.py'}"
+[watchdog]
+hang_after_s = 4
+""", path=str(tmp_path / "hang.toml"))
+    profile.launch.env = {"WD_HANG_RANK": "1", "WD_HANG_STEP": "3", "WD_HANG_S": "60"}
+    paths = runs.start_run(profile, tmp_path / "runs")
+    try:
+        warning = wait_for(lambda: next((e for e in read_all(paths.events) if e.get("watchdog") == "hang"), None),
+                           35, paths, "a hang warning in events.jsonl")
+    finally:
+        stop_quietly(paths)
+    assert warning["level"] == "warning" and warning["rank"] == 1 and warning["step"] == 2
+    assert warning["other_steps"] == {"0": 3}
+    assert warning["message"].startswith("rank 1 has not finished a step for ")
+    assert f"traindeck --dump {paths.id}" in warning["message"]

@@ -14,6 +14,7 @@ lists a pid that has no process here any more (the driver has not released its c
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable
 
 import psutil
@@ -114,3 +115,16 @@ def leak_events(leaks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [make_event("log", level="warning", message=describe_leak(leak), gpu_leak=leak,
                        **({"rank": leak["rank"]} if leak.get("rank") is not None else {}))
             for leak in leaks]
+
+
+def gpu_leaks_after_exit(backend: Any, processes: Iterable[dict[str, Any]], settle_s: float = 3.0,
+                         poll_s: float = 0.5) -> list[dict[str, Any]]:
+    """find_gpu_leaks, allowing the driver a moment: right after a SIGKILL NVML can list a process
+    for a few hundred milliseconds while its context is torn down. Only what persists is a leak."""
+    processes = list(processes or [])
+    deadline = time.monotonic() + settle_s
+    while True:
+        leaks = find_gpu_leaks(backend, processes)
+        if not leaks or time.monotonic() >= deadline:
+            return leaks
+        time.sleep(poll_s)

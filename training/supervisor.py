@@ -387,6 +387,15 @@ class Supervisor:
                 self._aux.append(sampler)
             except Exception as exc:  # noqa: BLE001 - any failure here must not stop training
                 self._aux_failed("telemetry", exc)
+        try:
+            from training.watchdog import Watchdog, telemetry_gpu_util
+
+            watchdog = Watchdog(self.paths, p, emit=lambda events: append_events(self.paths.events, events),
+                                telemetry_lookup=telemetry_gpu_util(self.paths))
+            watchdog.start()
+            self._aux.append(watchdog)
+        except Exception as exc:  # noqa: BLE001
+            self._aux_failed("watchdog", exc)
         if p.is_custom and p.metrics:
             try:
                 from training.log_metrics import LogMetricParser, LogTailer
@@ -524,13 +533,31 @@ class Supervisor:
         who = f"rank {d.failed_rank}" if d.failed_rank is not None else "the launcher"
         return RunResult(RunState.FAILED, rc, d.failed_rank, d.error, d.hint, f"{who} failed: {first}")
 
+    def _gpu_leaks(self) -> list[dict[str, Any]]:
+        """Processes of the run that still hold GPU memory now that it is over (training.gpu_leaks)."""
+        try:
+            from training.gpu import get_backend
+            from training.gpu_leaks import gpu_leaks_after_exit
+
+            return gpu_leaks_after_exit(get_backend(), [r.to_json() for r in self.known.values()])
+        except Exception as exc:  # noqa: BLE001 - a failed check must not cost the run its exit.json
+            log(f"GPU leak check failed: {exc!r}")
+            return []
+
     def finish(self, result: RunResult) -> RunResult:
         """No process of the run may outlive it: sweep, then write exit.json and the final state."""
         leftovers = pg.alive(self.known.values())
         if leftovers:
             log(f"{len(leftovers)} process(es) outlived the launcher: {[r.pid for r in leftovers]}")
             pg.terminate_then_kill(leftovers, grace_s=1.0)
-        write_json_atomic(self.paths.exit_json, result.exit_json(self.started))
+        leaks = self._gpu_leaks()
+        exit_data = result.exit_json(self.started)
+        exit_data["gpu_leaks"] = leaks
+        write_json_atomic(self.paths.exit_json, exit_data)
+        if leaks:
+            from training.gpu_leaks import leak_events
+
+            append_events(self.paths.events, leak_events(leaks))
         info: dict[str, Any] = {"returncode": result.returncode}
         if result.failed_rank is not None:
             info["rank"] = result.failed_rank

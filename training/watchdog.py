@@ -419,3 +419,25 @@ class Watchdog:
                 fields["gpu_util"] = utils[rank]
             events.append(make_event("log", t=now, level="warning", message=message, **fields))
         return events
+
+
+def telemetry_gpu_util(paths: RunPaths) -> Callable[[int], float | None]:
+    """rank -> utilisation of the GPU that rank runs on, from the newest telemetry.jsonl sample.
+
+    Called only when a hang is being reported, so reading the file's tail each time is fine. CPU
+    runs have no GPU utilisation (their samples carry "workers", not "gpus"): None.
+    """
+    from training.telemetry import read_telemetry
+
+    def lookup(rank: int) -> float | None:
+        samples = read_telemetry(paths.telemetry, last_n=1)
+        if not samples:
+            return None
+        for gpu in samples[-1].get("gpus") or []:
+            if not isinstance(gpu, dict) or gpu.get("util") is None:
+                continue
+            if any(isinstance(p, dict) and p.get("rank") == rank for p in gpu.get("processes") or []):
+                return float(gpu["util"])
+        return None
+
+    return lookup
