@@ -192,9 +192,15 @@ def test_first_error_prefers_the_exception_line(tmp_path):
     paths = create_run_dir(tmp_path, "x")
     assert first_error(paths, [make_event("log", level="error", message="rank 0 failed at step 0: boom")]) \
         == "rank 0 failed at step 0: boom"
+    # A plain traceback ends with the exception line...
     write_json_atomic(paths.exit_json, {"failed_rank": 1, "error": [
         "Traceback (most recent call last):", "  File \"m.py\", line 9, in build", "ValueError: unknown arch"]})
     assert first_error(paths) == "rank 1: ValueError: unknown arch"
+    # ...the supervisor's diagnosis puts it first, then the frame and the source line that raised.
+    write_json_atomic(paths.exit_json, {"failed_rank": 0, "error": [
+        "ValueError: unknown arch 'transformer'", "File \"p.py\", line 197, in __init__",
+        "raise ValueError(f\"unknown arch {self.arch!r}\")"]})
+    assert first_error(paths) == "rank 0: ValueError: unknown arch 'transformer'"
 
 
 def test_export_check_names_what_to_install(tmp_path, monkeypatch):

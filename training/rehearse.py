@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,9 @@ INTERRUPTED = 130
 # A resumed loss this many times the worst loss before the resume means the resume did not
 # continue the curve (fresh optimizer state against trained weights, an lr restart, a blow-up).
 LOSS_JUMP_FACTOR = 10.0
+
+# "ValueError: ...", "torch.distributed.DistBackendError: ..." (not "raise ValueError(...)").
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure)\b")
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 ITEM_LAUNCH = "launch of every rank"
@@ -218,8 +222,8 @@ def first_error(paths: RunPaths, events: list[dict[str, Any]] | None = None) -> 
     errors = [str(x).strip() for x in data.get("error") or [] if str(x).strip()]
     rank = data.get("failed_rank")
     if errors:
-        # The supervisor lists the traceback's frames first; the exception line says what happened.
-        line = next((x for x in reversed(errors) if ("Error" in x or "Exception" in x) and ":" in x), errors[0])
+        # The supervisor puts the exception line first; a plain traceback would have it last.
+        line = next((x for x in errors if _EXCEPTION_LINE.match(x)), errors[0])
         return (f"rank {rank}: " if rank is not None and not line.startswith("rank") else "") + line
     for e in events or []:
         if e.get("kind") == "log" and e.get("level") == "error":
