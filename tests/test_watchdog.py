@@ -340,3 +340,31 @@ hang_after_s = 4
     assert warning["other_steps"] == {"0": 3}
     assert warning["message"].startswith("rank 1 has not finished a step for ")
     assert f"traindeck --dump {paths.id}" in warning["message"]
+
+
+def test_long_non_step_states_get_the_startup_allowance_in_auto_mode(tmp_path):
+    fleet = Fleet(tmp_path, hang_after_s=0.0)
+    t = fleet.run_lockstep(ranks=2, steps=6, step_s=2.0)
+    for rank in range(2):
+        fleet.beat(rank, 6, t + 0.5, state="validating")
+    assert fleet.check(t + AUTO_MIN_S + 30) == []
+    assert hangs(fleet.check(t + STARTUP_S + 1))
+
+
+def test_gpu_util_lookup_reads_the_newest_telemetry_sample(tmp_path):
+    from training.watchdog import telemetry_gpu_util
+
+    paths = create_run_dir(tmp_path / "runs", "tel")
+    lookup = telemetry_gpu_util(paths)
+    assert lookup(0) is None  # no telemetry yet
+    samples = [
+        {"v": 1, "kind": "telemetry", "t": 1.0, "source": "nvml", "gpus": [{"index": 0, "util": 5, "processes": [{"pid": 10, "rank": 0}]}]},
+        {"v": 1, "kind": "telemetry", "t": 2.0, "source": "nvml", "gpus": [
+            {"index": 0, "util": 99, "processes": [{"pid": 10, "rank": 0, "mem_mib": 100}]},
+            {"index": 1, "util": 0, "processes": [{"pid": 11, "rank": 1, "mem_mib": 100}]},
+            {"index": 2, "util": None, "processes": [{"pid": 12, "rank": 2, "mem_mib": 100}]}]},
+    ]
+    paths.telemetry.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    assert (lookup(0), lookup(1), lookup(2), lookup(3)) == (99.0, 0.0, None, None)
+    paths.telemetry.write_text(json.dumps({"v": 1, "kind": "telemetry", "t": 3.0, "source": "cpu", "workers": [{"rank": 0}]}) + "\n")
+    assert lookup(0) is None  # CPU runs have no GPU utilisation

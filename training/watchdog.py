@@ -7,7 +7,8 @@ files every ~1 s, parses only the ones that changed, keeps a short per-rank hist
 
 hang       a rank's step has not advanced for the threshold: [watchdog] hang_after_s, or when
            that is 0, 10x the median recent step time across ranks and at least 60 s (5 min while
-           no step time is known yet: the first steps include compilation and warm-up). One
+           no step time is known yet, since the first steps include compilation and warm-up, and
+           for a rank whose heartbeat says "starting", "validating", "saving" or "exporting"). One
            warning per incident, an info event with watchdog="recovered" when it moves again.
            Fields: watchdog, rank (None when the heartbeats cannot tell), ranks, step, stalled_s,
            other_steps {rank: step}, gpu_util {rank: %} when the telemetry has it.
@@ -50,7 +51,9 @@ from training.rundir import RunPaths
 
 # States in which a rank is not expected to advance.
 IDLE_STATES = frozenset({"paused", "finished", "stopped", "terminated", "failed", "done", "exited"})
-STARTING_STATE = "starting"
+# States in which a rank works without finishing steps (set-up, a validation pass, a checkpoint or
+# export): in auto mode they get the start-up allowance rather than 10x a step time.
+LONG_STATES = frozenset({"starting", "validating", "saving", "exporting"})
 AUTO_FACTOR = 10.0
 AUTO_MIN_S = 60.0
 # Auto mode before any rank has a measured step time (and for ranks still in state "starting").
@@ -193,7 +196,7 @@ class Watchdog:
     def threshold_s(self, median_step: float | None = None, state: str = "training") -> float:
         if self.hang_after_s > 0:
             return self.hang_after_s
-        if median_step is None or state == STARTING_STATE:
+        if median_step is None or state in LONG_STATES:
             return STARTUP_S
         return max(AUTO_MIN_S, AUTO_FACTOR * median_step)
 
