@@ -34,7 +34,7 @@ class Fleet:
         self.emitted: list[dict] = []
         lookup = (lambda rank: utils.get(rank)) if utils is not None else None
         self.wd = Watchdog(self.paths, make_profile(hang_after_s, straggler_ratio), emit=self.emitted.extend,
-                           telemetry_lookup=lookup)
+                           telemetry_lookup=lookup, since=0.0)
 
     def beat(self, rank: int, step: int, t: float, state: str = "training", pid: int | None = None) -> None:
         write_json_atomic(self.paths.heartbeats / f"rank-{rank}.json",
@@ -227,6 +227,19 @@ def test_unchanged_files_are_not_reparsed(tmp_path, monkeypatch):
     (fleet.paths.heartbeats / "rank-0.json").write_text("{half a")
     fleet.check(1011.0)  # junk is skipped, not fatal
     assert len(reads) == 1
+
+
+def test_heartbeats_from_before_the_watchdog_started_are_ignored(tmp_path):
+    # A resumed run's directory still holds the crashed life's "training" heartbeats.
+    paths = create_run_dir(tmp_path / "runs", "wd")
+    write_json_atomic(paths.heartbeats / "rank-0.json",
+                      {"rank": 0, "pid": 1, "step": 50, "epoch": 1, "t": time.time() - 3600, "state": "training"})
+    wd = Watchdog(paths, make_profile(hang_after_s=5.0), emit=lambda events: None)
+    assert wd.check(time.time()) == []
+    write_json_atomic(paths.heartbeats / "rank-0.json",  # the new life beats
+                      {"rank": 0, "pid": 2, "step": 3, "epoch": 1, "t": time.time(), "state": "training"})
+    [warning] = hangs(wd.check(time.time() + 10))
+    assert warning["rank"] == 0 and warning["step"] == 3
 
 
 def test_thread_emits_through_the_callback(tmp_path):

@@ -82,7 +82,6 @@ class _RankState:
     t: float  # time of the newest heartbeat
     since: float  # when (step, state) last changed: the start of a possible stall
     history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))  # (t, step)
-    stamp: tuple | None = None
     slow_checks: int = 0
     straggler_warned_t: float = -math.inf
 
@@ -136,7 +135,8 @@ class Watchdog:
     def __init__(self, paths: RunPaths | str | os.PathLike, profile: Any,
                  emit: Callable[[list[dict[str, Any]]], None],
                  telemetry_lookup: Callable[[int], float | None] | None = None,
-                 clock: Callable[[], float] = time.time, interval_s: float = CHECK_INTERVAL_S):
+                 clock: Callable[[], float] = time.time, interval_s: float = CHECK_INTERVAL_S,
+                 since: float | None = None):
         self.paths = paths if isinstance(paths, RunPaths) else RunPaths(Path(paths))
         settings = getattr(profile, "watchdog", None)
         self.hang_after_s = float(getattr(settings, "hang_after_s", 0.0) or 0.0)
@@ -145,6 +145,10 @@ class Watchdog:
         self.telemetry_lookup = telemetry_lookup
         self.clock = clock
         self.interval_s = interval_s
+        # Heartbeats older than this are from an earlier life of the run directory (a resumed run,
+        # a crashed one): a "training" file from yesterday is not a hang of today's ranks.
+        self.since = clock() - 1.0 if since is None else since
+        self._stamps: dict[int, tuple] = {}
         self._ranks: dict[int, _RankState] = {}
         self._incidents: list[_Incident] = []
         self._stop = threading.Event()
@@ -217,8 +221,7 @@ class Watchdog:
                 continue
             rank = int(match.group(1))
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-            known = self._ranks.get(rank)
-            if known is not None and known.stamp == stamp:
+            if self._stamps.get(rank) == stamp:
                 continue  # unchanged: the stat was the whole cost
             try:
                 data = json.loads(Path(entry.path).read_text())
@@ -228,9 +231,12 @@ class Watchdog:
                 pid = int(data["pid"]) if data.get("pid") is not None else None
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # half-written or foreign: try again next check
-            self._update(rank, pid, step, state, t, stamp)
+            self._stamps[rank] = stamp
+            if t < self.since:
+                continue
+            self._update(rank, pid, step, state, t)
 
-    def _update(self, rank: int, pid: int | None, step: int, state: str, t: float, stamp: tuple) -> None:
+    def _update(self, rank: int, pid: int | None, step: int, state: str, t: float) -> None:
         r = self._ranks.get(rank)
         if r is None or pid != r.pid or step < r.step:
             # New rank, a restarted process (torchrun restart, resume) or a step counter that went
@@ -239,13 +245,12 @@ class Watchdog:
             self._ranks[rank] = r
             if state not in IDLE_STATES:
                 r.history.append((t, step))
-            r.stamp = stamp
             return
         if step != r.step or state != r.state:
             if r.state in IDLE_STATES and state not in IDLE_STATES:
                 r.history.clear()  # a pause is not step time
             r.since = t
-        r.step, r.state, r.t, r.stamp = step, state, max(t, r.t), stamp
+        r.step, r.state, r.t = step, state, max(t, r.t)
         if state not in IDLE_STATES and (not r.history or t > r.history[-1][0]):
             r.history.append((t, step))
 
