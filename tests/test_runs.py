@@ -187,7 +187,7 @@ def _profile_file(tmp_path: Path, script: str, args: list[str], mode: str = "ddp
 
 @pytest.mark.slow
 def test_sighup_to_the_console_does_not_stop_training_and_attach_sees_the_same_steps(runs_dir, tmp_path):
-    profile = _profile_file(tmp_path, "train_prints.py", ["--steps", "60", "--sleep", "0.08"])
+    profile = _profile_file(tmp_path, "train_prints.py", ["--steps", "40", "--sleep", "0.06"])
     console = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--profile", str(profile), "--headless",
                                 "--runs-dir", str(runs_dir)], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, start_new_session=True)
@@ -211,7 +211,7 @@ def test_sighup_to_the_console_does_not_stop_training_and_attach_sees_the_same_s
             os.killpg(console.pid, signal.SIGKILL)
             console.wait()
     s = runs.run_summary(runs.find_run(runs_dir, paths.id))
-    assert s.state is RunState.FINISHED and s.step == 60
+    assert s.state is RunState.FINISHED and s.step == 40
     stdout0 = [f for f in runs.rank_logs(paths)[0] if f.name == "stdout.log"][0].read_text()
     assert f"step {s.step} loss" in stdout0 and f"step {s.step + 1} " not in stdout0
     assert_nothing_left(paths)
@@ -219,7 +219,7 @@ def test_sighup_to_the_console_does_not_stop_training_and_attach_sees_the_same_s
 
 @pytest.mark.slow
 def test_two_ddp_runs_at_once_both_finish_on_different_ports(runs_dir):
-    profile = custom_profile("train_prints.py", args=["--steps", "10"])
+    profile = custom_profile("train_prints.py", args=["--steps", "5"])
     first = runs.start_run(profile, runs_dir)
     second = runs.start_run(profile, runs_dir)
     assert first != second

@@ -1,7 +1,8 @@
 """A small custom training script: real gloo DDP when launched by torchrun, prints its progress.
 
-    python train_prints.py [--steps N] [--sleep S]
-Prints "step N loss X" lines (for [metrics] regexes) and reports through training.report.
+    python train_prints.py [--steps N] [--sleep S] [--no-report]
+Prints "step N loss X" lines (for [metrics] regexes) and, unless --no-report, also reports
+through training.report.
 """
 
 import argparse
@@ -16,6 +17,7 @@ from training import report
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=20)
 parser.add_argument("--sleep", type=float, default=0.02)
+parser.add_argument("--no-report", action="store_true")
 args = parser.parse_args()
 
 distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
@@ -37,7 +39,8 @@ try:
         opt.step()
         if rank == 0:
             print(f"step {step} loss {loss.item():.4f}", flush=True)
-            report.log(step, epoch=1, loss=loss.item())
+            if not args.no_report:
+                report.log(step, epoch=1, loss=loss.item())
         time.sleep(args.sleep)
     print(f"rank {rank} done", flush=True)
 finally:
