@@ -17,9 +17,18 @@ from torch import nn
 
 from tests.data.engine import launch
 from training import checkpoint as ckpt_mod
-from training.checkpoint import (CheckpointFiles, CheckpointLoadError, CheckpointWriteError, capture_rng_state,
-                                 improved, load_checkpoint, load_model_weights, make_checkpoint,
-                                 restore_rng_state, save_checkpoint)
+from training.checkpoint import (
+    CheckpointFiles,
+    CheckpointLoadError,
+    CheckpointWriteError,
+    capture_rng_state,
+    improved,
+    load_checkpoint,
+    load_model_weights,
+    make_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 
 SAVE_LOOP = Path(__file__).parent / "data" / "engine" / "save_loop.py"
 
@@ -54,7 +63,7 @@ def test_round_trip_keeps_every_key_and_loads_with_weights_only(tmp_path):
     assert loaded["monitor"] == {"name": "val_loss", "mode": "min", "value": 1.5} and loaded["best"] == 1.25
     fresh = small_model()
     load_model_weights(fresh, loaded["model"])
-    for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     opt = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
     opt.load_state_dict(loaded["optimizer"])
@@ -63,10 +72,14 @@ def test_round_trip_keeps_every_key_and_loads_with_weights_only(tmp_path):
 
 def test_rng_state_restores_torch_python_and_numpy(tmp_path):
     np = pytest.importorskip("numpy")
-    torch.manual_seed(3); random.seed(3); np.random.seed(3)
+    torch.manual_seed(3)
+    random.seed(3)
+    np.random.seed(3)
     save_checkpoint({"rng": [capture_rng_state()]}, tmp_path / "rng.pt")
     expected = (torch.rand(3), random.random(), np.random.rand())
-    torch.manual_seed(99); random.seed(99); np.random.seed(99)
+    torch.manual_seed(99)
+    random.seed(99)
+    np.random.seed(99)
     restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"][0])
     got = (torch.rand(3), random.random(), np.random.rand())
     assert torch.equal(expected[0], got[0]) and expected[1:] == got[1:]
@@ -165,7 +178,7 @@ def test_kill_9_during_saves_never_leaves_a_broken_last_pt(tmp_path):
     rng = random.Random(1234)
     last = tmp_path / "last.pt"
     kills_inside_a_write = 0
-    for attempt in range(6):
+    for _attempt in range(6):
         proc = subprocess.Popen([sys.executable, str(SAVE_LOOP), str(tmp_path)], env=launch.worker_env(),
                                 stdout=subprocess.PIPE, text=True)
         try:

@@ -171,7 +171,7 @@ def test_sigkill_mid_run_then_resume_continues_the_step_counter(tmp_path):
     assert max(epochs) == 3 and set(epochs) == {1, 2, 3}
     final = load_checkpoint(paths.checkpoints / "last.pt")
     assert final["step"] == 36 and final["epoch"] == 3 and final["epoch_complete"]
-    assert any(f"resumed from" in e["message"] for e in after if e["kind"] == "log")
+    assert any("resumed from" in e["message"] for e in after if e["kind"] == "log")
 
     # A finished run resumed again has nothing left to do and says so without retraining.
     checked(launch.run(paths, nproc=2))

@@ -15,7 +15,6 @@ A command older than the worker process is stale (left over from before a resume
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 from pathlib import Path

@@ -48,9 +48,19 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
 from training import report
-from training.checkpoint import (CheckpointFiles, CheckpointWriteError, capture_rng_state, improved,
-                                 load_checkpoint, load_model_weights, make_checkpoint, model_state,
-                                 remove_stale_temp_files, restore_rng_state, serialize)
+from training.checkpoint import (
+    CheckpointFiles,
+    CheckpointWriteError,
+    capture_rng_state,
+    improved,
+    load_checkpoint,
+    load_model_weights,
+    make_checkpoint,
+    model_state,
+    remove_stale_temp_files,
+    restore_rng_state,
+    serialize,
+)
 from training.control import CODE_ACTIONS, ControlChannel
 from training.heartbeat import Heartbeat
 from training.profile import parse_profile
@@ -288,11 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         step_delay = float(os.environ.get("TRAINDECK_TEST_STEP_DELAY_S") or 0)
         if is_main:
             remove_stale_temp_files(paths.checkpoints)
-        last_saved_step = step if resume_from is not None and resume_from == ckpt_files.last else -1
 
         def save(kinds: list[str], epoch_step: int, epoch_complete: bool, monitor_value: float | None = None) -> None:
             """Collective: every rank calls it at the same step. kinds: 'last', 'epoch', 'best'."""
-            nonlocal last_saved_step
             rng_states = [capture_rng_state()]
             if ddp:
                 rng_states = [None] * world_size
@@ -327,8 +335,6 @@ def main(argv: list[str] | None = None) -> int:
                     failure = "rank 0 could not write the checkpoint"
             if failure:
                 raise CheckpointWriteError(failure)
-            if "last" in kinds:
-                last_saved_step = step
 
         def handle_control(code: int, epoch_step: int, seq: int, paused: bool) -> bool:
             """Act on a control code all ranks agreed on; returns whether the run is now paused."""
@@ -451,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                     now = time.monotonic()
                     scale = 1.0 / (steps_since_log * world_size)
                     metrics = {"loss": values[0] * scale}
-                    metrics.update({k: v * scale for k, v in zip(names, values[1:-1])})
+                    metrics.update({k: v * scale for k, v in zip(names, values[1:-1], strict=True)})
                     metrics["lr"] = scheduler.get_last_lr()[0]
                     metrics["samples_per_s"] = steps_since_log * samples_per_step / max(now - t_log, 1e-9)
                     report.log(step, epoch=epoch, **metrics)
