@@ -157,6 +157,19 @@ def test_rank_failure_names_the_rank_and_its_error_and_leaves_nothing(runs_dir):
 
 
 @pytest.mark.slow
+def test_rank_failure_ends_the_run_even_when_another_rank_ignores_sigterm(runs_dir):
+    # torchrun would wait its whole shutdown timeout (= stop_grace_s, 30 s) for the hung rank 0.
+    paths = runs.start_run(custom_profile("raise_on_rank1.py", args=["--hang-rank0"], grace=30), runs_dir)
+    s = wait_done(paths, timeout=40)
+    assert s.state is RunState.FAILED
+    exit_data = read_json(paths.exit_json)
+    assert exit_data["failed_rank"] == 1 and "rank 0 hangs" in exit_data["error"][0]
+    rank1_err = [f for f in runs.rank_logs(paths)[1] if f.name == "stderr.log"][0]
+    assert statuses(paths)[-1]["t"] - rank1_err.stat().st_mtime < 8.0
+    assert_nothing_left(paths)
+
+
+@pytest.mark.slow
 def test_stop_escalates_to_sigkill_and_reaches_grandchildren(runs_dir):
     profile = custom_profile("sleep_forever.py", args=["--ignore-term", "--spawn-child"], grace=1)
     paths = runs.start_run(profile, runs_dir)

@@ -443,7 +443,11 @@ def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -
             return _state_of(data.get("state"))
         left = pg.wait_gone([sup], grace + STOP_MARGIN_S, poll_s=0.1)
         if not left:
-            return verified_state(paths)[0]
+            after = read_run_json(paths)
+            if _state_of(after.get("state")).is_live:
+                # It died without recording an end (SIGTERM before its handlers were installed).
+                return _take_over(paths, after, grace, "it exited without recording the end")
+            return _state_of(after.get("state"))
         # The supervisor did not finish in time: finish its job for it.
         pg.signal_procs(left, signal.SIGKILL)
         pg.wait_gone(left, 5.0)
