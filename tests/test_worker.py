@@ -173,8 +173,12 @@ def test_sigkill_mid_run_then_resume_continues_the_step_counter(tmp_path):
     assert final["step"] == 36 and final["epoch"] == 3 and final["epoch_complete"]
     assert any("resumed from" in e["message"] for e in after if e["kind"] == "log")
 
-    # A finished run resumed again has nothing left to do and says so without retraining.
-    checked(launch.run(paths, nproc=2))
+    # A finished run started again (here without torchrun, which the worker notes) has nothing left to do.
+    n_events = len(launch.events(paths))
+    checked(launch.run(paths))
+    again = launch.events(paths)[n_events:]
+    assert not [e for e in again if e["kind"] in ("metric", "epoch", "checkpoint")]
+    assert any("not started by torchrun" in e.get("message", "") for e in again)
     assert load_checkpoint(paths.checkpoints / "last.pt")["step"] == 36
 
 
