@@ -101,7 +101,8 @@ async def test_picker_shows_profile_error_in_place(tmp_path, backend):
         await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.entries)
         picker = app.screen
         assert picker.entries["broken"].profile is None
-        picker.query_one(OptionList).highlighted = 0  # broken sorts first
+        options = picker.query_one(OptionList)
+        options.highlighted = options.get_option_index("broken")
         await wait_for(pilot, lambda: picker.preflight_ready)
         shown = str(picker.query_one("#preflight").render())
         assert "broken.toml" in shown and "Did you mean" in shown

@@ -132,7 +132,9 @@ class PickerScreen(Screen):
         self.entries = {e.name: e for e in message.entries}
         options = self.query_one(OptionList)
         options.clear_options()
-        for entry in message.entries:
+        for n, entry in enumerate(message.entries):
+            if n:
+                options.add_option(None)  # a separator line between profiles
             prompt = Text(no_wrap=False)
             prompt.append(entry.name, "bold")
             prompt.append("  ")
@@ -144,8 +146,8 @@ class PickerScreen(Screen):
                 prompt.append("\n" + "does not load; see the error", "red")
             options.add_option(Option(prompt, id=entry.name))
         if message.entries:
-            default = next((i for i, e in enumerate(message.entries) if e.name == "cpu"), 0)
-            options.highlighted = default
+            default = next((e.name for e in message.entries if e.name == "cpu"), message.entries[0].name)
+            options.highlighted = options.get_option_index(default)
         else:
             self.query_one("#preflight", Static).update(f"no profiles in {self.profiles_dir}")
         options.focus()
@@ -180,7 +182,9 @@ class PickerScreen(Screen):
         if entry is None or entry.name != message.name:
             return
         text = Text()
-        for line in message.lines:
+        # The verdict first; the profile's description is already in the list.
+        lines = message.lines[-1:] + message.lines[1:-1]
+        for line in lines:
             style = ""
             if line.startswith("[ok"):
                 style = "green"

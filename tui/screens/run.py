@@ -183,7 +183,9 @@ class RunScreen(Screen):
             samples = [s for s in self._telemetry.read() if s.get("kind", "telemetry") == "telemetry"]
             for sample in samples:
                 self._remember(sample)
-                latest = sample
+                # The samples after the workers exit list none; keep showing their last numbers.
+                if sample.get("gpus") or sample.get("workers"):
+                    latest = sample
             if self._telemetry.at_end:
                 break
         self._next_poll_s["telemetry"] = self._telemetry_interval if self._telemetry.at_end else 0.0
