@@ -33,8 +33,15 @@ from training.errors import TraindeckError
 from training.events import EventReader, append_events, make_event
 from training.launch import LaunchSpec, build_launch, format_command, free_port
 from training.profile import Profile, parse_profile
-from training.rundir import (RunPaths, RunState, hostname, read_json, read_run_json, update_run_json,
-                             write_json_atomic)
+from training.rundir import (
+    RunPaths,
+    RunState,
+    hostname,
+    read_json,
+    read_run_json,
+    update_run_json,
+    write_json_atomic,
+)
 from training.runs import rank_logs
 
 POLL_S = 0.2
@@ -94,17 +101,17 @@ def traceback_summary(text: str) -> list[str]:
     """The meaningful lines of the last traceback in `text`: the exception line first, then the
     innermost frame and its source line. [] if there is no traceback."""
     lines = clean_lines(text)
-    start = max((i for i, l in enumerate(lines) if l.startswith("Traceback (most recent call last)")),
+    start = max((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")),
                 default=None)
     if start is None:
         return []
     body = lines[start + 1:]
-    frames = [i for i, l in enumerate(body) if l.lstrip().startswith('File "')]
+    frames = [i for i, line in enumerate(body) if line.lstrip().startswith('File "')]
     exc = None
     after = frames[-1] + 1 if frames else 0
-    for l in body[after:]:
-        if l and not l.startswith(" ") and not l.startswith("^") and _EXC_LINE.match(l):
-            exc = l
+    for line in body[after:]:
+        if line and not line.startswith(" ") and not line.startswith("^") and _EXC_LINE.match(line):
+            exc = line
             break
     out = [exc] if exc else []
     if frames:
@@ -112,12 +119,12 @@ def traceback_summary(text: str) -> list[str]:
         out.append(body[i].strip())
         if i + 1 < len(body) and body[i + 1].startswith(" ") and not body[i + 1].lstrip().startswith("File "):
             out.append(body[i + 1].strip())
-    return [l[:500] for l in out if l]
+    return [line[:500] for line in out if line]
 
 
 def last_lines(text: str, n: int = 3) -> list[str]:
-    meaningful = [l for l in clean_lines(text) if l.strip()]
-    return [l[:500] for l in meaningful[-n:]]
+    meaningful = [line for line in clean_lines(text) if line.strip()]
+    return [line[:500] for line in meaningful[-n:]]
 
 
 def make_hint(error_text: str, rank: int | None, profile: Profile | None) -> str | None:
@@ -167,7 +174,7 @@ def _torchrun_error_files(paths: RunPaths) -> dict[int, tuple[float, list[str]]]
             callstack = str(extra.get("py_callstack") or "")
         else:
             text, stamp, callstack = str(msg or ""), f.stat().st_mtime, ""
-        lines = traceback_summary(callstack) or [l for l in text.splitlines() if l.strip()][-2:]
+        lines = traceback_summary(callstack) or [x for x in text.splitlines() if x.strip()][-2:]
         out[offset + local_rank] = (stamp, lines)
     return out
 
@@ -190,6 +197,10 @@ def diagnose(paths: RunPaths, profile: Profile | None, returncode: int | None,
     error_files = _torchrun_error_files(paths)
     genuine = {r: v for r, v in error_files.items() if not _COLLATERAL.search(" ".join(v[1]))}
     pick = genuine or error_files
+    if pick and not genuine:
+        silent = _silent_death(paths, first_exit_rank, set(error_files))
+        if silent is not None:
+            return silent
     if pick:
         rank = min(pick, key=lambda r: pick[r][0])
         lines = pick[rank][1]
@@ -204,13 +215,19 @@ def diagnose(paths: RunPaths, profile: Profile | None, returncode: int | None,
         if not summary:
             if not _OOM.search(text):
                 continue
-            summary = [l for l in clean_lines(text) if _OOM.search(l)][:1]
+            summary = [line for line in clean_lines(text) if _OOM.search(line)][:1]
         collateral = bool(_COLLATERAL.search(" ".join(summary)))
         mtime = max((f.stat().st_mtime for f in newest_attempt if f.exists()), default=0.0)
         candidates.append((collateral, 0 if rank == first_exit_rank else 1, mtime, rank, summary, text))
     if candidates:
         candidates.sort(key=lambda c: c[:4])
-        _, _, _, rank, summary, text = candidates[0]
+        collateral, _, _, rank, summary, text = candidates[0]
+        if collateral:
+            # Every traceback is collateral: the root cause may be a rank that died without one
+            # (SIGKILL, the OOM killer). torchrun's summary / the first exit name it.
+            silent = _silent_death(paths, first_exit_rank, {c[3] for c in candidates})
+            if silent is not None:
+                return silent
         return Diagnosis(rank, summary, make_hint(text, rank, profile))
 
     launcher_log = paths.logs / "launcher.log"
@@ -222,6 +239,28 @@ def diagnose(paths: RunPaths, profile: Profile | None, returncode: int | None,
     if not lines and rank is not None:
         lines = last_lines(_rank_text(paths, rank))
     return Diagnosis(rank, lines, make_hint(launcher_text + "\n".join(lines), rank, profile))
+
+
+_EXITCODE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*\d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)")
+
+
+def _silent_death(paths: RunPaths, first_exit_rank: int | None, traced: set[int]) -> Diagnosis | None:
+    """A rank that was killed by a signal without writing a traceback, if torchrun saw one."""
+    launcher_text = read_tail(paths.logs / "launcher.log")
+    codes = {int(r): int(c) for r, c in _EXITCODE.findall(launcher_text)}
+    for rank in (first_exit_rank, _root_cause_rank(launcher_text)):
+        code = codes.get(rank) if rank is not None else None
+        if rank is None or rank in traced or code is None or code >= 0:
+            continue
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        line = f"killed by {name} (exit code {code}) without a traceback"
+        hint = ("SIGKILL from outside the run: the kernel's OOM killer (check `dmesg`) or someone's kill -9"
+                if code == -signal.SIGKILL else None)
+        return Diagnosis(rank, [line], hint)
+    return None
 
 
 def _latest_attempt(files: list[Path]) -> list[Path]:
