@@ -130,6 +130,8 @@ def test_checkpoints_move_between_ddp_dp_and_single(tmp_path):
     dump = tmp_path / "single-weights"
     checked(launch.run(single, TRAINDECK_TEST_DUMP_WEIGHTS=str(dump)))
     assert launch.events(single, "status")[0]["start_step"] == 6
+    assert any("written with a different profile" in e["message"] and e["level"] == "warning"
+               for e in launch.events(single, "log"))
     assert [e["epoch"] for e in launch.events(single, "epoch")] == [2]
     assert load_checkpoint(single.checkpoints / "last.pt")["step"] == 12
 
