@@ -1,0 +1,302 @@
+"""Shared helpers for the ratio benchmarks: results, medians, a TUI in a pseudo-terminal,
+synthetic run directories and a synthetic writer process.
+
+Every benchmark's `run(quick=False) -> list[Result]`; `quick=True` is the tiny size the smoke
+test uses (it checks the shape of the figures, never their values).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@dataclass
+class Result:
+    """One figure. `target` is a human string ("<= 1.1x"); `ok` None means informational."""
+
+    name: str
+    value: float
+    unit: str
+    target: str = ""
+    ok: bool | None = None
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
+
+    def line(self) -> str:
+        value = f"{self.value:,.4g}" if abs(self.value) < 1e6 else f"{self.value:,.0f}"
+        target = f"target {self.target}" if self.target else ""
+        return f"{self.name:<58} {value:>12} {self.unit:<10} {target:<18} {self.verdict:<4} {self.note}".rstrip()
+
+
+def as_tuples(results: list[Result]) -> list[tuple[str, float, str]]:
+    return [(r.name, r.value, r.unit) for r in results]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def load_note() -> str:
+    la = os.getloadavg()
+    return f"load avg {la[0]:.1f}/{la[1]:.1f}/{la[2]:.1f} on {os.cpu_count()} cores"
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("TRAINDECK_RUN_DIR", None)
+    env.update(extra)
+    return env
+
+
+# ---- a process in a pseudo-terminal --------------------------------------------------------
+
+class PtyProcess:
+    """A child (e.g. `run.py --attach RUN`) on the slave side of a pty of a given size; a thread
+    drains the master side (a console that nobody reads would block) and counts the bytes."""
+
+    def __init__(self, argv: list[str], cols: int = 120, rows: int = 36, env: dict[str, str] | None = None,
+                 cwd: Path = PROJECT_ROOT):
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        env = dict(env or base_env())
+        env.setdefault("TERM", "xterm-256color")
+        env["COLUMNS"], env["LINES"] = str(cols), str(rows)
+        env.pop("TEXTUAL", None)
+
+        def child_setup() -> None:  # the pty becomes the child's controlling terminal
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
+                                     preexec_fn=child_setup, close_fds=True)
+        os.close(slave)
+        self.master = master
+        self.bytes = 0
+        self._lock = threading.Lock()
+        self._tail = b""
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+        self.ps = psutil.Process(self.proc.pid)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with self._lock:
+                self.bytes += len(data)
+                self._tail = (self._tail + data)[-65536:]
+
+    def tail(self) -> bytes:
+        with self._lock:
+            return self._tail
+
+    def write(self, data: bytes) -> None:
+        try:
+            os.write(self.master, data)
+        except OSError:
+            pass
+
+    def cpu_seconds(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def rss(self) -> int:
+        return self.ps.memory_info().rss
+
+    def wait_output(self, needle: bytes, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.tail() or self.proc.poll() is not None:
+                return needle in self.tail()
+            time.sleep(0.05)
+        return False
+
+    def wait_started(self, timeout: float = 60.0, min_bytes: int = 2000) -> bool:
+        """Until the app has painted its first screen (some KB of output) and gone quiet for a moment."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.bytes < min_bytes and self.proc.poll() is None:
+            time.sleep(0.05)
+        return self.proc.poll() is None and self.bytes >= min_bytes
+
+    def wait_idle(self, timeout: float, window_s: float = 2.0, max_cpu_fraction: float = 0.15) -> float:
+        """Poll until the process uses less than `max_cpu_fraction` of a core over `window_s`;
+        returns the seconds waited (timeout if it never went idle)."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout and self.proc.poll() is None:
+            c0 = self.cpu_seconds()
+            time.sleep(window_s)
+            if (self.cpu_seconds() - c0) / window_s < max_cpu_fraction:
+                break
+        return time.monotonic() - t0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.write(b"q")
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+
+
+def attach_argv(run_dir: Path) -> list[str]:
+    return [PYTHON, str(PROJECT_ROOT / "run.py"), "--runs-dir", str(run_dir.parent), "--attach", str(run_dir)]
+
+
+# ---- synthetic run directories ------------------------------------------------------------
+
+PROFILE_TOML = """name = "synthetic"
+description = "benchmark: a synthetic run"
+
+[hardware]
+gpus = {gpus}
+
+[launch]
+mode = "ddp"
+nproc_per_node = {nproc}
+
+[train]
+task = "tiny"
+epochs = 10
+log_every = 1
+
+[telemetry]
+interval_s = 1.0
+"""
+
+
+def make_run_dir(runs_dir: Path, name: str, gpus: int = 8, live_pid: int | None = None,
+                 finished: bool = False) -> Path:
+    """A run directory that looks like one the supervisor made. `live_pid` plays the supervisor
+    (the run is live while that process is); `finished` writes exit.json and state finished."""
+    from training.rundir import hostname
+
+    root = Path(runs_dir) / name
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    (root / "profile.toml").write_text(PROFILE_TOML.format(gpus=gpus, nproc=max(1, gpus)))
+    now = time.time()
+    sup: dict[str, Any] = {"pid": None, "create_time": None}
+    if live_pid is not None:
+        sup = {"pid": live_pid, "create_time": psutil.Process(live_pid).create_time()}
+    state = "finished" if finished else "running"
+    (root / "run.json").write_text(json.dumps({
+        "id": name, "profile": "synthetic", "mode": "ddp", "world_size": max(1, gpus), "argv": [],
+        "host": hostname(), "created": now, "rehearsal": False, "supervisor": sup, "launcher": None,
+        "processes": [], "port": None, "env": {}, "state": state, "state_t": now}))
+    (root / "logs" / "supervisor.log").write_text("synthetic run for benchmarks\n")
+    if finished:
+        (root / "exit.json").write_text(json.dumps({
+            "returncode": 0, "state": "finished", "failed_rank": None, "error": [], "hint": None,
+            "message": "finished", "t": now, "seconds": 1.0}))
+    return root
+
+
+def write_metric_lines(path: Path, n: int, start_step: int = 1, t0: float | None = None,
+                       chunk: int = 50_000) -> None:
+    """n train metric events, fast (a string template, not json.dumps per line)."""
+    t0 = time.time() - n * 0.01 if t0 is None else t0
+    with open(path, "ab") as f:
+        for lo in range(0, n, chunk):
+            lines = []
+            for i in range(lo, min(n, lo + chunk)):
+                s = start_step + i
+                lines.append(
+                    f'{{"v":1,"t":{t0 + i * 0.01:.3f},"kind":"metric","step":{s},"epoch":{1 + s // 10000},'
+                    f'"split":"train","values":{{"loss":{2.0 / (1.0 + s * 1e-4):.6f},'
+                    f'"loss/aux":{0.5 / (1.0 + s * 1e-4):.6f},"lr":0.001,"samples_per_s":5000.0}}}}\n')
+            f.write("".join(lines).encode())
+
+
+class SyntheticWriter:
+    """`python -m benchmarks._writer` in its own process: telemetry at 1 Hz in the fake-NVML
+    shape (the real TelemetrySampler over TRAINDECK_FAKE_NVML) plus metric events at `rate`/s."""
+
+    def __init__(self, run_dir: Path, rate: float, telemetry: bool = True, gpus: str = "eight_b200",
+                 duration_s: float = 3600.0, extra: list[str] | None = None):
+        argv = [PYTHON, "-m", "benchmarks._writer", str(run_dir), "--rate", str(rate),
+                "--duration", str(duration_s)] + (["--telemetry"] if telemetry else []) + list(extra or [])
+        env = base_env(TRAINDECK_FAKE_NVML=f"tests.fixtures.fake_nvml:{gpus}")
+        self.proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if "ready" not in line:
+            raise RuntimeError(f"synthetic writer did not start: {line!r}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def measure_cpu(pty: PtyProcess, seconds: float) -> float:
+    """CPU seconds the process used over `seconds` of wall time."""
+    c0 = pty.cpu_seconds()
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    return (pty.cpu_seconds() - c0) * seconds / max(1e-9, time.monotonic() - t0)
+
+
+def timed_loop(fn: Callable[[], Any], seconds: float) -> int:
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        fn()
+        n += 1
+    return n
