@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     local_rank = int(os.environ.get("LOCAL_RANK", 0)) if ddp else 0
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if ddp else 1
     is_main = rank == 0
-    report.configure(run_dir, rank)
+    report.configure(run_dir, rank, heartbeat=False)  # the loop beats its own Heartbeat below
     notes: list[tuple[str, str]] = []  # (level, message), reported once the run is set up
     if mode == "ddp" and not ddp:
         notes.append(("warning", "ddp: not started by torchrun (no RANK/WORLD_SIZE); running as a single process"))
