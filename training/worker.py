@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def save(kinds: list[str], epoch_step: int, epoch_complete: bool, monitor_value: float | None = None) -> None:
             """Collective: every rank calls it at the same step. kinds: 'last', 'epoch', 'best'."""
+            # A long write must not look like a hung step to the watchdog.
+            heartbeat.beat(step, epoch=epoch, state="saving", force=True)
             rng_states = [capture_rng_state()]
             if ddp:
                 rng_states = [None] * world_size
@@ -379,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def validate() -> dict[str, float]:
             eval_model = model if isinstance(model, nn.DataParallel) else raw  # DDP forward is for training
+            heartbeat.beat(step, epoch=epoch, state="validating", force=True)
             raw.eval()
             totals: dict[str, torch.Tensor] = {}
             with torch.no_grad(), autocast():
@@ -388,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                         v = v.detach().double()
                         totals[k] = totals[k] + v if k in totals else v
             raw.train()
+            heartbeat.beat(step, epoch=epoch, state="training", force=True)
             totals = _all_reduce_dict(totals, ddp)
             return {k: float(v) for k, v in task.val_metrics(totals).items()}
 
