@@ -87,7 +87,7 @@ class PickerScreen(Screen):
                 yield OptionList(id="profile-list")
             with Vertical(id="picker-right"):
                 yield TextArea("", language="toml", read_only=True, show_line_numbers=True, id="profile-toml",
-                               soft_wrap=False)
+                               soft_wrap=True)
                 with VerticalScroll(id="preflight-box"):
                     yield Static("", id="preflight")
         yield Footer()

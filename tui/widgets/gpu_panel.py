@@ -220,9 +220,13 @@ class GpuPanel(Widget):
         self._line(t, "util", None if d.util is None else d.util / 100, f"{num(d.util):>4}%", width, "util")
         frac = d.mem_used_mib / d.mem_total_mib if d.mem_used_mib is not None and d.mem_total_mib else None
         self._line(t, "mem ", frac, f"{gib(d.mem_used_mib):>4}/{gib(d.mem_total_mib)} GB", width, "mem")
+        wide = width >= 34
+        gap = "  " if wide else " "
         t.append(f"{num(d.temp_c)}°C", self._temp_style(d))
-        t.append(f"  {num(d.power_w)}/{num(d.power_limit_w)} W", self._style("warn") if d.throttling else None)
-        t.append(f"  {num(d.clock_mhz)}/{num(d.clock_max_mhz)} MHz\n", self._style("dim"))
+        t.append(f"{gap}{num(d.power_w)}/{num(d.power_limit_w)}{' W' if wide else 'W'}",
+                 self._style("warn") if d.throttling else None)
+        clock = f"{num(d.clock_mhz)}/{num(d.clock_max_mhz)} MHz" if wide else f"{num(d.clock_mhz)}MHz"
+        t.append(f"{gap}{clock}\n", self._style("warn") if d.throttling else self._style("dim"))
         t.append(sparkline(d.history, width), self._style("spark"))
         if d.throttle and d.throttling:
             t.append("\n")
