@@ -10,29 +10,49 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.test_supervisor import (ROOT, SCRIPTS, assert_nothing_left, custom_profile, recorded, runs_dir,  # noqa: F401
-                                   wait_done, wait_for, wait_running)
+from tests.test_supervisor import (
+    ROOT,
+    SCRIPTS,
+    assert_nothing_left,
+    custom_profile,
+    isolated_runs_dir,
+    wait_done,
+    wait_for,
+    wait_running,
+)
 from training import process_group as pg
 from training import runs
 from training.errors import RunNotFound, TraindeckError
 from training.events import append_events, make_event, read_all
 from training.launch import PROJECT_ROOT
-from training.rundir import RunPaths, RunState, create_run_dir, hostname, read_json, read_run_json, write_json_atomic
+from training.rundir import (
+    RunPaths,
+    RunState,
+    create_run_dir,
+    hostname,
+    read_json,
+    read_run_json,
+    write_json_atomic,
+)
 
 NASTY_TEMPLATE = "; rm -rf {marker}; echo $HOME `id` | cat"
 
 
-def make_run(runs_dir: Path, name: str = "p", state: str = "finished", now: float | None = None,
+def make_run(where: Path, name: str = "p", state: str = "finished", now: float | None = None,
              **fields) -> RunPaths:
-    paths = create_run_dir(runs_dir, name, now=now)
+    paths = create_run_dir(where, name, now=now)
     data = {"id": paths.id, "profile": name, "mode": "ddp", "world_size": 2, "host": hostname(),
             "created": time.time(), "state": state, "supervisor": {"pid": 999999, "create_time": 1.0}}
     data.update(fields)
     write_json_atomic(paths.run_json, data)
     return paths
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    yield from isolated_runs_dir(tmp_path, monkeypatch)
 
 
 def me() -> dict:

@@ -100,8 +100,7 @@ def statuses(paths: RunPaths) -> list[dict]:
     return [e for e in read_all(paths.events) if e["kind"] == "status"]
 
 
-@pytest.fixture
-def runs_dir(tmp_path, monkeypatch):
+def isolated_runs_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     d = tmp_path / "runs"
     yield d
@@ -109,6 +108,11 @@ def runs_dir(tmp_path, monkeypatch):
     for paths in list_run_dirs(d):
         if runs.is_live(paths):
             runs.stop_run(paths, grace_s=0.5)
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    yield from isolated_runs_dir(tmp_path, monkeypatch)
 
 
 # ---- tests --------------------------------------------------------------------------------

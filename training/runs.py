@@ -22,8 +22,17 @@ from training import process_group as pg
 from training.errors import RunNotFound, TraindeckError
 from training.events import append_events, make_event
 from training.profile import Profile
-from training.rundir import (RunPaths, RunState, create_run_dir, hostname, read_json, read_run_json,
-                             update_run_json, write_json_atomic, list_run_dirs)
+from training.rundir import (
+    RunPaths,
+    RunState,
+    create_run_dir,
+    hostname,
+    list_run_dirs,
+    read_json,
+    read_run_json,
+    update_run_json,
+    write_json_atomic,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -219,7 +228,7 @@ def format_runs_table(summaries: Iterable[RunSummary]) -> str:
     right = {5, 6, 7}  # numbers line up on the right
     lines = []
     for r in [header, *rows]:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
