@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, OptionList, SelectionList, TabbedContent, TextArea
 
+from tests.fixtures.fake_nvml import eight_b200
 from training.gpu import GpuBackend
 from training.profile import PROFILES_DIR
 from training.rundir import RunPaths, read_run_json
-from tests.fixtures.fake_nvml import eight_b200
 from tui.app import make_app
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.picker import PickerScreen
@@ -177,7 +177,7 @@ async def test_plot_keys_change_axis_scale_smoothing_and_series(runs_dir, backen
         await pilot.press("t")
         series = screen.query_one(SelectionList)
         assert series.display and series.has_focus
-        series.deselect(f"train\x1floss/entropy")
+        series.deselect("train\x1floss/entropy")
         await pilot.pause()
         assert ("train", "loss/entropy") not in plot.visible_keys()
         await pilot.pause(0.1)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.fake_nvml import zero_devices
 from training.gpu import GpuBackend
 from training.profile import load_profile
 from training.rundir import RunPaths, read_json
-from tests.fixtures.fake_nvml import zero_devices
 from tui.app import make_app
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.picker import PickerScreen

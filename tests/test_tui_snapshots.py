@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.fake_nvml import eight_b200
 from training.gpu import GpuBackend
 from training.preflight import Check, PreflightReport, gpu_check
 from training.rundir import RunPaths
-from tests.fixtures.fake_nvml import eight_b200
 from tui.app import make_app
 from tui.screens.picker import PickerScreen
 from tui.screens.run import RunScreen

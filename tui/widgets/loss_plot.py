@@ -8,7 +8,6 @@ about the plot's width, so drawing costs the same at 10^2 or 10^6 steps.
 
 from __future__ import annotations
 
-
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
