@@ -53,7 +53,7 @@ class SyntheticDataset(Dataset):
         first = make_item(start)
         if count * sum(t.numel() * t.element_size() for t in first) <= MATERIALIZE_BYTES:
             items = [first] + [make_item(start + i) for i in range(1, count)]
-            self.columns = tuple(torch.stack(column) for column in zip(*items))
+            self.columns = tuple(torch.stack(column) for column in zip(*items, strict=True))
 
     def __len__(self) -> int:
         return self.count
@@ -137,9 +137,9 @@ class ChessValueTask:
         taken = set(pawn_squares)
         others = [(6 * side + piece) for side in range(2) for piece in range(1, 6) for _ in range(counts[side][piece])]
         other_squares = rng.sample([s for s in range(64) if s not in taken], len(others))
-        flat = ([sq for sq in pawn_squares[:white_pawns]]
+        flat = (pawn_squares[:white_pawns]
                 + [6 * 64 + sq for sq in pawn_squares[white_pawns:]]
-                + [plane * 64 + sq for plane, sq in zip(others, other_squares)])
+                + [plane * 64 + sq for plane, sq in zip(others, other_squares, strict=True)])
         planes = torch.zeros(12 * 64)
         planes[flat] = 1.0
         evaluation = sum(self.flat_weights[i] for i in flat)

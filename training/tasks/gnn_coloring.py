@@ -60,7 +60,7 @@ class SyntheticDataset(Dataset):
         first = make_item(start)
         if count * sum(t.numel() * t.element_size() for t in first) <= MATERIALIZE_BYTES:
             items = [first] + [make_item(start + i) for i in range(1, count)]
-            self.columns = tuple(torch.stack(column) for column in zip(*items))
+            self.columns = tuple(torch.stack(column) for column in zip(*items, strict=True))
 
     def __len__(self) -> int:
         return self.count

@@ -84,7 +84,7 @@ class SyntheticDataset(Dataset):
         first = make_item(start)
         if count * sum(t.numel() * t.element_size() for t in first) <= MATERIALIZE_BYTES:
             items = [first] + [make_item(start + i) for i in range(1, count)]
-            self.columns = tuple(torch.stack(column) for column in zip(*items))
+            self.columns = tuple(torch.stack(column) for column in zip(*items, strict=True))
 
     def __len__(self) -> int:
         return self.count
@@ -186,6 +186,8 @@ class ResidueLSTM(nn.Module):
 
 class ProteinRCLTask:
     name = "protein-rcl"
+    # channels_last is a 2D (4-D tensor) layout; it does nothing for Conv1d, so not a conv task
+    uses_conv = False
 
     def __init__(self, options: dict, seed: int):
         self.sequences = int(options["sequences"])
@@ -198,7 +200,6 @@ class ProteinRCLTask:
         self.table = encoding_table(self.encoding)
         if self.sequences < 2 or self.length < 8 or self.width < 1:
             raise ValueError("protein-rcl: need sequences >= 2, length >= 8, width >= 1")
-        self.uses_conv = self.arch != "lstm"
         self.seed = seed
         self.hydropathy = torch.tensor(HYDROPATHY)
         self.charge = torch.tensor([CHARGE.get(a, 0.0) for a in AMINO_ACIDS])
