@@ -266,3 +266,24 @@ def test_onnx_export_at_the_end_and_a_failed_export_does_not_fail_the_run(tmp_pa
 
     ok, message = export_onnx(Unexportable(), (torch.randn(2),), tmp_path / "bad.onnx")
     assert not ok and "ONNX export" in message and not (tmp_path / "bad.onnx").exists()
+
+
+def test_channels_last_handles_conv3d_and_conv2d_tasks():
+    """channels_last on a 3D-CNN (video) must not raise: 5-D weights take channels_last_3d."""
+    from torch.utils.data import DataLoader
+
+    from training.tasks import TASKS, load_task_module
+    from training.worker import _batch_to, _to_channels_last
+
+    for name in ("video-action", "image-classifier"):
+        task = load_task_module(name).build({**TASKS[name].options, **TASKS[name].tiny}, 0)
+        model = task.model()
+        _to_channels_last(model)
+        conv_weights = [p for p in model.parameters() if p.dim() in (4, 5)]
+        assert conv_weights and all(
+            p.is_contiguous(memory_format=torch.channels_last if p.dim() == 4 else torch.channels_last_3d)
+            for p in conv_weights)
+        batch = _batch_to(next(iter(DataLoader(task.datasets()[0], batch_size=2))), torch.device("cpu"), True)
+        loss, _ = task.loss(model, batch)
+        loss.backward()
+        assert torch.isfinite(loss)

@@ -90,11 +90,22 @@ def _batch_to(batch, device, channels_last: bool):
     out = []
     for i, t in enumerate(batch):
         t = t.to(device, non_blocking=True)
-        # Inputs only (the target is last); 4-D float images benefit from NHWC in conv nets.
-        if channels_last and i < len(batch) - 1 and t.dim() == 4 and t.is_floating_point():
-            t = t.contiguous(memory_format=torch.channels_last)
+        # Inputs only (the target is last); float images/clips benefit from NHWC/NDHWC in conv nets.
+        if channels_last and i < len(batch) - 1 and t.dim() in _CHANNELS_LAST and t.is_floating_point():
+            t = t.contiguous(memory_format=_CHANNELS_LAST[t.dim()])
         out.append(t)
     return tuple(out)
+
+
+# channels_last is defined for 4-D tensors (Conv2d) and channels_last_3d for 5-D ones (Conv3d);
+# `model.to(memory_format=torch.channels_last)` raises on a Conv3d weight.
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _to_channels_last(model: nn.Module) -> None:
+    for param in model.parameters():
+        if param.dim() in _CHANNELS_LAST:
+            param.data = param.data.contiguous(memory_format=_CHANNELS_LAST[param.dim()])
 
 
 def _all_reduce_dict(totals: dict[str, torch.Tensor], ddp: bool) -> dict[str, torch.Tensor]:
@@ -180,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(("info", f"channels_last ignored: task {T.task} has no conv layers"))
         model.to(device)
         if channels_last:
-            model.to(memory_format=torch.channels_last)
+            _to_channels_last(model)
 
         amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(T.amp)
         if T.amp == "fp16" and device.type != "cuda":
