@@ -21,51 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from training.tasks.synthetic import SyntheticDataset, item_seed
+
 PIECE_VALUES = (1.0, 3.0, 3.0, 5.0, 9.0, 0.0)  # P N B R Q K
 # Inclusive upper bound of each piece's count for one side (king fixed at one).
 MAX_COUNTS = (8, 2, 2, 2, 1)
 BISHOP_PAIR = 0.5
 EVAL_SCALE = 12.0
-# Splits smaller than this are generated once; bigger ones item by item from (seed, index).
-MATERIALIZE_BYTES = 256 << 20
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def item_seed(seed: int, index: int) -> int:
-    # hashed rather than packed side by side, so nearby (seed, index) pairs get unrelated streams
-    return _splitmix64(_splitmix64(seed & _MASK64) ^ index)
-
-
-class SyntheticDataset(Dataset):
-    """Items make_item(start + i); stacked once up front when the whole split is small."""
-
-    def __init__(self, make_item, start: int, count: int):
-        self.make_item, self.start, self.count = make_item, start, count
-        self.columns: tuple[torch.Tensor, ...] | None = None
-        first = make_item(start)
-        if count * sum(t.numel() * t.element_size() for t in first) <= MATERIALIZE_BYTES:
-            items = [first] + [make_item(start + i) for i in range(1, count)]
-            self.columns = tuple(torch.stack(column) for column in zip(*items, strict=True))
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        if not 0 <= i < self.count:
-            raise IndexError(i)
-        if self.columns is not None:
-            return tuple(column[i] for column in self.columns)
-        return self.make_item(self.start + i)
-
-
 def planted_weights() -> torch.Tensor:
     """[12, 8, 8] weight of a piece on a square (rank 0 = white's back rank), white positive."""
     rank = torch.arange(8.0)[:, None].expand(8, 8)

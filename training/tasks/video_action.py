@@ -22,49 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from training.tasks.synthetic import SyntheticDataset, item_generator
+
 NOISE = 0.4
 TRAVEL = 0.5  # of the frame side, over the whole clip
-# Splits smaller than this are generated once; bigger ones item by item from (seed, index).
-MATERIALIZE_BYTES = 256 << 20
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def item_generator(seed: int, index: int) -> torch.Generator:
-    # torch's CPU generator keeps only the low 32 bits of a seed, so (seed, index) is hashed
-    # rather than packed side by side (which would make seed s and s + 1 share items).
-    return torch.Generator().manual_seed(_splitmix64(_splitmix64(seed & _MASK64) ^ index) & 0xFFFFFFFF)
-
-
-class SyntheticDataset(Dataset):
-    """Items make_item(start + i); stacked once up front when the whole split is small."""
-
-    def __init__(self, make_item, start: int, count: int):
-        self.make_item, self.start, self.count = make_item, start, count
-        self.columns: tuple[torch.Tensor, ...] | None = None
-        first = make_item(start)
-        if count * sum(t.numel() * t.element_size() for t in first) <= MATERIALIZE_BYTES:
-            items = [first] + [make_item(start + i) for i in range(1, count)]
-            self.columns = tuple(torch.stack(column) for column in zip(*items, strict=True))
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        if not 0 <= i < self.count:
-            raise IndexError(i)
-        if self.columns is not None:
-            return tuple(column[i] for column in self.columns)
-        return self.make_item(self.start + i)
-
-
 def class_frequencies(classes: int, imbalance: float) -> torch.Tensor:
     ratio = imbalance ** (-torch.arange(classes, dtype=torch.float64) / max(classes - 1, 1))
     return (ratio / ratio.sum()).float()
