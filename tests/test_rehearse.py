@@ -15,10 +15,27 @@ import pytest
 from training import rehearse
 from training.events import append_events, make_event
 from training.profile import load_profile, parse_profile
-from training.rehearse import (FAIL, FP16_NOTE, ITEM_EVENTS, ITEM_EXPORT, ITEM_LAUNCH, ITEM_RESUME, ITEM_STEP,
-                               ITEMS, PASS, SKIP, PhaseResult, check_events, check_export, check_launch,
-                               check_resume, first_error, phase_profiles, rehearsal_profile)
-from training.rundir import RunPaths, create_run_dir, write_json_atomic
+from training.rehearse import (
+    FAIL,
+    FP16_NOTE,
+    ITEM_EVENTS,
+    ITEM_EXPORT,
+    ITEM_LAUNCH,
+    ITEM_RESUME,
+    ITEM_STEP,
+    ITEMS,
+    PASS,
+    SKIP,
+    PhaseResult,
+    check_events,
+    check_export,
+    check_launch,
+    check_resume,
+    first_error,
+    phase_profiles,
+    rehearsal_profile,
+)
+from training.rundir import create_run_dir, write_json_atomic
 from training.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
