@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import statistics
 import struct
@@ -26,6 +27,7 @@ import psutil
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+ANSI = re.compile(rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
 
 
 @dataclass
@@ -146,6 +148,20 @@ class PtyProcess:
             if needle in self.tail() or self.proc.poll() is not None:
                 return needle in self.tail()
             time.sleep(0.05)
+        return False
+
+    def text(self) -> str:
+        """The recent output with escape sequences removed (what a user reads, roughly)."""
+        return ANSI.sub(b"", self.tail()).decode("utf-8", "replace")
+
+    def wait_text(self, needle: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.text():
+                return True
+            if self.proc.poll() is not None:
+                return False
+            time.sleep(0.1)
         return False
 
     def wait_started(self, timeout: float = 60.0, min_bytes: int = 2000) -> bool:
