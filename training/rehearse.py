@@ -491,32 +491,33 @@ def _try_load(paths: RunPaths, rp: Profile, phase: int) -> tuple[int, str, int |
 
 # ---- the whole rehearsal ------------------------------------------------------------------------
 
-def _default_follow(paths: RunPaths, out: TextIO) -> int:
+def _default_follow(paths: RunPaths, out: TextIO, phase: int) -> int:
     from tui.headless import follow
 
-    # Ctrl-C during a rehearsal stops it: nobody wants a half-rehearsal left running.
-    return follow(paths, out, stop_on_interrupt=True, interval_s=1.0)
+    # Ctrl-C during a rehearsal stops it: nobody wants a half-rehearsal left running. Phase 2
+    # continues the same event stream: print only what is new.
+    return follow(paths, out, stop_on_interrupt=True, interval_s=1.0, history=phase == 1)
 
 
 def _say(out: TextIO, line: str) -> None:
     print(f"rehearse: {line}", file=out, flush=True)
 
 
-def _run_phase(paths: RunPaths, n: int, follow: Callable[[RunPaths, TextIO], int], out: TextIO,
+def _run_phase(paths: RunPaths, n: int, follow: Callable[[RunPaths, TextIO, int], int], out: TextIO,
                events_before: int) -> PhaseResult:
     t0 = time.monotonic()
-    rc = follow(paths, out)
+    rc = follow(paths, out, n)
     events, _ = _read_events(paths)
     return PhaseResult(rc, round(time.monotonic() - t0, 2), events[events_before:], _heartbeats(paths))
 
 
 def rehearse(profile: Profile, runs_dir: Path, argv: list[str] | None = None, out: TextIO = sys.stdout,
-             *, cores: int | None = None, follow: Callable[[RunPaths, TextIO], int] | None = None,
+             *, cores: int | None = None, follow: Callable[[RunPaths, TextIO, int], int] | None = None,
              on_phase: Callable[[RunPaths, int], None] | None = None) -> int:
     """Rehearse `profile` in a new run directory under `runs_dir`; 0 when every item passed.
 
-    `follow(paths, out) -> returncode` waits for a phase to end (default: tui.headless.follow,
-    which prints progress lines); `on_phase(paths, n)` is called when phase n has started, so a
+    `follow(paths, out, phase) -> returncode` waits for phase 1 or 2 to end (default:
+    tui.headless.follow, which prints progress lines); `on_phase(paths, n)` is called when phase n has started, so a
     UI can show the run directory while it runs.
     """
     from training import runs

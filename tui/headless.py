@@ -381,6 +381,15 @@ class Follower:
             if not batch and self.events.at_end:
                 return
 
+    def catch_up(self) -> None:
+        """Apply the events already on disk to the view, silently (the summary still counts them)."""
+        while True:
+            batch = self.events.read()
+            for e in batch:
+                self.view.apply(e)
+            if not batch and self.events.at_end:
+                return
+
     def elapsed(self, at: float | None = None) -> float:
         created = self.run_json().get("created")
         start = created if isinstance(created, (int, float)) else (self.view.first_t or self.started)
@@ -499,16 +508,19 @@ def _default_stop(paths: RunPaths, grace_s: float | None = None, wait: bool = Tr
 
 
 def follow(paths: RunPaths, out: TextIO | None = None, stop_on_interrupt: bool = False, interval_s: float = 2.0,
-           *, stop_fn: Callable[..., Any] | None = None, clock: Callable[[], float] = time.time,
+           *, history: bool = True, stop_fn: Callable[..., Any] | None = None, clock: Callable[[], float] = time.time,
            sleep: Callable[[float], None] = time.sleep) -> int:
     """Print a run's progress until it ends; return its exit code (130 when Ctrl-C stopped it).
 
     Ctrl-C with `stop_on_interrupt` stops the run (a second Ctrl-C kills it without the grace
-    period); without it, Ctrl-C detaches and the run keeps going.
+    period); without it, Ctrl-C detaches and the run keeps going. `history=False` takes in what
+    the run already wrote without printing it (a resumed run whose earlier lines were shown).
     """
     out = out if out is not None else sys.stdout
     stop_fn = stop_fn or _default_stop
     f = Follower(paths, out, interval_s, clock=clock, sleep=sleep)
+    if not history:
+        f.catch_up()
     try:
         return f.loop()
     except KeyboardInterrupt:
