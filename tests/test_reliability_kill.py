@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from tests.data.reliability.helpers import (DATA, ROOT, assert_gone, assert_no_processes_of, builtin, listeners,
@@ -100,3 +101,20 @@ args = ["--steps", "3"]
 interval_s = 0.5
 """)
     return str(path)
+
+
+def test_launcher_dying_right_after_starting_a_grandchild_leaves_nothing(runs_dir):
+    # The grandchild is in its own session and its parent dies before the supervisor's next
+    # process scan (every 0.5 s) can record it: only re-parenting to the supervisor finds it.
+    from tests.data.reliability.helpers import custom
+
+    paths = runs.start_run(custom("spin.py", args=["--child-then-die"]), runs_dir)
+    s = wait_done(paths, timeout=60)
+    assert s.state is RunState.FAILED, s
+    assert "SIGKILL" in statuses(paths)[-1]["message"]
+    grandchild = int(wait_for(lambda: (paths.root / "grandchild.pid").read_text() or None, 10, "the pid file"))
+    assert_no_processes_of(runs_dir)
+    with pytest.raises(psutil.NoSuchProcess):
+        p = psutil.Process(grandchild)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            raise psutil.NoSuchProcess(grandchild)

@@ -238,6 +238,10 @@ def diagnose(paths: RunPaths, profile: Profile | None, returncode: int | None,
     lines = (traceback_summary(launcher_text) or last_lines(launcher_text)) if launcher_text else []
     if not lines and rank is not None:
         lines = last_lines(_rank_text(paths, rank))
+    if returncode is not None and returncode < 0:
+        # Killed by a signal: its last printed lines are context, not the error.
+        line, hint = _killed_by(returncode)
+        return Diagnosis(rank, [line, *lines], make_hint(launcher_text + "\n".join(lines), rank, profile) or hint)
     return Diagnosis(rank, lines, make_hint(launcher_text + "\n".join(lines), rank, profile))
 
 
@@ -252,15 +256,20 @@ def _silent_death(paths: RunPaths, first_exit_rank: int | None, traced: set[int]
         code = codes.get(rank) if rank is not None else None
         if rank is None or rank in traced or code is None or code >= 0:
             continue
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        line = f"killed by {name} (exit code {code}) without a traceback"
-        hint = ("SIGKILL from outside the run: the kernel's OOM killer (check `dmesg`) or someone's kill -9"
-                if code == -signal.SIGKILL else None)
+        line, hint = _killed_by(code)
         return Diagnosis(rank, [line], hint)
     return None
+
+
+def _killed_by(code: int) -> tuple[str, str | None]:
+    """The error line and hint for a process that ended with returncode `code` < 0 (a signal)."""
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    hint = ("SIGKILL from outside the run: the kernel's OOM killer (check `dmesg`) or someone's kill -9"
+            if code == -signal.SIGKILL else None)
+    return f"killed by {name} (exit code {code}) without a traceback", hint
 
 
 def _latest_attempt(files: list[Path]) -> list[Path]:
@@ -589,6 +598,14 @@ class Supervisor:
         if leftovers:
             log(f"{len(leftovers)} process(es) outlived the launcher: {[r.pid for r in leftovers]}")
             pg.terminate_then_kill(leftovers, grace_s=1.0)
+        # Descendants whose parent died before a scan recorded them were re-parented to us (we are
+        # a child subreaper): they are the run's too.
+        me = pg.ref_of(os.getpid(), "supervisor")
+        orphans = pg.alive(pg.descendants(me)) if me is not None else []
+        if orphans:
+            log(f"{len(orphans)} unrecorded descendant(s) outlived their parents: {[r.pid for r in orphans]}")
+            pg.terminate_then_kill(orphans, grace_s=1.0)
+            self.known.update({r.pid: r for r in orphans})
         leaks = self._gpu_leaks()
         exit_data = result.exit_json(self.started)
         exit_data["gpu_leaks"] = leaks
@@ -608,6 +625,18 @@ class Supervisor:
         return result
 
 
+def _become_subreaper() -> bool:
+    """Linux: orphaned descendants (a grandchild in its own session whose parent died) are
+    re-parented to the supervisor instead of init, so finish() can still find and stop them."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 1:
@@ -623,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush(), sys.stderr.flush()
     os.dup2(fd, 1), os.dup2(fd, 2)
     os.close(fd)
+    _become_subreaper()
     sup = Supervisor(paths)
     try:
         result = sup.run()
