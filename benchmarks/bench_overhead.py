@@ -12,7 +12,7 @@ control-file polls (rank 0, at logging boundaries) run in all three, since they 
 worker; their cost per call is measured separately below. Start-up is wall time from the
 launch to the first metric event's timestamp.
 
-    python -m benchmarks.bench_overhead [--rounds 3] [--steps 600]
+    python -m benchmarks.bench_overhead [--rounds 3] [--steps 400]
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def bench_heartbeat_control(seconds: float = 1.0) -> list[Result]:
     return out
 
 
-def run(quick: bool = False, rounds: int = 3, steps: int = 600) -> list[Result]:
+def run(quick: bool = False, rounds: int = 3, steps: int = 400) -> list[Result]:
     if quick:
         rounds, steps = 1, 40
     timeout = 300.0
@@ -210,7 +210,7 @@ def run(quick: bool = False, rounds: int = 3, steps: int = 600) -> list[Result]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     for r in run(quick=args.quick, rounds=args.rounds, steps=args.steps):
