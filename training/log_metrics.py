@@ -213,6 +213,10 @@ class LogTailer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        # A fast script can leave more than one chunk unread when it exits: catch up first.
+        deadline = time.monotonic() + timeout
+        while self.poll_once() and time.monotonic() < deadline:
+            pass
         self.poll_once(final=True)
 
     def _run(self) -> None:

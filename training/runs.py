@@ -151,7 +151,7 @@ def _tail_events(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]
             continue
         try:
             event = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." junk
             continue
         if isinstance(event, dict):
             out.append(event)

@@ -259,7 +259,7 @@ def read_telemetry(path: Path, last_n: int | None = None) -> list[dict[str, Any]
             continue
         try:
             obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             continue  # a partial last line, or junk
         if isinstance(obj, dict) and obj.get("kind") == KIND:
             out.append(obj)
