@@ -411,9 +411,11 @@ class Supervisor:
             spec.torchrun_log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
+            # umask 077: what torchrun and the workers create in the run (per-rank logs, stack
+            # dumps, checkpoints) is user-only, like the rest of the run directory.
             self.launcher = subprocess.Popen(list(spec.argv), env=spec.environ(), cwd=spec.cwd,
                                              stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
-                                             close_fds=True)
+                                             close_fds=True, umask=0o077)
         finally:
             os.close(fd)
         role, rank = ("launcher", None) if spec.uses_torchrun else ("worker", 0)
