@@ -7,6 +7,7 @@ temporary runs directory, so nothing a test does can change them. The GPU backen
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -157,6 +158,7 @@ async def test_running_8gpu_run_marks_hot_throttling_and_idle_gpus(runs_dir, bac
         assert panels[5].has_class("-throttle")
         assert panels[6].has_class("-idle") and not panels[7].has_class("-idle")
         assert panels[0].device.ranks == (0,) and len(panels[0].device.history) == 90
+        assert panels[2].has_class("-stalled")  # the recorded run ends in a hang of rank 2
         header = header_text(screen)
         assert "running" in header and "epoch 12/50" in header and "ETA" in header
         # Compact rows at this width: each GPU is one line.
@@ -260,5 +262,141 @@ async def test_command_palette_offers_the_screen_keys(runs_dir, backend):
         screen = await wait_run_loaded(pilot)
         titles = {c.title for c in app.get_system_commands(screen)}
         assert {"Stop", "Detach", "Save now", "Pause/go", "Series", "x axis", "Log y", "Smooth", "Plot tab",
-                "Events tab", "Logs tab", "Runs", "Quit"} <= titles
+                "Events tab", "Logs tab", "Runs", "Quit", "Save+stop", "Stacks"} <= titles
         assert "Resume" not in titles  # only for stopped or failed runs
+
+
+# ---- watchdog, stack dumps, save-and-stop -----------------------------------------------------
+
+def append_event(run: Path, **event) -> None:
+    with (run / "events.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"v": 1, "kind": "log", **event}) + "\n")
+
+
+async def test_watchdog_hang_marks_the_rank_panel_until_it_recovers(runs_dir, backend):
+    run = runs_dir / GNN
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(run), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        panels = {p.device.index: p for p in screen.query(GpuPanel)}
+        # The recorded run: rank 2 hung (a warning); rank 6 was a straggler long ago (no mark now).
+        assert panels[2].has_class("-stalled") and panels[2].alert.label.startswith("HUNG ")
+        assert [i for i, p in panels.items() if p.has_class("-stalled") or p.has_class("-straggler")] == [2]
+        assert "HUNG" in panels[2].render().plain  # the label shows in the compact row
+        text = (await event_log_text(pilot, screen)).replace("\n", "")  # unwrap
+        assert "HANG · rank 2 · step 4061 · 61 s  rank 2 has not finished a step for" in text
+        assert "SLOW · rank 6" in text
+        # The highlighted line uses the hang's component style, not the plain warning one.
+        hang_style = screen.query_one(EventLog).get_component_rich_style("event-log--hang", partial=True)
+        hang_line = next(strip for strip in screen.query_one(EventLog).lines if "HANG" in strip.text)
+        assert any(seg.style and seg.style.bgcolor == hang_style.bgcolor for seg in hang_line)
+
+        t = json.loads((run / "events.jsonl").read_text().splitlines()[-1])["t"]
+        append_event(run, t=t + 5, level="warning", watchdog="straggler", rank=5, step=4061,
+                     message="rank 5 is a straggler: 1.00 steps/s against 3.00 for the other ranks")
+        await wait_for(pilot, lambda: panels[5].has_class("-straggler"))
+        assert panels[5].alert.label == "slow" and not panels[5].has_class("-stalled")
+
+        append_event(run, t=t + 9, level="info", watchdog="recovered", rank=2, ranks=[2], steps={"2": 4062},
+                     stalled_s=70.0, message="rank 2 is moving again: rank 2 at step 4062, after about 70 s "
+                                             "without progress")
+        await wait_for(pilot, lambda: not panels[2].has_class("-stalled"))
+        assert panels[2].alert is None and panels[5].has_class("-straggler")
+        text = await event_log_text(pilot, screen)
+        assert "MOVING · rank 2" in text
+
+        # The run ends: every mark goes.
+        data = json.loads((run / "run.json").read_text())
+        data["state"] = "stopped"
+        (run / "run.json").write_text(json.dumps(data))
+        await wait_for(pilot, lambda: not panels[5].has_class("-straggler"))
+
+
+async def test_watchdog_marks_a_cpu_worker_panel(runs_dir, backend):
+    run = runs_dir / CPU
+    data = json.loads((run / "run.json").read_text())
+    data["state"] = "running"  # live again, so the mark applies
+    (run / "run.json").write_text(json.dumps(data))
+    (run / "exit.json").unlink()
+    append_event(run, t=data["state_t"] + 1, level="warning", watchdog="hang", rank=1, ranks=[1], step=116,
+                 stalled_s=92.0, message="rank 1 has not finished a step for 92 s (stuck at step 116)")
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(run), gpu_backend=backend)
+    app.clock = lambda: data["state_t"] + 1
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        panels = {p.device.ranks[0]: p for p in screen.query(GpuPanel)}
+        await wait_for(pilot, lambda: panels[1].has_class("-stalled"))
+        assert not panels[0].has_class("-stalled")
+        assert panels[1].alert.label == "HUNG 92 s"
+
+
+async def test_stacks_key_dumps_and_shows_the_dump_in_the_logs_tab(runs_dir, backend, monkeypatch):
+    from training import stackdump
+
+    calls = []
+
+    def fake_dump(paths, *args, **kwargs):
+        calls.append(paths.id)
+        paths.dumps.mkdir(exist_ok=True)
+        out = paths.dumps / "stacks-20261124-093000.txt"
+        out.write_text("==== rank 2 (pid 41002, py-spy) ====\nThread 1 (idle): all_reduce\n")
+        return [f"stack dump of 8 ranks: {out}"]
+
+    monkeypatch.setattr(stackdump, "dump_stacks", fake_dump)
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / GNN), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        assert screen.check_action("dump", ()) is True
+        await pilot.press("k")
+        rank_log = screen.query_one(RankLog)
+        await wait_for(pilot, lambda: rank_log.selected is not None and rank_log.selected.name.startswith("stacks-"))
+        assert calls == [GNN]
+        assert screen.query_one(TabbedContent).active == "logs"
+        log = rank_log.query_one("#rank-log-lines")
+        await wait_for(pilot, lambda: any("all_reduce" in line for line in log.lines))
+        assert any("stack dump of 8 ranks" in str(n.message) for n in app._notifications)
+
+
+async def test_stacks_key_reports_the_error(runs_dir, backend, monkeypatch):
+    from training import stackdump
+    from training.errors import TraindeckError
+
+    def failing(paths, *args, **kwargs):
+        raise TraindeckError(f"run {paths.id} runs on gpu-box-1, not on this machine")
+
+    monkeypatch.setattr(stackdump, "dump_stacks", failing)
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / GNN), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        await pilot.press("k")
+        await wait_for(pilot, lambda: any("not on this machine" in str(n.message) for n in app._notifications))
+        assert screen.query_one(TabbedContent).active == "plot"
+
+
+async def test_save_stop_asks_then_writes_the_control_file(runs_dir, backend):
+    paths = RunPaths(runs_dir / GNN)
+    app = make_app(runs_dir=runs_dir, attach=paths, gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_run_loaded(pilot)
+        await pilot.press("S")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("n")  # no: nothing is sent
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        await pilot.pause(0.2)
+        assert not paths.control.exists()
+        await pilot.press("S")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: paths.control.exists())
+        control = json.loads(paths.control.read_text())
+        assert control["action"] == "save-stop" and control["seq"] == 1
+
+
+async def test_live_only_keys_are_hidden_on_finished_runs(runs_dir, backend):
+    app = make_app(runs_dir=runs_dir, attach=RunPaths(runs_dir / CPU), gpu_backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        for action in ("stop", "save", "pause", "save_stop", "dump"):
+            assert screen.check_action(action, ()) is False, action
+        titles = {c.title for c in app.get_system_commands(screen)}
+        assert not {"Save+stop", "Stacks", "Stop"} & titles

@@ -12,6 +12,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LIVE_STATES = ("starting", "running")
+# The watchdog repeats a straggler warning at most every 5 min while the rank stays slow and has
+# no "recovered" event for it: a straggler mark older than this has gone quiet and is dropped.
+STRAGGLER_SHOW_S = 330.0
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A watchdog warning about one rank, as its device panel shows it."""
+
+    kind: str  # "hang" (the rank stopped) or "straggler" (it is slow)
+    rank: int
+    step: int | None = None
+    stalled_s: float | None = None
+    t: float | None = None
+    culprit: bool = True  # False: a hang where the heartbeats cannot tell which rank is stuck
+
+    def label(self, now: float | None = None) -> str:
+        """'HUNG 1:32' (counting on while the run is watched live), 'STALLED?' or 'slow'."""
+        if self.kind == "straggler":
+            return "slow"
+        stalled = self.stalled_s
+        if stalled is not None and now is not None and self.t is not None:
+            stalled += max(0.0, now - self.t)
+        head = "HUNG" if self.culprit else "STALLED?"
+        return head if stalled is None else f"{head} {format_stall(stalled)}"
 
 
 @dataclass(frozen=True)
@@ -86,6 +111,8 @@ class RunModel:
     last_metric_t: float | None = None
     paused: bool = False
     exit: ExitInfo | None = None
+    # rank -> the watchdog's open warning about it (cleared by its "recovered" event).
+    alerts: dict[int, Alert] = field(default_factory=dict)
 
     # ---- folding ---------------------------------------------------------------------------
     def apply_run_json(self, data: dict[str, Any]) -> None:
@@ -130,6 +157,29 @@ class RunModel:
                 self._status(event, t)
             elif kind == "log" and event.get("control") in ("pause", "resume"):
                 self.paused = event.get("control") == "pause"
+            elif kind == "log" and event.get("watchdog"):
+                self._watchdog(event, t)
+
+    def _watchdog(self, event: dict[str, Any], t: float | None) -> None:
+        kind = event.get("watchdog")
+        rank = event.get("rank")
+        ranks = [r for r in event.get("ranks") or [] if isinstance(r, int) and not isinstance(r, bool)]
+        if isinstance(rank, int) and not isinstance(rank, bool) and rank not in ranks:
+            ranks.append(rank)
+        if kind == "recovered":
+            # One rank moving ends the incident for every rank of it; with no ranks named, all.
+            for r in ranks or list(self.alerts):
+                self.alerts.pop(r, None)
+            return
+        if kind not in ("hang", "straggler"):
+            return
+        step = event.get("step") if isinstance(event.get("step"), int) else None
+        stalled = _num(event.get("stalled_s"))
+        for r in ranks:
+            if kind == "straggler" and self.alerts.get(r, Alert("straggler", r)).kind == "hang":
+                continue  # a hung rank stays hung until it recovers
+            self.alerts[r] = Alert(kind, r, step=step, stalled_s=stalled, t=t,
+                                   culprit=kind == "straggler" or isinstance(rank, int))
 
     def _metric(self, event: dict[str, Any], t: float | None) -> None:
         step = event.get("step")
@@ -166,6 +216,15 @@ class RunModel:
     @property
     def live(self) -> bool:
         return self.state in LIVE_STATES
+
+    def current_alerts(self, now: float) -> dict[int, Alert]:
+        """The watchdog marks to show at `now`: none once the run has ended, no stale stragglers."""
+        if not self.live:
+            return {}
+        # The recorded time too: a replayed history must not show an old straggler as current.
+        now = max(now, self.last_t or now)
+        return {r: a for r, a in self.alerts.items()
+                if a.kind == "hang" or a.t is None or now - a.t <= STRAGGLER_SHOW_S}
 
     @property
     def total_steps(self) -> int:
@@ -204,6 +263,11 @@ def format_duration(seconds: float | None) -> str:
     if h >= 24:
         return f"{h // 24}d{h % 24:02d}h"
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_stall(seconds: float) -> str:
+    """How long a rank has not stepped: '92 s' like the watchdog's messages, then '2:05'."""
+    return f"{seconds:.0f} s" if seconds < 99.5 else format_duration(seconds)
 
 
 def format_bytes(n: float | None) -> str:

@@ -7,13 +7,15 @@ Deterministic: fixed timestamps and a seeded generator, so running it again give
 bytes. The runs:
 
     20261124-090000-8xb200-gnn   running, 8 GPUs (DDP/NCCL), epoch 12 of 50; GPU 3 is hot, GPU 5 is
-                                 throttling, GPU 6 idles; run.json names another host, so every
-                                 tool treats it as live without a process to check
+                                 throttling, GPU 6 idles; rank 6 was a straggler in epoch 8; rank 2
+                                 hangs after the last logged step (GPU 2 at 0 % while the others spin
+                                 in NCCL) and the watchdog has warned about it; run.json names another
+                                 host, so every tool treats it as live without a process to check
     20261123-140000-cpu          finished, DDP on gloo with 2 CPU workers, 4 epochs
     20261123-100000-4x2080ti     failed in epoch 2: rank 2 ran out of GPU memory (exit.json)
 
 `SNAPSHOT_NOW` is the instant the snapshots freeze the clock at (a second after the running
-run's last sample).
+run's last sample, 62 s into rank 2's hang).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ GNN_STEPS = 351
 GNN_LAST_STEP = 11 * GNN_STEPS + 200
 GNN_RUNNING_T = GNN_T0 + 25.0
 GNN_END_T = GNN_RUNNING_T + GNN_LAST_STEP / GNN_STEPS * GNN_EPOCH_S
-SNAPSHOT_NOW = round(GNN_END_T + 1.0, 3)
+GNN_HANG_T = GNN_END_T + 61.0  # the watchdog's warning: rank 2 has not stepped for 61 s
+GNN_SAMPLES_END_T = GNN_HANG_T  # the last telemetry sample
+SNAPSHOT_NOW = round(GNN_SAMPLES_END_T + 1.0, 3)
 
 
 def _line(obj: dict) -> str:
@@ -103,20 +107,33 @@ def gnn_running() -> None:
                                      step=done * GNN_STEPS, monitor="val_loss", value=round(val, 5), best=True,
                                      bytes=84_213_456, seconds=0.38))
             if done == 7:
-                events.append(_event(t_end + 30, "log", level="warning", rank=6,
-                                     message="rank 6 is a straggler: 1.7x the median step time for 60 s"))
+                events.append(_event(t_end + 30, "log", level="warning", watchdog="straggler", rank=6,
+                                     step=done * GNN_STEPS + 111, steps_per_s=2.17, median_steps_per_s=3.69,
+                                     ratio=1.7, message=f"rank 6 is a straggler: 2.17 steps/s against 3.69 for "
+                                     f"the other ranks (1.7x slower over the last 30 s, step {done * GNN_STEPS + 111})"))
+    others = [r for r in range(8) if r != 2]
+    events.append(_event(
+        GNN_HANG_T, "log", level="warning", watchdog="hang", rank=2, ranks=[2], step=GNN_LAST_STEP, stalled_s=61.0,
+        other_steps={str(r): GNN_LAST_STEP for r in others}, threshold_s=60.0,
+        gpu_util={"0": 97.0, "1": 96.0, "2": 0.0, "3": 97.0, "4": 95.0, "5": 96.0, "6": 97.0, "7": 96.0},
+        message=f"rank 2 has not finished a step for 61 s (stuck at step {GNN_LAST_STEP}); ranks 0, 1, 3, 4, 5, 6, 7 "
+                f"at step {GNN_LAST_STEP} waiting (GPU util rank 0 97%, rank 1 96%, rank 2 0%, rank 3 97%, "
+                f"rank 4 95%, rank 5 96%, rank 6 97%, rank 7 96%). `traindeck --dump {run_id}` records every "
+                f"rank's stack."))
     events.sort(key=lambda e: e["t"])
     _write(root / "events.jsonl", "".join(_line(e) for e in events))
 
     samples = []
     n = 90
     for k in range(n):
-        t = GNN_END_T - (n - 1 - k)
+        t = GNN_SAMPLES_END_T - (n - 1 - k)
         gpus = []
         for i in range(8):
             util = 96 + rng.randint(-4, 3)
             if i == 6:
                 util = 2 if k > 60 else 93
+            if i == 2 and t > GNN_END_T:
+                util = 0  # hung in Python: its GPU has nothing to do; the others spin in NCCL
             temp = 62 + i + rng.randint(0, 2)
             throttle: list[str] = []
             if i == 3:
@@ -124,9 +141,10 @@ def gnn_running() -> None:
             if i == 5:
                 throttle = ["sw_thermal_slowdown", "hw_slowdown"]
             clock = 1965 if not throttle else 1410
+            jitter = rng.uniform(-5, 5) if i != 6 or k <= 60 else 0.0  # same draws as before the hang
             gpus.append({"index": i, "name": "NVIDIA B200", "util": util, "mem_util": 40,
                          "mem_used_mib": 81_000 + 300 * i, "mem_total_mib": 183_359, "temp_c": temp,
-                         "power_w": round(140 + 8.1 * util + rng.uniform(-5, 5), 1) if i != 6 or k <= 60 else 152.0,
+                         "power_w": round(140 + 8.1 * util + jitter, 1) if util > 5 else 152.0,
                          "power_limit_w": 1000.0, "sm_clock_mhz": clock, "sm_clock_max_mhz": 1965, "fan_pct": None,
                          "throttle": throttle, "pcie_rx_kbs": 1200, "pcie_tx_kbs": 800,
                          "processes": [{"pid": 41000 + i, "rank": i, "mem_mib": 81_000}], "error": None})

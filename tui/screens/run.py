@@ -35,7 +35,7 @@ from tui.run_model import RunModel
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.quit_dialog import QuitDialog
 from tui.tail import TextTail
-from tui.widgets import DeviceView, EventLog, GpuGrid, LossPlot, RankLog, RunHeader
+from tui.widgets import DeviceView, EventLog, GpuGrid, LossPlot, PanelAlert, RankLog, RunHeader
 from tui.widgets.loss_plot import default_shown, series_label
 
 if sys.version_info >= (3, 11):
@@ -66,6 +66,8 @@ class RunScreen(Screen):
         Binding("R", "resume", "Resume"),
         Binding("w", "save", "Save now"),
         Binding("p", "pause", "Pause/go"),
+        Binding("S", "save_stop", "Save+stop"),
+        Binding("k", "dump", "Stacks"),
         Binding("t", "series", "Series"),
         Binding("x", "x_axis", "x axis"),
         Binding("l", "log_y", "Log y"),
@@ -94,6 +96,13 @@ class RunScreen(Screen):
         def can_replace(self, message: Message) -> bool:
             # Each snapshot carries the whole picture (histories included): the newest wins.
             return isinstance(message, RunScreen.TelemetryArrived)
+
+    @dataclass
+    class DumpWritten(Message):
+        """A stack dump landed in dumps/: show it in the Logs tab."""
+
+        path: Path
+        sources: list[tuple[str, Path]]
 
     @dataclass
     class LogArrived(Message):
@@ -156,6 +165,12 @@ class RunScreen(Screen):
     def _tick(self) -> None:
         if self.model.live:
             self._update_header()
+            self._update_alerts()  # a hang's "HUNG m:ss" counts on
+
+    def _update_alerts(self) -> None:
+        now = self.now()
+        self.query_one(GpuGrid).alerts = {
+            rank: PanelAlert(alert.kind, alert.label(now)) for rank, alert in self.model.current_alerts(now).items()}
 
     def _update_header(self) -> None:
         header = self.query_one(RunHeader)
@@ -297,6 +312,7 @@ class RunScreen(Screen):
             self.query_one(LossPlot).version += 1
         grid = self.query_one(GpuGrid)
         grid.training = model.state == "running" and not model.paused
+        self._update_alerts()
         if not self.telemetry_seen and message.caught_up and not model.live:
             grid.placeholder = "no telemetry was recorded for this run"
         self._update_header()
@@ -338,7 +354,7 @@ class RunScreen(Screen):
     # ---- keys -------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         live = self.model.live
-        if action in ("stop", "save", "pause"):
+        if action in ("stop", "save", "pause", "save_stop", "dump"):
             return live
         if action == "resume":
             return not live and self.model.state in ("stopped", "failed")
@@ -405,6 +421,51 @@ class RunScreen(Screen):
 
     def action_pause(self) -> None:
         self._control("resume" if self.model.paused else "pause")
+
+    def action_save_stop(self) -> None:
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._control("save-stop")
+
+        self.app.push_screen(ConfirmDialog(
+            f"Save and stop run {self.paths.id}?",
+            "Every rank writes checkpoints/last.pt at the next logging boundary, then the run stops "
+            "cleanly; resume it later with R or --resume.", yes="Save and stop", no="Keep training"),
+            confirmed)
+
+    def action_dump(self) -> None:
+        self.notify("recording every rank's stack…", timeout=3)
+        self._dump_stacks()
+
+    @work(thread=True, exclusive=True, group="dump", exit_on_error=False)
+    def _dump_stacks(self) -> None:
+        from training import stackdump
+        from training.errors import TraindeckError
+
+        before = self._dump_files()
+        try:
+            lines = stackdump.dump_stacks(self.paths)
+        except TraindeckError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="stack dump", severity="warning", timeout=10)
+            lines = None
+        new = sorted(self._dump_files() - before, key=lambda p: (p.stat().st_mtime, p.name))
+        if lines is not None:
+            self.app.call_from_thread(self.notify, lines[0] if lines else "stack dump written", title="stack dump",
+                                      timeout=6)
+        if new:  # also after a partial failure: the file says which ranks gave no stack
+            self.post_message(self.DumpWritten(new[-1], self._log_sources()))
+
+    def _dump_files(self) -> set[Path]:
+        try:
+            return {p for p in self.paths.dumps.iterdir() if p.is_file() and p.name.startswith("stacks-")}
+        except OSError:
+            return set()
+
+    def on_run_screen_dump_written(self, message: DumpWritten) -> None:
+        self.action_tab("logs")
+        rank_log = self.query_one(RankLog)
+        rank_log.set_sources(message.sources)
+        rank_log.select(message.path)
 
     @work(thread=True, group="control", exit_on_error=False)
     def _stop_run(self, then_exit: bool = False) -> None:

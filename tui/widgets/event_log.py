@@ -1,5 +1,7 @@
 """The run's story: checkpoints (best marked, size, write time), epochs, validation, warnings,
 state changes, and a failure with the failing rank's first error lines (from exit.json).
+The watchdog's hang and straggler warnings (and its all-clear) carry a badge naming the rank,
+its step and how long, styled by the event-log--hang/straggler/recovered component classes.
 
 Times are shown relative to the run's start (+m:ss), so the log reads the same from any
 time zone and in snapshots.
@@ -12,7 +14,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import RichLog
 
-from tui.run_model import ExitInfo, format_bytes, format_duration
+from tui.run_model import ExitInfo, format_bytes, format_duration, format_stall
 
 STATE_STYLES = {"running": "bold green", "finished": "bold green", "failed": "bold red",
                 "stopped": "bold yellow", "starting": "dim"}
@@ -24,7 +26,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+WATCHDOG_BADGES = {"hang": "HANG", "straggler": "SLOW", "recovered": "MOVING"}
+
+
 class EventLog(RichLog):
+    COMPONENT_CLASSES = {
+        "event-log--hang", "event-log--hang-text",
+        "event-log--straggler", "event-log--straggler-text",
+        "event-log--recovered", "event-log--recovered-text",
+    }
+
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("wrap", True)
         kwargs.setdefault("max_lines", 5000)
@@ -87,6 +98,8 @@ class EventLog(RichLog):
             if extra:
                 t.append("  " + ", ".join(extra))
             return t
+        if kind == "log" and event.get("watchdog") in WATCHDOG_BADGES:
+            return self._watchdog(event)
         if kind == "log":
             level = str(event.get("level", "info"))
             style = {"warning": "bold yellow", "error": "bold red"}.get(level, "")
@@ -94,6 +107,23 @@ class EventLog(RichLog):
             rank = f"[rank {event['rank']}] " if isinstance(event.get("rank"), int) else ""
             return Text.assemble((prefix, style), (rank, "dim"), (str(event.get("message", "")), style))
         return None
+
+    def _watchdog(self, event: dict[str, Any]) -> Text:
+        kind = str(event["watchdog"])
+        rank = event.get("rank")
+        ranks = event.get("ranks") or []
+        who = f"rank {rank}" if isinstance(rank, int) else (
+            "ranks " + ",".join(map(str, ranks)) if ranks else "ranks ?")
+        parts = [WATCHDOG_BADGES[kind], who]
+        if isinstance(event.get("step"), int):
+            parts.append(f"step {event['step']}")
+        if isinstance(event.get("stalled_s"), (int, float)):
+            parts.append(format_stall(event["stalled_s"]))
+        t = Text()
+        t.append(f" {' · '.join(parts)} ", self.get_component_rich_style(f"event-log--{kind}", partial=True))
+        t.append(" " + str(event.get("message", "")), self.get_component_rich_style(f"event-log--{kind}-text",
+                                                                                  partial=True))
+        return t
 
     def add_exit(self, info: ExitInfo) -> None:
         """The end of the run, once; a failure names the rank and its first error lines."""

@@ -1,6 +1,7 @@
 """The run's devices: one GpuPanel per GPU or CPU worker, laid out by the stylesheet.
 
-The screen sets `devices` and `training`; the grid adds, updates or removes panels to match.
+The screen sets `devices`, `training` and `alerts` (rank -> the watchdog's mark); the grid adds,
+updates or removes panels to match and hands each panel the mark of a rank it hosts.
 On narrow terminals the stylesheet makes each panel one table row; on wide ones a grid of cards.
 """
 
@@ -11,12 +12,13 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from tui.widgets.gpu_panel import DeviceView, GpuPanel
+from tui.widgets.gpu_panel import DeviceView, GpuPanel, PanelAlert
 
 
 class GpuGrid(VerticalScroll, can_focus=False):
     devices: reactive[tuple[DeviceView, ...]] = reactive((), always_update=True)
     training: reactive[bool] = reactive(False)
+    alerts: reactive[dict[int, PanelAlert]] = reactive(dict)
     placeholder: reactive[str] = reactive("waiting for the first telemetry sample…")
 
     def compose(self) -> ComposeResult:
@@ -30,6 +32,17 @@ class GpuGrid(VerticalScroll, can_focus=False):
         for panel in self.query(GpuPanel):
             panel.training = training
 
+    def watch_alerts(self) -> None:
+        for panel in self.query(GpuPanel):
+            panel.alert = self._alert_for(panel.device)
+
+    def _alert_for(self, device: DeviceView | None) -> PanelAlert | None:
+        if device is None:
+            return None
+        found = [self.alerts[r] for r in device.ranks if r in self.alerts]
+        # A hang outranks a straggler on a device that hosts several ranks.
+        return min(found, key=lambda a: a.kind != "hang", default=None)
+
     async def watch_devices(self, devices: tuple[DeviceView, ...]) -> None:
         panels = {panel.id: panel for panel in self.query(GpuPanel)}
         wanted = [f"dev-{d.key}" for d in devices]
@@ -42,9 +55,11 @@ class GpuGrid(VerticalScroll, can_focus=False):
             if panel is None:
                 panel = GpuPanel(device, id=f"dev-{device.key}", classes=f"-{device.kind}")
                 panel.training = self.training
+                panel.alert = self._alert_for(device)
                 new.append(panel)
             else:
                 panel.device = device
+                panel.alert = self._alert_for(device)
         if new:
             await self.mount_all(new)
         self.query(".gpu-grid--placeholder").set(display=not devices)

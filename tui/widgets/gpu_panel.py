@@ -2,7 +2,9 @@
 
 The panel only renders a `DeviceView`. Its layout follows its size, which the stylesheet
 decides: one line (the compact table row used on 80-column terminals) or a bordered card.
-State shows as CSS classes: -hot (>= 85 C), -throttle, -idle (util < 5 % while training).
+State shows as CSS classes: -hot (>= 85 C), -throttle, -idle (util < 5 % while training), and
+the watchdog's marks for a rank the panel hosts: -stalled (a hang) and -straggler, with a short
+label ("HUNG 1:32", "slow") in the row or the card's border.
 """
 
 from __future__ import annotations
@@ -102,6 +104,12 @@ class DeviceView:
             if self.kind == "cpu" else 100.0
 
 
+@dataclass(frozen=True)
+class PanelAlert:
+    kind: str  # "hang" | "straggler"
+    label: str  # "HUNG 1:32", "slow"
+
+
 class GpuPanel(Widget):
     COMPONENT_CLASSES = {
         "gpu-panel--label",
@@ -112,11 +120,14 @@ class GpuPanel(Widget):
         "gpu-panel--warn",
         "gpu-panel--bad",
         "gpu-panel--spark",
+        "gpu-panel--alert",
     }
 
     device: reactive[DeviceView | None] = reactive(None, layout=False)
     training: reactive[bool] = reactive(False)
     """True while the run trains (not paused, not finished): only then is a quiet GPU 'idle'."""
+    alert: reactive[PanelAlert | None] = reactive(None)
+    """The watchdog's mark on a rank of this device, or None."""
 
     def __init__(self, device: DeviceView, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -131,12 +142,18 @@ class GpuPanel(Widget):
     def watch_training(self) -> None:
         self._update_state()
 
+    def watch_alert(self) -> None:
+        self._update_state()
+
     def _update_state(self) -> None:
         d = self.device
         if d is None:
             return
         self.border_title = d.title
-        self.border_subtitle = d.ranks_text
+        alert = self.alert
+        self.border_subtitle = d.ranks_text + (f" · {alert.label}" if alert else "")
+        self.set_class(alert is not None and alert.kind == "hang", "-stalled")
+        self.set_class(alert is not None and alert.kind == "straggler", "-straggler")
         self.set_class(d.hot, "-hot")
         self.set_class(d.throttling, "-throttle")
         self.set_class(self.training and d.kind == "gpu" and d.util is not None and d.util < IDLE_UTIL, "-idle")
@@ -172,19 +189,22 @@ class GpuPanel(Widget):
         if d.kind == "cpu":
             label = f"cpu{d.index} r{d.ranks[0]}" if d.ranks else f"cpu{d.index}"
             t.append(f"{label:<7}", self._style("label"))
+            mark = self._append_alert(t)
             tail = f" rss {num(d.mem_used_mib)} MiB  {d.threads or '?'} thr "
-            spark_w = max(0, min(16, width - 7 - 16 - len(tail) - 6))
-            self._bar(t, None if d.util is None else d.util / d.util_top, max(6, width - 7 - 6 - len(tail) - spark_w - 3), "util")
+            spark_w = max(0, min(16, width - 7 - mark - 16 - len(tail) - 6))
+            self._bar(t, None if d.util is None else d.util / d.util_top,
+                      max(6, width - 7 - mark - 6 - len(tail) - spark_w - 3), "util")
             t.append(f"{num(d.util):>4}%")
             t.append(tail)
             t.append(sparkline(d.history, spark_w, d.util_top), self._style("spark"))
             return t
         t.append(f"{d.index:<2}", self._style("label"))
+        mark = self._append_alert(t)
         mem = f"{gib(d.mem_used_mib)}/{gib(d.mem_total_mib)}G"
         power = f"{num(d.power_w)}/{num(d.power_limit_w)}W"
         temp = f"{num(d.temp_c)}°C"
         ranks = "r" + ",".join(map(str, d.ranks)) if d.ranks else "-"
-        fixed = 2 + 5 + 4 + 1 + len(mem) + 1 + 5 + 1 + len(power) + 1 + len(ranks) + 1
+        fixed = 2 + mark + 5 + 4 + 1 + len(mem) + 1 + 5 + 1 + len(power) + 1 + len(ranks) + 1
         spare = max(0, width - fixed)
         spark_w = min(16, spare // 4)
         bars = spare - spark_w - 1
@@ -202,6 +222,15 @@ class GpuPanel(Widget):
         t.append(f" {ranks} ", self._style("label"))
         t.append(sparkline(d.history, spark_w), self._style("spark"))
         return t
+
+    def _append_alert(self, t: Text) -> int:
+        """The watchdog label as a badge at the start of a row; returns the cells it took."""
+        if self.alert is None:
+            return 0
+        badge = f" {self.alert.label} "
+        t.append(badge, self._style("alert"))
+        t.append(" ")
+        return len(badge) + 1
 
     # ---- several lines: the card -------------------------------------------------------------
     def _render_card(self, d: DeviceView, width: int) -> Text:

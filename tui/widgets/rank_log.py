@@ -46,6 +46,11 @@ class RankLog(Vertical):
         elif sources:
             select.value = str(sources[0][1])
 
+    def select(self, path: Path) -> None:
+        """Show this source (one of the offered ones): the new stack dump, say."""
+        if any(p == path for _, p in self._sources):
+            self.query_one(Select).value = str(path)
+
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
         self.query_one(Log).clear()
