@@ -400,3 +400,28 @@ async def test_live_only_keys_are_hidden_on_finished_runs(runs_dir, backend):
             assert screen.check_action(action, ()) is False, action
         titles = {c.title for c in app.get_system_commands(screen)}
         assert not {"Save+stop", "Stacks", "Stop"} & titles
+
+
+def test_run_model_folds_watchdog_events():
+    from tui.run_model import RunModel
+
+    model = RunModel()
+    model.apply_run_json({"state": "running"})
+    model.apply_events([
+        {"kind": "log", "t": 100.0, "level": "warning", "watchdog": "hang", "rank": None, "ranks": [0, 1],
+         "step": 7, "stalled_s": 65.0, "message": "no rank has finished a step for 65 s"},
+        {"kind": "log", "t": 101.0, "level": "warning", "watchdog": "straggler", "rank": 1, "step": 7,
+         "message": "rank 1 is a straggler"},
+        {"kind": "log", "t": 102.0, "level": "warning", "watchdog": "straggler", "rank": 3, "step": 9,
+         "message": "rank 3 is a straggler"},
+    ])
+    alerts = model.current_alerts(now=135.0)
+    # The heartbeats could not tell who is stuck: both are marked, neither is named "HUNG".
+    assert alerts[0].label(135.0) == "STALLED? 1:40" and alerts[1].kind == "hang"  # a hang outranks "slow"
+    assert alerts[3].label() == "slow"
+    assert 3 not in model.current_alerts(now=102.0 + 331)  # a straggler warning goes stale
+    model.apply_events([{"kind": "log", "t": 140.0, "level": "info", "watchdog": "recovered", "rank": None,
+                         "ranks": [0, 1], "message": "ranks 0, 1 are moving again"}])
+    assert set(model.current_alerts(now=140.0)) == {3}
+    model.apply_run_json({"state": "stopped"})
+    assert model.current_alerts(now=140.0) == {}
