@@ -20,7 +20,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -387,7 +387,7 @@ def _unknown(key: str, known: list[str], where: str, path: str, line: int | None
 
 
 def _build(raw: dict, path: str, loc: _Locator) -> Profile:
-    top_known = list(SECTIONS) ; top_known.remove("source")
+    top_known = [name for name in SECTIONS if name != "source"]
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in top_known:
@@ -457,32 +457,32 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
                                f"the profile's directory and the current directory). Fix the path.",
                                path=path, line=loc.line("train", "script"))
         t.script = str(found.resolve())
-    l = p.launch
-    if l.mode != "ddp" and (l.nnodes > 1):
-        raise ProfileError(f"'launch.nnodes' is {l.nnodes} but mode is '{l.mode}'; multi-node needs mode = \"ddp\".",
+    launch = p.launch
+    if launch.mode != "ddp" and (launch.nnodes > 1):
+        raise ProfileError(f"'launch.nnodes' is {launch.nnodes} but mode is '{launch.mode}'; multi-node needs mode = \"ddp\".",
                            path=path, line=loc.line("launch", "nnodes"))
-    if l.mode != "ddp" and l.nproc_per_node > 1:
-        raise ProfileError(f"'launch.nproc_per_node' is {l.nproc_per_node} but mode is '{l.mode}', which runs one "
+    if launch.mode != "ddp" and launch.nproc_per_node > 1:
+        raise ProfileError(f"'launch.nproc_per_node' is {launch.nproc_per_node} but mode is '{launch.mode}', which runs one "
                            f"process. Use mode = \"ddp\" for several processes, or remove nproc_per_node.",
                            path=path, line=loc.line("launch", "nproc_per_node"))
-    if l.nnodes > 1 and not l.rdzv_endpoint:
+    if launch.nnodes > 1 and not launch.rdzv_endpoint:
         raise ProfileError("multi-node runs (launch.nnodes > 1) need launch.rdzv_endpoint = \"HOST:PORT\" of node 0, "
                            "the same on every node.", path=path, line=loc.line("launch", "nnodes"))
-    if l.node_rank >= l.nnodes:
-        raise ProfileError(f"'launch.node_rank' is {l.node_rank} but nnodes is {l.nnodes}; node_rank must be "
+    if launch.node_rank >= launch.nnodes:
+        raise ProfileError(f"'launch.node_rank' is {launch.node_rank} but nnodes is {launch.nnodes}; node_rank must be "
                            f"below nnodes.", path=path, line=loc.line("launch", "node_rank"))
-    for k, v in l.env.items():
+    for k, v in launch.env.items():
         if not isinstance(v, (str, int, float)) or isinstance(v, bool) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
             raise ProfileError(f"'launch.env.{k}' must be NAME = \"value\" (a valid variable name and a string).",
                                path=path, line=loc.line("launch.env", k) or loc.line("launch", "env"))
-        l.env[k] = str(v)
-    if l.mode == "dp" and p.hardware.gpus > 1 and t.batch_size % p.hardware.gpus:
+        launch.env[k] = str(v)
+    if launch.mode == "dp" and p.hardware.gpus > 1 and t.batch_size % p.hardware.gpus:
         raise ProfileError(f"'train.batch_size' is {t.batch_size}, which DataParallel cannot split evenly over "
                            f"hardware.gpus = {p.hardware.gpus}. Use a multiple of {p.hardware.gpus}, e.g. "
                            f"{(t.batch_size // p.hardware.gpus + 1) * p.hardware.gpus}.",
                            path=path, line=loc.line("train", "batch_size"))
-    if l.mode == "ddp" and p.hardware.gpus and l.nproc_per_node > p.hardware.gpus:
-        raise ProfileError(f"'launch.nproc_per_node' is {l.nproc_per_node} but hardware.gpus is {p.hardware.gpus}; "
+    if launch.mode == "ddp" and p.hardware.gpus and launch.nproc_per_node > p.hardware.gpus:
+        raise ProfileError(f"'launch.nproc_per_node' is {launch.nproc_per_node} but hardware.gpus is {p.hardware.gpus}; "
                            f"run at most one process per GPU.", path=path, line=loc.line("launch", "nproc_per_node"))
     if p.checkpoint.resume and not Path(p.checkpoint.resume).exists():
         raise ProfileError(f"'checkpoint.resume' names '{p.checkpoint.resume}', which does not exist.",
