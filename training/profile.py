@@ -208,16 +208,24 @@ _FREE_TABLES = ("task", "metrics")
 
 # ---- loading -----------------------------------------------------------------------------
 
+def _exists(path: Path) -> bool:
+    """Path.exists() that says False for names the OS cannot even look up (too long: ENAMETOOLONG)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def find_profile(name_or_path: str, profiles_dir: Path | None = None) -> Path:
     """Resolve `cpu`, `cpu.toml` or a path to a profile file, or raise ProfileError."""
     profiles_dir = profiles_dir or PROFILES_DIR
     candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" and candidate.exists():
+    if candidate.suffix == ".toml" and _exists(candidate):
         return candidate
     named = profiles_dir / (name_or_path if name_or_path.endswith(".toml") else name_or_path + ".toml")
-    if named.exists():
+    if _exists(named):
         return named
-    if candidate.exists() and candidate.is_file():
+    if _exists(candidate) and candidate.is_file():
         return candidate
     names = list_profile_names(profiles_dir)
     close = difflib.get_close_matches(name_or_path, names, n=1)
@@ -449,9 +457,9 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
         if not script.is_absolute():
             base = Path(path).parent if path and not path.startswith("<") else Path.cwd()
             candidates = [base / script, Path.cwd() / script]
-            found = next((c for c in candidates if c.exists()), None)
+            found = next((c for c in candidates if _exists(c)), None)
         else:
-            found = script if script.exists() else None
+            found = script if _exists(script) else None
         if found is None:
             raise ProfileError(f"'train.script' names '{t.script}', which does not exist (looked relative to "
                                f"the profile's directory and the current directory). Fix the path.",
@@ -484,7 +492,7 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
     if launch.mode == "ddp" and p.hardware.gpus and launch.nproc_per_node > p.hardware.gpus:
         raise ProfileError(f"'launch.nproc_per_node' is {launch.nproc_per_node} but hardware.gpus is {p.hardware.gpus}; "
                            f"run at most one process per GPU.", path=path, line=loc.line("launch", "nproc_per_node"))
-    if p.checkpoint.resume and not Path(p.checkpoint.resume).exists():
+    if p.checkpoint.resume and not _exists(Path(p.checkpoint.resume)):
         raise ProfileError(f"'checkpoint.resume' names '{p.checkpoint.resume}', which does not exist.",
                            path=path, line=loc.line("checkpoint", "resume"))
     for split, patterns in p.metrics.items():
