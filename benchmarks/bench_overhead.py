@@ -12,7 +12,7 @@ control-file polls (rank 0, at logging boundaries) run in all three, since they 
 worker; their cost per call is measured separately below. Start-up is wall time from the
 launch to the first metric event's timestamp.
 
-    python -m benchmarks.bench_overhead [--rounds 3] [--steps 400]
+    python -m benchmarks.bench_overhead [--rounds 3] [--steps 1000]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import json
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def _only_run(runs_dir: Path) -> Path:
     return dirs[0]
 
 
-def run_bare(tmp: Path, steps: int, timeout: float) -> tuple[Path, float]:
+def run_bare(tmp: Path, steps: int, timeout: float) -> tuple[Path, float, float]:
     from training.launch import build_launch
     from training.profile import load_profile
     from training.rundir import RunPaths
@@ -91,29 +92,36 @@ def run_bare(tmp: Path, steps: int, timeout: float) -> tuple[Path, float]:
                             stderr=subprocess.STDOUT, timeout=timeout).returncode
     if rc != 0:
         raise RuntimeError(f"bare torchrun exited {rc}; see {root}/logs")
-    return root, t0
+    return root, t0, 0.0
 
 
-def run_headless(tmp: Path, steps: int, timeout: float) -> tuple[Path, float]:
+def run_headless(tmp: Path, steps: int, timeout: float) -> tuple[Path, float, float]:
     runs = Path(tempfile.mkdtemp(prefix="headless-", dir=tmp))
     argv = [PYTHON, str(PROJECT_ROOT / "run.py"), "--runs-dir", str(runs), "--profile", "cpu", "--headless"]
     for o in overrides(steps):
         argv += ["--set", o]
     t0 = time.time()
-    rc = subprocess.run(argv, cwd=PROJECT_ROOT, env=base_env(), stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout).returncode
+    proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=base_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu = ConsoleCpu(proc.pid, runs)
+    try:
+        rc = proc.wait(timeout)
+    finally:
+        cpu.stop()
     if rc != 0:
         raise RuntimeError(f"headless run exited {rc}; see {runs}")
-    return _only_run(runs), t0
+    run_dir = _only_run(runs)
+    return run_dir, t0, cpu.rate(*train_window(run_dir))
 
 
-def run_tui(tmp: Path, steps: int, timeout: float) -> tuple[Path, float]:
+def run_tui(tmp: Path, steps: int, timeout: float) -> tuple[Path, float, float]:
     runs = Path(tempfile.mkdtemp(prefix="tui-", dir=tmp))
     argv = [PYTHON, str(PROJECT_ROOT / "run.py"), "--runs-dir", str(runs), "--profile", "cpu"]
     for o in overrides(steps):
         argv += ["--set", o]
     t0 = time.time()
     pty = PtyProcess(argv, cols=120, rows=36)
+    cpu = ConsoleCpu(pty.proc.pid, runs)
     try:
         deadline = time.monotonic() + timeout
         run_dir = None
@@ -130,8 +138,80 @@ def run_tui(tmp: Path, steps: int, timeout: float) -> tuple[Path, float]:
             raise RuntimeError("the TUI run did not finish in time")
         time.sleep(1.0)  # let the run screen show the end, as a user would see it
     finally:
+        cpu.stop()
         pty.stop()
-    return run_dir, t0
+    return run_dir, t0, cpu.rate(*train_window(run_dir))
+
+
+class ConsoleCpu:
+    """Samples the CPU time (user+sys) of the console's processes: the printer or TUI (run.py)
+    and the supervisor (its pid from run.json once recorded), every 0.25 s, with timestamps,
+    so the rate over the training window (first to last metric event) can be taken."""
+
+    def __init__(self, console_pid: int, runs_dir: Path):
+        import psutil
+
+        self.runs_dir = runs_dir
+        self.procs: dict[int, psutil.Process] = {}
+        self.last: dict[int, float] = {}
+        self.samples: list[tuple[float, float]] = []
+        self._add(console_pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _add(self, pid: int) -> None:
+        import psutil
+
+        try:
+            self.procs[pid] = psutil.Process(pid)
+        except psutil.Error:
+            pass
+
+    def _supervisor_pid(self) -> int | None:
+        for run_json in self.runs_dir.glob("*/run.json"):
+            try:
+                pid = (json.loads(run_json.read_text()).get("supervisor") or {}).get("pid")
+            except (OSError, ValueError):
+                continue
+            if isinstance(pid, int):
+                return pid
+        return None
+
+    def _loop(self) -> None:
+        import psutil
+
+        have_sup = False
+        while not self._stop.wait(0.25):
+            if not have_sup:
+                pid = self._supervisor_pid()
+                if pid is not None:
+                    self._add(pid)
+                    have_sup = True
+            for pid, proc in list(self.procs.items()):
+                try:
+                    t = proc.cpu_times()
+                    self.last[pid] = t.user + t.system
+                except psutil.Error:
+                    pass  # gone: its last reading stays
+            self.samples.append((time.time(), sum(self.last.values())))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def rate(self, t_lo: float, t_hi: float) -> float:
+        """CPU seconds per second between two wall times (nearest samples)."""
+        if len(self.samples) < 2:
+            return float("nan")
+        a = min(self.samples, key=lambda s: abs(s[0] - t_lo))
+        b = min(self.samples, key=lambda s: abs(s[0] - t_hi))
+        return (b[1] - a[1]) / max(1e-9, b[0] - a[0])
+
+
+def train_window(run_dir: Path) -> tuple[float, float]:
+    m = _metrics(run_dir)
+    return float(m[0]["t"]), float(m[-1]["t"])
 
 
 RUNNERS = {"bare": run_bare, "headless": run_headless, "tui": run_tui}
@@ -168,20 +248,22 @@ def bench_heartbeat_control(seconds: float = 1.0) -> list[Result]:
     return out
 
 
-def run(quick: bool = False, rounds: int = 3, steps: int = 400) -> list[Result]:
+def run(quick: bool = False, rounds: int = 3, steps: int = 1000) -> list[Result]:
     if quick:
         rounds, steps = 1, 40
     timeout = 300.0
     sps: dict[str, list[float]] = {v: [] for v in VARIANTS}
     startup: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    console: dict[str, list[float]] = {v: [] for v in VARIANTS}
     note = load_note()
     with tempfile.TemporaryDirectory(prefix="td-bench-overhead-") as d:
         tmp = Path(d)
         for r in range(rounds):
             order = VARIANTS[r % 3:] + VARIANTS[:r % 3]  # rotate who goes first
             for v in order:
-                run_dir, t0 = RUNNERS[v](tmp, steps, timeout)
+                run_dir, t0, cpu = RUNNERS[v](tmp, steps, timeout)
                 sps[v].append(steps_per_s(run_dir))
+                console[v].append(cpu)
                 startup[v].append(first_metric_t(run_dir) - t0)
     note_end = load_note()
     bare = median(sps["bare"])
@@ -196,6 +278,16 @@ def run(quick: bool = False, rounds: int = 3, steps: int = 400) -> list[Result]:
         pairs = [a / b for a, b in zip(sps[v], sps["bare"])]
         out.append(Result(f"  paired ratio {v}/bare per round (median)", median(pairs), "x",
                           note=", ".join(f"{p:.3f}" for p in pairs)))
+    # The load-independent side of the same question: what the console itself burns while the
+    # workers train. On this box the 2 ranks want both cores, so this CPU comes out of training;
+    # on a GPU box the training is GPU-bound and spare cores absorb it.
+    cores = 2
+    for v, label in (("headless", "headless (supervisor + printer)"), ("tui", "TUI (supervisor + run screen)")):
+        rate = median(console[v])
+        out.append(Result(f"console CPU while training, {label}", rate * 100, "% of a core",
+                          f"< {cores * 1:g}% (1% of {cores} cores)", rate * 100 < cores * 1.0,
+                          note=f"= {rate * 100 / cores:.2f}% of the {cores} cores the ranks use; "
+                               f"runs {', '.join(f'{x * 100:.1f}' for x in console[v])}"))
     b0 = median(startup["bare"])
     out.append(Result("start-up to first metric event, bare torchrun", b0, "s"))
     for v in ("headless", "tui"):
@@ -210,7 +302,7 @@ def run(quick: bool = False, rounds: int = 3, steps: int = 400) -> list[Result]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     for r in run(quick=args.quick, rounds=args.rounds, steps=args.steps):
