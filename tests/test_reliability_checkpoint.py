@@ -19,9 +19,8 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 import psutil
+import pytest
 
 from tests.data.reliability.helpers import DATA, builtin, events, tmp_files, wait_for
 from training.checkpoint import load_checkpoint

@@ -21,9 +21,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.reliability.helpers import (DATA, ROOT, assert_gone, assert_no_processes_of, bound, custom,
-                                            listeners, recorded, runs_dir, sigkill, statuses, tmp_files, wait_done,
-                                            wait_for, wait_step)
+from tests.data.reliability.helpers import (
+    DATA,
+    ROOT,
+    assert_gone,
+    assert_no_processes_of,
+    bound,
+    custom,
+    listeners,
+    recorded,
+    runs_dir,
+    sigkill,
+    statuses,
+    tmp_files,
+    wait_done,
+    wait_for,
+    wait_step,
+)
 from training import process_group as pg
 from training import runs
 from training.rundir import RunPaths, RunState, list_run_dirs, read_json, read_run_json

@@ -14,8 +14,16 @@ import subprocess
 
 import pytest
 
-from tests.data.reliability.helpers import (assert_gone, assert_no_processes_of, builtin, events, recorded,
-                                            statuses, tmp_files, wait_done)
+from tests.data.reliability.helpers import (
+    assert_gone,
+    assert_no_processes_of,
+    builtin,
+    events,
+    recorded,
+    statuses,
+    tmp_files,
+    wait_done,
+)
 from training import runs
 from training.checkpoint import load_checkpoint
 from training.rundir import RunState, read_json

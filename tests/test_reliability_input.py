@@ -23,10 +23,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import run
-from tests.data.reliability.helpers import (DATA, assert_gone, assert_no_processes_of, custom, events, profile,
-                                            recorded, runs_dir, statuses, wait_done)
+from tests.data.reliability.helpers import (
+    assert_gone,
+    assert_no_processes_of,
+    custom,
+    events,
+    profile,
+    recorded,
+    runs_dir,
+    statuses,
+    wait_done,
+)
 from training import runs
-from training.events import EventReader, make_event, encode
+from training.events import EventReader, encode, make_event
 from training.rundir import RunPaths, RunState, create_run_dir, read_json, write_json_atomic
 from tui.headless import follow
 

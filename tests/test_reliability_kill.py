@@ -13,9 +13,21 @@ import time
 import psutil
 import pytest
 
-from tests.data.reliability.helpers import (DATA, ROOT, assert_gone, assert_no_processes_of, builtin, listeners,
-                                            recorded, runs_dir, sigkill, statuses, wait_done, wait_for,
-                                            wait_step)
+from tests.data.reliability.helpers import (
+    DATA,
+    ROOT,
+    assert_gone,
+    assert_no_processes_of,
+    builtin,
+    listeners,
+    recorded,
+    runs_dir,
+    sigkill,
+    statuses,
+    wait_done,
+    wait_for,
+    wait_step,
+)
 from training import process_group as pg
 from training import runs
 from training.rundir import RunState, read_json, read_run_json

@@ -17,9 +17,17 @@ import psutil
 import pytest
 import torch
 
-from tests.data.reliability.helpers import (assert_gone, builtin, custom, recorded, runs_dir, statuses, wait_done,
-                                            wait_for, wait_step)
-from training import process_group as pg
+from tests.data.reliability.helpers import (
+    assert_gone,
+    builtin,
+    custom,
+    recorded,
+    runs_dir,
+    statuses,
+    wait_done,
+    wait_for,
+    wait_step,
+)
 from training import runs
 from training.checkpoint import CheckpointLoadError, load_checkpoint
 from training.rundir import RunState, read_json, read_run_json

@@ -23,8 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.reliability.helpers import (DATA, ROOT, assert_gone, assert_no_processes_of, recorded, runs_dir,
-                                            wait_for, wait_step)
+from tests.data.reliability.helpers import (
+    DATA,
+    ROOT,
+    assert_gone,
+    assert_no_processes_of,
+    recorded,
+    runs_dir,
+    wait_for,
+    wait_step,
+)
 from training import runs
 from training.rundir import RunPaths, RunState, list_run_dirs
 

@@ -1,6 +1,5 @@
 """Real gloo DDP for the cycle test: all-reduces a tensor every 0.05 s until stopped."""
 
-import os
 import time
 
 import torch

@@ -11,6 +11,7 @@ import select
 import sys
 
 import torch  # noqa: F401 - the point: imported once, before any fork
+
 import training.worker as worker
 
 run_dir, log_path = sys.argv[1], sys.argv[2]
