@@ -47,6 +47,11 @@ EVENTS_POLL_S = 0.5
 LOG_POLL_S = 0.5
 HISTORY = 120  # telemetry samples kept per device for the sparklines
 CATCH_UP_CHUNKS = 4
+# events.jsonl is read at most this much per poll (~3,500 metric events). The reader's 4 MB
+# default makes ~27,000 event dicts per message while catching up with a long run, and that
+# high-water mark stays in RSS: 2.1x the memory after 10^6 events vs 10^4, against 1.08x with
+# 512 KB (benchmarks/bench_memory.py, BENCHMARKS.md).
+EVENTS_CHUNK_BYTES = 512 << 10
 TAIL_FROM_END_BYTES = 4 << 20  # chunks read per telemetry poll while catching up with a long history
 
 
@@ -120,7 +125,7 @@ class RunScreen(Screen):
         self.loaded = False  # the events file has been read to its end once (tests wait for it)
         self.telemetry_seen = False
         # Worker-owned state: touched only inside the workers (each group runs one at a time).
-        self._events = EventReader(paths.events)
+        self._events = EventReader(paths.events, chunk_bytes=EVENTS_CHUNK_BYTES)
         self._telemetry = EventReader(paths.telemetry)
         self._history: dict[str, deque[float | None]] = {}
         self._telemetry_interval: float | None = None
