@@ -25,8 +25,16 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks._common import (PROJECT_ROOT, PYTHON, PtyProcess, Result, base_env, load_note, median,
-                                timed_loop)
+from benchmarks._common import (
+    PROJECT_ROOT,
+    PYTHON,
+    PtyProcess,
+    Result,
+    base_env,
+    load_note,
+    median,
+    timed_loop,
+)
 
 VARIANTS = ("bare", "headless", "tui")
 
@@ -275,7 +283,7 @@ def run(quick: bool = False, rounds: int = 3, steps: int = 1000) -> list[Result]
                           note=f"median {median(sps[v]):.1f} steps/s; runs {', '.join(f'{x:.1f}' for x in sps[v])}"))
     # Paired per round as well: the load changes between rounds, a pair is close in time.
     for v in ("headless", "tui"):
-        pairs = [a / b for a, b in zip(sps[v], sps["bare"])]
+        pairs = [a / b for a, b in zip(sps[v], sps["bare"], strict=True)]
         out.append(Result(f"  paired ratio {v}/bare per round (median)", median(pairs), "x",
                           note=", ".join(f"{p:.3f}" for p in pairs)))
     # The load-independent side of the same question: what the console itself burns while the

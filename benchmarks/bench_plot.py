@@ -51,7 +51,7 @@ async def _time_renders(stores: dict[int, object], repeat: int) -> dict[int, flo
     async with app.run_test(size=(110, 30)) as pilot:
         plot = app.query_one(LossPlot)
         await pilot.pause()
-        for n, store in stores.items():  # warm-up: plotext, numpy, the theme
+        for store in stores.values():  # warm-up: plotext, numpy, the theme
             plot.store = store
             plot.render()
         for _ in range(repeat):

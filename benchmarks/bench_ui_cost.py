@@ -20,8 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import (PtyProcess, Result, SyntheticWriter, attach_argv, make_run_dir,
-                                write_metric_lines)
+from benchmarks._common import (
+    PtyProcess,
+    Result,
+    SyntheticWriter,
+    attach_argv,
+    make_run_dir,
+    write_metric_lines,
+)
 
 TARGET_CORE_FRACTION = 0.10
 SETTLE_S = 4.0
