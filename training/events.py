@@ -61,12 +61,13 @@ def append_events(path: Path, events: list[dict[str, Any]]) -> None:
     data = b"".join(encode(e) for e in events)
     fd = open_append(Path(path))
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
     finally:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is out (a regular file may take a short write when nearly full)."""
     view = memoryview(data)
     while view:
         n = os.write(fd, view)

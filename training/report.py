@@ -20,8 +20,9 @@ late), with one write() per batch on an O_APPEND regular file: a slow or stalled
 never block training (a stalled disk or NFS mount stalls the flusher, not the training loop;
 past MAX_BUFFERED points are dropped and counted), and the caller pays for building a dict
 only. benchmarks/bench_metrics.py on the 2-core dev box: 5 us per call against 10 us when the
-caller also encodes and writes each batch (15 vs 24 us under load); 0.7 us outside traindeck. Checkpoint, epoch, status and log events are written at once, in order, so
-they are on disk before the process can exit.
+caller also encodes and writes each batch (15 vs 24 us under load); 0.7 us outside traindeck.
+Checkpoint, epoch, status and log events are written at once, in order, so they are on disk
+before the process can exit.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.events import SCHEMA_VERSION, encode, make_event, open_append
-from training.events import _write_all as write_all
+from training.events import SCHEMA_VERSION, encode, make_event, open_append, write_all
 from training.rundir import RUN_DIR_ENV
 
 FLUSH_EVENTS = 256
-FLUSH_SECONDS = 0.5
+# A point reaches the file at most this late: the console polls the file a few times a second,
+# so this is most of what a user waits between report.log() and the plot.
+FLUSH_SECONDS = 0.25
 # If the disk stalls for minutes, keep at most this many points instead of growing without bound.
 MAX_BUFFERED = 100_000
 
