@@ -1,15 +1,18 @@
 """The run screen: one run directory, live or finished, shown from its files only.
 
 Three polling workers read the run directory and post one message per batch:
-events (run.json, exit.json, events.jsonl; every 0.5 s), telemetry (telemetry.jsonl; every
-telemetry interval; snapshots replace each other) and the chosen log file (every 0.5 s).
-Handlers fold batches into the `RunModel` and the `SeriesStore` and hand the results down to
-the widgets. Attaching to a finished run reads everything from the start, so it shows the
+events (run.json, exit.json, events.jsonl; every 0.1 s, a few stats when nothing changed and
+then no message), telemetry (telemetry.jsonl; every telemetry interval; snapshots replace each
+other) and the chosen log file (every 0.5 s). Handlers fold batches into the `RunModel` and the
+`SeriesStore` and hand the results down to the widgets: the event log and the header at once
+(the header repaints only when its text changes), the loss plot at most once per
+`PLOT_REFRESH_S` (its redraw is the expensive part: ~10-20 ms). Attaching to a finished run reads everything from the start, so it shows the
 whole history.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import deque
@@ -23,6 +26,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, SelectionList, TabbedContent, TabPane
 from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState
@@ -43,7 +47,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-EVENTS_POLL_S = 0.5
+# events.jsonl is polled often so a batch reaches the UI within ~0.1-0.2 s; an idle poll is a
+# few os.stat calls and posts nothing. The expensive redraw (the loss plot) is coalesced
+# separately: at most once per PLOT_REFRESH_S (BENCHMARKS.md, figures 3 and 4).
+EVENTS_POLL_S = 0.1
+PLOT_REFRESH_S = 1.0
 LOG_POLL_S = 0.5
 HISTORY = 120  # telemetry samples kept per device for the sparklines
 CATCH_UP_CHUNKS = 4
@@ -53,6 +61,16 @@ CATCH_UP_CHUNKS = 4
 # 512 KB (benchmarks/bench_memory.py, BENCHMARKS.md).
 EVENTS_CHUNK_BYTES = 512 << 10
 TAIL_FROM_END_BYTES = 4 << 20  # chunks read per telemetry poll while catching up with a long history
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of a file, or None when it does not exist: changes on any write or
+    atomic replace."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _key_id(key: Key) -> str:
@@ -133,6 +151,19 @@ class RunScreen(Screen):
         self._log_tail: TextTail | None = None
         self._series_ids: set[str] = set()
         self._last_state = ""
+        # Events worker: stat keys of the files as last read, and the cached run.json/exit.json.
+        self._run_json_key: tuple[int, int, int] | None = None
+        self._run_json: dict[str, Any] = {}
+        self._exit_json_key: tuple[int, int, int] | None = None
+        self._exit_json: dict[str, Any] | None = None
+        self._events_key: tuple[int, int, int] | None = None
+        self._events_posted = False
+        self._events_caught_up = False
+        # Plot coalescing (main thread): new points mark the plot dirty; it redraws at most
+        # once per PLOT_REFRESH_S.
+        self._plot_dirty = False
+        self._plot_drawn_at = float("-inf")
+        self._plot_timer: Timer | None = None
         self._polls: dict[str, Callable[[], Worker]] = {
             "events": self._poll_events, "telemetry": self._poll_telemetry, "ranklog": self._poll_log}
         self._next_poll_s: dict[str, float] = {"events": EVENTS_POLL_S, "telemetry": 1.0, "ranklog": LOG_POLL_S}
@@ -178,19 +209,42 @@ class RunScreen(Screen):
             rank: PanelAlert(alert.kind, alert.label(now)) for rank, alert in self.model.current_alerts(now).items()}
 
     def _update_header(self) -> None:
-        header = self.query_one(RunHeader)
-        header.info = self.model.header(self.now())
-        self.sub_title = self.paths.id
+        # HeaderInfo is a frozen dataclass: the reactive repaints only when a field changed.
+        self.query_one(RunHeader).info = self.model.header(self.now())
+        if self.sub_title != self.paths.id:
+            self.sub_title = self.paths.id
 
     # ---- workers ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="events", exit_on_error=False)
     def _poll_events(self) -> None:
-        run_json = read_run_json(self.paths)
-        exit_json = read_json(self.paths.exit_json) if self.paths.exit_json.exists() else None
-        events = self._events.read()
-        caught_up = self._events.at_end
+        # Stats first: run.json and exit.json are re-read only when they changed, events.jsonl
+        # only when it grew (or was replaced). An idle poll posts nothing.
+        changed = False
+        key = _stat_key(self.paths.run_json)
+        if key != self._run_json_key:
+            self._run_json_key = key
+            run_json = read_run_json(self.paths)
+            changed = changed or run_json != self._run_json
+            self._run_json = run_json
+        key = _stat_key(self.paths.exit_json)
+        if key != self._exit_json_key:
+            self._exit_json_key = key
+            exit_json = read_json(self.paths.exit_json) if key is not None else None
+            changed = changed or exit_json != self._exit_json
+            self._exit_json = exit_json
+        key = _stat_key(self.paths.events)
+        if key is not None and key == self._events_key and self._events_caught_up:
+            events: list[dict[str, Any]] = []
+            caught_up = True
+        else:
+            events = self._events.read()
+            caught_up = self._events.at_end
+            self._events_key = key
         self._next_poll_s["events"] = EVENTS_POLL_S if caught_up else 0.0
-        self.post_message(self.EventsArrived(events, run_json, exit_json, caught_up))
+        if events or changed or caught_up != self._events_caught_up or not self._events_posted:
+            self._events_posted = True
+            self.post_message(self.EventsArrived(events, self._run_json, self._exit_json, caught_up))
+        self._events_caught_up = caught_up
 
     @work(thread=True, exclusive=True, group="telemetry", exit_on_error=False)
     def _poll_telemetry(self) -> None:
@@ -314,7 +368,11 @@ class RunScreen(Screen):
             log.add_exit(model.exit)
         if self.store.add_events(message.events):
             self._sync_series()
-            self.query_one(LossPlot).version += 1
+            self._plot_dirty = True
+        if self._plot_dirty:
+            # The first complete picture is drawn at once (tests and snapshots wait for
+            # `loaded`); after that at most once per PLOT_REFRESH_S.
+            self._refresh_plot(now=message.caught_up and not self.loaded)
         grid = self.query_one(GpuGrid)
         grid.training = model.state == "running" and not model.paused
         self._update_alerts()
@@ -325,6 +383,26 @@ class RunScreen(Screen):
             self._last_state = model.state
             self.refresh_bindings()
         self.loaded = self.loaded or message.caught_up
+
+    def _refresh_plot(self, now: bool = False) -> None:
+        """Redraw the loss plot if it has new points, now or when PLOT_REFRESH_S has passed
+        since its last redraw (a one-shot timer, armed once, covers the rest)."""
+        if not self._plot_dirty:
+            return
+        wait = self._plot_drawn_at + PLOT_REFRESH_S - time.monotonic()
+        if now or wait <= 0:
+            if self._plot_timer is not None:
+                self._plot_timer.stop()
+                self._plot_timer = None
+            self._plot_dirty = False
+            self._plot_drawn_at = time.monotonic()
+            self.query_one(LossPlot).version += 1
+        elif self._plot_timer is None:
+            self._plot_timer = self.set_timer(wait, self._plot_timer_fired)
+
+    def _plot_timer_fired(self) -> None:
+        self._plot_timer = None
+        self._refresh_plot()
 
     def _sync_series(self) -> None:
         selection = self.query_one("#series", SelectionList)

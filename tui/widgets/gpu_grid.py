@@ -58,9 +58,20 @@ class GpuGrid(VerticalScroll, can_focus=False):
                 panel.alert = self._alert_for(device)
                 new.append(panel)
             else:
-                panel.device = device
+                # A panel repaints only when what it shows changed: its numbers (DeviceView's
+                # equality) or its sparkline (the history, which equality leaves out).
+                current = panel.device
+                if current is not None and current == device:
+                    if current.history != device.history:
+                        # Only the sparkline moved: the reactive would see no change.
+                        panel.set_reactive(GpuPanel.device, device)
+                        panel.refresh()
+                else:
+                    panel.device = device
                 panel.alert = self._alert_for(device)
         if new:
             await self.mount_all(new)
-        self.query(".gpu-grid--placeholder").set(display=not devices)
+        for placeholder in self.query(".gpu-grid--placeholder"):
+            if placeholder.display != (not devices):
+                placeholder.display = not devices
         self.set_class(bool(devices) and devices[0].kind == "cpu", "-cpu")

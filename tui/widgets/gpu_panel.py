@@ -149,9 +149,13 @@ class GpuPanel(Widget):
         d = self.device
         if d is None:
             return
-        self.border_title = d.title
         alert = self.alert
-        self.border_subtitle = d.ranks_text + (f" · {alert.label}" if alert else "")
+        subtitle = d.ranks_text + (f" · {alert.label}" if alert else "")
+        # Setting a border title always repaints: only when it changed.
+        if self.border_title != d.title:
+            self.border_title = d.title
+        if self.border_subtitle != subtitle:
+            self.border_subtitle = subtitle
         self.set_class(alert is not None and alert.kind == "hang", "-stalled")
         self.set_class(alert is not None and alert.kind == "straggler", "-straggler")
         self.set_class(d.hot, "-hot")

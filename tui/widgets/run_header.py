@@ -14,12 +14,18 @@ STATES = ("starting", "running", "finished", "failed", "stopped")
 class RunHeader(Widget):
     COMPONENT_CLASSES = {"run-header--id", "run-header--label", "run-header--state", "run-header--dim"}
 
-    info: reactive[HeaderInfo] = reactive(HeaderInfo, layout=True)
+    # Not layout=True: the header changes several times a second while a run is live, and a
+    # relayout of the whole screen for a one-line text change was most of the run screen's
+    # compositor time. watch_info asks for a relayout only when the height (1 or 2 lines) changes.
+    info: reactive[HeaderInfo] = reactive(HeaderInfo)
 
-    def watch_info(self, info: HeaderInfo) -> None:
+    def watch_info(self, old: HeaderInfo, info: HeaderInfo) -> None:
         for state in STATES:
             self.set_class(info.state == state, f"-{state}")
         self.set_class(info.paused, "-paused")
+        width = self.content_size.width  # what get_content_height is given
+        if width and (self._one_line_width(old) <= width) != (self._one_line_width(info) <= width):
+            self.refresh(layout=True)
 
     def render(self) -> Text:
         """One line when it fits, else identity on the first line and progress on the second."""
@@ -54,8 +60,8 @@ class RunHeader(Widget):
     def get_content_height(self, container, viewport, width: int) -> int:
         return 1 if self._one_line_width() <= width else 2
 
-    def _one_line_width(self) -> int:
-        i = self.info
+    def _one_line_width(self, info: HeaderInfo | None = None) -> int:
+        i = self.info if info is None else info
         # The same text as render(), measured without styles.
         mode = i.mode + (f"×{i.world_size}" if i.world_size > 1 else "")
         parts = [f" {i.state}   {i.run_id}  {i.profile} · {mode}" + (f" · {i.device}" if i.device else ""),
