@@ -51,6 +51,7 @@ else:  # pragma: no cover
 # few os.stat calls and posts nothing. The expensive redraw (the loss plot) is coalesced
 # separately: at most once per PLOT_REFRESH_S (BENCHMARKS.md, figures 3 and 4).
 EVENTS_POLL_S = 0.1
+EVENTS_IDLE_POLL_S = 0.5  # a finished run: only a resume (run.json) or a late event can come
 PLOT_REFRESH_S = 1.0
 LOG_POLL_S = 0.5
 HISTORY = 120  # telemetry samples kept per device for the sparklines
@@ -149,6 +150,7 @@ class RunScreen(Screen):
         self._telemetry_interval: float | None = None
         self._log_path: Path | None = None
         self._log_tail: TextTail | None = None
+        self._log_sources_posted: list[tuple[str, Path]] | None = None
         self._series_ids: set[str] = set()
         self._last_state = ""
         # Events worker: stat keys of the files as last read, and the cached run.json/exit.json.
@@ -240,7 +242,9 @@ class RunScreen(Screen):
             events = self._events.read()
             caught_up = self._events.at_end
             self._events_key = key
-        self._next_poll_s["events"] = EVENTS_POLL_S if caught_up else 0.0
+        # self.model is the main thread's; reading its state string here is only a hint.
+        self._next_poll_s["events"] = 0.0 if not caught_up else (
+            EVENTS_POLL_S if self.model.live or not self._events_posted else EVENTS_IDLE_POLL_S)
         if events or changed or caught_up != self._events_caught_up or not self._events_posted:
             self._events_posted = True
             self.post_message(self.EventsArrived(events, self._run_json, self._exit_json, caught_up))
@@ -321,7 +325,9 @@ class RunScreen(Screen):
                 reset = True
             new, restarted = self._log_tail.read()
             lines, reset = new, reset or restarted
-        self.post_message(self.LogArrived(path, lines, reset, sources))
+        if lines or reset or sources != self._log_sources_posted:  # else the handler has nothing to do
+            self._log_sources_posted = sources
+            self.post_message(self.LogArrived(path, lines, reset, sources))
 
     def _log_sources(self) -> list[tuple[str, Path]]:
         from training.runs import rank_logs
