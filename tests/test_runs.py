@@ -269,3 +269,16 @@ def test_shell_metacharacters_reach_the_script_as_one_argument(runs_dir, tmp_pat
     if mode == "single":
         assert runs.rank_logs(paths) == {0: [paths.logs / "rank-0.log"]}
         assert read_run_json(paths)["port"] is None
+
+
+def test_a_run_directory_without_run_json_yet_is_starting_then_failed_when_old(tmp_path):
+    """The window between create_run_dir and run.json must not look like a failed run."""
+    from training.rundir import create_run_dir
+
+    paths = create_run_dir(tmp_path / "runs", "young")
+    summary = runs.run_summary(paths)
+    assert (summary.state, summary.live) == (RunState.STARTING, True)
+    old = time.time() - 3600
+    os.utime(paths.root, (old, old))
+    summary = runs.run_summary(paths)
+    assert (summary.state, summary.live, summary.note) == (RunState.FAILED, False, "no run.json")

@@ -113,7 +113,13 @@ def verified_state(paths: RunPaths, data: dict[str, Any] | None = None) -> tuple
     """(state, live, note) with run.json's claim checked against the process table."""
     data = read_run_json(paths) if data is None else data
     if not data:
-        return RunState.FAILED, False, "no run.json"
+        # start_run creates the directory, then writes profile.toml and run.json: a viewer that
+        # looks in between must see a run that is starting, not a failed one.
+        try:
+            young = time.time() - paths.root.stat().st_mtime < SPAWN_WINDOW_S
+        except OSError:
+            young = False
+        return (RunState.STARTING, True, "starting") if young else (RunState.FAILED, False, "no run.json")
     state = _state_of(data.get("state"))
     if not state.is_live:
         return state, False, ""
