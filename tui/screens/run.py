@@ -4,10 +4,10 @@ Three polling workers read the run directory and post one message per batch:
 events (run.json, exit.json, events.jsonl; every 0.1 s, a few stats when nothing changed and
 then no message), telemetry (telemetry.jsonl; every telemetry interval; snapshots replace each
 other) and the chosen log file (every 0.5 s). Handlers fold batches into the `RunModel` and the
-`SeriesStore` and hand the results down to the widgets: the event log and the header at once
-(the header repaints only when its text changes), the loss plot at most once per
-`PLOT_REFRESH_S` (its redraw is the expensive part: ~10-20 ms). Attaching to a finished run reads everything from the start, so it shows the
-whole history.
+`SeriesStore` and hand the results down to the widgets: the event log at once, the header at
+most once per `HEADER_REFRESH_S` (at once for a change of state), the loss plot at most once
+per `PLOT_REFRESH_S` (its redraw is the expensive part: ~10-20 ms). Attaching to a finished run
+reads everything from the start, so it shows the whole history.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ else:  # pragma: no cover
 # separately: at most once per PLOT_REFRESH_S (BENCHMARKS.md, figures 3 and 4).
 EVENTS_POLL_S = 0.1
 EVENTS_IDLE_POLL_S = 0.5  # a finished run: only a resume (run.json) or a late event can come
-PLOT_REFRESH_S = 1.0
+PLOT_REFRESH_S = 1.0  # a plot redraw costs ~10-20 ms (plotext); new points show within 1 s
+HEADER_REFRESH_S = 0.5  # the step count; a change of state or pause shows at once
 LOG_POLL_S = 0.5
 HISTORY = 120  # telemetry samples kept per device for the sparklines
 CATCH_UP_CHUNKS = 4
@@ -72,6 +73,39 @@ def _stat_key(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class _Coalesce:
+    """Runs `action` for a burst of requests at most once per `interval` seconds: at once when
+    the last run is that old, else once from a one-shot timer when it is."""
+
+    def __init__(self, screen: Screen, interval: float, action: Callable[[], None]) -> None:
+        self.screen, self.interval, self.action = screen, interval, action
+        self.pending = False
+        self.last = float("-inf")
+        self.timer: Timer | None = None
+
+    def request(self) -> None:
+        self.pending = True
+        wait = self.last + self.interval - time.monotonic()
+        if wait <= 0:
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.screen.set_timer(wait, self._fired)
+
+    def flush(self) -> None:
+        """Run now if anything is pending."""
+        if self.timer is not None:
+            self.timer.stop()
+            self.timer = None
+        if self.pending:
+            self.pending = False
+            self.last = time.monotonic()
+            self.action()
+
+    def _fired(self) -> None:
+        self.timer = None
+        self.flush()
 
 
 def _key_id(key: Key) -> str:
@@ -161,11 +195,10 @@ class RunScreen(Screen):
         self._events_key: tuple[int, int, int] | None = None
         self._events_posted = False
         self._events_caught_up = False
-        # Plot coalescing (main thread): new points mark the plot dirty; it redraws at most
-        # once per PLOT_REFRESH_S.
-        self._plot_dirty = False
-        self._plot_drawn_at = float("-inf")
-        self._plot_timer: Timer | None = None
+        # Coalesced redraws (main thread): new points redraw the plot at most once per
+        # PLOT_REFRESH_S, new steps the header at most once per HEADER_REFRESH_S.
+        self._plot_redraw = _Coalesce(self, PLOT_REFRESH_S, self._redraw_plot)
+        self._header_redraw = _Coalesce(self, HEADER_REFRESH_S, self._update_header)
         self._polls: dict[str, Callable[[], Worker]] = {
             "events": self._poll_events, "telemetry": self._poll_telemetry, "ranklog": self._poll_log}
         self._next_poll_s: dict[str, float] = {"events": EVENTS_POLL_S, "telemetry": 1.0, "ranklog": LOG_POLL_S}
@@ -202,7 +235,7 @@ class RunScreen(Screen):
 
     def _tick(self) -> None:
         if self.model.live:
-            self._update_header()
+            self._header_redraw.request()  # the elapsed time
             self._update_alerts()  # a hang's "HUNG m:ss" counts on
 
     def _update_alerts(self) -> None:
@@ -372,43 +405,29 @@ class RunScreen(Screen):
             log.shown_exit = False  # resumed: a new exit will come
         if model.exit is not None and message.caught_up:
             log.add_exit(model.exit)
+        # The first complete picture is drawn at once (tests and snapshots wait for `loaded`).
+        first = message.caught_up and not self.loaded
         if self.store.add_events(message.events):
             self._sync_series()
-            self._plot_dirty = True
-        if self._plot_dirty:
-            # The first complete picture is drawn at once (tests and snapshots wait for
-            # `loaded`); after that at most once per PLOT_REFRESH_S.
-            self._refresh_plot(now=message.caught_up and not self.loaded)
+            self._plot_redraw.request()
+        if first:
+            self._plot_redraw.flush()
         grid = self.query_one(GpuGrid)
         grid.training = model.state == "running" and not model.paused
         self._update_alerts()
         if not self.telemetry_seen and message.caught_up and not model.live:
             grid.placeholder = "no telemetry was recorded for this run"
-        self._update_header()
+        shown = self.query_one(RunHeader).info
+        self._header_redraw.request()
+        if first or model.state != shown.state or (model.paused and model.live) != shown.paused:
+            self._header_redraw.flush()  # a change of state shows at once; a new step can wait
         if model.state != self._last_state or message.caught_up != self.loaded:
             self._last_state = model.state
             self.refresh_bindings()
         self.loaded = self.loaded or message.caught_up
 
-    def _refresh_plot(self, now: bool = False) -> None:
-        """Redraw the loss plot if it has new points, now or when PLOT_REFRESH_S has passed
-        since its last redraw (a one-shot timer, armed once, covers the rest)."""
-        if not self._plot_dirty:
-            return
-        wait = self._plot_drawn_at + PLOT_REFRESH_S - time.monotonic()
-        if now or wait <= 0:
-            if self._plot_timer is not None:
-                self._plot_timer.stop()
-                self._plot_timer = None
-            self._plot_dirty = False
-            self._plot_drawn_at = time.monotonic()
-            self.query_one(LossPlot).version += 1
-        elif self._plot_timer is None:
-            self._plot_timer = self.set_timer(wait, self._plot_timer_fired)
-
-    def _plot_timer_fired(self) -> None:
-        self._plot_timer = None
-        self._refresh_plot()
+    def _redraw_plot(self) -> None:
+        self.query_one(LossPlot).version += 1
 
     def _sync_series(self) -> None:
         selection = self.query_one("#series", SelectionList)
