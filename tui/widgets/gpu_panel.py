@@ -156,13 +156,16 @@ class GpuPanel(Widget):
             self.border_title = d.title
         if self.border_subtitle != subtitle:
             self.border_subtitle = subtitle
-        self.set_class(alert is not None and alert.kind == "hang", "-stalled")
-        self.set_class(alert is not None and alert.kind == "straggler", "-straggler")
-        self.set_class(d.hot, "-hot")
-        self.set_class(d.throttling, "-throttle")
-        self.set_class(self.training and d.kind == "gpu" and d.util is not None and d.util < IDLE_UTIL, "-idle")
-        self.set_class(d.error is not None, "-error")
-        self.set_class(d.kind == "cpu", "-cpu")
+        # One batch: restyles only if a class actually changed (7 set_class calls cost ~1 ms).
+        self.update_classes({
+            "-stalled": alert is not None and alert.kind == "hang",
+            "-straggler": alert is not None and alert.kind == "straggler",
+            "-hot": d.hot,
+            "-throttle": d.throttling,
+            "-idle": self.training and d.kind == "gpu" and d.util is not None and d.util < IDLE_UTIL,
+            "-error": d.error is not None,
+            "-cpu": d.kind == "cpu",
+        })
 
     def _style(self, name: str):
         return self.get_component_rich_style(f"gpu-panel--{name}", partial=True)
