@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -137,3 +138,24 @@ def test_heartbeat_survives_a_missing_directory(tmp_path):
     hb = Heartbeat(tmp_path / "gone" / "deeper", rank=0)
     (tmp_path / "gone" / "deeper" / "heartbeats").rmdir()
     assert hb.beat(1) is False  # advisory: never raises into the training loop
+
+
+def test_two_requests_within_one_clock_tick_are_both_seen(paths, monkeypatch):
+    """Same mtime, size and (reused) inode: the second request must not hide behind the first."""
+    channel = ControlChannel(paths.root, since=0, min_interval_s=0)
+    send(paths, "pause")
+    st = os.stat(paths.control)
+    assert channel.poll() == "pause"
+    send(paths, "resume")
+    real_stat = os.stat
+
+    def same_stamp(path, *args, **kwargs):
+        result = real_stat(path, *args, **kwargs)
+        if str(path) == str(paths.control):
+            fields = list(result)
+            return os.stat_result(fields[:1] + [st.st_ino] + fields[2:6] + [st.st_size] + fields[7:],
+                                  {"st_mtime_ns": st.st_mtime_ns})
+        return result
+
+    monkeypatch.setattr(os, "stat", same_stamp)
+    assert channel.poll() == "resume"

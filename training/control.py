@@ -49,6 +49,10 @@ def _paths(paths: RunPaths | str | os.PathLike) -> RunPaths:
     return paths if isinstance(paths, RunPaths) else RunPaths(Path(paths))
 
 
+# Longer than the coarse clock tick that stamps file times (1-10 ms).
+STAMP_SETTLE_NS = 50_000_000
+
+
 class ControlChannel:
     """Worker side: notices new requests in control.json cheaply."""
 
@@ -74,7 +78,10 @@ class ControlChannel:
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return None
-        self._stamp = stamp
+        # File times tick with the kernel's coarse clock (a few ms) and a replaced file's inode
+        # is often reused, so two requests written within a tick can share a stamp: trust the
+        # stamp only for a file older than that.
+        self._stamp = stamp if time.time_ns() - st.st_mtime_ns > STAMP_SETTLE_NS else None
         data = read_json(self.path)
         if not isinstance(data, dict):
             return None
