@@ -74,6 +74,38 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def parse_lines(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
+    """(events, skipped): the JSON objects with a "kind" among `lines`; blank lines are not counted."""
+    out, skipped = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except (ValueError, RecursionError):  # RecursionError: junk like "[[[[..." nested deep
+            skipped += 1
+            continue
+        if not isinstance(event, dict) or "kind" not in event:
+            skipped += 1
+            continue
+        out.append(event)
+    return out, skipped
+
+
+def read_tail(path: Path, max_bytes: int) -> list[dict[str, Any]]:
+    """The events in the last `max_bytes` of a JSONL file: a huge file costs the same to summarize."""
+    try:
+        with open(path, "rb") as f:
+            start = max(0, f.seek(0, os.SEEK_END) - max_bytes)
+            f.seek(start)
+            lines = f.read().split(b"\n")
+    except OSError:
+        return []
+    if start > 0:
+        lines = lines[1:]  # the first line is cut
+    return parse_lines(lines)[0]
+
+
 class EventReader:
     """Tails a JSONL file incrementally.
 
@@ -111,19 +143,8 @@ class EventReader:
         if len(self._partial) > MAX_LINE_BYTES:
             self.skipped += 1
             self._partial = b""
-        out = []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except (ValueError, RecursionError):  # RecursionError: junk like "[[[[..." nested deep
-                self.skipped += 1
-                continue
-            if not isinstance(event, dict) or "kind" not in event:
-                self.skipped += 1
-                continue
-            out.append(event)
+        out, skipped = parse_lines(lines)
+        self.skipped += skipped
         return out
 
     @property

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from training import process_group as pg
 from training.errors import RunNotFound, TraindeckError
-from training.events import append_events, make_event
+from training.events import append_events, make_event, read_tail
 from training.profile import Profile
 from training.rundir import (
     RunPaths,
@@ -136,32 +136,7 @@ def is_live(paths: RunPaths) -> bool:
 
 
 def _tail_events(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:
-    """The parseable events in the last `max_bytes` of events.jsonl (a huge file costs the same)."""
-    import json
-
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            start = max(0, size - max_bytes)
-            f.seek(start)
-            data = f.read()
-    except OSError:
-        return []
-    lines = data.split(b"\n")
-    if start > 0:
-        lines = lines[1:]  # the first line is cut
-    out = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." junk
-            continue
-        if isinstance(event, dict):
-            out.append(event)
-    return out
+    return read_tail(path, max_bytes)
 
 
 def _int(value: Any) -> int | None:

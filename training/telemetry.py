@@ -19,19 +19,17 @@ be spotted) and "interval_s"; the line written by stop() has "final": true.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
 import psutil
 
 from training.errors import TraindeckError
-from training.events import encode, make_event, open_append
+from training.events import encode, make_event, open_append, parse_lines
 from training.gpu import GpuBackend, GpuSample, get_backend
 from training.rundir import RunPaths
 
@@ -253,14 +251,6 @@ def read_telemetry(path: Path, last_n: int | None = None) -> list[dict[str, Any]
             raw_lines = data.split(b"\n")
             if pos > 0:
                 raw_lines = raw_lines[1:]  # the first piece may be the tail of a longer line
-    out: deque[dict[str, Any]] = deque(maxlen=last_n)
-    for raw in raw_lines:
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            continue  # a partial last line, or junk
-        if isinstance(obj, dict) and obj.get("kind") == KIND:
-            out.append(obj)
-    return list(out)
+    # A partial last line and junk are skipped.
+    samples = [e for e in parse_lines(raw_lines)[0] if e["kind"] == KIND]
+    return samples[-last_n:] if last_n is not None else samples
