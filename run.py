@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 # Run from a checkout without installing: make the project importable.
@@ -74,6 +76,11 @@ def _interactive() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Ctrl-C means "stop the run" (headless) or "detach" (attach), even when the shell that
+    # started us ignored SIGINT for background jobs (`run.py ... &` in a script): Python does not
+    # install its handler for a signal it inherited as ignored.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     runs_dir = args.runs_dir or default_runs_dir()
     try:
