@@ -27,7 +27,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-RUN_DIR_ENV = "TRAINDECK_RUN_DIR"
+from traindeck import RUN_DIR_ENV  # noqa: F401 - the one definition, re-exported here
+
 RUNS_DIR_ENV = "TRAINDECK_RUNS_DIR"
 
 
