@@ -8,7 +8,21 @@
     dp / single:     python -m training.worker RUN_DIR   |   python SCRIPT ARGS...   |   python -m MODULE ARGS...
 
 The launch is always an argv list handed to exec, never a shell string, so a profile value
-such as `train.args = ["; rm -rf ~"]` reaches the script as one literal argument.
+such as `train.args = ["; rm -rf ~"]` reaches the script as one literal argument. `{run_dir}`,
+`{checkpoints}` and `{run_id}` in args and `[launch] env` are filled in here (training.placeholders).
+
+Where it runs, and what it imports, is what the user would get by hand:
+
+    custom script / module:  cwd = [train] cwd, else the directory run.py was started from (the
+                             supervisor passes run.json's "cwd", so --resume keeps it);
+                             sys.path as `python SCRIPT` (the script's directory first) or
+                             `python -m MODULE` (the cwd first) give it; PYTHONPATH gets only
+                             RUN_DIR/pythonpath, which holds nothing but the `traindeck` package
+                             (`from traindeck import report`), so the user's own packages, even
+                             one named `training` or `tui`, are never shadowed by traindeck's.
+    built-in worker:         cwd = traindeck's root, so `-m training.worker` puts traindeck's root
+                             first on sys.path: a `training` package wherever the user stands can
+                             never replace traindeck's (the supervisor starts the same way).
 
 Per-rank logs: torchrun writes RUN_DIR/logs/torchrun/<rdzv_id>_<random>/attempt_K/<local_rank>/
 {stdout,stderr}.log (its own messages go to logs/launcher.log); a direct launch writes
@@ -20,17 +34,24 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import shutil
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+import traindeck
+from training import placeholders
 from training.errors import TraindeckError
 from training.profile import Profile
 from training.rundir import RUN_DIR_ENV, RunPaths
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The package a custom script may import (`from traindeck import report`), and the folder of the
+# run directory that exposes it, alone, on the script's PYTHONPATH.
+TRAINDECK_PACKAGE = Path(traindeck.__file__).resolve().parent
+IMPORT_DIR = "pythonpath"
 TORCHRUN_LOG_SUBDIR = "torchrun"
 LAUNCHER_LOG = "launcher.log"
 # torchrun polls its workers this often; explicit because older torch defaulted to 5 s, which
@@ -57,6 +78,9 @@ class LaunchSpec:
     launcher_log: Path | None = None
     rank_offset: int = 0
     notes: tuple[str, ...] = field(default=())
+    # Custom launches: the folder on PYTHONPATH that must hold the traindeck package before exec
+    # (expose_traindeck makes it).
+    import_dir: Path | None = None
 
     def environ(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ if base is None else base)
@@ -87,27 +111,38 @@ def _root_of(paths_or_placeholder: RunPaths | Path | str) -> Path:
     return Path(paths_or_placeholder)
 
 
-def _program(profile: Profile, run_dir: str) -> list[str]:
+def placeholder_values(root: Path) -> dict[str, str]:
+    """What {run_dir}, {checkpoints} and {run_id} become for the run in `root`."""
+    return {"run_dir": str(root), "checkpoints": str(root / "checkpoints"), "run_id": root.name}
+
+
+def _program(profile: Profile, root: Path) -> list[str]:
     """What each worker process runs, after the interpreter (or after torchrun's options)."""
     t = profile.train
+    values = placeholder_values(root)
+    args = [placeholders.fill(str(a), values) for a in t.args]
     if t.script:
-        return [t.script, *map(str, t.args)]
+        return [t.script, *args]
     if t.module:
-        return ["-m", t.module, *map(str, t.args)]
-    return ["-m", "training.worker", run_dir]
+        return ["-m", t.module, *args]
+    return ["-m", "training.worker", str(root)]
 
 
-def _env(profile: Profile, run_dir: str, local_procs: int, base: Mapping[str, str]) -> dict[str, str]:
-    env: dict[str, str] = {k: str(v) for k, v in profile.launch.env.items()}
+def _env(profile: Profile, root: Path, local_procs: int, base: Mapping[str, str]) -> dict[str, str]:
+    run_dir = str(root)
+    values = placeholder_values(root)
+    env: dict[str, str] = {k: placeholders.fill(str(v), values) for k, v in profile.launch.env.items()}
     if "OMP_NUM_THREADS" not in env and "OMP_NUM_THREADS" not in base:
         # Without this every rank starts one OpenMP thread per core and they thrash each other.
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, local_procs)))
     env[RUN_DIR_ENV] = run_dir
     env["PYTHONUNBUFFERED"] = "1"
-    # The project root first, so `-m training.worker` and a user's `from training import report` import.
+    # The user's own PYTHONPATH stays; traindeck's root (the supervisor inherits it) does not reach
+    # a custom script: there it would shadow the script's own `training` or `tui` package.
     inherited = [p for p in env.get("PYTHONPATH", base.get("PYTHONPATH", "")).split(os.pathsep)
                  if p and p != str(PROJECT_ROOT)]
-    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *inherited])
+    first = root / IMPORT_DIR if profile.is_custom else PROJECT_ROOT
+    env["PYTHONPATH"] = os.pathsep.join([str(first), *inherited])
     if profile.launch.mode == "ddp":
         # torchrun's grace between SIGTERM and SIGKILL when it stops its workers (env, not the
         # --shutdown-timeout flag, which older torchrun versions reject).
@@ -115,24 +150,35 @@ def _env(profile: Profile, run_dir: str, local_procs: int, base: Mapping[str, st
     return env
 
 
+def run_cwd(profile: Profile, cwd: str | os.PathLike | None = None) -> Path:
+    """Where the run's processes start: for a custom script the recorded `cwd` (a resume), else
+    `[train] cwd`, else where traindeck was started; for a built-in task traindeck's root."""
+    if not profile.is_custom:
+        return PROJECT_ROOT
+    return Path(cwd or profile.train.cwd or os.getcwd())
+
+
 def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, port: int | None = None,
-                 python: str | None = None, base_env: Mapping[str, str] | None = None) -> LaunchSpec:
+                 python: str | None = None, base_env: Mapping[str, str] | None = None,
+                 cwd: str | os.PathLike | None = None) -> LaunchSpec:
     """The launch for this profile. `port` is the rendezvous port of a single-node ddp run
-    (pick it with free_port()); multi-node runs and profiles with an rdzv_endpoint use theirs."""
+    (pick it with free_port()); multi-node runs and profiles with an rdzv_endpoint use theirs.
+    `cwd` is run.json's for a run that has one (see run_cwd)."""
     root = _root_of(paths_or_placeholder)
-    run_dir = str(root)
     logs = root / "logs"
     python = python or sys.executable
     base = os.environ if base_env is None else base_env
     launch = profile.launch
-    program = _program(profile, run_dir)
+    program = _program(profile, root)
+    workdir = run_cwd(profile, cwd)
+    import_dir = root / IMPORT_DIR if profile.is_custom else None
     if launch.mode != "ddp":
-        env = _env(profile, run_dir, 1, base)
+        env = _env(profile, root, 1, base)
         notes = ()
         if launch.mode == "dp":
             notes = ("dp runs one process; nn.DataParallel spreads each batch over the visible GPUs",)
-        return LaunchSpec(argv=(python, *program), env=env, cwd=PROJECT_ROOT, uses_torchrun=False,
-                          local_procs=1, stdout_log=logs / "rank-0.log", notes=notes)
+        return LaunchSpec(argv=(python, *program), env=env, cwd=workdir, uses_torchrun=False,
+                          local_procs=1, stdout_log=logs / "rank-0.log", notes=notes, import_dir=import_dir)
 
     nproc = launch.nproc_per_node
     if launch.rdzv_endpoint:
@@ -163,9 +209,29 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
         # Only static rendezvous reads it (c10d assigns node ranks itself and warns if it is given).
         argv += ["--node-rank", str(launch.node_rank)]
     argv += program
-    return LaunchSpec(argv=tuple(argv), env=_env(profile, run_dir, nproc, base), cwd=PROJECT_ROOT,
+    return LaunchSpec(argv=tuple(argv), env=_env(profile, root, nproc, base), cwd=workdir,
                       uses_torchrun=True, local_procs=nproc, port=port, torchrun_log_dir=torchrun_logs,
-                      launcher_log=logs / LAUNCHER_LOG, rank_offset=launch.node_rank * nproc)
+                      launcher_log=logs / LAUNCHER_LOG, rank_offset=launch.node_rank * nproc,
+                      import_dir=import_dir)
+
+
+def expose_traindeck(spec: LaunchSpec) -> None:
+    """Put the traindeck package, and nothing else, into the launch's import folder: a symlink,
+    or a copy where the filesystem has none. Idempotent (a resume finds it there already)."""
+    if spec.import_dir is None:
+        return
+    link = spec.import_dir / TRAINDECK_PACKAGE.name
+    spec.import_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if link.is_symlink():
+        if link.resolve() == TRAINDECK_PACKAGE:
+            return
+        link.unlink()  # a run resumed from another checkout of traindeck
+    elif link.is_dir():
+        shutil.rmtree(link)  # a copy: refresh it, traindeck may have changed since
+    try:
+        link.symlink_to(TRAINDECK_PACKAGE, target_is_directory=True)
+    except OSError:
+        shutil.copytree(TRAINDECK_PACKAGE, link, ignore=shutil.ignore_patterns("__pycache__"))
 
 
 def format_command(spec: LaunchSpec, with_env: bool = True) -> str:

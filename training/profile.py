@@ -27,6 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+from training import placeholders
 from training.errors import TraindeckError
 from training.tasks import TASKS
 
@@ -81,7 +82,8 @@ class Launch:
     backend: str = _opt("auto", "process-group backend: auto (nccl on CUDA, gloo on CPU), nccl or gloo",
                         choices=("auto", "nccl", "gloo"))
     stop_grace_s: float = _opt(30.0, "seconds between SIGTERM and SIGKILL when a run is stopped", min=0)
-    env: dict = _opt({}, "environment for the launcher and workers, e.g. NCCL_IB_DISABLE = \"1\"")
+    env: dict = _opt({}, "environment for the launcher and workers, e.g. NCCL_IB_DISABLE = \"1\"; values may "
+                     "use {run_dir}, {checkpoints} and {run_id}")
 
 
 @dataclass
@@ -89,7 +91,10 @@ class Train:
     task: str = _opt("", "built-in workload: " + ", ".join(TASKS))
     script: str = _opt("", "your own training script (path relative to the profile's directory or cwd)")
     module: str = _opt("", "your own training module, run as python -m MODULE")
-    args: list = _opt([], "arguments passed to script/module, one list item per argument")
+    cwd: str = _opt("", "directory your script or module runs in, relative to the profile file "
+                    "(empty = the directory run.py was started from)")
+    args: list = _opt([], "arguments passed to script/module, one list item per argument; "
+                      "{run_dir}, {checkpoints} and {run_id} are filled in ({{ }} for literal braces)")
     epochs: int = _opt(3, "epochs to train", min=1)
     steps_per_epoch: int = _opt(0, "cap on optimizer steps per epoch (0 = the whole dataset)", min=0)
     batch_size: int = _opt(64, "per process in single/ddp, global (split over GPUs) in dp", min=1)
@@ -452,17 +457,32 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
     elif p.task:
         raise ProfileError("[task] options apply to built-in tasks only; a custom script takes its options "
                            "through train.args.", path=path, line=loc.line("task"))
+    base = Path(path).parent if path and not path.startswith("<") else Path.cwd()
+    if t.cwd:
+        if not p.is_custom:
+            raise ProfileError("'train.cwd' applies to a custom script or module only; built-in tasks run in "
+                               "traindeck's own directory. Remove it.", path=path, line=loc.line("train", "cwd"))
+        run_cwd = base / Path(t.cwd).expanduser()
+        if not run_cwd.is_dir():
+            raise ProfileError(f"'train.cwd' is '{t.cwd}', which is not a directory (relative paths start at the "
+                               f"profile's directory, {base}). Fix the path or remove it to run where "
+                               f"run.py is started.", path=path, line=loc.line("train", "cwd"))
+        t.cwd = str(run_cwd.resolve())
+    for i, arg in enumerate(t.args):
+        why = placeholders.problem(arg, placeholders.RUN_PLACEHOLDERS)
+        if why:
+            raise ProfileError(f"'train.args' item {i + 1} ({arg!r}) {why}.", path=path,
+                               line=loc.line("train", "args"))
     if t.script:
         script = Path(t.script)
         if not script.is_absolute():
-            base = Path(path).parent if path and not path.startswith("<") else Path.cwd()
-            candidates = [base / script, Path.cwd() / script]
+            candidates = [base / script, Path(t.cwd or Path.cwd()) / script]
             found = next((c for c in candidates if _exists(c)), None)
         else:
             found = script if _exists(script) else None
         if found is None:
             raise ProfileError(f"'train.script' names '{t.script}', which does not exist (looked relative to "
-                               f"the profile's directory and the current directory). Fix the path.",
+                               f"the profile's directory and the directory it runs in). Fix the path.",
                                path=path, line=loc.line("train", "script"))
         t.script = str(found.resolve())
     launch = p.launch
@@ -484,6 +504,10 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
             raise ProfileError(f"'launch.env.{k}' must be NAME = \"value\" (a valid variable name and a string).",
                                path=path, line=loc.line("launch.env", k) or loc.line("launch", "env"))
         launch.env[k] = str(v)
+        why = placeholders.problem(launch.env[k], placeholders.RUN_PLACEHOLDERS)
+        if why:
+            raise ProfileError(f"'launch.env.{k}' ({launch.env[k]!r}) {why}.", path=path,
+                               line=loc.line("launch.env", k) or loc.line("launch", "env"))
     if launch.mode == "dp" and p.hardware.gpus > 1 and t.batch_size % p.hardware.gpus:
         raise ProfileError(f"'train.batch_size' is {t.batch_size}, which DataParallel cannot split evenly over "
                            f"hardware.gpus = {p.hardware.gpus}. Use a multiple of {p.hardware.gpus}, e.g. "

@@ -329,7 +329,11 @@ def _write_profile(paths: RunPaths, profile: Profile) -> None:
 
 
 def start_run(profile: Profile, runs_dir: Path, argv: list[str] | None = None,
-              rehearsal: bool = False) -> RunPaths:
+              rehearsal: bool = False, cwd: str | os.PathLike | None = None) -> RunPaths:
+    """`cwd`: where a custom script runs when the profile sets no `[train] cwd` (default: ours,
+    the directory run.py was started from). Recorded in run.json, so --resume runs there too."""
+    from training.launch import run_cwd
+
     paths = create_run_dir(Path(runs_dir), profile.name)
     paths = RunPaths(paths.root.resolve())
     _write_profile(paths, profile)
@@ -339,6 +343,7 @@ def start_run(profile: Profile, runs_dir: Path, argv: list[str] | None = None,
         "world_size": profile.world_size, "argv": list(argv or []), "host": hostname(), "created": now,
         "rehearsal": bool(rehearsal), "supervisor": {"pid": None, "create_time": None}, "launcher": None,
         "processes": [], "port": None, "env": {}, "state": RunState.STARTING.value, "state_t": now,
+        "cwd": str(run_cwd(profile, cwd if cwd is None else Path(cwd).resolve())),
     })
     ref = _spawn_supervisor(paths)
     update_run_json(paths, supervisor={"pid": ref.pid, "create_time": ref.create_time})

@@ -31,7 +31,14 @@ from typing import Any
 from training import process_group as pg
 from training.errors import TraindeckError
 from training.events import EventReader, append_events, make_event
-from training.launch import LaunchSpec, build_launch, format_command, free_port
+from training.launch import (
+    PROJECT_ROOT,
+    LaunchSpec,
+    build_launch,
+    expose_traindeck,
+    format_command,
+    free_port,
+)
 from training.profile import Profile, parse_profile
 from training.rundir import (
     RunPaths,
@@ -127,6 +134,19 @@ def last_lines(text: str, n: int = 3) -> list[str]:
     return [line[:500] for line in meaningful[-n:]]
 
 
+def _bf16_capable(profile: Profile) -> bool:
+    """Whether every GPU the run sees has bf16 (compute capability >= 8.0), as NVML reports it;
+    True when NVML cannot tell."""
+    from training.amp import BF16_MIN_CAPABILITY
+    from training.preflight import run_gpus
+
+    try:
+        devices = run_gpus(profile).devices
+    except Exception:
+        return True
+    return all(d.compute_capability is None or d.compute_capability >= BF16_MIN_CAPABILITY for d in devices)
+
+
 def make_hint(error_text: str, rank: int | None, profile: Profile | None) -> str | None:
     if _OOM.search(error_text):
         where = f" on rank {rank}" if rank is not None else ""
@@ -135,7 +155,8 @@ def make_hint(error_text: str, rank: int | None, profile: Profile | None) -> str
         b = profile.train.batch_size
         fix = f"try batch_size {max(1, b // 2)}"
         if profile.train.amp == "off":
-            fix += " or enable amp (train.amp = \"bf16\")"
+            fix += " or enable amp (train.amp = \"bf16\")" if _bf16_capable(profile) else \
+                " or enable amp (train.amp = \"fp16\"; these GPUs have no bf16)"
         elif profile.train.grad_accum == 1:
             fix += " with train.grad_accum = 2"
         return f"CUDA out of memory{where} with batch_size {b}: {fix}"
@@ -365,7 +386,10 @@ class Supervisor:
         port = None
         if profile.launch.mode == "ddp" and not profile.launch.rdzv_endpoint:
             port = free_port()
-        return build_launch(profile, self.paths, port)
+        # A custom script runs where the run was started (run.json's "cwd", kept on --resume); a
+        # run recorded before that key ran in traindeck's root, and resumes there.
+        cwd = read_run_json(self.paths).get("cwd") or str(PROJECT_ROOT)
+        return build_launch(profile, self.paths, port, cwd=cwd)
 
     # -- main --
     def run(self) -> RunResult:
@@ -385,7 +409,7 @@ class Supervisor:
         p, spec = self.profile, self.spec
         update_run_json(self.paths, profile=p.name, mode=p.launch.mode, world_size=p.world_size,
                         port=spec.port, env=dict(spec.env), launch_argv=list(spec.argv),
-                        rank_offset=spec.rank_offset)
+                        rank_offset=spec.rank_offset, cwd=str(spec.cwd))
         command = format_command(spec, with_env=False)
         self.set_state(RunState.STARTING, f"launching {p.launch.mode} x{p.world_size}: {command}",
                        world_size=p.world_size, mode=p.launch.mode, port=spec.port)
@@ -409,6 +433,7 @@ class Supervisor:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if spec.torchrun_log_dir is not None:
             spec.torchrun_log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        expose_traindeck(spec)
         fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             # umask 077: what torchrun and the workers create in the run (per-rank logs, stack

@@ -1,0 +1,3 @@
+"""The project's own package, named like traindeck's engine on purpose: it must win here."""
+
+OWNER = "user project"
