@@ -35,7 +35,7 @@ BENCHES = {
 
 def _results(name: str, quick: bool) -> list[Result]:
     mod = importlib.import_module(BENCHES[name])
-    got = mod.run(quick=quick) if name != "metrics" else mod.run()
+    got = mod.run(quick=quick)
     out = []
     for r in got:
         if isinstance(r, Result):

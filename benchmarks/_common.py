@@ -8,7 +8,6 @@ test uses (it checks the shape of the figures, never their values).
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import signal
@@ -24,6 +23,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import psutil
+
+from tests.support.fake_runs import make_run_dir as fake_run_dir
+from tests.support.fake_runs import (
+    supervisor_record,
+    synthetic_profile_toml,
+    write_exit,
+    write_metric_lines,  # noqa: F401 - the benchmarks' long runs
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -208,66 +215,18 @@ def attach_argv(run_dir: Path) -> list[str]:
 
 # ---- synthetic run directories ------------------------------------------------------------
 
-PROFILE_TOML = """name = "synthetic"
-description = "benchmark: a synthetic run"
-
-[hardware]
-gpus = {gpus}
-
-[launch]
-mode = "ddp"
-nproc_per_node = {nproc}
-
-[train]
-task = "tiny"
-epochs = 10
-log_every = 1
-
-[telemetry]
-interval_s = 1.0
-"""
-
-
 def make_run_dir(runs_dir: Path, name: str, gpus: int = 8, live_pid: int | None = None,
                  finished: bool = False) -> Path:
-    """A run directory that looks like one the supervisor made. `live_pid` plays the supervisor
-    (the run is live while that process is); `finished` writes exit.json and state finished."""
-    from training.rundir import hostname
-
-    root = Path(runs_dir) / name
-    (root / "logs").mkdir(parents=True, exist_ok=True)
-    (root / "profile.toml").write_text(PROFILE_TOML.format(gpus=gpus, nproc=max(1, gpus)))
-    now = time.time()
-    sup: dict[str, Any] = {"pid": None, "create_time": None}
-    if live_pid is not None:
-        sup = {"pid": live_pid, "create_time": psutil.Process(live_pid).create_time()}
-    state = "finished" if finished else "running"
-    (root / "run.json").write_text(json.dumps({
-        "id": name, "profile": "synthetic", "mode": "ddp", "world_size": max(1, gpus), "argv": [],
-        "host": hostname(), "created": now, "rehearsal": False, "supervisor": sup, "launcher": None,
-        "processes": [], "port": None, "env": {}, "state": state, "state_t": now}))
-    (root / "logs" / "supervisor.log").write_text("synthetic run for benchmarks\n")
+    """A run directory that looks like one the supervisor made (tests/support/fake_runs.py, the one
+    builder the tests use too). `live_pid` plays the supervisor (the run is live while that process
+    is); `finished` writes exit.json and state finished."""
+    paths = fake_run_dir(runs_dir, name, profile_toml=synthetic_profile_toml(gpus), world_size=max(1, gpus),
+                         state="finished" if finished else "running",
+                         supervisor=None if live_pid is None else supervisor_record(live_pid),
+                         supervisor_log="synthetic run for benchmarks\n")
     if finished:
-        (root / "exit.json").write_text(json.dumps({
-            "returncode": 0, "state": "finished", "failed_rank": None, "error": [], "hint": None,
-            "message": "finished", "t": now, "seconds": 1.0}))
-    return root
-
-
-def write_metric_lines(path: Path, n: int, start_step: int = 1, t0: float | None = None,
-                       chunk: int = 50_000) -> None:
-    """n train metric events, fast (a string template, not json.dumps per line)."""
-    t0 = time.time() - n * 0.01 if t0 is None else t0
-    with open(path, "ab") as f:
-        for lo in range(0, n, chunk):
-            lines = []
-            for i in range(lo, min(n, lo + chunk)):
-                s = start_step + i
-                lines.append(
-                    f'{{"v":1,"t":{t0 + i * 0.01:.3f},"kind":"metric","step":{s},"epoch":{1 + s // 10000},'
-                    f'"split":"train","values":{{"loss":{2.0 / (1.0 + s * 1e-4):.6f},'
-                    f'"loss/aux":{0.5 / (1.0 + s * 1e-4):.6f},"lr":0.001,"samples_per_s":5000.0}}}}\n')
-            f.write("".join(lines).encode())
+        write_exit(paths, returncode=0, state="finished")
+    return paths.root
 
 
 class SyntheticWriter:

@@ -95,11 +95,11 @@ def _render(store: SeriesStore, width: int = 100, height: int = 25) -> str:
     return plt.build()
 
 
-def bench_plot() -> list[tuple[str, float, str]]:
+def bench_plot(sizes: tuple[int, ...] = (1_000, 100_000, 1_000_000)) -> list[tuple[str, float, str]]:
     out = []
     costs = {}
     # 10^5 added by the benchmarks owner (issue 8): the middle of the scaling curve.
-    for n in (1_000, 100_000, 1_000_000):
+    for n in sizes:
         store = SeriesStore()
         store.add("train", "loss", 0, 1.0, epoch=0)
         series = store.get(KEY)
@@ -111,17 +111,20 @@ def bench_plot() -> list[tuple[str, float, str]]:
         costs[n] = _best_of(lambda store=store: _render(store), 5)
         out.append((f"downsample + plotext 100x25 at {n:.0e} points", costs[n] * 1e3,
                     f"ms ({store.stored_points} points stored, add {add_s / max(n - 1, 1) * 1e6:.2f} us/point)"))
-    out.append(("redraw ratio 10^6 / 10^3 points", costs[1_000_000] / costs[1_000], "x (about 1 is the goal)"))
+    big, small = max(sizes), min(sizes)
+    out.append((f"redraw ratio {big:.0e} / {small:.0e} points", costs[big] / costs[small], "x (about 1 is the goal)"))
     return out
 
 
-def run() -> list[tuple[str, float, str]]:
+def run(quick: bool = False) -> list[tuple[str, float, str]]:
+    """`quick` is the smoke test's size (shape of the figures only): 1/100 of the calls, points up to 10^4."""
+    scale = 100 if quick else 1
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        results = bench_report_log(tmp)
-        results += bench_reader(tmp)
-    results += bench_parser()
-    results += bench_plot()
+        results = bench_report_log(tmp, calls=50_000 // scale)
+        results += bench_reader(tmp, n=200_000 // scale)
+    results += bench_parser(n=50_000 // scale)
+    results += bench_plot((1_000, 10_000) if quick else (1_000, 100_000, 1_000_000))
     return results
 
 

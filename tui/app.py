@@ -45,7 +45,8 @@ class TraindeckApp(App[int | None]):
         self.attach = attach
         self.argv = argv
         self._gpu_backend = gpu_backend
-        # Snapshot tests freeze the clock; only a live run's elapsed time reads it.
+        # Wall time, compared with recorded event times (elapsed time, how long a straggler mark
+        # stays): a parameter, so replays of recorded runs look the same on any date.
         self.clock = clock
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
@@ -154,6 +155,9 @@ class TraindeckApp(App[int | None]):
 
 
 def make_app(runs_dir: Path, profiles_dir: Path | None = None, profile: Profile | None = None,
-             attach: RunPaths | None = None, argv: list[str] | None = None, gpu_backend: Any = None) -> TraindeckApp:
+             attach: RunPaths | None = None, argv: list[str] | None = None, gpu_backend: Any = None,
+             clock: Callable[[], float] = time.time) -> TraindeckApp:
+    """The console. Tests inject the GPU backend and the clock (wall time, compared with the run's
+    recorded times wherever a mark fades with age)."""
     return TraindeckApp(runs_dir, profiles_dir=profiles_dir, profile=profile, attach=attach, argv=argv,
-                        gpu_backend=gpu_backend)
+                        gpu_backend=gpu_backend, clock=clock)

@@ -1,7 +1,7 @@
 """Runs training.worker for the engine tests (as a script, so torchrun can start it too).
 
 - ENGINE_TEST_TASK=engine (or training/tasks/tiny.py not existing) serves the task "tiny" from
-  tests/data/engine/engine_task.py, whose loss has named components (loss/ce, loss/reg).
+  tests/fixtures/engine_task.py, whose loss has named components (loss/ce, loss/reg).
 - ENGINE_TEST_ENOSPC_ON_SAVE=N makes the N-th checkpoint write (1-based) fail with ENOSPC after
   half its bytes, the way a full disk does.
 """
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
 if os.environ.get("ENGINE_TEST_TASK") == "engine" or importlib.util.find_spec("training.tasks.tiny") is None:
-    from tests.data.engine import engine_task
+    from tests.fixtures import engine_task
 
     sys.modules["training.tasks.tiny"] = engine_task
 

@@ -1,0 +1,68 @@
+"""Waiting on, and reading, real runs that a test started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.waiting import wait_for
+from training import runs
+from training.events import read_all
+from training.heartbeat import read_heartbeats
+from training.rundir import RunPaths, RunState
+
+
+def events(paths: RunPaths, kind: str | None = None) -> list[dict]:
+    return [e for e in read_all(paths.events) if kind is None or e.get("kind") == kind]
+
+
+def statuses(paths: RunPaths) -> list[dict]:
+    return events(paths, "status")
+
+
+def state_of(paths: RunPaths) -> RunState:
+    return runs.run_summary(paths).state
+
+
+def heartbeat_steps(paths: RunPaths) -> dict[int, int]:
+    return {rank: int(hb["step"]) for rank, hb in read_heartbeats(paths.root).items()}
+
+
+def supervisor_log(paths: RunPaths) -> str:
+    try:
+        return paths.supervisor_log.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_step(paths: RunPaths, min_step: int, timeout: float = 90.0) -> int:
+    """Wait until the run is live and its summary shows step >= min_step; fail fast if it ended."""
+    def ready():
+        s = runs.run_summary(paths)
+        if not s.live:
+            raise AssertionError(f"run ended early: {s}\n{supervisor_log(paths)[-3000:]}")
+        return s.step if (s.step or 0) >= min_step else None
+    return wait_for(ready, timeout, f"{paths.id} at step >= {min_step}", poll=0.2)
+
+
+def wait_running(paths: RunPaths, min_step: int = 1, timeout: float = 40.0) -> None:
+    """Wait for state `running` at step >= min_step (a run that already ended fails at once)."""
+    def ready():
+        s = runs.run_summary(paths)
+        assert s.live or s.state is RunState.RUNNING, f"run ended early: {s}\n{supervisor_log(paths)}"
+        return s.state is RunState.RUNNING and (s.step or 0) >= min_step
+    wait_for(ready, timeout, f"{paths.id} to be running at step >= {min_step}", poll=0.1)
+
+
+def wait_done(paths: RunPaths, timeout: float = 60.0) -> runs.RunSummary:
+    wait_for(lambda: not runs.run_summary(paths).live, timeout, f"{paths.id} to end", poll=0.2, paths=paths)
+    return runs.run_summary(paths)
+
+
+def stop_quietly(paths: RunPaths) -> None:
+    """Stop a run if it is still live (cleanup after a test that failed half-way)."""
+    if runs.is_live(paths):
+        runs.stop_run(paths, grace_s=1.0)
+
+
+def tmp_files(root: Path) -> list[Path]:
+    return [p for p in Path(root).rglob("*") if p.name.endswith(".tmp")]

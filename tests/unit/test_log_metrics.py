@@ -1,0 +1,214 @@
+"""[metrics] regexes over printed lines: the parser, and the tailer on a real growing file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.locations import ROOT
+from training.events import read_all
+from training.log_metrics import MAX_LINE_BYTES, LogMetricParser, LogTailer, parse_number
+
+README_METRICS = {
+    "train": [r"Epoch (?P<epoch>\d+)/(?P<epochs>\d+) - Train Loss: (?P<loss>[\d.]+), Acc: (?P<acc>[\d.]+%)"],
+    "val": [r"Val Loss: (?P<loss>[\d.]+)"],
+    "checkpoint": [r"Saved best model: (?P<path>\S*?epoch(?P<epoch>\d+)\S*) \(F1: (?P<f1>[\d.]+)\)"],
+}
+TRAIN_VAL_LINE = "Epoch 1/100 - Train Loss: 0.4521, Acc: 78.23% | Val Loss: 0.5234"
+CHECKPOINT_LINE = "Saved best model: best_model_epoch0.pt (F1: 0.6821)"
+
+
+def test_one_line_gives_train_and_val_points_at_the_same_place():
+    events = LogMetricParser(README_METRICS).feed(TRAIN_VAL_LINE)
+    assert [(e["kind"], e["split"]) for e in events] == [("metric", "train"), ("metric", "val")]
+    train, val = events
+    assert train["values"] == {"loss": 0.4521, "acc": 78.23}  # "%" stripped
+    assert val["values"] == {"loss": 0.5234}
+    assert train["epoch"] == val["epoch"] == 1 and train["step"] == val["step"]
+    assert train["epochs"] == 100 and "epochs" not in train["values"]
+    assert all(e["v"] == 1 and isinstance(e["t"], float) for e in events)
+
+
+def test_checkpoint_line_gives_path_value_and_best():
+    (event,) = LogMetricParser(README_METRICS).feed(CHECKPOINT_LINE)
+    assert event["kind"] == "checkpoint"
+    assert event["path"] == "best_model_epoch0.pt"
+    assert event["epoch"] == 0
+    assert (event["monitor"], event["value"], event["f1"]) == ("f1", 0.6821, 0.6821)
+    assert event["best"] is True
+
+
+def test_checkpoint_without_best_word_is_not_best():
+    p = LogMetricParser({"checkpoint": [r"saved (?P<path>\S+\.pt) val_loss=(?P<val_loss>[\d.]+)"]})
+    (event,) = p.feed("saved checkpoints/last.pt val_loss=1.25")
+    assert event["best"] is False and event["monitor"] == "val_loss" and event["value"] == 1.25
+
+
+def test_lines_without_step_get_the_next_step_and_explicit_steps_win():
+    p = LogMetricParser({"train": [r"(?:step (?P<step>\d+) )?loss (?P<loss>[\d.]+)"]})
+    steps = [p.feed(line)[0]["step"] for line in ["loss 1.0", "loss 0.9", "step 100 loss 0.8", "loss 0.7"]]
+    assert steps == [1, 2, 100, 101]
+
+
+def test_epoch_carries_over_to_later_lines_and_val_prefix_is_dropped():
+    p = LogMetricParser({"train": [r"epoch (?P<epoch>\d+) loss (?P<loss>[\d.]+)"],
+                         "val": [r"val_loss=(?P<val_loss>[\d.]+) val_f1=(?P<val_f1>\S+)"]})
+    p.feed("epoch 3 loss 0.5")
+    (val,) = p.feed("val_loss=0.61 val_f1=0.7")
+    assert val["epoch"] == 3 and val["values"] == {"loss": 0.61, "f1": 0.7}
+
+
+def test_non_numeric_value_is_skipped_not_fatal_and_components_use_double_underscore():
+    p = LogMetricParser({"train": [r"loss (?P<loss>\S+) color (?P<loss__color>\S+) lr (?P<lr>\S+)"]})
+    (e,) = p.feed("loss n/a color 0.25 lr 3e-4")
+    assert e["values"] == {"loss/color": 0.25, "lr": 3e-4}
+    assert p.feed("loss n/a color n/a lr none") == []  # nothing numeric: no event
+
+
+def test_ansi_colours_and_unmatched_lines():
+    p = LogMetricParser({"train": [r"loss (?P<loss>[\d.]+)"]})
+    assert p.feed("\x1b[32mloss 0.5\x1b[0m")[0]["values"] == {"loss": 0.5}
+    assert p.feed("nothing here") == [] and p.feed("") == []
+
+
+@pytest.mark.parametrize("text,value", [("78.23%", 78.23), ("1,024", 1024.0), ("-3e-4", -3e-4), (".5", 0.5),
+                                        ("nan", None), ("abc", None), (None, None)])
+def test_parse_number(text, value):
+    got = parse_number(text)
+    if text == "nan":
+        assert got != got
+    else:
+        assert got == value
+
+
+# ---- the tailer ----------------------------------------------------------------------------
+
+def _wait_for(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_tailer_follows_a_print_only_script(tmp_path):
+    """A script that only prints (the README lines) produces metric and checkpoint events."""
+    log = tmp_path / "logs" / "rank-0.log"
+    events = tmp_path / "events.jsonl"
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        for epoch in range(1, 4):
+            print(f"Epoch {{epoch}}/100 - Train Loss: {{1 / epoch:.4f}}, Acc: {{70 + epoch}}.5% | Val Loss: {{1.1 / epoch:.4f}}", flush=True)
+            time.sleep(0.15)
+            if epoch == 1:
+                print({CHECKPOINT_LINE!r}, flush=True)
+        sys.stdout.write("Epoch 4/100 - Train Loss: 0.2000, Acc: 75.0% | Val Loss: 0.3")  # no newline at the end
+        sys.stdout.flush()
+    """))
+    tailer = LogTailer(lambda: log if log.exists() else None, LogMetricParser(README_METRICS), events,
+                       poll_s=0.05).start()
+    try:
+        time.sleep(0.2)  # the log does not exist yet while the tailer starts
+        log.parent.mkdir()
+        with open(log, "wb") as f:
+            proc = subprocess.run([sys.executable, str(script)], stdout=f, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=60)
+        assert proc.returncode == 0
+        assert _wait_for(lambda: len(read_all(events)) >= 7)
+    finally:
+        tailer.stop()
+    got = read_all(events)
+    metrics = [e for e in got if e["kind"] == "metric"]
+    checkpoints = [e for e in got if e["kind"] == "checkpoint"]
+    assert [(e["split"], e["epoch"]) for e in metrics] == [
+        (s, ep) for ep in (1, 2, 3, 4) for s in ("train", "val")]
+    assert metrics[0]["values"] == {"loss": 1.0, "acc": 71.5}
+    assert metrics[-1]["values"] == {"loss": 0.3}  # the unterminated last line, drained by stop()
+    assert checkpoints[0]["path"] == "best_model_epoch0.pt" and checkpoints[0]["best"] is True
+    assert tailer.errors == 0
+
+
+def test_tailer_survives_binary_junk_long_lines_and_partial_lines(tmp_path):
+    log = tmp_path / "out.log"
+    events = tmp_path / "events.jsonl"
+    tailer = LogTailer(lambda: log, LogMetricParser({"train": [r"loss (?P<loss>[\d.]+)"]}), events, poll_s=0.02)
+    with open(log, "wb") as f:
+        f.write(b"\x00\xff\xfe garbage \x80\x81 loss \xff\n")
+        f.write(b"x" * (3 * MAX_LINE_BYTES) + b" loss 9.9\n")  # one endless line: dropped whole
+        f.write(b"loss 0.5\n")
+        f.write(b"progress 10%\rprogress 20%\rloss 0.4\r")  # \r-redrawn progress bar
+        f.write(b"lo")
+    tailer.poll_once()
+    tailer.poll_once()
+    assert [e["values"]["loss"] for e in read_all(events)] == [0.5, 0.4]
+    assert tailer.dropped_long_lines == 1
+    assert len(tailer._partial) <= MAX_LINE_BYTES
+    with open(log, "ab") as f:
+        f.write(b"ss 0.3\n")
+    tailer.poll_once()
+    assert [e["values"]["loss"] for e in read_all(events)] == [0.5, 0.4, 0.3]
+
+
+def test_tailer_memory_stays_bounded_on_a_line_that_never_ends(tmp_path):
+    log = tmp_path / "out.log"
+    tailer = LogTailer(lambda: log, LogMetricParser({"train": [r"loss (?P<loss>[\d.]+)"]}), tmp_path / "e.jsonl")
+    with open(log, "wb") as f:
+        for _ in range(8):
+            f.write(b"y" * (1 << 20))
+            f.flush()
+            tailer.poll_once()
+            assert len(tailer._partial) <= MAX_LINE_BYTES
+        f.write(b"tail of that line loss 7\nloss 0.1\n")
+    tailer.poll_once()
+    assert [e["values"]["loss"] for e in read_all(tmp_path / "e.jsonl")] == [0.1]
+    assert tailer.dropped_long_lines == 1
+
+
+def test_tailer_starts_over_when_the_log_is_replaced(tmp_path):
+    log = tmp_path / "out.log"
+    events = tmp_path / "events.jsonl"
+    tailer = LogTailer(lambda: log, LogMetricParser({"train": [r"loss (?P<loss>[\d.]+)"]}), events)
+    log.write_bytes(b"loss 1.0\nloss 0.9\n")
+    tailer.poll_once()
+    log.write_bytes(b"loss 0.5\n")  # truncated and rewritten (a restart)
+    tailer.poll_once()
+    assert [e["values"]["loss"] for e in read_all(events)] == [1.0, 0.9, 0.5]
+
+
+def test_tailer_counts_a_bad_find_log_and_keeps_going(tmp_path):
+    calls = []
+
+    def find_log() -> Path | None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("not yet")
+        return None
+
+    tailer = LogTailer(find_log, LogMetricParser({"train": [r"loss (?P<loss>[\d.]+)"]}), tmp_path / "e.jsonl",
+                       poll_s=0.01).start()
+    assert _wait_for(lambda: len(calls) >= 3, timeout=5)
+    tailer.stop()
+    assert tailer.errors == 1 and not (tmp_path / "e.jsonl").exists()
+
+
+def test_the_documented_metrics_table_parses_the_documented_lines():
+    """The README's [metrics] example does what the text says it does."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    text = (ROOT / "README.md").read_text()
+    block = next(b.split("```", 1)[0] for b in text.split("```toml\n")[1:] if "[metrics]" in b)
+    parser = LogMetricParser(tomllib.loads(block)["metrics"])
+    train, val = parser.feed(TRAIN_VAL_LINE)
+    (ckpt,) = parser.feed(CHECKPOINT_LINE)
+    assert (train["values"], val["values"], train["epoch"]) == ({"loss": 0.4521, "acc": 78.23}, {"loss": 0.5234}, 1)
+    assert (ckpt["path"], ckpt["epoch"], ckpt["f1"], ckpt["best"]) == ("best_model_epoch0.pt", 0, 0.6821, True)
