@@ -128,6 +128,23 @@ def _program(profile: Profile, root: Path) -> list[str]:
     return ["-m", "training.worker", str(root)]
 
 
+def gpu_visibility_env(profile: Profile, base: Mapping[str, str]) -> dict[str, str]:
+    """What traindeck adds to a launch's environment about GPUs; the user's own setting (the
+    profile's launch.env or the inherited environment) always wins, so nothing here overrides it.
+
+    CUDA_DEVICE_ORDER=PCI_BUS_ID: CUDA's default order is "fastest first", NVML's (the panels',
+    nvidia-smi's) is PCI bus order; on a box with mixed GPUs "cuda:0" would be another card than
+    "GPU 0". CUDA_VISIBLE_DEVICES="": `hardware.gpus = 0` means no GPU at all, for every process.
+    """
+    user = {**base, **{k: str(v) for k, v in profile.launch.env.items()}}
+    env: dict[str, str] = {}
+    if "CUDA_DEVICE_ORDER" not in user:
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    if profile.hardware.gpus == 0 and "CUDA_VISIBLE_DEVICES" not in user:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
 def _env(profile: Profile, root: Path, local_procs: int, base: Mapping[str, str]) -> dict[str, str]:
     run_dir = str(root)
     values = placeholder_values(root)
@@ -135,6 +152,7 @@ def _env(profile: Profile, root: Path, local_procs: int, base: Mapping[str, str]
     if "OMP_NUM_THREADS" not in env and "OMP_NUM_THREADS" not in base:
         # Without this every rank starts one OpenMP thread per core and they thrash each other.
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, local_procs)))
+    env.update(gpu_visibility_env(profile, base))
     env[RUN_DIR_ENV] = run_dir
     env["PYTHONUNBUFFERED"] = "1"
     # The user's own PYTHONPATH stays; traindeck's root (the supervisor inherits it) does not reach

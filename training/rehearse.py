@@ -104,6 +104,13 @@ def rehearsal_profile(profile: Profile, cores: int | None = None) -> tuple[Profi
         notes.append(f"dp over {profile.hardware.gpus} GPUs runs here as one process "
                      f"(the worker's no-GPU fallback is the path under test)")
 
+    # A rehearsal is the CPU path by design: on a GPU box its processes must not see the GPUs
+    # (a GPU run may be using them right now).
+    if L.env.get("CUDA_VISIBLE_DEVICES", "") != "":
+        notes.append(f"launch.env CUDA_VISIBLE_DEVICES={L.env['CUDA_VISIBLE_DEVICES']} -> \"\": "
+                     f"a rehearsal runs on the CPU")
+    L.env = {**L.env, "CUDA_VISIBLE_DEVICES": ""}
+
     if profile.is_custom:
         what = T.script or f"-m {T.module}"
         notes.append(f"custom script {what} runs as-is with the same launch: its model, data and "

@@ -48,6 +48,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
 from training import report
+from training.amp import DTYPES, AutocastForward, AutocastProbe, worker_bf16_problem
 from training.checkpoint import (
     CheckpointFiles,
     CheckpointWriteError,
@@ -123,6 +124,46 @@ def _all_reduce_dict(totals: dict[str, torch.Tensor], ddp: bool) -> dict[str, to
     return out
 
 
+def choose_device(wanted_gpus: int, backend_setting: str, ddp: bool, local_rank: int,
+                  cuda_count: int) -> tuple[torch.device, str, list[tuple[str, str]]]:
+    """(device, process-group backend or "", notes) for this process.
+
+    `hardware.gpus = 0` means no GPU at all, even where CUDA is visible (the launch also hides the
+    GPUs with CUDA_VISIBLE_DEVICES="" unless the user set it).
+    """
+    notes: list[tuple[str, str]] = []
+    if wanted_gpus == 0 and cuda_count:
+        notes.append(("info", "hardware.gpus = 0: training on the CPU although CUDA is visible"))
+        cuda_count = 0
+    if not ddp:
+        return (torch.device("cuda", 0) if cuda_count else torch.device("cpu")), "", notes
+    backend = backend_setting if backend_setting != "auto" else ("nccl" if cuda_count else "gloo")
+    if cuda_count:
+        # More gloo ranks than GPUs (the GPU check's 2 gloo ranks on one GPU) share devices.
+        return torch.device("cuda", local_rank % cuda_count), backend, notes
+    if backend == "nccl":
+        notes.append(("warning", "backend nccl needs CUDA; no GPU visible, using gloo"))
+        backend = "gloo"
+    return torch.device("cpu"), backend, notes
+
+
+def plan_dp(wanted_gpus: int, visible_gpus: int, batch_size: int) -> tuple[list[int], list[tuple[str, str]]]:
+    """nn.DataParallel's device_ids: the profile's hardware.gpus of the visible GPUs, never all of
+    them (a 2-GPU profile on an 8-GPU box uses 2). Returns (device_ids, notes); [] = no DP."""
+    used = min(wanted_gpus, visible_gpus) if wanted_gpus > 0 else 0
+    if used < 2:
+        why = "no GPU visible" if visible_gpus == 0 else (
+            "one GPU visible" if visible_gpus == 1 else f"hardware.gpus = {wanted_gpus}")
+        return [], [("warning", f"dp: {why}, running as a single process")]
+    notes = []
+    if used < wanted_gpus:
+        notes.append(("warning", f"dp: {wanted_gpus} GPUs wanted, {visible_gpus} visible; using {used}"))
+    if batch_size % used:
+        notes.append(("warning", f"dp: batch_size {batch_size} is not divisible by {used} GPUs; "
+                                 f"the last GPU gets a smaller slice"))
+    return list(range(used)), notes
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0] if argv else os.environ.get(RUN_DIR_ENV, ""))
@@ -154,20 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     dump_file = open(paths.dumps / f"rank-{rank}.txt", "a")
     faulthandler.register(signal.SIGUSR1, file=dump_file, all_threads=True, chain=False)
 
-    cuda = torch.cuda.is_available()
-    backend = ""
-    if ddp:
-        backend = profile.launch.backend if profile.launch.backend != "auto" else ("nccl" if cuda else "gloo")
-        if cuda:
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        else:
-            device = torch.device("cpu")
-            if backend == "nccl":
-                notes.append(("warning", "backend nccl needs CUDA; no GPU visible, using gloo"))
-                backend = "gloo"
-    else:
-        device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+    device, backend, device_notes = choose_device(profile.hardware.gpus, profile.launch.backend, ddp, local_rank,
+                                                  torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    notes.extend(device_notes)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.set_device(device)
 
     heartbeat = Heartbeat(run_dir, rank)
     heartbeat.beat(0, state="starting", force=True)
@@ -193,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         if channels_last:
             _to_channels_last(model)
 
-        amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(T.amp)
+        amp_dtype = DTYPES.get(T.amp)
+        if T.amp == "bf16" and (problem := worker_bf16_problem(device)):
+            raise ValueError(problem)
         if T.amp == "fp16" and device.type != "cuda":
             notes.append(("info", "amp fp16 needs a GPU; running in fp32 on the CPU (bf16 works on CPU)"))
             amp_dtype = None
@@ -222,18 +257,22 @@ def main(argv: list[str] | None = None) -> int:
 
         # ---- wrap ----------------------------------------------------------------------------
         raw = model
+        dp_ids: list[int] = []
         if ddp:
-            model = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None)
+            model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         elif mode == "dp":
-            gpus = torch.cuda.device_count()
-            if gpus >= 2:
-                model = nn.DataParallel(model)
-                if T.batch_size % gpus:
-                    notes.append(("warning", f"dp: batch_size {T.batch_size} is not divisible by {gpus} GPUs; "
-                                             f"the last GPU gets a smaller slice"))
-            else:
-                notes.append(("warning", f"dp: {'no GPU' if gpus == 0 else 'one GPU'} visible, "
-                                         f"running as a single process"))
+            dp_ids, dp_notes = plan_dp(profile.hardware.gpus, torch.cuda.device_count() if cuda else 0,
+                                       T.batch_size)
+            notes.extend(dp_notes)
+            if dp_ids:
+                # The replicas run in threads of their own: autocast must be entered inside forward.
+                inner = AutocastForward(model, device.type, amp_dtype) if amp_dtype is not None else model
+                model = nn.DataParallel(inner, device_ids=dp_ids)
+
+        # Which autocast dtype every forward really ran in (each DP replica thread, each rank):
+        # reported after the first step, then the hook is gone.
+        autocast_probe = AutocastProbe(raw, expected=max(1, len(dp_ids))) if amp_dtype is not None \
+            else None
 
         # ---- optimizer and schedule --------------------------------------------------------
         lr = T.lr
@@ -413,7 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         report.status("running", message=f"training {T.task}: {world_desc}, {T.epochs} epochs x "
                                          f"{steps_per_epoch} steps from step {step}",
                       world_size=world_size, device=str(device), backend=backend or None, epochs=T.epochs,
-                      steps_per_epoch=steps_per_epoch, start_step=step, batch_size=T.batch_size)
+                      steps_per_epoch=steps_per_epoch, start_step=step, batch_size=T.batch_size,
+                      amp=str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off",
+                      grad_scaler=scaler.is_enabled(), dp_device_ids=dp_ids or None)
         samples_per_step = T.batch_size * T.grad_accum * world_size
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -456,6 +497,12 @@ def main(argv: list[str] | None = None) -> int:
                 epoch_step += 1
                 steps_since_log += 1
                 heartbeat.beat(step, epoch=epoch)
+                if autocast_probe is not None:
+                    autocast_probe.close()
+                    report.message(f"rank {rank}: autocast in forward: " + ", ".join(
+                        f"{dev} {'/'.join(dtypes)}" for dev, dtypes in autocast_probe.by_device().items()),
+                        all_ranks=True, autocast=autocast_probe.by_device())
+                    autocast_probe = None
                 if step_delay:
                     time.sleep(step_delay)
 
