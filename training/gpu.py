@@ -81,6 +81,28 @@ _NVML_PCIE_UTIL_RX_BYTES = 1
 PCIE_REFRESH_S = 2.0
 
 
+def normalize_bus_id(bus_id: str) -> str | None:
+    """A PCI bus id in one spelling for both sides: NVML says "00000000:3B:00.0", torch's
+    properties give domain/bus/device numbers. -> "0000:3b:00.0"; None when it is not one."""
+    parts = bus_id.strip().lower().split(":")
+    if len(parts) != 3:
+        return None
+    try:
+        domain, bus = int(parts[0], 16), int(parts[1], 16)
+        device, _, function = parts[2].partition(".")
+        return f"{domain:04x}:{bus:02x}:{int(device, 16):02x}.{int(function or '0', 16)}"
+    except ValueError:
+        return None
+
+
+def normalize_uuid(uuid: str | None) -> str | None:
+    """NVML says "GPU-3f1c...", torch's device properties "3f1c..." (no prefix): compare without it."""
+    if not uuid:
+        return None
+    text = str(uuid).strip().lower()
+    return text[4:] if text.startswith("gpu-") else text
+
+
 def decode_throttle_reasons(mask: int) -> tuple[str, ...]:
     """Readable names for a clocks-event (throttle) bitmask; unknown bits as 'bit_0x...'."""
     names = [name for bit, name in THROTTLE_REASONS if mask & bit]
@@ -116,6 +138,9 @@ class GpuInfo:
     name: str
     uuid: str | None
     memory_total_mib: int | None
+    compute_capability: tuple[int, int] | None = None  # (8, 0) = sm_80
+    pci_bus_id: str | None = None  # canonical "0000:3b:00.0" (normalize_bus_id)
+    mig: bool = False  # MIG mode is on: CUDA sees its MIG instances, not the whole GPU
 
 
 @dataclass(frozen=True)
@@ -139,6 +164,7 @@ class GpuSample:
     pcie_tx_kbs: int | None = None
     processes: tuple[GpuProcess, ...] = ()
     error: str | None = None  # the whole device failed this sample
+    uuid: str | None = None  # "GPU-..." as NVML says it; ranks are matched to devices by it
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -181,6 +207,9 @@ class _Device:
         self.name: str | None = None
         self.uuid: str | None = None
         self.sm_clock_max_mhz: int | None = None
+        self.compute_capability: tuple[int, int] | None = None
+        self.pci_bus_id: str | None = None
+        self.mig = False
         self.pcie: tuple[int | None, int | None] = (None, None)
         self.pcie_read_at: float | None = None
 
@@ -284,7 +313,8 @@ class GpuBackend:
                 if self._ensure_handle(dev):
                     mem = self._na(self._nvml.nvmlDeviceGetMemoryInfo, dev.handle)
                     total = None if mem is None else int(mem.total) // MIB
-                out.append(GpuInfo(dev.index, dev.name or f"GPU {dev.index}", dev.uuid, total))
+                out.append(GpuInfo(dev.index, dev.name or f"GPU {dev.index}", dev.uuid, total,
+                                   dev.compute_capability, dev.pci_bus_id, dev.mig))
             return out
 
     def driver_version(self) -> str | None:
@@ -342,6 +372,12 @@ class GpuBackend:
         dev.uuid = None if uuid is None else _text(uuid)
         dev.sm_clock_max_mhz = self._na(nvml.nvmlDeviceGetMaxClockInfo, dev.handle,
                                         getattr(nvml, "NVML_CLOCK_SM", _NVML_CLOCK_SM))
+        capability = self._na(getattr(nvml, "nvmlDeviceGetCudaComputeCapability", None), dev.handle)
+        dev.compute_capability = None if not capability else (int(capability[0]), int(capability[1]))
+        pci = self._na(getattr(nvml, "nvmlDeviceGetPciInfo", None), dev.handle)
+        dev.pci_bus_id = normalize_bus_id(_text(getattr(pci, "busId", ""))) if pci is not None else None
+        mig = self._na(getattr(nvml, "nvmlDeviceGetMigMode", None), dev.handle)  # (current, pending)
+        dev.mig = bool(mig and int(mig[0]) == 1)
 
     def _na(self, fn, *args):
         """Call an NVML function; None for any failure (static data and driver-level queries)."""
@@ -482,6 +518,7 @@ class GpuBackend:
             pcie_rx_kbs=None if rx is None else int(rx),
             pcie_tx_kbs=None if tx is None else int(tx),
             processes=processes,
+            uuid=dev.uuid,
         )
 
 

@@ -12,6 +12,7 @@ import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from training.profile import Profile, ProfileError, list_profile_names, load_profile
 
@@ -68,14 +69,98 @@ def _gpu_backend(backend=None):
     return get_backend()
 
 
-def gpu_check(profile: Profile, backend=None) -> Check:
-    """GPUs wanted by the profile vs GPUs NVML sees, with their model."""
+def cuda_visible_devices(profile: Profile, environ: Mapping[str, str] | None = None) -> str | None:
+    """The CUDA_VISIBLE_DEVICES the run's processes will have: the profile's launch.env, else the
+    inherited one, else what traindeck sets (gpus = 0: none); None = unset (every GPU)."""
+    from training.launch import gpu_visibility_env
+
+    environ = os.environ if environ is None else environ
+    env = {**environ, **profile.launch.env, **gpu_visibility_env(profile, environ)}
+    return env.get("CUDA_VISIBLE_DEVICES")
+
+
+@dataclass(frozen=True)
+class VisibleGpus:
+    """The GPUs a run's CUDA can use, as NVML describes them (NVML itself ignores
+    CUDA_VISIBLE_DEVICES and sees every GPU of the box)."""
+
+    devices: tuple  # training.gpu.GpuInfo of the whole GPUs CUDA will see, in CUDA's order
+    mig_instances: int = 0  # MIG-<uuid> entries of CUDA_VISIBLE_DEVICES: one device each
+    notes: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.devices) + self.mig_instances
+
+
+def visible_gpus(devices, cuda_visible: str | None) -> VisibleGpus:
+    """Which of NVML's `devices` CUDA will use under CUDA_VISIBLE_DEVICES = `cuda_visible`.
+
+    CUDA's rules: a comma list of indices, GPU-<uuid> (a unique prefix is enough) or MIG-<uuid>;
+    the first entry it cannot parse ends the list. A GPU in MIG mode is not usable as a whole
+    GPU: CUDA sees its MIG instances, which must be named by their MIG-<uuid>.
+    """
+    from training.gpu import normalize_uuid
+
+    notes: list[str] = []
+    if cuda_visible is None:
+        chosen = list(devices)
+    else:
+        chosen, mig_instances = [], 0
+        for token in (t.strip() for t in cuda_visible.split(",")):
+            if not token:
+                break
+            found = None
+            if token.isdigit():
+                found = next((d for d in devices if d.index == int(token)), None)
+            elif token.lower().startswith("mig-"):
+                mig_instances += 1
+                continue
+            elif token.lower().startswith("gpu-"):
+                wanted = normalize_uuid(token)
+                matches = [d for d in devices if (normalize_uuid(d.uuid) or "").startswith(wanted)]
+                found = matches[0] if len(matches) == 1 else None
+            if found is None:
+                notes.append(f"CUDA_VISIBLE_DEVICES entry '{token}' matches no GPU: CUDA ignores it and "
+                             f"every entry after it")
+                break
+            if found in chosen:
+                notes.append(f"CUDA_VISIBLE_DEVICES names GPU {found.index} twice")
+                continue
+            chosen.append(found)
+        whole = [d for d in chosen if not d.mig]
+        for d in chosen:
+            if d.mig:
+                notes.append(f"GPU {d.index} is in MIG mode: CUDA sees its MIG instances, not the GPU; "
+                             f"name them in CUDA_VISIBLE_DEVICES as MIG-<uuid> (nvidia-smi -L)")
+        return VisibleGpus(tuple(whole), mig_instances, tuple(notes))
+    for d in chosen:
+        if d.mig:
+            notes.append(f"GPU {d.index} is in MIG mode: not counted as a GPU; name its MIG instances in "
+                         f"CUDA_VISIBLE_DEVICES as MIG-<uuid> (nvidia-smi -L) to use them")
+    return VisibleGpus(tuple(d for d in chosen if not d.mig), 0, tuple(notes))
+
+
+def run_gpus(profile: Profile, backend=None, environ: Mapping[str, str] | None = None) -> VisibleGpus:
+    """The GPUs this profile's run would see on this box."""
+    backend = _gpu_backend(backend)
+    devices = backend.devices() if backend.available else []
+    return visible_gpus(devices, cuda_visible_devices(profile, environ))
+
+
+def gpu_check(profile: Profile, backend=None, environ: Mapping[str, str] | None = None) -> Check:
+    """GPUs wanted by the profile vs GPUs the run will see (NVML, under CUDA_VISIBLE_DEVICES and MIG)."""
     backend = _gpu_backend(backend)
     wanted, model = profile.hardware.gpus, profile.hardware.gpu_model
-    devices = backend.devices() if backend.available else []
-    found = len(devices)
-    names = sorted({d.name for d in devices})
+    visible = run_gpus(profile, backend, environ)
+    found = visible.count
+    names = sorted({d.name for d in visible.devices} | ({"MIG instance"} if visible.mig_instances else set()))
     found_text = f"{found} found" + (f" ({', '.join(names)})" if names else "")
+    cvd = cuda_visible_devices(profile, environ)
+    if cvd is not None and wanted:
+        found_text += f" under CUDA_VISIBLE_DEVICES={cvd!r} ({backend.device_count()} on the box)"
+    if visible.notes:
+        found_text += "; " + "; ".join(visible.notes)
     if not backend.available and backend.error:
         found_text += f" - {backend.error}"
     if wanted == 0:
@@ -95,7 +180,7 @@ def hardware_match(profile: Profile, backend=None) -> str:
     wanted = profile.hardware.gpus
     if wanted == 0:
         return "any"
-    found = backend.device_count() if backend.available else 0
+    found = run_gpus(profile, backend).count
     check = gpu_check(profile, backend)
     model = f" {profile.hardware.gpu_model}" if profile.hardware.gpu_model else ""
     if not check.ok:
@@ -116,6 +201,47 @@ def _nccl_check(profile: Profile) -> Check | None:
     why = "this torch build has no CUDA" if torch.version.cuda is None else "CUDA is not usable here"
     return Check("nccl", False, f"not available: {why} (torch {torch.__version__}). DDP on GPUs needs the "
                  f"CUDA build of torch; see the README's GPU install.")
+
+
+def amp_check(profile: Profile, visible: VisibleGpus) -> Check | None:
+    """bf16 on a GPU below compute capability 8.0 (Turing, Volta) is emulated or fails: refuse it."""
+    if profile.train.amp != "bf16" or profile.hardware.gpus == 0 or not visible.devices:
+        return None
+    from training.amp import bf16_fix
+
+    for d in visible.devices:
+        fix = bf16_fix(d.compute_capability, f"GPU {d.index} ({d.name})")
+        if fix:
+            return Check("amp", False, fix)
+    caps = sorted({d.compute_capability for d in visible.devices if d.compute_capability})
+    return Check("amp", True, "bf16 on compute capability " + ", ".join(f"{a}.{b}" for a, b in caps)
+                 if caps else "bf16 (compute capability not reported)")
+
+
+def torch_check(profile: Profile, gpus_on_box: int) -> Check:
+    """The torch, CUDA and NCCL versions this box runs; a CPU build of torch where NVML sees GPUs
+    that a GPU profile wants fails with the fix."""
+    import torch
+
+    cuda = torch.version.cuda
+    nccl = None
+    if cuda is not None:
+        try:
+            version = torch.cuda.nccl.version()
+            nccl = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+        except Exception:
+            nccl = None
+    detail = (f"torch {torch.__version__}, CUDA {cuda or 'none (a CPU build)'}, "
+              f"NCCL {nccl or 'none'}")
+    if cuda is None and gpus_on_box and profile.hardware.gpus:
+        return Check("torch", False, detail + f"; NVML sees {gpus_on_box} GPU(s) but this torch cannot use them: "
+                     + CUDA_INSTALL_HINT)
+    return Check("torch", True, detail)
+
+
+CUDA_INSTALL_HINT = ("install a CUDA build of torch into this venv: .venv/bin/pip install torch --index-url "
+                     "https://download.pytorch.org/whl/cu128 (pick the index for your driver on "
+                     "https://pytorch.org/get-started/locally/), then run this again")
 
 
 def _disk_check(runs_dir: Path) -> Check:
@@ -169,10 +295,15 @@ def run_preflight(profile: Profile, runs_dir: Path, backend=None) -> PreflightRe
     report = PreflightReport(profile)
     gpus = gpu_check(profile, backend)
     report.checks.append(gpus)
+    visible = run_gpus(profile, backend)
+    report.checks.append(torch_check(profile, backend.device_count() if backend.available else 0))
+    amp = amp_check(profile, visible)
+    if amp:
+        report.checks.append(amp)
     nccl = _nccl_check(profile)
     if nccl:
         report.checks.append(nccl)
-    cores = _cores_check(profile, backend.device_count() if backend.available else 0)
+    cores = _cores_check(profile, visible.count if profile.hardware.gpus else 0)
     if cores:
         report.checks.append(cores)
     report.checks.append(_disk_check(runs_dir))
