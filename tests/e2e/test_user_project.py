@@ -115,3 +115,17 @@ def test_resume_runs_where_the_run_started_not_where_it_is_resumed(project, runs
     assert resumed["cwd"] == str(project) and resumed["owner"] == "user project"
     assert train_steps(paths) == [1, 2, 3, 4, 5, 6]  # from last.pt at step 2, no step repeated
     assert read_run_json(paths)["cwd"] == str(project) and not (elsewhere / "crashed_once").exists()
+
+
+@pytest.mark.slow
+def test_the_readme_example_project_runs_and_its_lines_become_metrics(runs_dir, monkeypatch):
+    """examples/my_project, as the README runs it: an unmodified script, [metrics] regexes."""
+    example = ROOT / "examples" / "my_project"
+    monkeypatch.chdir(example)
+    paths = runs.start_run(load_profile("traindeck.toml"), runs_dir)
+    assert wait_done(paths).state is RunState.FINISHED, paths.supervisor_log.read_text()
+    metrics = events(paths, "metric")
+    assert [e["step"] for e in metrics if e["split"] == "train"] == list(range(5, 61, 5))
+    assert [e["step"] for e in metrics if e["split"] == "val"] == [20, 40, 60]
+    assert [e["path"] for e in events(paths, "checkpoint")] == [str(paths.root / "out" / "ckpt.pt")] * 3
+    assert (paths.root / "out" / "ckpt.pt").exists() and not (example / "out").exists()

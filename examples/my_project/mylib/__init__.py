@@ -1,0 +1,1 @@
+"""The example project's own package: model and data, imported by train.py."""
