@@ -122,6 +122,9 @@ class Checkpoint:
     monitor_mode: str = _opt("", "min or max (empty = the task's)", choices=("", "min", "max"))
     keep_last: int = _opt(2, "epoch-NNNN.pt files kept (0 = none written)", min=0)
     resume: str = _opt("", "start from this checkpoint file (weights, optimizer, step counter)")
+    watch: str = _opt("", "custom scripts: glob of the checkpoint files the script writes, relative to the "
+                      "directory it runs in, e.g. \"out/*.pt\" ({run_dir} and {checkpoints} work); every new "
+                      "or rewritten file, once settled, becomes a checkpoint event")
 
 
 @dataclass
@@ -537,6 +540,14 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
                 raise ProfileError(f"'metrics.checkpoint' regex {pat!r} needs a (?P<path>...) group for the file "
                                    f"written.", path=path, line=line)
         p.metrics[split] = list(pats)
+    if p.checkpoint.watch:
+        line = loc.line("checkpoint", "watch")
+        if not p.is_custom:
+            raise ProfileError("'checkpoint.watch' applies to a custom script or module only; built-in tasks "
+                               "report their own checkpoints. Remove it.", path=path, line=line)
+        why = placeholders.problem(p.checkpoint.watch, placeholders.RUN_PLACEHOLDERS)
+        if why:
+            raise ProfileError(f"'checkpoint.watch' ({p.checkpoint.watch!r}) {why}.", path=path, line=line)
     if p.export.onnx and p.is_custom:
         raise ProfileError("[export] onnx works for built-in tasks only; a custom script exports its own model.",
                            path=path, line=loc.line("export", "onnx"))

@@ -480,6 +480,20 @@ class Supervisor:
                 self._aux.append(tailer)
             except Exception as exc:  # noqa: BLE001
                 self._aux_failed("metrics log tailer", exc)
+        if p.is_custom and p.checkpoint.watch and self.spec is not None:
+            try:
+                from training.checkpoint_watch import CheckpointWatcher
+                from training.launch import placeholder_values
+                from training.placeholders import fill
+
+                pattern = fill(p.checkpoint.watch, placeholder_values(self.paths.root))
+                # Files written since this supervisor started are this launch's; older ones are not.
+                watcher = CheckpointWatcher(pattern, self.paths.events, self.paths.root, self.spec.cwd,
+                                            since=self.started)
+                watcher.start()
+                self._aux.append(watcher)
+            except Exception as exc:  # noqa: BLE001
+                self._aux_failed("checkpoint watch", exc)
 
     def _aux_failed(self, what: str, exc: Exception) -> None:
         log(f"{what} not started: {exc!r}\n{traceback.format_exc()}")

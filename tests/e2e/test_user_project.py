@@ -129,3 +129,18 @@ def test_the_readme_example_project_runs_and_its_lines_become_metrics(runs_dir, 
     assert [e["step"] for e in metrics if e["split"] == "val"] == [20, 40, 60]
     assert [e["path"] for e in events(paths, "checkpoint")] == [str(paths.root / "out" / "ckpt.pt")] * 3
     assert (paths.root / "out" / "ckpt.pt").exists() and not (example / "out").exists()
+
+
+@pytest.mark.slow
+def test_watched_checkpoint_folder_relative_to_the_working_directory(project, runs_dir, monkeypatch):
+    monkeypatch.chdir(project)
+    profile = load_profile("traindeck.toml", ["train.args=['--config', 'config/small.py', '--out_dir', 'out']",
+                                              "checkpoint.watch=out/*.pt"])
+    paths = runs.start_run(profile, runs_dir)
+    assert wait_done(paths).state is RunState.FINISHED, paths.supervisor_log.read_text()
+    watched = [e for e in events(paths, "checkpoint") if e.get("source") == "watch"]
+    # last.pt is rewritten every step, faster than it settles: at least the final version, never a
+    # partial one (its size is the final file's), and nothing else in out/ (facts-0.json) is a checkpoint.
+    assert watched and {e["path"] for e in watched} == {"out/last.pt"}
+    assert watched[-1]["bytes"] == (project / "out" / "last.pt").stat().st_size
+    assert watched[-1]["mtime"] == pytest.approx((project / "out" / "last.pt").stat().st_mtime, abs=0.01)
