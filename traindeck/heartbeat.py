@@ -7,7 +7,10 @@
 Every rank beats, not only rank 0: the supervisor's watchdog compares ranks to spot a hang or a
 straggler. A call that does not write costs one monotonic clock read and a comparison, so the
 training loop can call it every step. The file is replaced atomically, so a reader sees a whole
-JSON object: {"rank", "pid", "step", "epoch", "t", "state"}.
+JSON object: {"rank", "pid", "step", "epoch", "t", "state"}, plus "devices" once the rank knows
+its GPUs: [{"uuid": "GPU-...", "pci_bus_id": "0000:3b:00.0"}, ...] (one, or every GPU of a
+DataParallel rank). Telemetry and the checks match GPUs to ranks by that UUID: inside a container
+NVML reports host PIDs, which match no process the run knows.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Heartbeat:
         self._next_write = 0.0
         self._state: str | None = None
         self._pid = os.getpid()
+        self.devices: list[dict[str, str | None]] = []  # this rank's GPUs; written with every beat
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError:
@@ -47,6 +51,8 @@ class Heartbeat:
         self._state = state
         data = {"rank": self.rank, "pid": self._pid, "step": int(step),
                 "epoch": None if epoch is None else int(epoch), "t": round(time.time(), 3), "state": state}
+        if self.devices:
+            data["devices"] = self.devices
         try:
             # One writer per file (this rank), so a fixed temp name is safe; no fsync: a heartbeat
             # lost in a power cut does not matter, a stall in the training loop would.

@@ -27,6 +27,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 FAKE_NVML_ENV = "TRAINDECK_FAKE_NVML"
+# A stand-in NVML (tests, demos, snapshots) sets this attribute to True; telemetry from it says
+# "source": "fake-nvml" and the console marks it as simulated, so it never passes for real GPUs.
+FAKE_MARK = "TRAINDECK_FAKE"
 NO_GPU = "no NVIDIA driver/GPU found"
 MIB = 1 << 20
 
@@ -295,6 +298,12 @@ class GpuBackend:
         return self._initialized and bool(self._devices)
 
     @property
+    def source(self) -> str:
+        """"nvml" for the real library, "fake-nvml" for a stand-in (FAKE_MARK)."""
+        nvml = self._nvml_given
+        return "fake-nvml" if nvml is not None and getattr(nvml, FAKE_MARK, False) is True else "nvml"
+
+    @property
     def error(self) -> str | None:
         """Why there are no GPUs to show, as one user-facing sentence; None when available."""
         self._ensure_init()
@@ -351,6 +360,24 @@ class GpuBackend:
                 except _DeviceFailed:
                     continue
                 out.extend(GpuHolder(p.pid, dev.index, p.used_mib) for p in procs if p.pid in wanted)
+        return out
+
+    def holders_by_uuid(self) -> dict[str, list[GpuHolder]]:
+        """Every process NVML lists on every GPU, keyed by the GPU's normalized UUID (the leak
+        check's view when PIDs cannot be trusted: inside a container NVML reports host PIDs)."""
+        if not self.available:
+            return {}
+        out: dict[str, list[GpuHolder]] = {}
+        with self._lock:
+            for dev in self._devices:
+                uuid = normalize_uuid(dev.uuid)
+                if not uuid or not self._ensure_handle(dev):
+                    continue
+                try:
+                    procs = self._processes(dev)
+                except _DeviceFailed:
+                    continue
+                out[uuid] = [GpuHolder(p.pid, dev.index, p.used_mib) for p in procs]
         return out
 
     # ---------------------------------------------------------------- internals

@@ -10,6 +10,12 @@ or been stopped, reports every hit as a warning event and in exit.json "gpu_leak
 
 `state` is psutil's status ("disk-sleep", "zombie", "sleeping" ...) or "gone" when NVML still
 lists a pid that has no process here any more (the driver has not released its context yet).
+
+Inside a container NVML reports host PIDs, which match no process of the run. So the check also
+looks at the run's own GPUs (device UUIDs from the ranks' heartbeats): a process NVML lists there
+that was not there before the run started (`baseline`, taken by the supervisor before the launch)
+and that has no PID in this container is reported with state "unseen" (most likely a rank of this
+run, seen from the host).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from training.events import make_event
 from training.process_group import CREATE_TIME_TOLERANCE_S
 
 _STATE_HINTS = {
+    "unseen": "NVML lists it on this run's GPU, it was not there before the run, and no process here "
+              "has that PID: inside a container NVML reports host PIDs, so this is most likely a rank "
+              "of this run; find it with nvidia-smi on the host",
     "disk-sleep": "stuck in the kernel (state D), usually inside the GPU driver: no signal reaches it "
                   "until the driver call returns; if it never does, the GPU needs a reset "
                   "(nvidia-smi --gpu-reset) or the box a reboot",
@@ -117,14 +126,56 @@ def leak_events(leaks: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for leak in leaks]
 
 
+def gpu_baseline(backend: Any) -> dict[str, list[int]]:
+    """GPU UUID -> the PIDs NVML lists on it now (before a run starts)."""
+    try:
+        return {uuid: sorted(h.pid for h in holders) for uuid, holders in backend.holders_by_uuid().items()}
+    except Exception:
+        return {}
+
+
+def unseen_holders(backend: Any, run_uuids: Iterable[str], baseline: dict[str, list[int]],
+                   known_pids: Iterable[int] = ()) -> list[dict[str, Any]]:
+    """Processes on the run's GPUs that appeared during the run and have no PID in this namespace
+    (host PIDs seen from a container): leaks that PID matching cannot find."""
+    from training.gpu import normalize_uuid
+
+    wanted = {normalize_uuid(u) for u in run_uuids if normalize_uuid(u)}
+    known = set(int(p) for p in known_pids)
+    if not wanted:
+        return []
+    try:
+        by_uuid = backend.holders_by_uuid()
+    except Exception:
+        return []
+    leaks = []
+    for uuid, holders in by_uuid.items():
+        if uuid not in wanted:
+            continue
+        before = set(baseline.get(uuid, ()))
+        for pid, index, used_mib in holders:
+            if pid in before or pid in known or psutil.pid_exists(pid):
+                continue
+            leaks.append({"pid": pid, "rank": None, "role": None, "gpu": int(index), "used_mib": used_mib,
+                          "state": "unseen", "name": ""})
+    leaks.sort(key=lambda leak: (leak["gpu"], leak["pid"]))
+    return leaks
+
+
 def gpu_leaks_after_exit(backend: Any, processes: Iterable[dict[str, Any]], settle_s: float = 3.0,
-                         poll_s: float = 0.5) -> list[dict[str, Any]]:
-    """find_gpu_leaks, allowing the driver a moment: right after a SIGKILL NVML can list a process
-    for a few hundred milliseconds while its context is torn down. Only what persists is a leak."""
+                         poll_s: float = 0.5, run_uuids: Iterable[str] = (),
+                         baseline: dict[str, list[int]] | None = None) -> list[dict[str, Any]]:
+    """find_gpu_leaks (and, given the run's GPU UUIDs and the baseline, unseen_holders), allowing the
+    driver a moment: right after a SIGKILL NVML can list a process for a few hundred milliseconds
+    while its context is torn down. Only what persists is a leak."""
     processes = list(processes or [])
+    run_uuids = list(run_uuids)
+    known = [ident[0] for ident in (_identity(r) for r in processes if isinstance(r, dict)) if ident]
     deadline = time.monotonic() + settle_s
     while True:
         leaks = find_gpu_leaks(backend, processes)
+        if baseline is not None:
+            leaks += unseen_holders(backend, run_uuids, baseline, known)
         if not leaks or time.monotonic() >= deadline:
             return leaks
         time.sleep(poll_s)

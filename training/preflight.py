@@ -37,6 +37,9 @@ class PreflightReport:
     profile: Profile
     checks: list[Check] = field(default_factory=list)
     command: str = ""
+    # "torch 2.13.0, CUDA 12.8, NCCL 2.26.2": printed by `run.py --check` (format()), not in `lines`
+    # (the picker's pane), which must not change with the installed torch.
+    versions: str = ""
 
     @property
     def ok(self) -> bool:
@@ -58,7 +61,10 @@ class PreflightReport:
         return out
 
     def format(self) -> str:
-        return "\n".join(self.lines)
+        lines = self.lines
+        if self.versions:
+            lines.insert(2, f"       {self.versions}")
+        return "\n".join(lines)
 
 
 def _gpu_backend(backend=None):
@@ -164,7 +170,13 @@ def gpu_check(profile: Profile, backend=None, environ: Mapping[str, str] | None 
     if not backend.available and backend.error:
         found_text += f" - {backend.error}"
     if wanted == 0:
-        return Check("gpus", True, f"none wanted; {found_text}")
+        # The run sees none of them (CUDA_VISIBLE_DEVICES=""); say what the box has.
+        box = backend.devices() if backend.available else []
+        box_names = sorted({d.name for d in box})
+        box_text = f"{len(box)} found" + (f" ({', '.join(box_names)})" if box_names else "")
+        if not backend.available and backend.error:
+            box_text += f" - {backend.error}"
+        return Check("gpus", True, f"none wanted; {box_text}")
     want_text = f"{wanted} wanted" + (f" ({model})" if model else "")
     if found < wanted:
         return Check("gpus", False, f"{want_text}, {found_text}")
@@ -296,14 +308,17 @@ def run_preflight(profile: Profile, runs_dir: Path, backend=None) -> PreflightRe
     gpus = gpu_check(profile, backend)
     report.checks.append(gpus)
     visible = run_gpus(profile, backend)
-    report.checks.append(torch_check(profile, backend.device_count() if backend.available else 0))
+    torch_found = torch_check(profile, backend.device_count() if backend.available else 0)
+    report.versions = torch_found.detail.split("; ")[0]
+    if not torch_found.ok:
+        report.checks.append(torch_found)
     amp = amp_check(profile, visible)
     if amp:
         report.checks.append(amp)
     nccl = _nccl_check(profile)
     if nccl:
         report.checks.append(nccl)
-    cores = _cores_check(profile, visible.count if profile.hardware.gpus else 0)
+    cores = _cores_check(profile, backend.device_count() if backend.available else 0)
     if cores:
         report.checks.append(cores)
     report.checks.append(_disk_check(runs_dir))

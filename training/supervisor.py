@@ -147,6 +147,19 @@ def _bf16_capable(profile: Profile) -> bool:
     return all(d.compute_capability is None or d.compute_capability >= BF16_MIN_CAPABILITY for d in devices)
 
 
+def _run_gpu_indices(spec: LaunchSpec) -> list[int] | None:
+    """NVML indices of the GPUs the run's processes can see (their CUDA_VISIBLE_DEVICES), so the
+    panels show exactly those; None = all (also when MIG instances are named: NVML indexes GPUs)."""
+    from training.gpu import get_backend
+    from training.preflight import visible_gpus
+
+    backend = get_backend()
+    if not backend.available:
+        return None
+    visible = visible_gpus(backend.devices(), spec.environ().get("CUDA_VISIBLE_DEVICES"))
+    return None if visible.mig_instances else [d.index for d in visible.devices]
+
+
 def make_hint(error_text: str, rank: int | None, profile: Profile | None) -> str | None:
     if _OOM.search(error_text):
         where = f" on rank {rank}" if rank is not None else ""
@@ -329,6 +342,8 @@ class Supervisor:
         self.profile: Profile | None = None
         self.spec: LaunchSpec | None = None
         self.launcher: subprocess.Popen | None = None
+        # GPU UUID -> PIDs NVML lists there before the launch (the leak check's container path).
+        self.gpu_baseline: dict[str, list[int]] | None = None
         self.launcher_ref: pg.ProcRef | None = None
         # Everything we ever saw, by pid: the final sweep checks all of them (pid + create_time).
         self.known: dict[int, pg.ProcRef] = {}
@@ -434,6 +449,7 @@ class Supervisor:
         if spec.torchrun_log_dir is not None:
             spec.torchrun_log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         expose_traindeck(spec)
+        self.gpu_baseline = self._take_gpu_baseline()
         fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             # umask 077: what torchrun and the workers create in the run (per-rank logs, stack
@@ -457,7 +473,8 @@ class Supervisor:
             try:
                 from training.telemetry import TelemetrySampler
 
-                sampler = TelemetrySampler(self.paths, p.telemetry.interval_s, self.ranks_by_pid)
+                sampler = TelemetrySampler(self.paths, p.telemetry.interval_s, self.ranks_by_pid,
+                                           gpu_indices=_run_gpu_indices(self.spec))
                 sampler.start()
                 self._aux.append(sampler)
             except Exception as exc:  # noqa: BLE001 - any failure here must not stop training
@@ -622,13 +639,28 @@ class Supervisor:
         who = f"rank {d.failed_rank}" if d.failed_rank is not None else "the launcher"
         return RunResult(RunState.FAILED, rc, d.failed_rank, d.error, d.hint, f"{who} failed: {first}")
 
+    def _take_gpu_baseline(self) -> dict[str, list[int]] | None:
+        try:
+            from training.gpu import get_backend
+            from training.gpu_leaks import gpu_baseline
+
+            backend = get_backend()
+            return gpu_baseline(backend) if backend.available else None
+        except Exception as exc:  # noqa: BLE001 - only the leak check's container path needs it
+            log(f"GPU baseline failed: {exc!r}")
+            return None
+
     def _gpu_leaks(self) -> list[dict[str, Any]]:
         """Processes of the run that still hold GPU memory now that it is over (training.gpu_leaks)."""
         try:
             from training.gpu import get_backend
             from training.gpu_leaks import gpu_leaks_after_exit
+            from training.heartbeat import read_heartbeats
 
-            return gpu_leaks_after_exit(get_backend(), [r.to_json() for r in self.known.values()])
+            run_uuids = [d.get("uuid") for beat in read_heartbeats(self.paths.root).values()
+                         for d in beat.get("devices") or [] if isinstance(d, dict) and d.get("uuid")]
+            return gpu_leaks_after_exit(get_backend(), [r.to_json() for r in self.known.values()],
+                                        run_uuids=run_uuids, baseline=self.gpu_baseline)
         except Exception as exc:  # noqa: BLE001 - a failed check must not cost the run its exit.json
             log(f"GPU leak check failed: {exc!r}")
             return []

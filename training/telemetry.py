@@ -1,7 +1,7 @@
 """The telemetry sampler: one JSON line per interval in telemetry.jsonl.
 
 Runs as a daemon thread in the supervisor. With GPUs it samples every device through
-training.gpu (source "nvml"); without, every worker process of the run through psutil
+training.gpu (source "nvml", or "fake-nvml" for the test/demo stand-in); without, every worker process of the run through psutil
 (source "cpu"). Host CPU and memory are in both. Each line is written with one os.write on
 an O_APPEND descriptor, and carries "kind": "telemetry" so training.events.EventReader (which
 wants a "kind") tails this file as it tails events.jsonl:
@@ -12,6 +12,11 @@ wants a "kind") tails this file as it tails events.jsonl:
               "processes":[{"pid":125,"rank":0,"mem_mib":80000}],"error":null}]}
     {"v":1,"t":...,"kind":"telemetry","source":"cpu","host":{...},
      "workers":[{"rank":0,"pid":125,"cpu_percent":98.0,"rss_mib":410.0,"threads":4}]}
+
+Ranks are matched to GPUs by device UUID (and PCI bus id): each rank's heartbeat lists its GPUs
+and each GPU entry gets "ranks": [...] from them. NVML's process PIDs are only the fallback: inside
+a container they are host PIDs and match no process of the run. Only the GPUs the run can see (its
+CUDA_VISIBLE_DEVICES, MIG) are sampled; a run that sees none (gpus = 0) samples its workers.
 
 The first line also has "sample_cost_ms" (what one sample costs, so a too-short interval can
 be spotted) and "interval_s"; the line written by stop() has "final": true.
@@ -24,13 +29,14 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import psutil
 
 from training.errors import TraindeckError
 from training.events import encode, make_event, open_append, parse_lines
-from training.gpu import GpuBackend, GpuSample, get_backend
+from training.gpu import GpuBackend, GpuSample, get_backend, normalize_bus_id, normalize_uuid
+from training.heartbeat import read_heartbeats
 from training.rundir import RunPaths
 
 MIN_INTERVAL_S = 0.25
@@ -87,12 +93,17 @@ class TelemetrySampler:
     """Samples every interval_s on a monotonic schedule until stop()."""
 
     def __init__(self, paths: RunPaths, interval_s: float, ranks_by_pid: Callable[[], dict[int, int]],
-                 backend: GpuBackend | None = None):
+                 backend: GpuBackend | None = None, gpu_indices: Iterable[int] | None = None,
+                 ranks_by_device: Callable[[], dict[str, list[int]]] | None = None):
+        """gpu_indices: NVML indices of the GPUs the run can see (None: all of them).
+        ranks_by_device: normalized UUID / PCI bus id -> ranks (default: the run's heartbeats)."""
         self.paths = paths
         self.interval_s = check_interval(interval_s)
         self.ranks_by_pid = ranks_by_pid
+        self.ranks_by_device = ranks_by_device or (lambda: device_ranks(read_heartbeats(paths.root)))
+        self.gpu_indices = None if gpu_indices is None else frozenset(int(i) for i in gpu_indices)
         self._backend = backend
-        self.source: str | None = None  # "nvml" or "cpu", decided at start()
+        self.source: str | None = None  # "nvml", "fake-nvml" or "cpu", decided at start()
         self.samples_written = 0
         self.sample_cost_ms: float | None = None
         self._stop = threading.Event()
@@ -110,11 +121,12 @@ class TelemetrySampler:
             return
         backend = self._backend if self._backend is not None else get_backend()
         self._backend = backend
-        if backend.available:
-            self.source = "nvml"
+        if backend.available and self.gpu_indices != frozenset():
+            self.source = backend.source
         else:
             self.source = "cpu"
-            log.info("telemetry: %s; sampling worker processes (CPU) instead", backend.error)
+            log.info("telemetry: %s; sampling worker processes (CPU) instead",
+                     backend.error or "the run sees no GPU")
         self._fd = open_append(self.paths.telemetry)
         psutil.cpu_percent(None)  # prime host CPU%: the first sample is then the load since now
         self._thread = threading.Thread(target=self._run, name="traindeck-telemetry", daemon=True)
@@ -184,8 +196,13 @@ class TelemetrySampler:
         """Build one telemetry line (a dict) without writing it."""
         ranks = self._ranks()
         fields: dict[str, Any] = {"source": self.source, "host": _host()}
-        if self.source == "nvml":
-            fields["gpus"] = [_gpu_dict(s, ranks) for s in self._backend.sample()]
+        if self.source != "cpu":
+            try:
+                by_device = self.ranks_by_device() or {}
+            except Exception:
+                by_device = {}
+            fields["gpus"] = [_gpu_dict(s, ranks, by_device) for s in self._backend.sample()
+                              if self.gpu_indices is None or s.index in self.gpu_indices]
         else:
             fields["workers"] = self._workers_sample(ranks)
         return make_event(KIND, **fields)
@@ -220,10 +237,26 @@ def _host() -> dict[str, Any]:
     }
 
 
-def _gpu_dict(sample: GpuSample, ranks: dict[int, int]) -> dict[str, Any]:
+def device_ranks(heartbeats: dict[int, dict]) -> dict[str, list[int]]:
+    """Normalized device UUID and PCI bus id -> the ranks whose heartbeat names that GPU."""
+    out: dict[str, set[int]] = {}
+    for rank, beat in heartbeats.items():
+        for device in beat.get("devices") or []:
+            if not isinstance(device, dict):
+                continue
+            for key in (normalize_uuid(device.get("uuid")), normalize_bus_id(str(device.get("pci_bus_id") or ""))):
+                if key:
+                    out.setdefault(key, set()).add(int(rank))
+    return {key: sorted(ranks) for key, ranks in out.items()}
+
+
+def _gpu_dict(sample: GpuSample, ranks: dict[int, int], by_device: dict[str, list[int]] | None = None) -> dict[str, Any]:
     data = sample.to_dict()
     data["processes"] = [{"pid": p.pid, "rank": ranks.get(p.pid), "mem_mib": p.used_mib}
                          for p in sample.processes]
+    # The GPU's ranks: by UUID from the heartbeats; by NVML's PIDs only when no heartbeat names it.
+    by_uuid = (by_device or {}).get(normalize_uuid(sample.uuid) or "")
+    data["ranks"] = by_uuid if by_uuid else sorted({p["rank"] for p in data["processes"] if p["rank"] is not None})
     return data
 
 

@@ -444,7 +444,12 @@ def telemetry_gpu_util(paths: RunPaths) -> Callable[[int], float | None]:
         for gpu in samples[-1].get("gpus") or []:
             if not isinstance(gpu, dict) or gpu.get("util") is None:
                 continue
-            if any(isinstance(p, dict) and p.get("rank") == rank for p in gpu.get("processes") or []):
+            # Matched by device UUID ("ranks"); by NVML's PIDs only in samples without it.
+            ranks = gpu.get("ranks")
+            if isinstance(ranks, list) and ranks:
+                if rank in ranks:
+                    return float(gpu["util"])
+            elif any(isinstance(p, dict) and p.get("rank") == rank for p in gpu.get("processes") or []):
                 return float(gpu["util"])
         return None
 

@@ -147,6 +147,25 @@ def choose_device(wanted_gpus: int, backend_setting: str, ddp: bool, local_rank:
     return torch.device("cpu"), backend, notes
 
 
+def cuda_device_identities(indices: list[int]) -> list[dict[str, str | None]]:
+    """UUID ("GPU-..." like NVML's) and PCI bus id ("0000:3b:00.0") of these CUDA devices, for the
+    heartbeat: how telemetry finds this rank's GPUs when PIDs do not match (containers)."""
+    out = []
+    for index in indices:
+        try:
+            props = torch.cuda.get_device_properties(index)
+        except Exception:
+            continue
+        uuid = str(getattr(props, "uuid", "") or "")
+        if uuid and not uuid.startswith(("GPU-", "MIG-")):
+            uuid = "GPU-" + uuid
+        bus = getattr(props, "pci_bus_id", None)
+        pci = None if bus is None else (f"{int(getattr(props, 'pci_domain_id', 0)):04x}:{int(bus):02x}:"
+                                         f"{int(getattr(props, 'pci_device_id', 0)):02x}.0")
+        out.append({"uuid": uuid or None, "pci_bus_id": pci})
+    return out
+
+
 def plan_dp(wanted_gpus: int, visible_gpus: int, batch_size: int) -> tuple[list[int], list[tuple[str, str]]]:
     """nn.DataParallel's device_ids: the profile's hardware.gpus of the visible GPUs, never all of
     them (a 2-GPU profile on an 8-GPU box uses 2). Returns (device_ids, notes); [] = no DP."""
@@ -268,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                 # The replicas run in threads of their own: autocast must be entered inside forward.
                 inner = AutocastForward(model, device.type, amp_dtype) if amp_dtype is not None else model
                 model = nn.DataParallel(inner, device_ids=dp_ids)
+
+        if device.type == "cuda":
+            heartbeat.devices = cuda_device_identities(dp_ids or [device.index])
+            heartbeat.beat(step, state="starting", force=True)
 
         # Which autocast dtype every forward really ran in (each DP replica thread, each rank):
         # reported after the first step, then the hook is gone.

@@ -113,7 +113,9 @@ def fmt_telemetry(sample: dict[str, Any] | None) -> str:
     gpus = [g for g in sample.get("gpus") or [] if isinstance(g, dict)]
     if gpus:
         util = "/".join("-" if g.get("util") is None else f"{g['util']:.0f}" for g in gpus)
-        parts = [f"gpu {_ranges([int(g.get('index', i)) for i, g in enumerate(gpus)])} util {util}"]
+        # Stand-in telemetry never passes for real GPUs.
+        simulated = "simulated " if sample.get("source") == "fake-nvml" else ""
+        parts = [f"{simulated}gpu {_ranges([int(g.get('index', i)) for i, g in enumerate(gpus)])} util {util}"]
         used = [g["mem_used_mib"] for g in gpus if isinstance(g.get("mem_used_mib"), (int, float))]
         total = [g["mem_total_mib"] for g in gpus if isinstance(g.get("mem_total_mib"), (int, float))]
         if used and total:

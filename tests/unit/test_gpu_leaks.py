@@ -157,6 +157,8 @@ def test_supervisor_reports_a_leak_in_exit_json_and_events(tmp_path, monkeypatch
     script = DATA / "watchdog" / "hang_script.py"
     profile = parse_profile(f"""
 name = "leak"
+[hardware]
+gpus = 2  # a GPU run: with gpus = 0 its processes would see no GPU and telemetry would not look
 [launch]
 mode = "ddp"
 nproc_per_node = 2

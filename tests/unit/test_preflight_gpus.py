@@ -107,7 +107,7 @@ def test_check_prints_torch_cuda_and_nccl_versions(tmp_path):
     import torch
 
     report = run_preflight(load_profile("cpu"), tmp_path, backend=_backend(eight_b200()))
-    line = next(line for line in report.lines if "] torch:" in line)
+    line = next(line for line in report.format().splitlines() if "torch " in line)
     assert f"torch {torch.__version__}" in line and "CUDA" in line and "NCCL" in line
 
 

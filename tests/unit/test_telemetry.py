@@ -25,7 +25,7 @@ from training.telemetry import TelemetrySampler, read_telemetry
 
 GPU_KEYS = {"index", "name", "util", "mem_util", "mem_used_mib", "mem_total_mib", "temp_c", "power_w",
             "power_limit_w", "sm_clock_mhz", "sm_clock_max_mhz", "fan_pct", "throttle", "pcie_rx_kbs",
-            "pcie_tx_kbs", "processes", "error", "uuid"}
+            "pcie_tx_kbs", "processes", "error", "uuid", "ranks"}
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_nvml_lines_for_eight_gpus(paths, monkeypatch):
     assert all("sample_cost_ms" not in line for line in lines[1:])
     assert lines[-1]["final"] is True
     for line in lines:
-        assert line["kind"] == "telemetry" and line["source"] == "nvml" and line["v"] == 1
+        assert line["kind"] == "telemetry" and line["source"] == "fake-nvml" and line["v"] == 1
         assert set(line["host"]) == {"cpu_percent", "mem_used_mib", "mem_total_mib"}
         assert line["host"]["mem_total_mib"] > line["host"]["mem_used_mib"] > 0
         assert [g["index"] for g in line["gpus"]] == list(range(8))

@@ -150,6 +150,7 @@ class RunScreen(Screen):
         devices: tuple[DeviceView, ...]
         t: float | None
         note: str = ""
+        simulated: bool = False  # "source": "fake-nvml"
 
         def can_replace(self, message: Message) -> bool:
             # Each snapshot carries the whole picture (histories included): the newest wins.
@@ -301,7 +302,8 @@ class RunScreen(Screen):
                 break
         self._next_poll_s["telemetry"] = self._telemetry_interval if self._telemetry.at_end else 0.0
         if latest is not None:
-            self.post_message(self.TelemetryArrived(self._devices(latest), latest.get("t")))
+            self.post_message(self.TelemetryArrived(self._devices(latest), latest.get("t"),
+                                                    simulated=latest.get("source") == "fake-nvml"))
 
     def _skip_to_recent_telemetry(self) -> dict[str, Any] | None:
         """A day of 8-GPU samples is hundreds of MB and the sparklines want the last HISTORY:
@@ -448,7 +450,9 @@ class RunScreen(Screen):
 
     def on_run_screen_telemetry_arrived(self, message: TelemetryArrived) -> None:
         self.telemetry_seen = True
-        self.query_one(GpuGrid).devices = message.devices
+        grid = self.query_one(GpuGrid)
+        grid.simulated = message.simulated
+        grid.devices = message.devices
 
     def on_rank_log_source_selected(self, message: RankLog.SourceSelected) -> None:
         self._log_path = message.path

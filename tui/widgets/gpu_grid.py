@@ -20,6 +20,10 @@ class GpuGrid(VerticalScroll, can_focus=False):
     training: reactive[bool] = reactive(False)
     alerts: reactive[dict[int, PanelAlert]] = reactive(dict)
     placeholder: reactive[str] = reactive("waiting for the first telemetry sample…")
+    simulated: reactive[bool] = reactive(False)
+    """The telemetry came from a stand-in NVML ("source": "fake-nvml"): say so above the panels."""
+
+    SIMULATED_TITLE = "simulated GPUs (fake NVML): not real hardware"
 
     def compose(self) -> ComposeResult:
         yield Static(self.placeholder, classes="gpu-grid--placeholder")
@@ -27,6 +31,10 @@ class GpuGrid(VerticalScroll, can_focus=False):
     def watch_placeholder(self, text: str) -> None:
         for widget in self.query(".gpu-grid--placeholder").results(Static):
             widget.update(text)
+
+    def watch_simulated(self, simulated: bool) -> None:
+        self.set_class(simulated, "-simulated")
+        self.border_title = self.SIMULATED_TITLE if simulated else None
 
     def watch_training(self, training: bool) -> None:
         for panel in self.query(GpuPanel):

@@ -2,7 +2,8 @@
 
 The panel only renders a `DeviceView`. Its layout follows its size, which the stylesheet
 decides: one line (the compact table row used on 80-column terminals) or a bordered card.
-State shows as CSS classes: -hot (>= 85 C), -throttle, -idle (util < 5 % while training), and
+State shows as CSS classes: -hot (>= 85 C), -throttle, -idle (util < 5 % while training, on a GPU
+that hosts a rank of the run: a box's other GPUs are not this run's to call idle), and
 the watchdog's marks for a rank the panel hosts: -stalled (a hang) and -straggler, with a short
 label ("HUNG 1:32", "slow") in the row or the card's border.
 """
@@ -53,8 +54,13 @@ class DeviceView:
     @classmethod
     def from_gpu(cls, gpu: dict[str, Any], history: tuple[float | None, ...] = ()) -> DeviceView:
         index = int(gpu.get("index", 0))
-        ranks = tuple(sorted({p["rank"] for p in gpu.get("processes") or []
-                              if isinstance(p, dict) and isinstance(p.get("rank"), int)}))
+        # "ranks" (matched by device UUID) when the sample has it; older samples: by process PID.
+        by_uuid = gpu.get("ranks")
+        if isinstance(by_uuid, list):
+            ranks = tuple(sorted({r for r in by_uuid if isinstance(r, int) and not isinstance(r, bool)}))
+        else:
+            ranks = tuple(sorted({p["rank"] for p in gpu.get("processes") or []
+                                  if isinstance(p, dict) and isinstance(p.get("rank"), int)}))
         return cls(key=f"gpu{index}", kind="gpu", index=index, name=str(gpu.get("name") or ""),
                    util=_f(gpu.get("util")), mem_used_mib=_f(gpu.get("mem_used_mib")),
                    mem_total_mib=_f(gpu.get("mem_total_mib")), temp_c=_f(gpu.get("temp_c")),
@@ -162,7 +168,8 @@ class GpuPanel(Widget):
             "-straggler": alert is not None and alert.kind == "straggler",
             "-hot": d.hot,
             "-throttle": d.throttling,
-            "-idle": self.training and d.kind == "gpu" and d.util is not None and d.util < IDLE_UTIL,
+            "-idle": self.training and d.kind == "gpu" and bool(d.ranks) and d.util is not None
+                     and d.util < IDLE_UTIL,
             "-error": d.error is not None,
             "-cpu": d.kind == "cpu",
         })
