@@ -17,6 +17,9 @@ a step gets the next step number (last step seen + 1), so the plot still has an 
 A checkpoint pattern needs `(?P<path>...)`; a group named `value` (or else the first numeric
 group) becomes the checkpoint's monitored value, and the line saying "best" marks it best.
 
+`preset = "hf-trainer"` (or a list: "lightning", "keras", "tqdm") adds what that framework
+prints, without a regex (training.metric_presets); regexes in the same table still apply.
+
 `LogTailer` follows rank 0's growing log on a daemon thread and appends the events to
 events.jsonl in batches. It survives the file not existing yet, partial lines, \\r progress
 bars, binary junk and endless lines (dropped past 64 KiB, memory stays bounded).
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from training.events import append_events, make_event
+from training.metric_presets import PRESETS
 
 PLACEMENT_GROUPS = ("step", "epoch")
 # Groups that describe the point rather than being a value to plot.
@@ -71,7 +75,11 @@ class LogMetricParser:
 
     def __init__(self, metrics: dict[str, list[str] | str]):
         self.patterns: list[tuple[str, re.Pattern[str]]] = []
+        presets = metrics.get("preset") or []
+        self.presets = [PRESETS[name]() for name in ([presets] if isinstance(presets, str) else presets)]
         for split, pats in metrics.items():
+            if split == "preset":
+                continue
             for pat in [pats] if isinstance(pats, str) else pats:
                 self.patterns.append((split, re.compile(pat)))
         self.last_step: int | None = None
@@ -82,16 +90,20 @@ class LogMetricParser:
 
     def feed(self, line: str, t: float | None = None) -> list[dict[str, Any]]:
         self.lines += 1
-        line = _ANSI.sub("", line.rstrip("\r\n"))
+        # Colour codes go, and so do backspaces (Keras's bar steps back over its own line with them).
+        line = _ANSI.sub("", line.rstrip("\r\n")).replace("\b", "")
         if not line.strip():
             return []
+        preset_events = self._preset_events(line, t)
         hits = []
         for split, rx in self.patterns:
             m = rx.search(line)
             if m is not None:
                 hits.append((split, m))
         if not hits:
-            return []
+            if preset_events:
+                self.matched_lines += 1
+            return preset_events
         self.matched_lines += 1
         # Placement is shared by the whole line: "Epoch 3 ... Train ... | Val ..." is one point.
         step = epoch = None
@@ -124,6 +136,25 @@ class LogMetricParser:
             self.last_step = step
         elif metric_step is not None and any(e["kind"] == "metric" for e in events):
             self.last_step = metric_step
+        return preset_events + events
+
+    def _preset_events(self, line: str, t: float | None) -> list[dict[str, Any]]:
+        events = []
+        for preset in self.presets:
+            for point in preset.feed(line, self.last_step):
+                step = point.step if point.step is not None else (self.last_step or 0) + 1
+                self.last_step = step
+                if point.epoch is not None:
+                    self.last_epoch = point.epoch
+                if point.epochs is not None:
+                    self.epochs = point.epochs
+                fields: dict[str, Any] = {"step": step, "split": point.split, "values": point.values,
+                                          "source": "log"}
+                if self.last_epoch is not None:
+                    fields["epoch"] = self.last_epoch
+                if self.epochs is not None:
+                    fields["epochs"] = self.epochs
+                events.append(make_event("metric", t=t, **fields))
         return events
 
     def _metric(self, split: str, m: re.Match[str], step: int, epoch: int | None,

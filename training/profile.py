@@ -29,6 +29,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 from training import placeholders
 from training.errors import TraindeckError
+from training.metric_presets import PRESETS
 from training.tasks import TASKS
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -166,7 +167,8 @@ class Profile:
     # Task options: validated against the task's declared defaults (training/tasks/__init__.py).
     task: dict = field(default_factory=dict)
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
-    # Named regexes for custom scripts: split name (or "checkpoint") -> regex or list of regexes.
+    # Named regexes for custom scripts: split name (or "checkpoint") -> regex or list of regexes;
+    # "preset" -> the names of framework presets (training.metric_presets).
     metrics: dict = field(default_factory=dict)
     export: Export = field(default_factory=Export)
     telemetry: Telemetry = field(default_factory=Telemetry)
@@ -516,15 +518,21 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
                            f"hardware.gpus = {p.hardware.gpus}. Use a multiple of {p.hardware.gpus}, e.g. "
                            f"{(t.batch_size // p.hardware.gpus + 1) * p.hardware.gpus}.",
                            path=path, line=loc.line("train", "batch_size"))
-    if launch.mode == "ddp" and p.hardware.gpus and launch.nproc_per_node > p.hardware.gpus:
+    # nccl refuses two ranks on one GPU; gloo ranks may share one (the GPU check does that on a 1-GPU box).
+    if launch.mode == "ddp" and p.hardware.gpus and launch.nproc_per_node > p.hardware.gpus \
+            and launch.backend != "gloo":
         raise ProfileError(f"'launch.nproc_per_node' is {launch.nproc_per_node} but hardware.gpus is {p.hardware.gpus}; "
-                           f"run at most one process per GPU.", path=path, line=loc.line("launch", "nproc_per_node"))
+                           f"run at most one process per GPU (or set launch.backend = \"gloo\", whose ranks can "
+                           f"share a GPU).", path=path, line=loc.line("launch", "nproc_per_node"))
     if p.checkpoint.resume and not _exists(Path(p.checkpoint.resume)):
         raise ProfileError(f"'checkpoint.resume' names '{p.checkpoint.resume}', which does not exist.",
                            path=path, line=loc.line("checkpoint", "resume"))
     for split, patterns in p.metrics.items():
         pats = patterns if isinstance(patterns, list) else [patterns]
         line = loc.line("metrics", split)
+        if split == "preset":
+            p.metrics[split] = _check_presets(pats, path, line)
+            continue
         if not pats or not all(isinstance(x, str) for x in pats):
             raise ProfileError(f"'metrics.{split}' must be a regex string or a list of them.", path=path, line=line)
         for pat in pats:
@@ -551,6 +559,19 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
     if p.export.onnx and p.is_custom:
         raise ProfileError("[export] onnx works for built-in tasks only; a custom script exports its own model.",
                            path=path, line=loc.line("export", "onnx"))
+
+
+def _check_presets(names: list, path: str, line: int | None) -> list[str]:
+    known = ", ".join(f'"{n}"' for n in PRESETS)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ProfileError(f"'metrics.preset' must be a preset name or a list of them: {known}.", path=path, line=line)
+    for name in names:
+        if name not in PRESETS:
+            close = difflib.get_close_matches(name, list(PRESETS), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ProfileError(f"'metrics.preset' is '{name}', which is not a preset.{hint} Presets: {known} "
+                               f"(regexes for anything else go beside it, one per split).", path=path, line=line)
+    return list(names)
 
 
 # ---- writing -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.locations import ROOT
+from tests.support.locations import DATA, ROOT
 from training.events import read_all
 from training.log_metrics import MAX_LINE_BYTES, LogMetricParser, LogTailer, parse_number
 
@@ -212,3 +212,72 @@ def test_the_documented_metrics_table_parses_the_documented_lines():
     (ckpt,) = parser.feed(CHECKPOINT_LINE)
     assert (train["values"], val["values"], train["epoch"]) == ({"loss": 0.4521, "acc": 78.23}, {"loss": 0.5234}, 1)
     assert (ckpt["path"], ckpt["epoch"], ckpt["f1"], ckpt["best"]) == ("best_model_epoch0.pt", 0, 0.6821, True)
+
+
+# ---- presets, on real output of each framework (tests/data/framework_output/README.md) --------
+
+FRAMEWORK_OUTPUT = DATA / "framework_output"
+
+
+def tail_capture(name: str, metrics: dict, tmp_path: Path) -> list[dict]:
+    """The captured rank log through the real LogTailer (which splits \\r redraws into lines)."""
+    log = tmp_path / "rank-0.log"
+    log.write_bytes((FRAMEWORK_OUTPUT / name).read_bytes())
+    events_path = tmp_path / "events.jsonl"
+    LogTailer(lambda: log, LogMetricParser(metrics), events_path).stop()  # stop() reads everything there
+    return read_all(events_path) if events_path.exists() else []
+
+
+def points(events: list[dict], split: str) -> list[tuple]:
+    return [(e["step"], e.get("epoch"), e["values"]) for e in events if e["kind"] == "metric" and e["split"] == split]
+
+
+def test_hf_trainer_preset_reads_the_trainers_log_dicts(tmp_path):
+    events = tail_capture("hf_trainer.log", {"preset": "hf-trainer"}, tmp_path)
+    train = points(events, "train")
+    # logging_steps=2 over 12 steps: 6 dicts, numbers quoted as strings by transformers 5; epoch 0.33 is epoch 1.
+    assert [s for s, _, _ in train] == [1, 2, 3, 4, 5, 6] and [e for _, e, _ in train] == [1, 1, 1, 2, 2, 2]
+    assert train[0][2] == {"loss": 3.898, "grad_norm": 0.6986, "lr": 0.0009167}
+    # Evaluations land on the train point logged just before them; timings are left out; the
+    # end-of-training summary dict (train_runtime, train_loss) is not a point.
+    assert points(events, "val") == [(3, 1, {"loss": 3.885}), (6, 2, {"loss": 3.881})]
+    assert {e["split"] for e in events} == {"train", "val"}
+
+
+def test_lightning_preset_reads_the_tqdm_bar_at_lightnings_own_step(tmp_path):
+    events = tail_capture("lightning_tqdm.log", {"preset": "lightning"}, tmp_path)
+    train = points(events, "train")
+    # Two epochs of 8 batches, one point per step although the bar redraws each one twice or more.
+    assert [s for s, _, _ in train] == list(range(1, 17))
+    assert train[0] == (1, 1, {"loss": 4.74}) and train[-1] == (16, 2, {"loss": 0.337})
+    assert points(events, "val") == [(8, 1, {"loss": 1.2}), (16, 2, {"loss": 0.271})]
+
+
+def test_lightning_preset_reads_the_rich_bar_and_its_wrapped_metrics(tmp_path):
+    events = tail_capture("lightning_rich.log", {"preset": "lightning"}, tmp_path)
+    assert points(events, "train") == [(16, 2, {"loss": 0.337})]
+    assert points(events, "val") == [(16, 2, {"loss": 0.271})]
+    assert {e.get("epochs") for e in events} == {2}
+
+
+def test_keras_preset_reads_epochs_and_the_progress_lines(tmp_path):
+    events = tail_capture("keras.log", {"preset": "keras"}, tmp_path)
+    assert points(events, "val") == [(6, 1, {"loss": 4.2024, "mae": 1.6954}), (12, 2, {"loss": 4.1098, "mae": 1.6752}),
+                                     (18, 3, {"loss": 4.0167, "mae": 1.6547})]
+    train = points(events, "train")
+    assert (6, 1, {"loss": 4.4696, "mae": 1.6997}) in train and train[-1] == (18, 3, {"loss": 4.2467, "mae": 1.6535})
+    assert {e.get("epochs") for e in events} == {3}
+
+
+def test_tqdm_preset_reads_the_postfix_once_per_change(tmp_path):
+    events = tail_capture("tqdm.log", {"preset": "tqdm"}, tmp_path)
+    train = points(events, "train")
+    assert len(train) == 40 and [s for s, _, _ in train] == list(range(1, 41))
+    assert train[0] == (1, 0, {"loss": 3.7, "lr": 0.05}) and train[-1] == (40, 1, {"loss": 0.00267, "lr": 0.05})
+
+
+def test_presets_combine_with_regexes_on_the_same_output(tmp_path):
+    metrics = {"preset": ["hf-trainer"], "val": [r"'eval_runtime': '(?P<runtime>[\d.]+)'"]}
+    events = tail_capture("hf_trainer.log", metrics, tmp_path)
+    runtimes = [e["values"] for e in events if e["split"] == "val" and "runtime" in e["values"]]
+    assert len(points(events, "train")) == 6 and runtimes == [{"runtime": 0.004}, {"runtime": 0.0037}]

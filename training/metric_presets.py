@@ -1,0 +1,215 @@
+"""`[metrics] preset = "..."`: what common frameworks print, turned into metric points without a regex.
+
+    hf-trainer  the Trainer's log dicts: {'loss': 3.9, 'grad_norm': 0.7, 'learning_rate': 0.001,
+                'epoch': 0.33} (values quoted as strings in transformers 5) -> train (learning_rate as
+                lr); {'eval_loss': ...} -> val; the final train_runtime summary is skipped
+    lightning   the progress bar: tqdm's "Epoch 0:  25%|..| 2/8 [.., train_loss=6.33, val_loss=1.2]"
+                or rich's "Epoch 1/1 ━━ 8/8 .. train_loss: 0.337" (+ "val_loss: 0.271" below it)
+    keras       "Epoch 3/10" then "6/6 ━━ 0s 4ms/step - loss: 4.47 - mae: 1.70 - val_loss: 4.20"
+    tqdm        any tqdm bar's postfix: "..| 20/20 [00:00<00:00, 2950.41it/s, loss=0.00267, lr=0.05]"
+
+A value named val_X goes to the val split as X; Lightning's train_X is X (so `loss` is the loss
+everywhere). Bars redraw the same numbers many times: a point is made only when the numbers
+change. Each preset is a small state machine fed one line at a time (after training.log_metrics
+has split \\r redraws into lines and removed ANSI codes); a step it cannot read from the line is
+None and the parser gives it the next step number. Epochs are counted from 1, as in traindeck's
+own worker (Lightning prints them from 0, the Trainer as a fraction: 0.33 is epoch 1); a plain
+tqdm bar's epoch is the number after "epoch" in its description, as the script printed it.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Point:
+    split: str
+    values: dict[str, float]
+    step: int | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+
+
+@dataclass
+class _Changes:
+    """Remembers the last numbers per split, so a redraw of the same bar makes no new point."""
+
+    last: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def new(self, split: str, values: dict[str, float]) -> bool:
+        if not values or self.last.get(split) == values:
+            return False
+        self.last[split] = values
+        return True
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(str(text).strip().rstrip("%"))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _split_values(pairs: dict[str, float], strip_train: bool = False) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for name, value in pairs.items():
+        split = "train"
+        if name.startswith("val_") and len(name) > 4:
+            split, name = "val", name[4:]
+        elif strip_train and name.startswith("train_") and len(name) > 6:
+            name = name[6:]
+        out.setdefault(split, {})[name] = value
+    return out
+
+
+class HfTrainer:
+    _DICT = re.compile(r"\{'[^{}]*\}")
+    _EVAL_NOISE = ("runtime", "samples_per_second", "steps_per_second")
+
+    def __init__(self) -> None:
+        self.last_train_step: int | None = None
+
+    def feed(self, line: str, last_step: int | None) -> list[Point]:
+        m = self._DICT.search(line)
+        if m is None:
+            return []
+        try:
+            logged = ast.literal_eval(m.group(0))
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return []
+        if not isinstance(logged, dict) or "train_runtime" in logged:
+            return []  # the end-of-training summary repeats averages, not a point on the curve
+        numbers = {str(k): v for k, v in ((k, _number(v)) for k, v in logged.items()) if v is not None}
+        epoch_fraction = numbers.pop("epoch", None)
+        epoch = math.ceil(epoch_fraction) if epoch_fraction is not None else None
+        if any(k.startswith("eval_") for k in numbers):
+            values = {k[5:]: v for k, v in numbers.items() if k.startswith("eval_") and k[5:] not in self._EVAL_NOISE}
+            # The dict carries no step: place the evaluation at the train point logged before it.
+            return [Point("val", values, step=last_step, epoch=epoch)] if values else []
+        if "learning_rate" in numbers:
+            numbers["lr"] = numbers.pop("learning_rate")
+        return [Point("train", numbers, epoch=epoch)] if numbers else []
+
+
+# tqdm's bar: "DESC: PCT%|BAR| N/TOTAL [ELAPSED<REMAINING, RATE, k=v, k=v]" (TOTAL may be "?").
+_TQDM = re.compile(r"^(?P<desc>.*?):?\s*(?:\d+%)?\|.*\|\s*(?P<n>\d+)/(?P<total>\d+|\?)\s*\[(?P<inside>[^\]]*)\]")
+_PAIR = re.compile(r"^\s*(?P<name>[A-Za-z_][\w/.-]*)=(?P<value>\S+)\s*$")
+
+
+def _tqdm_postfix(inside: str) -> dict[str, float]:
+    pairs = {}
+    for part in inside.split(",")[2:]:  # after "elapsed<remaining" and the rate
+        m = _PAIR.match(part)
+        if m is not None and m.group("name") != "v_num":  # Lightning's logger version, not a metric
+            value = _number(m.group("value"))
+            if value is not None:
+                pairs[m.group("name")] = value
+    return pairs
+
+
+class Tqdm:
+    """The postfix of any tqdm bar; its counter is not trusted for the step (a bar refreshed by
+    set_postfix still shows the count of its last refresh), so every change is the next step."""
+
+    _EPOCH = re.compile(r"\bepoch\s*(\d+)", re.I)
+
+    def __init__(self) -> None:
+        self.changes = _Changes()
+
+    def feed(self, line: str, last_step: int | None) -> list[Point]:
+        m = _TQDM.search(line)
+        if m is None:
+            return []
+        epoch_m = self._EPOCH.search(m.group("desc"))
+        epoch = int(epoch_m.group(1)) if epoch_m else None
+        return [Point(split, values, epoch=epoch)
+                for split, values in _split_values(_tqdm_postfix(m.group("inside"))).items()
+                if self.changes.new(split, values)]
+
+
+class Lightning:
+    """Lightning's bars: the step is epoch * batches + the batch (Lightning sets the counter itself)."""
+
+    _TQDM_EPOCH = re.compile(r"^\s*Epoch (?P<epoch>\d+):")
+    _RICH = re.compile(r"^\s*Epoch (?P<epoch>\d+)/(?P<last>\d+)\s.*?\s(?P<n>\d+)/(?P<total>\d+)\s")
+    _RICH_PAIR = re.compile(r"(?P<name>[A-Za-z_][\w/.-]*): (?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
+    # Rich wraps the metrics onto lines of their own under the bar: "      val_loss: 0.271".
+    _RICH_MORE = re.compile(r"^\s+(?:[A-Za-z_][\w/.-]*: \S+\s*)+$")
+
+    def __init__(self) -> None:
+        self.changes = _Changes()
+        self.rich_place: tuple[int, int, int | None] | None = None  # (step, epoch, epochs) of the last rich bar
+
+    def feed(self, line: str, last_step: int | None) -> list[Point]:
+        m = self._TQDM_EPOCH.match(line)
+        bar = _TQDM.search(line) if m else None
+        if m and bar:
+            self.rich_place = None
+            epoch = int(m.group("epoch"))
+            step = None
+            if bar.group("total") != "?":
+                step = epoch * int(bar.group("total")) + int(bar.group("n"))
+            return self._points(_tqdm_postfix(bar.group("inside")), step, epoch + 1, None)
+        m = self._RICH.match(line)
+        if m:
+            epoch = int(m.group("epoch"))
+            step = epoch * int(m.group("total")) + int(m.group("n"))
+            self.rich_place = (step, epoch + 1, int(m.group("last")) + 1)
+            return self._points(self._rich_pairs(line[m.end():]), *self.rich_place)
+        if self.rich_place is not None and self._RICH_MORE.match(line):
+            return self._points(self._rich_pairs(line), *self.rich_place)
+        self.rich_place = None
+        return []
+
+    def _rich_pairs(self, text: str) -> dict[str, float]:
+        pairs = {}
+        for m in self._RICH_PAIR.finditer(text):
+            value = _number(m.group("value"))
+            if value is not None and m.group("name") != "v_num":
+                pairs[m.group("name")] = value
+        return pairs
+
+    def _points(self, pairs: dict[str, float], step: int | None, epoch: int, epochs: int | None) -> list[Point]:
+        return [Point(split, values, step=step, epoch=epoch, epochs=epochs)
+                for split, values in _split_values(pairs, strip_train=True).items()
+                if self.changes.new(split, values)]
+
+
+class Keras:
+    _EPOCH = re.compile(r"^\s*Epoch (?P<epoch>\d+)/(?P<epochs>\d+)\s*$")
+    _PROGRESS = re.compile(r"^\s*(?P<n>\d+)/(?P<total>\d+)\b")
+    _PAIR = re.compile(r"^\s*(?P<name>[A-Za-z_][\w/.-]*): (?P<value>\S+)\s*$")
+
+    def __init__(self) -> None:
+        self.changes = _Changes()
+        self.epoch: int | None = None
+        self.epochs: int | None = None
+
+    def feed(self, line: str, last_step: int | None) -> list[Point]:
+        m = self._EPOCH.match(line)
+        if m:
+            self.epoch, self.epochs = int(m.group("epoch")), int(m.group("epochs"))
+            return []
+        m = self._PROGRESS.match(line)
+        if m is None or " - " not in line:
+            return []
+        pairs = {}
+        for part in line.split(" - ")[1:]:
+            pm = self._PAIR.match(part)
+            value = _number(pm.group("value")) if pm else None
+            if pm and value is not None:
+                pairs[pm.group("name")] = value
+        # The running averages of the epoch so far, at the batch they were printed for.
+        step = None
+        if self.epoch is not None:
+            step = (self.epoch - 1) * int(m.group("total")) + int(m.group("n"))
+        return [Point(split, values, step=step, epoch=self.epoch, epochs=self.epochs)
+                for split, values in _split_values(pairs).items() if self.changes.new(split, values)]
+
+
+PRESETS = {"hf-trainer": HfTrainer, "lightning": Lightning, "keras": Keras, "tqdm": Tqdm}
