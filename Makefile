@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0; a GPU box that already has CUDA torch in .venv keeps it.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,13 @@ lint: setup
 
 bench: setup
 	$(PY) -m benchmarks
+
+# Prove the CUDA paths on this box's GPUs (README "On a GPU box"). No setup step: it must run on a
+# box without network, with whatever Python already has torch (the venv's, else python3). A box
+# without an NVIDIA GPU gets one line and exit 0 (the check itself exits 77: skipped).
+GPU_CHECK_PY = $(shell test -x $(PY) && echo $(PY) || echo python3)
+gpu-check:
+	@$(GPU_CHECK_PY) run.py --gpu-check; rc=$$?; if [ $$rc -eq 77 ]; then exit 0; fi; exit $$rc
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--list", action="store_true", help="list profiles with a hardware-match column")
     info.add_argument("--check", action="store_true",
                       help="preflight the --profile: GPUs wanted vs found, NCCL, disk, port; print what would run")
+    info.add_argument("--gpu-check", action="store_true",
+                      help="prove the CUDA paths on this box's GPUs in a few minutes (single, dp, ddp runs, "
+                      "autocast, NVML telemetry, memory after stop, the run screen, --check of every profile); "
+                      "exit 77 when NVML finds no GPU")
 
     runs = p.add_argument_group("runs")
     runs.add_argument("--runs", action="store_true", help="list runs (state, profile, start, step, last loss)")
@@ -68,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=None, metavar="DIR",
                    help=f"where run directories live (default ./runs, or ${RUNS_DIR_ENV})")
     return p
+
+
+def _run_screen_renderer():
+    """The console's off-terminal renderer for the GPU check, or None when Textual is missing
+    (the check then says so in its screen item)."""
+    try:
+        from tui.screenshot import render_run_screen
+    except ImportError:
+        return None
+    return render_run_screen
 
 
 def _interactive() -> bool:
@@ -104,6 +118,10 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
     if args.list:
         print(preflight.format_profile_list())
         return 0
+    if args.gpu_check:
+        from training.gpu_check import GpuCheck
+
+        return GpuCheck(runs_dir, render=_run_screen_renderer()).run()
     if args.check:
         profile = load_profile(args.profile or "cpu", args.overrides)
         report = preflight.run_preflight(profile, runs_dir)

@@ -1,0 +1,541 @@
+"""`run.py --gpu-check`: prove on a box with NVIDIA GPUs, in a few minutes, that traindeck's CUDA
+paths work -- a checklist on stdout and gpu-check.json in its run directory.
+
+    .venv/bin/python run.py --gpu-check      # or: make gpu-check (no install step, no network)
+
+What it proves (each item PASS, FAIL or SKIP, with the evidence in the JSON report):
+
+    cuda          NVML sees the GPUs and this torch can use them (torch, CUDA, NCCL, driver versions)
+    single        a single-process run trains and checkpoints on cuda:0
+    dp            nn.DataParallel over min(GPUs, 4) trains and checkpoints (SKIP with one GPU)
+    ddp-nccl      DDP over nccl, one rank per GPU (up to 8), trains and checkpoints
+    ddp-gloo      with one GPU: DDP with 2 gloo ranks over CUDA tensors on it (SKIP otherwise)
+    autocast      inside the forward of every DP replica and DDP rank the autocast dtype is the
+                  profile's (a forward hook in the worker records it); with one GPU DP's replica
+                  threads are exercised by parallel_apply with two replicas on the same device;
+                  a GradScaler only with fp16
+    telemetry     real NVML telemetry ("source": "nvml") of the ddp run with util, memory,
+                  temperature and power, every rank mapped to its GPU by device UUID
+    memory        after the runs and a stopped run, no process of them holds GPU memory: by NVML
+                  process and by used memory against the baseline taken before the first run
+    screen        the run screen renders (Textual run_test) from that real telemetry
+    preflight     `--check` of every shipped profile ran; what this box lacks is listed as found
+
+"No GPU" is decided by NVML: without a driver or GPUs the check prints one line and exits 77
+(skipped). Where NVML sees GPUs but torch cannot use them (the CPU wheel installed by mistake),
+it fails at once and says how to install a CUDA build.
+
+The checker process itself never creates a CUDA context (the parallel_apply probe runs in a child
+process), so the memory item compares the GPUs with what they held before the check.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from training.events import read_all
+from training.heartbeat import read_heartbeats
+from training.profile import Profile, list_profile_names, load_profile, parse_profile
+from training.rundir import (
+    RunPaths,
+    create_run_dir,
+    hostname,
+    read_json,
+    read_run_json,
+    update_run_json,
+    write_json_atomic,
+)
+
+EXIT_SKIPPED = 77
+PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+REPORT_NAME = "gpu-check.json"
+RUN_TIMEOUT_S = 150.0
+# The driver's own bookkeeping moves a GPU's used memory by a few MiB; a leaked context is hundreds.
+MEMORY_TOLERANCE_MIB = 64
+MEMORY_SETTLE_S = 15.0
+MAX_DP_GPUS = 4
+MAX_DDP_RANKS = 8
+
+# The run profiles: the built-in tiny MLP, a few seconds each on any GPU.
+_PROFILE = """name = "{name}"
+description = "traindeck --gpu-check: {what}"
+
+[hardware]
+gpus = {gpus}
+
+[launch]
+mode = "{mode}"
+{launch}
+stop_grace_s = 5
+
+[train]
+task = "tiny"
+epochs = {epochs}
+steps_per_epoch = 20
+batch_size = 64
+lr = 0.003
+amp = "{amp}"
+log_every = 5
+
+[task]
+samples = 8192
+features = 32
+hidden = 256
+
+[checkpoint]
+every_epochs = 1
+keep_last = 1
+
+[telemetry]
+interval_s = 0.5
+"""
+
+
+@dataclass
+class Item:
+    name: str
+    status: str
+    detail: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return f"  [{self.status}] {self.name}" + (f": {self.detail}" if self.detail else "")
+
+
+def gpu_profile(name: str, mode: str, gpus: int, amp: str, nproc: int = 1, backend: str = "auto",
+                epochs: int = 2) -> Profile:
+    launch = f'nproc_per_node = {nproc}\nbackend = "{backend}"' if mode == "ddp" else ""
+    text = _PROFILE.format(name=name, what=f"{mode} on {gpus} GPU(s)", gpus=gpus, mode=mode, launch=launch,
+                           amp=amp, epochs=epochs)
+    return parse_profile(text, path=f"<gpu-check {name}>")
+
+
+# ---- judging a run directory (pure: what the tests exercise on CPU) ------------------------------
+
+def judge_training(paths: RunPaths, expect_device: str = "cuda", expect_backend: str | None = None) -> Item:
+    """Finished, trained on `expect_device` (over `expect_backend`), and left a last.pt that loads
+    with weights_only=True."""
+    name = paths.id
+    exit_data = read_json(paths.exit_json, {}) or {}
+    events = read_all(paths.events)
+    running = [e for e in events if e.get("kind") == "status" and e.get("state") == "running" and e.get("device")]
+    evidence: dict[str, Any] = {"run": str(paths.root), "state": exit_data.get("state"),
+                                "device": running[0].get("device") if running else None,
+                                "backend": running[0].get("backend") if running else None}
+    if exit_data.get("state") != "finished":
+        why = exit_data.get("message") or "no exit.json"
+        error = " | ".join(exit_data.get("error") or [])[:300]
+        return Item(name, FAIL, f"run ended {exit_data.get('state') or 'without exit.json'}: {why}"
+                    + (f" ({error})" if error else ""), evidence)
+    if not running or not str(running[0]["device"]).startswith(expect_device):
+        return Item(name, FAIL, f"trained on {evidence['device']}, not {expect_device}", evidence)
+    if expect_backend and evidence["backend"] != expect_backend:
+        return Item(name, FAIL, f"process group over {evidence['backend']}, not {expect_backend}", evidence)
+    last = paths.checkpoints / "last.pt"
+    try:
+        from training.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(last)
+    except Exception as exc:
+        return Item(name, FAIL, f"checkpoint: {exc}", evidence)
+    steps = [e["step"] for e in events if e.get("kind") == "metric" and isinstance(e.get("step"), int)]
+    evidence.update(checkpoint_step=ckpt.get("step"), steps=max(steps) if steps else None)
+    return Item(name, PASS, f"finished on {evidence['device']}"
+                + (f" ({evidence['backend']})" if evidence["backend"] else "")
+                + f", last.pt at step {ckpt.get('step')} loads with weights_only=True", evidence)
+
+
+def autocast_records(paths: RunPaths) -> list[dict[str, list[str]]]:
+    """Every rank's "autocast in forward" record: {device: [dtypes its forwards ran in]}."""
+    return [e["autocast"] for e in read_all(paths.events)
+            if e.get("kind") == "log" and isinstance(e.get("autocast"), dict)]
+
+
+def judge_autocast(paths: RunPaths, dtype: str, devices: int, ranks: int = 1,
+                   device_type: str = "cuda") -> tuple[bool, str]:
+    """`ranks` records, together covering `devices` CUDA devices, each forward in `dtype` only."""
+    records = autocast_records(paths)
+    seen: dict[str, set[str]] = {}
+    for record in records:
+        for device, dtypes in record.items():
+            seen.setdefault(device, set()).update(dtypes)
+    wrong = {d: sorted(t) for d, t in seen.items() if t != {dtype}}
+    cuda = [d for d in seen if d.startswith(device_type)]
+    if len(records) < ranks:
+        return False, f"{paths.id}: {len(records)} of {ranks} rank(s) recorded their forward's autocast dtype"
+    if wrong:
+        return False, f"{paths.id}: forwards ran in {wrong}, the profile says {dtype}"
+    if len(cuda) < devices:
+        return False, f"{paths.id}: forwards seen on {sorted(seen)}, expected {devices} CUDA device(s)"
+    return True, f"{paths.id}: {dtype} on {', '.join(sorted(cuda))}"
+
+
+def judge_grad_scaler(paths: RunPaths, amp: str) -> tuple[bool, str]:
+    running = [e for e in read_all(paths.events) if e.get("kind") == "status" and e.get("state") == "running"
+               and "grad_scaler" in e]
+    if not running:
+        return False, f"{paths.id}: the worker did not say whether it used a GradScaler"
+    used = bool(running[0]["grad_scaler"])
+    return used == (amp == "fp16"), f"{paths.id}: amp {amp}, GradScaler {'on' if used else 'off'}"
+
+
+TELEMETRY_FIELDS = ("util", "mem_used_mib", "temp_c", "power_w")
+
+
+def judge_telemetry(samples: list[dict[str, Any]], world_size: int, heartbeats: dict[int, dict]) -> Item:
+    """Real NVML samples with every field the panels need on the run's GPUs, ranks by UUID."""
+    name = "telemetry"
+    gpu_samples = [s for s in samples if s.get("gpus")]
+    if not gpu_samples:
+        return Item(name, FAIL, "no GPU sample in telemetry.jsonl (source "
+                    f"{sorted({s.get('source') for s in samples}) or 'none'})")
+    sources = sorted({str(s.get("source")) for s in gpu_samples})
+    if sources != ["nvml"]:
+        return Item(name, FAIL, f"telemetry source {sources}: not the real NVML")
+    ranked = [g for s in gpu_samples for g in s["gpus"] if g.get("ranks")]
+    mapped = sorted({r for g in ranked for r in g["ranks"]})
+    missing = {f: sum(1 for g in ranked if g.get(f) is None) for f in TELEMETRY_FIELDS}
+    no_uuid = sorted(r for r in range(world_size) if not (heartbeats.get(r) or {}).get("devices"))
+    evidence = {"samples": len(gpu_samples), "ranks_mapped": mapped, "missing_fields": missing,
+                "ranks_without_device_uuid": no_uuid}
+    if mapped != list(range(world_size)):
+        return Item(name, FAIL, f"ranks mapped to GPUs: {mapped}, expected 0..{world_size - 1}", evidence)
+    if no_uuid:
+        return Item(name, FAIL, f"rank(s) {no_uuid} wrote no device UUID in their heartbeat", evidence)
+    absent = [f for f, n in missing.items() if n == len(ranked)]
+    if absent:
+        return Item(name, FAIL, f"never reported on the run's GPUs: {', '.join(absent)}", evidence)
+    return Item(name, PASS, f"{len(gpu_samples)} NVML samples; {world_size} rank(s) mapped by device UUID; "
+                f"{', '.join(TELEMETRY_FIELDS)} present", evidence)
+
+
+def judge_memory(baseline: dict[int, int], now: dict[int, int], holders: list[Any],
+                 tolerance_mib: int = MEMORY_TOLERANCE_MIB) -> Item:
+    """No process of the runs on any GPU, and no GPU holding more than before the check."""
+    name = "memory"
+    grown = {i: now[i] - baseline.get(i, 0) for i in now if now[i] - baseline.get(i, 0) > tolerance_mib}
+    evidence = {"baseline_mib": baseline, "after_mib": now, "holders": [list(h) for h in holders]}
+    if holders:
+        return Item(name, FAIL, "still holding GPU memory: " + ", ".join(
+            f"pid {h[0]} on GPU {h[1]} ({h[2]} MiB)" for h in holders), evidence)
+    if grown:
+        return Item(name, FAIL, "used memory above the baseline: " + ", ".join(
+            f"GPU {i} +{mib} MiB" for i, mib in sorted(grown.items())), evidence)
+    return Item(name, PASS, f"no process of the runs on any GPU; used memory within {tolerance_mib} MiB of the "
+                f"baseline on {len(now)} GPU(s)", evidence)
+
+
+def run_processes(paths: RunPaths) -> list[dict[str, Any]]:
+    return [p for p in read_run_json(paths).get("processes") or [] if isinstance(p, dict)]
+
+
+# ---- the check -------------------------------------------------------------------------------
+
+class GpuCheck:
+    def __init__(self, runs_dir: Path, out: TextIO = sys.stdout, backend: Any = None,
+                 render: Callable[[RunPaths, Path], dict[str, Any]] | None = None,
+                 run_timeout_s: float = RUN_TIMEOUT_S, device_type: str = "cuda"):
+        """device_type "cpu" is a dry run of the whole flow on a box without CUDA (with the fake
+        NVML), for trying the check before a GPU session; it skips the gate."""
+        from training.gpu import get_backend
+
+        self.runs_dir = Path(runs_dir)
+        self.out = out
+        self.backend = backend if backend is not None else get_backend()
+        self.render = render
+        self.run_timeout_s = run_timeout_s
+        self.device_type = device_type
+        self.items: list[Item] = []
+        self.report: dict[str, Any] = {}
+        self.check_dir: RunPaths | None = None
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # -- the gate: NVML, then torch ------------------------------------------------------------
+    def gate(self) -> int | None:
+        """None to go on; else the exit code (77 no GPU, 1 unusable)."""
+        from training.preflight import CUDA_INSTALL_HINT
+
+        if not self.backend.available:
+            self.say(f"gpu-check skipped: {self.backend.error or 'no NVIDIA driver/GPU found'}")
+            return EXIT_SKIPPED
+        import torch
+
+        gpus = self.backend.device_count()
+        if torch.version.cuda is None:
+            self.say(f"gpu-check FAILED: NVML sees {gpus} GPU(s) but torch {torch.__version__} is a CPU build; "
+                     + CUDA_INSTALL_HINT)
+            return 1
+        if not torch.cuda.is_available():
+            self.say(f"gpu-check FAILED: NVML sees {gpus} GPU(s) but torch {torch.__version__} (CUDA "
+                     f"{torch.version.cuda}) cannot use them: is the driver ({self.backend.driver_version()}) "
+                     f"older than this CUDA build needs, or CUDA_VISIBLE_DEVICES empty? Otherwise "
+                     + CUDA_INSTALL_HINT)
+            return 1
+        return None
+
+    def run(self) -> int:
+        code = self.gate() if self.device_type == "cuda" else None
+        if code is not None:
+            return code
+        import torch
+
+        t0 = time.monotonic()
+        from training.process_group import pid_create_time
+
+        self.check_dir = create_run_dir(self.runs_dir, "gpu-check")
+        # A run directory like any other (listed by --runs, live while the check runs); its runs
+        # are inside it, in runs/.
+        write_json_atomic(self.check_dir.run_json, {
+            "id": self.check_dir.id, "profile": "gpu-check", "mode": "check", "world_size": 0,
+            "argv": ["--gpu-check"], "host": hostname(), "created": round(time.time(), 3),
+            "rehearsal": False, "supervisor": pid_create_time(), "launcher": None, "processes": [],
+            "port": None, "env": {}, "state": "running", "state_t": round(time.time(), 3)})
+        runs_dir = self.check_dir.root / "runs"
+        runs_dir.mkdir(mode=0o700)
+        devices = self.backend.devices()
+        n = len(devices)
+        caps = [d.compute_capability for d in devices]
+        amp = "bf16" if all(c is not None and c >= (8, 0) for c in caps) else "fp16"
+        dtype = {"bf16": "bfloat16", "fp16": "float16"}[amp]
+        nccl = None
+        try:
+            nccl = ".".join(map(str, torch.cuda.nccl.version()))
+        except Exception:
+            pass
+        self.report = {
+            "host": hostname(), "started": round(time.time(), 3), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "nccl": nccl, "driver": self.backend.driver_version(),
+            "gpus": [{"index": d.index, "name": d.name, "uuid": d.uuid, "memory_total_mib": d.memory_total_mib,
+                      "compute_capability": d.compute_capability, "pci_bus_id": d.pci_bus_id, "mig": d.mig}
+                     for d in devices],
+            "amp": amp, "runs": {},
+        }
+        self.say(f"gpu-check: {n} GPU(s) ({', '.join(sorted({d.name for d in devices}))}), driver "
+                 f"{self.report['driver']}, torch {torch.__version__}, CUDA {torch.version.cuda}, NCCL {nccl}; "
+                 f"amp {amp}; run directory {self.check_dir.root}")
+        self.items.append(Item("cuda", PASS, f"NVML and torch see {n} GPU(s); torch {torch.__version__}, "
+                               f"CUDA {torch.version.cuda}, NCCL {nccl}, driver {self.report['driver']}"))
+        baseline = self.used_memory()
+        self.report["baseline_mib"] = baseline
+
+        plans: list[tuple[str, Profile]] = [("single", gpu_profile("gpucheck-single", "single", 1, amp))]
+        if n >= 2:
+            dp_gpus = min(n, MAX_DP_GPUS)
+            plans.append(("dp", gpu_profile("gpucheck-dp", "dp", dp_gpus, amp)))
+        ranks = min(n, MAX_DDP_RANKS)
+        plans.append(("ddp-nccl", gpu_profile("gpucheck-ddp", "ddp", ranks, amp, nproc=ranks, backend="nccl")))
+        if n == 1:
+            plans.append(("ddp-gloo", gpu_profile("gpucheck-gloo", "ddp", 1, amp, nproc=2, backend="gloo")))
+        done: dict[str, RunPaths] = {}
+        for key, profile in plans:
+            self.say(f"  ... {key}: {profile.launch.mode} on {profile.hardware.gpus} GPU(s)")
+            paths = self.train(profile, runs_dir)
+            done[key] = paths
+            backend = profile.launch.backend if key.startswith("ddp") and self.device_type == "cuda" else None
+            item = judge_training(paths, self.device_type, backend)
+            item.name = key
+            self.report["runs"][key] = str(paths.root)
+            self.items.append(item)
+        if "dp" not in done:
+            self.items.append(Item("dp", SKIP, "one GPU: DataParallel needs two; its replica threads are "
+                                   "exercised by the parallel_apply probe below"))
+        if "ddp-gloo" not in done:
+            self.items.append(Item("ddp-gloo", SKIP, "more than one GPU: one nccl rank per GPU covers DDP"))
+
+        self.items.append(self.autocast_item(done, amp, dtype, n))
+        ddp = done["ddp-nccl"]
+        from training.telemetry import read_telemetry
+
+        telemetry = judge_telemetry(read_telemetry(ddp.telemetry), ranks, read_heartbeats(ddp.root))
+        self.items.append(telemetry)
+
+        self.say("  ... a run stopped mid-training, then GPU memory against the baseline")
+        stopped = self.stopped_run(amp, runs_dir)
+        self.report["runs"]["stopped"] = str(stopped.root)
+        all_runs = [*done.values(), stopped]
+        memory = self.memory_item(baseline, all_runs)
+        self.items.append(memory)
+        self.say("  ... the run screen, then --check of every shipped profile")
+        self.items.append(self.screen_item(ddp))
+        self.items.append(self.preflight_item(runs_dir))
+
+        failed = [i.name for i in self.items if i.status == FAIL]
+        seconds = time.monotonic() - t0
+        self.report.update(seconds=round(seconds, 1), passed=not failed,
+                           items=[asdict(i) for i in self.items])
+        write_json_atomic(self.check_dir.root / REPORT_NAME, self.report)
+        update_run_json(self.check_dir, state="failed" if failed else "finished", state_t=round(time.time(), 3))
+        head = (f"gpu-check passed in {seconds:.0f} s" if not failed
+                else f"gpu-check FAILED in {seconds:.0f} s ({', '.join(failed)})")
+        self.say(head + f"; report {self.check_dir.root / REPORT_NAME}")
+        for item in self.items:
+            self.say(item.line())
+        return 0 if not failed else 1
+
+    # -- pieces --------------------------------------------------------------------------------
+    def used_memory(self) -> dict[int, int]:
+        return {s.index: s.mem_used_mib for s in self.backend.sample() if s.mem_used_mib is not None}
+
+    def train(self, profile: Profile, runs_dir: Path) -> RunPaths:
+        from training import runs
+
+        paths = runs.start_run(profile, runs_dir, argv=["--gpu-check"])
+        deadline = time.monotonic() + self.run_timeout_s
+        while not paths.exit_json.exists() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        if not paths.exit_json.exists():
+            runs.stop_run(paths, grace_s=3)
+        return paths
+
+    def stopped_run(self, amp: str, runs_dir: Path) -> RunPaths:
+        """A run stopped mid-training: what 'after stop' means for the memory item."""
+        from training import runs
+
+        paths = runs.start_run(gpu_profile("gpucheck-stop", "single", 1, amp, epochs=100000), runs_dir,
+                               argv=["--gpu-check"])
+        deadline = time.monotonic() + self.run_timeout_s
+        while time.monotonic() < deadline and not paths.exit_json.exists():
+            if any(e.get("kind") == "metric" for e in read_all(paths.events)):
+                break
+            time.sleep(0.25)
+        runs.stop_run(paths, grace_s=5)
+        return paths
+
+    def autocast_item(self, done: dict[str, RunPaths], amp: str, dtype: str, gpus: int) -> Item:
+        notes, ok = [], True
+        if "dp" in done:
+            good, text = judge_autocast(done["dp"], dtype, devices=min(gpus, MAX_DP_GPUS),
+                                        device_type=self.device_type)
+            ok &= good
+            notes.append(text)
+        elif self.device_type == "cuda":
+            probe = replica_probe(amp)
+            good = probe.get("ok", False)
+            ok &= good
+            notes.append(f"parallel_apply, 2 replicas on cuda:0: {probe.get('detail') or probe}")
+        for key in ("single", "ddp-nccl", "ddp-gloo"):
+            if key in done:
+                ranks = 2 if key == "ddp-gloo" else (min(gpus, MAX_DDP_RANKS) if key == "ddp-nccl" else 1)
+                devices = ranks if key == "ddp-nccl" and self.device_type == "cuda" else 1
+                good, text = judge_autocast(done[key], dtype, devices=devices, ranks=ranks,
+                                            device_type=self.device_type)
+                ok &= good
+                notes.append(text)
+        for paths in done.values():
+            good, text = judge_grad_scaler(paths, amp)
+            ok &= good
+            if not good:
+                notes.append(text)
+        notes.append(f"GradScaler {'on' if amp == 'fp16' else 'off'} with {amp}")
+        return Item("autocast", PASS if ok else FAIL, "; ".join(notes))
+
+    def memory_item(self, baseline: dict[int, int], all_runs: list[RunPaths]) -> Item:
+        pids = sorted({int(p["pid"]) for paths in all_runs for p in run_processes(paths) if p.get("pid")})
+        leaks = [leak for paths in all_runs for leak in (read_json(paths.exit_json, {}) or {}).get("gpu_leaks") or []]
+        deadline = time.monotonic() + MEMORY_SETTLE_S
+        while True:
+            holders = list(self.backend.processes_of(pids))
+            item = judge_memory(baseline, self.used_memory(), holders)
+            if item.status == PASS or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        if leaks and item.status == PASS:
+            item = Item("memory", FAIL, f"exit.json of a run reported GPU leaks: {leaks}", item.evidence)
+        return item
+
+    def screen_item(self, paths: RunPaths) -> Item:
+        if self.render is None:
+            return Item("screen", SKIP, "no renderer given (run it through run.py --gpu-check)")
+        try:
+            result = self.render(paths, self.check_dir.root / "run-screen.svg")
+        except Exception as exc:
+            return Item("screen", FAIL, f"the run screen did not render: {type(exc).__name__}: {exc}")
+        panels = result.get("panels") or []
+        if result.get("simulated") or not panels or not all(p.startswith("GPU") for p in panels):
+            return Item("screen", FAIL, f"rendered {panels or 'no panels'}"
+                        + (" marked simulated" if result.get("simulated") else ""), result)
+        return Item("screen", PASS, f"{len(panels)} GPU panel(s) from real telemetry: "
+                    + ", ".join(panels[:8]) + f"; screenshot {result.get('svg')}", result)
+
+    def preflight_item(self, runs_dir: Path) -> Item:
+        from training.preflight import run_preflight
+
+        results, problems = {}, []
+        for name in list_profile_names():
+            try:
+                report = run_preflight(load_profile(name), runs_dir, backend=self.backend)
+            except Exception as exc:
+                problems.append(f"{name}: {type(exc).__name__}: {exc}")
+                continue
+            failed = [c.name for c in report.checks if not c.ok]
+            results[name] = {"ok": report.ok, "lines": report.lines}
+            if failed:
+                problems.append(f"{name}: {', '.join(failed)}")
+        ran = [n for n in results]
+        status = PASS if len(ran) == len(list_profile_names()) else FAIL
+        passed = [n for n, r in results.items() if r["ok"]]
+        detail = (f"{len(ran)} profile(s) checked; ready here: {', '.join(passed) or 'none'}"
+                  + (f"; not ready: {'; '.join(problems)} (the full preflight of each is in the report)"
+                     if problems else ""))
+        return Item("preflight", status, detail, {"profiles": results})
+
+
+def replica_probe(amp: str, timeout_s: float = 120.0) -> dict[str, Any]:
+    """DataParallel's replica threads on one GPU: parallel_apply over two replicas on cuda:0, in a
+    child process (so this one never holds a CUDA context). Returns {"ok", "detail", ...}."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "training.gpu_check", "--replica-probe", amp],
+                              capture_output=True, text=True, timeout=timeout_s,
+                              cwd=str(Path(__file__).resolve().parent.parent))
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "detail": f"the probe did not finish in {timeout_s:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {"ok": False, "detail": f"the probe failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}"}
+
+
+def _replica_probe_main(amp: str) -> int:
+    """In the child: the worker's DP wrapping, replicated twice onto cuda:0 and run by parallel_apply
+    (threads, as nn.DataParallel does), under the outer autocast the training loop enters."""
+    import torch
+    from torch import nn
+    from torch.nn.parallel import parallel_apply
+
+    from training.amp import DTYPES, AutocastForward, AutocastProbe
+
+    dtype = DTYPES[amp]
+    expected = str(dtype).replace("torch.", "")
+    raw = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4)).cuda()
+    # Both "devices" are cuda:0, so the probe (keyed by device and thread) stays for both threads.
+    probe = AutocastProbe(raw, expected=2)
+    wrapped = AutocastForward(raw, "cuda", dtype)
+    replicas = [wrapped, wrapped]  # one module run by two threads at once, as two replicas would be
+    inputs = [(torch.randn(8, 32, device="cuda"),), (torch.randn(8, 32, device="cuda"),)]
+    with torch.autocast("cuda", dtype=dtype):
+        outputs = parallel_apply(replicas, inputs, devices=[0, 0])
+    out_dtypes = sorted({str(o.dtype).replace("torch.", "") for o in outputs})
+    threads = {key.split(" ", 1)[1]: value for key, value in probe.seen.items()}
+    ok = len(threads) >= 2 and set(threads.values()) == {expected} and out_dtypes == [expected]
+    print(json.dumps({"ok": ok, "threads": threads, "outputs": out_dtypes,
+                      "detail": f"{len(threads)} replica thread(s) ran in {sorted(set(threads.values()))}, "
+                                f"outputs {out_dtypes}, expected {expected}"}))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--replica-probe":
+        sys.exit(_replica_probe_main(sys.argv[2]))
+    print("usage: python -m training.gpu_check --replica-probe bf16|fp16 (the check itself: run.py --gpu-check)",
+          file=sys.stderr)
+    sys.exit(2)
