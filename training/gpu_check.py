@@ -208,6 +208,17 @@ def judge_telemetry(samples: list[dict[str, Any]], world_size: int, heartbeats: 
         return Item(name, FAIL, f"ranks mapped to GPUs: {mapped}, expected 0..{world_size - 1}", evidence)
     if no_uuid:
         return Item(name, FAIL, f"rank(s) {no_uuid} wrote no device UUID in their heartbeat", evidence)
+    # The mapping must be the UUID's, not the PID fallback's: each rank's heartbeat UUID (torch's
+    # view) is the NVML UUID of a GPU that lists the rank.
+    from training.gpu import normalize_uuid
+
+    nvml_uuids = {r: {normalize_uuid(g.get("uuid")) for g in ranked if r in g["ranks"]} for r in mapped}
+    unmatched = sorted(r for r in range(world_size)
+                       if not {normalize_uuid(d.get("uuid")) for d in heartbeats[r]["devices"]} & nvml_uuids[r])
+    evidence["ranks_not_matched_by_uuid"] = unmatched
+    if unmatched:
+        return Item(name, FAIL, f"rank(s) {unmatched}: the heartbeat's device UUID is not the NVML UUID of their "
+                    f"GPU (mapped by PID only)", evidence)
     absent = [f for f, n in missing.items() if n == len(ranked)]
     if absent:
         return Item(name, FAIL, f"never reported on the run's GPUs: {', '.join(absent)}", evidence)

@@ -112,7 +112,7 @@ def test_grad_scaler_only_with_fp16(tmp_path):
 
 def _gpu(index, ranks, **fields):
     base = {"index": index, "util": 90, "mem_used_mib": 1000, "temp_c": 60, "power_w": 300.0, "ranks": ranks,
-            "processes": []}
+            "processes": [], "uuid": f"GPU-{'abc'[index]}"}
     return {**base, **fields}
 
 
@@ -127,6 +127,10 @@ def test_telemetry_must_be_real_nvml_with_every_rank_mapped(tmp_path):
     no_power = [{"source": "nvml", "gpus": [_gpu(0, [0], power_w=None), _gpu(1, [1], power_w=None)]}]
     assert "power_w" in judge_telemetry(no_power, 2, beats).detail
     assert "device UUID" in judge_telemetry(real, 2, {0: beats[0], 1: {}}).detail
+    # torch spells the UUID without "GPU-": still a match; another GPU's UUID is not.
+    assert judge_telemetry(real, 2, {0: {"devices": [{"uuid": "A"}]}, 1: beats[1]}).status == PASS
+    crossed = judge_telemetry(real, 2, {0: beats[1], 1: beats[0]})
+    assert crossed.status == FAIL and "mapped by PID only" in crossed.detail
     assert judge_telemetry([{"source": "cpu", "workers": []}], 2, beats).status == FAIL
 
 
