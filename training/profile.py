@@ -111,6 +111,9 @@ class Train:
     grad_accum: int = _opt(1, "gradient accumulation steps", min=1)
     channels_last: bool = _opt(False, "use channels_last memory format for conv models")
     seed: int = _opt(0, "base seed; each rank seeds seed + rank", min=0)
+    num_workers: int = _opt(-1, "DataLoader worker processes per rank, persistent for the run (-1 = auto: none "
+                            "when training on the CPU, else up to 4 per rank in ddp and up to 8 in dp/single, "
+                            "leaving a core per rank)", min=-1)
     log_every: int = _opt(10, "optimizer steps between metric events", min=1)
     val_every: int = _opt(1, "epochs between validation passes", min=1)
 

@@ -45,7 +45,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from training import report
 from training.amp import DTYPES, AutocastForward, AutocastProbe, worker_bf16_problem
@@ -145,6 +145,35 @@ def choose_device(wanted_gpus: int, backend_setting: str, ddp: bool, local_rank:
         notes.append(("warning", "backend nccl needs CUDA; no GPU visible, using gloo"))
         backend = "gloo"
     return torch.device("cpu"), backend, notes
+
+
+def loader_workers(setting: int, device_type: str, mode: str, local_procs: int, cpus: int | None) -> int:
+    """DataLoader worker processes for this rank. `setting` >= 0 is the profile's own number.
+
+    Auto (-1): none when training on the CPU (the ranks already use the cores, and a worker would
+    take one from training); on GPUs the batches must be made while the GPU computes, so up to 4
+    per rank in ddp and up to 8 for the one dp/single process, leaving a core for each rank.
+    """
+    if setting >= 0:
+        return setting
+    if device_type != "cuda":
+        return 0
+    per_rank = max(1, cpus or 1) // max(1, local_procs)
+    return max(0, min(4 if mode == "ddp" else 8, per_rank - 1))
+
+
+class EpochIndices(Sampler[int]):
+    """The indices of the current epoch (set before each one), so the DataLoader and its persistent
+    worker processes live for the whole run instead of being started again every epoch."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def cuda_device_identities(indices: list[int]) -> list[dict[str, str | None]]:
@@ -324,8 +353,14 @@ def main(argv: list[str] | None = None) -> int:
                              f"small for batch_size {T.batch_size} x grad_accum {T.grad_accum}; lower them")
         total_steps = T.epochs * steps_per_epoch
         val_indices = list(range(rank, len(val_set), world_size))  # no padding: exact val metrics
-        val_loader = DataLoader(val_set, batch_size=T.batch_size, sampler=val_indices, num_workers=0,
-                                pin_memory=device.type == "cuda")
+        workers = loader_workers(T.num_workers, device.type, mode, int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+                                 os.cpu_count())
+        loader_options = {"num_workers": workers, "persistent_workers": workers > 0,
+                          "pin_memory": device.type == "cuda"}
+        val_loader = DataLoader(val_set, batch_size=T.batch_size, sampler=val_indices, **loader_options)
+        epoch_indices = EpochIndices()
+        loader = DataLoader(train_set, batch_size=T.batch_size, sampler=epoch_indices, drop_last=True,
+                            **loader_options)
 
         def lr_factor(done: int) -> float:
             if T.warmup_steps and done < T.warmup_steps:
@@ -477,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                       world_size=world_size, device=str(device), backend=backend or None, epochs=T.epochs,
                       steps_per_epoch=steps_per_epoch, start_step=step, batch_size=T.batch_size,
                       amp=str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off",
-                      grad_scaler=scaler.is_enabled(), dp_device_ids=dp_ids or None)
+                      grad_scaler=scaler.is_enabled(), dp_device_ids=dp_ids or None, num_workers=workers)
         samples_per_step = T.batch_size * T.grad_accum * world_size
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -491,8 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             skip_steps = start_epoch_step if epoch == start_epoch else 0
             train_sampler.set_epoch(epoch)
             indices = list(train_sampler)[skip_steps * T.grad_accum * T.batch_size:]
-            loader = DataLoader(train_set, batch_size=T.batch_size, sampler=indices, drop_last=True,
-                                num_workers=0, pin_memory=device.type == "cuda")
+            epoch_indices.indices = indices
             batches = iter(loader)
             t_epoch = time.monotonic()
             epoch_step = skip_steps
