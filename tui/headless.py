@@ -13,8 +13,9 @@ What it prints (plain text, no ANSI, flushed line by line so `| tee` and CI logs
     run 20261124-183000-cpu finished: 4/4 epochs, 256 steps, best val_loss 0.79 (epoch 3), 2m05s
       run dir: runs/20261124-183000-cpu
 
-A progress line is printed once per interval when something moved, and every
-STALL_REPEAT_S otherwise (saying for how long nothing moved). A finished run prints its
+A progress line is printed once per interval when something moved (a metric, or rank 0's
+output: a custom script that reports no step still gets its line every interval, showing the
+last thing it printed), and every STALL_REPEAT_S otherwise (saying for how long nothing moved). A finished run prints its
 checkpoints, epochs and warnings compactly, then the summary. Everything comes from files
 (events.jsonl, telemetry.jsonl, run.json, exit.json): the printer never computes training state.
 """
@@ -32,6 +33,7 @@ from typing import Any, Callable, TextIO
 
 from training.events import EventReader
 from training.rundir import RunPaths, RunState, read_json
+from training.runs import rank_logs
 
 STALL_REPEAT_S = 30.0
 # A supervisor that has not recorded itself in run.json after this long never started.
@@ -288,10 +290,13 @@ class RunView:
             parts.append(f"val_{k} {fmt_value(self.val[k])}")
         return " ".join(parts)
 
-    def progress_line(self, elapsed_s: float, telemetry: dict[str, Any] | None, stalled_s: float = 0.0) -> str:
+    def progress_line(self, elapsed_s: float, telemetry: dict[str, Any] | None, stalled_s: float = 0.0,
+                      last_output: str = "") -> str:
         head = " ".join(p for p in (self.epoch_text(), f"step {self.step}" if self.step is not None else "",
                                     self.values_text()) if p)
-        if not head:
+        if not head and last_output:
+            head = f"{self.state or 'starting'}, no metric yet; rank 0: {last_output}"
+        elif not head:
             head = f"waiting for the first step ({self.state or 'starting'})"
         parts = [f"[{fmt_duration(elapsed_s)}] {head}"]
         if self.samples_per_s is not None:
@@ -361,6 +366,7 @@ class Follower:
         self.last_progress_t = 0.0
         self.last_move_t = clock()
         self.last_step: int | None = None
+        self.output_size = 0
 
     def say(self, line: str) -> None:
         self.out.write(_CONTROL.sub("", line.replace("\t", " ")).rstrip() + "\n")
@@ -397,20 +403,50 @@ class Follower:
         start = created if isinstance(created, (int, float)) else (self.view.first_t or self.started)
         return (self.clock() if at is None else at) - start
 
+    def rank0_output(self) -> tuple[int, Path | None]:
+        """(bytes rank 0 has printed, its newest stdout file): a script that prints is moving."""
+        files = rank_logs(self.paths).get(0, [])
+        size = 0
+        for f in files:
+            try:
+                size += f.stat().st_size
+            except OSError:
+                pass
+        stdout = [f for f in files if f.name in ("stdout.log", "rank-0.log")]
+        return size, (stdout[-1] if stdout else None)
+
+    def last_output_line(self, path: Path | None, max_chars: int = 100) -> str:
+        if path is None:
+            return ""
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+                tail = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = [clean_text(x) for x in re.split(r"[\r\n]", tail)]
+        last = next((x for x in reversed(lines) if x), "")
+        return last if len(last) <= max_chars else last[:max_chars - 3] + "..."
+
     def tick(self) -> None:
         """Read what is new, print its lines, and the progress line if due."""
         self.drain()
         now = self.clock()
         if self.view.step != self.last_step:
             self.last_step, self.last_move_t = self.view.step, now
-        changed = self.view.version != self.printed_version
+        size, stdout = self.rank0_output()
+        printed, self.output_size = size != self.output_size, size
+        if printed:
+            self.last_move_t = now
+        changed = self.view.version != self.printed_version or printed
         stalled = now - self.last_move_t
         if changed or now - self.last_progress_t >= STALL_REPEAT_S:
-            self.progress(stalled if not changed else 0.0)
+            self.progress(stalled if not changed else 0.0, stdout=stdout)
 
-    def progress(self, stalled_s: float = 0.0, at: float | None = None) -> None:
+    def progress(self, stalled_s: float = 0.0, at: float | None = None, stdout: Path | None = None) -> None:
         telemetry = read_last_json_line(self.paths.telemetry)
-        self.say(self.view.progress_line(self.elapsed(at), telemetry, stalled_s))
+        last = self.last_output_line(stdout) if self.view.step is None else ""
+        self.say(self.view.progress_line(self.elapsed(at), telemetry, stalled_s, last_output=last))
         self.printed_version = self.view.version
         self.last_progress_t = self.clock()
 

@@ -163,6 +163,32 @@ def test_live_run_progress_lines_then_exit(tmp_path):
     assert lines[5].startswith("run 20261124-183000-cpu finished: 1 epochs, 30 steps, last loss 0.3333, 25s")
 
 
+def test_a_custom_script_without_metrics_gets_a_line_every_interval_while_it_prints(tmp_path):
+    """No step ever reported: rank 0's output moving is progress, shown as its last line (\r redraws too)."""
+    paths = make_run(tmp_path)
+    log = paths.logs / "rank-0.log"
+    out = io.StringIO()
+    clock = [T0 + 10.0]
+    ticks = []
+
+    def fake_sleep(s):
+        clock[0] += s
+        ticks.append(s)
+        n = len(ticks)
+        if n <= 3:
+            with open(log, "a") as f:
+                f.write(f"reading shard {n}\n" if n < 3 else "batch 7/9 \x1b[32mok\x1b[0m\rbatch 9/9 ok")
+        elif n == 6:
+            write_json_atomic(paths.exit_json, {"returncode": 0, "state": "finished", "seconds": 22.0})
+
+    assert follow(paths, out=out, interval_s=2.0, clock=lambda: clock[0], sleep=fake_sleep) == 0
+    progress = [x for x in lines_of(out) if x.startswith("[")]
+    assert progress == ["[00:10] waiting for the first step (starting)",
+                        "[00:12] starting, no metric yet; rank 0: reading shard 1",
+                        "[00:14] starting, no metric yet; rank 0: reading shard 2",
+                        "[00:16] starting, no metric yet; rank 0: batch 9/9 ok"]  # quiet since: no repeat
+
+
 def test_a_stalled_run_repeats_its_line_rarely_and_says_so(tmp_path):
     paths = make_run(tmp_path)
     append_events(paths.events, [make_event("metric", t=T0, step=5, values={"loss": 2.0})])
