@@ -75,12 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_screen_renderer():
-    """The console's off-terminal renderer for the GPU check, or None when Textual is missing
-    (the check then says so in its screen item)."""
+    """The console's off-terminal renderer for the GPU check. Without Textual the check still runs
+    and its screen item fails with the reason (the console could not show the run either)."""
     try:
         from tui.screenshot import render_run_screen
-    except ImportError:
-        return None
+    except ImportError as exc:
+        missing = exc
+
+        def render_run_screen(paths, svg_path):
+            raise ImportError(f"the console cannot load ({missing}); install traindeck's dependencies "
+                              f"(textual, textual-plotext, plotext)")
     return render_run_screen
 
 

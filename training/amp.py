@@ -60,9 +60,10 @@ class AutocastProbe:
         if tensor is None:
             return
         device = str(tensor.device)
-        kind = tensor.device.type
-        dtype = str(torch.get_autocast_dtype(kind)).replace("torch.", "") if torch.is_autocast_enabled(kind) \
-            else "off"
+        try:
+            dtype = autocast_state(tensor.device.type)
+        except Exception:  # a probe never breaks training
+            return
         with self._lock:
             self.seen.setdefault(f"{device} {threading.current_thread().name}", dtype)
             devices = {key.split(" ", 1)[0] for key in self.seen}
@@ -89,6 +90,20 @@ class AutocastProbe:
         return {device: sorted(dtypes) for device, dtypes in sorted(out.items())}
 
 
+def autocast_state(device_type: str) -> str:
+    """The autocast dtype in effect in this thread ("bfloat16", "float16") or "off".
+    torch >= 2.4 takes a device type; 2.3 (the floor) has per-device functions."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+        dtype = torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):
+        if device_type == "cuda":
+            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+        else:
+            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return str(dtype).replace("torch.", "") if enabled else "off"
+
+
 def bf16_fix(capability: tuple[int, int] | None, name: str = "this GPU") -> str | None:
     """Why bf16 cannot run on a GPU of this compute capability, with the fix; None when it can."""
     if capability is None or tuple(capability) >= BF16_MIN_CAPABILITY:
@@ -103,6 +118,10 @@ def worker_bf16_problem(device: torch.device) -> str | None:
     """The worker's own check on its CUDA device (torch's view, without counting emulation)."""
     if device.type != "cuda":
         return None
-    if torch.cuda.is_bf16_supported(including_emulation=False):
+    try:
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch 2.3: no including_emulation; native bf16 is compute capability >= 8.0
+        native = tuple(torch.cuda.get_device_capability(device)) >= BF16_MIN_CAPABILITY
+    if native:
         return None
     return bf16_fix(torch.cuda.get_device_capability(device), torch.cuda.get_device_name(device))
