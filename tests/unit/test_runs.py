@@ -22,7 +22,7 @@ from training import process_group as pg
 from training import runs
 from training.errors import RunNotFound, TraindeckError
 from training.events import append_events, make_event, read_all
-from training.launch import PROJECT_ROOT
+from training.launch import IMPORT_DIR, PROJECT_ROOT
 from training.rundir import (
     RunPaths,
     RunState,
@@ -251,8 +251,10 @@ def test_shell_metacharacters_reach_the_script_as_one_argument(runs_dir, tmp_pat
     for rank in ranks:
         seen = json.loads((paths.root / f"argv-{rank}.json").read_text())
         assert seen["argv"] == [nasty, "two words", "$(touch pwned)"]
-        assert seen["cwd"] == str(PROJECT_ROOT)
-        assert seen["pythonpath"].split(os.pathsep)[0] == str(PROJECT_ROOT)
+        # Where the test (like a user) started it; on PYTHONPATH only the run's traindeck folder.
+        assert seen["cwd"] == os.getcwd()
+        assert seen["pythonpath"].split(os.pathsep)[0] == str(paths.root / IMPORT_DIR)
+        assert str(PROJECT_ROOT) not in seen["pythonpath"].split(os.pathsep)
     assert marker.exists() and not (PROJECT_ROOT / "pwned").exists()
     if mode == "single":
         assert runs.rank_logs(paths) == {0: [paths.logs / "rank-0.log"]}
