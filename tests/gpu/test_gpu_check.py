@@ -37,6 +37,7 @@ def test_nvml_reports_the_compute_capability_torch_sees():
     assert caps[0] == torch.cuda.get_device_capability(0)
 
 
+@pytest.mark.timeout(900)
 def test_the_whole_gpu_check_passes(tmp_path):
     from training.gpu_check import REPORT_NAME, GpuCheck
     from tui.screenshot import render_run_screen
