@@ -69,6 +69,12 @@ def test_report():
     check(bench_report.run(quick=True), 2)
 
 
+def test_input():
+    from benchmarks import bench_input
+
+    check(bench_input.run(quick=True), 4)
+
+
 def test_heartbeat_control_micro():
     from benchmarks import bench_overhead
 
