@@ -69,6 +69,7 @@ def test_report():
     check(bench_report.run(quick=True), 2)
 
 
+@pytest.mark.slow  # starts DataLoader worker processes
 def test_input():
     from benchmarks import bench_input
 
