@@ -194,7 +194,8 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
         env = _env(profile, root, 1, base)
         notes = ()
         if launch.mode == "dp":
-            notes = ("dp runs one process; nn.DataParallel spreads each batch over the visible GPUs",)
+            notes = ("dp runs one process; nn.DataParallel spreads each batch over hardware.gpus of the "
+                     "visible GPUs",)
         return LaunchSpec(argv=(python, *program), env=env, cwd=workdir, uses_torchrun=False,
                           local_procs=1, stdout_log=logs / "rank-0.log", notes=notes, import_dir=import_dir)
 

@@ -5,7 +5,7 @@ Launch commands (the supervisor builds these; RUN_DIR may also come from $TRAIND
     # ddp: one process per GPU (or per CPU slot on gloo), through torchrun
     python -m torch.distributed.run --nproc_per_node 2 --rdzv-backend c10d \
         --rdzv-endpoint 127.0.0.1:29517 -m training.worker RUN_DIR
-    # dp (nn.DataParallel over the visible GPUs) and single: one process
+    # dp (nn.DataParallel over hardware.gpus of the visible GPUs) and single: one process
     python -m training.worker RUN_DIR
 
 It reads RUN_DIR/profile.toml, resumes from RUN_DIR/checkpoints/last.pt when it exists (a resumed
