@@ -1,13 +1,17 @@
 # traindeck: one command to set up and run the demo, one to set up and run the tests.
 #   make demo   - create .venv, install, run the cpu profile headless (about a minute)
-#   make test   - create .venv, install with test extras, run the whole pytest suite
+#   make test   - create .venv, install with test extras, run the whole pytest suite on every core
+#                 (at most 4 workers), then the console tests with the clock a year ahead
 # GPU boxes: install your CUDA build of torch into .venv first (see README), then the same.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0; a GPU box that already has CUDA torch in .venv keeps it.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint bench gpu-check clean
+# pytest-xdist workers: one per core, at most 4 (the tests start 2-8 processes of their own).
+TEST_WORKERS ?= auto --maxprocesses 4
+
+.PHONY: setup demo test test-fast test-faketime lint bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -22,10 +26,22 @@ demo: setup
 	$(PY) run.py --profile cpu --headless
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	@$(MAKE) --no-print-directory test-faketime
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
+
+# No test may depend on the date: the console and headless tests (marked ui) run again with the
+# clock a year ahead (libfaketime, Debian package faketime). The slow ui tests start real torch
+# processes, which libfaketime preloaded into them stalls at shutdown: they compare real times
+# with real times and run in `make test` today.
+test-faketime: setup
+	@if command -v faketime >/dev/null; then \
+		faketime -f '+365d' $(PY) -m pytest -q -n $(TEST_WORKERS) -m "ui and not slow" -p no:cacheprovider; \
+	else \
+		echo "test-faketime skipped: faketime is not installed (apt-get install faketime)"; \
+	fi
 
 lint: setup
 	$(PY) -m pip install -q ruff && $(PY) -m ruff check .

@@ -121,7 +121,7 @@ def test_rehearse_section_sets_the_schedule_and_batch():
 
 
 def test_dp_batch_stays_divisible_by_the_gpus():
-    text = (DATA.parent.parent.parent / "profiles" / "4xb200-chess.toml").read_text()
+    text = (ROOT / "profiles" / "4xb200-chess.toml").read_text()
     text = text.replace("gpus = 4", "gpus = 3").replace("batch_size = 8192", "batch_size = 8193")
     p = parse_profile(text, path="chess3.toml")
     rp, _ = rehearsal_profile(p, cores=2)
