@@ -39,9 +39,12 @@ def test_send_numbers_requests_and_poll_sees_each_once(paths):
 
 def test_requests_from_before_the_worker_started_are_ignored(paths):
     send(paths, "save-stop")  # left over from before a resume
-    time.sleep(0.01)
-    channel = ControlChannel(paths.root, min_interval_s=0)
+    # The worker starts after it (its start time injected: request times are rounded to 1 ms, so
+    # "now" taken within the same millisecond could sort either way).
+    leftover_t = json.loads(paths.control.read_text())["t"]
+    channel = ControlChannel(paths.root, since=leftover_t + 0.002, min_interval_s=0)
     assert channel.poll() is None
+    time.sleep(0.01)
     send(paths, "save")
     assert channel.poll() == "save"
 
