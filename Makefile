@@ -8,8 +8,10 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0; a GPU box that already has CUDA torch in .venv keeps it.
 TORCH_SPEC ?= torch==2.13.0
 
-# pytest-xdist workers: one per core, at most 4 (the tests start 2-8 processes of their own).
-TEST_WORKERS ?= auto --maxprocesses 4
+# pytest-xdist workers: 0 = one process. `make test TEST_WORKERS="auto --maxprocesses 4"` spreads the
+# suite over the cores; on 2 cores it saves little (CPU-bound) and its load made the chance-based
+# kill-during-write test miss, so CI stays serial until the torch zygote lands.
+TEST_WORKERS ?= 0
 
 .PHONY: setup demo test test-fast test-faketime lint bench gpu-check clean
 
