@@ -88,6 +88,14 @@ def _run_screen_renderer():
     return render_run_screen
 
 
+def _print_phase(paths, out, phase: int) -> int:
+    """A rehearsal phase, followed like --headless. Ctrl-C stops it (nobody wants half a rehearsal
+    left running); phase 2 continues the same event stream, so only what is new is printed."""
+    from tui.headless import follow
+
+    return follow(paths, out, stop_on_interrupt=True, interval_s=1.0, history=phase == 1)
+
+
 def _interactive() -> bool:
     return sys.stdout.isatty() and sys.stdin.isatty()
 
@@ -116,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
-    from training import preflight
+    from training.console import preflight
     from training.profile import load_profile
 
     if args.list:
         print(preflight.format_profile_list())
         return 0
     if args.gpu_check:
-        from training.gpu_check import GpuCheck
+        from training.console.gpu_check import GpuCheck
 
         return GpuCheck(runs_dir, render=_run_screen_renderer()).run()
     if args.check:
@@ -132,19 +140,20 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         print(report.format())
         return 0 if report.ok else 1
     if args.runs:
-        from training import runs
+        from training.console import runs
 
         print(runs.format_runs_table(runs.list_runs(runs_dir)))
         return 0
     if args.stop:
-        from training import runs
+        from training.console import runs
 
         paths = runs.find_run(runs_dir, args.stop)
         state = runs.stop_run(paths)
         print(f"{paths.id}: {state.value}")
         return 0
     if args.control:
-        from training import control, runs
+        from training import control
+        from training.console import runs
 
         spec, action = args.control
         if action not in CONTROL_ACTIONS:
@@ -153,22 +162,22 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         print(control.send_and_wait(paths, action))
         return 0
     if args.dump:
-        from training import runs, stackdump
+        from training.console import runs, stackdump
 
         paths = runs.find_run(runs_dir, args.dump)
         for line in stackdump.dump_stacks(paths):
             print(line)
         return 0
 
-    from training import runs
+    from training.console import runs
 
     headless = args.headless or not _interactive()
     runs.reap_orphans(runs_dir)
     if args.rehearse:
-        from training import rehearse
+        from training.console import rehearse
 
         profile = load_profile(args.profile or "cpu", args.overrides)
-        return rehearse.rehearse(profile, runs_dir, argv=argv, out=sys.stdout)
+        return rehearse.rehearse(profile, runs_dir, _print_phase, argv=argv, out=sys.stdout)
     if args.attach is not None or args.resume:
         if args.resume:
             paths = runs.resume_run(runs.find_run(runs_dir, args.resume))

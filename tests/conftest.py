@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.locations import RECORDED_RUNS, TESTS
 from tests.support.recorded_runs import SNAPSHOT_NOW
-from training import runs
+from training.console import runs
 from training.rundir import list_run_dirs
 
 

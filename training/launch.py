@@ -26,7 +26,7 @@ Where it runs, and what it imports, is what the user would get by hand:
 
 Per-rank logs: torchrun writes RUN_DIR/logs/torchrun/<rdzv_id>_<random>/attempt_K/<local_rank>/
 {stdout,stderr}.log (its own messages go to logs/launcher.log); a direct launch writes
-stdout+stderr to logs/rank-0.log. `training.runs.rank_logs` maps both layouts to ranks.
+stdout+stderr to logs/rank-0.log. `training.console.runs.rank_logs` maps both layouts to ranks.
 """
 
 from __future__ import annotations
@@ -42,12 +42,11 @@ from pathlib import Path
 from typing import Mapping
 
 import traindeck
-from training import placeholders
+from training import PROJECT_ROOT, placeholders
 from training.errors import TraindeckError
 from training.profile import Profile
 from training.rundir import RUN_DIR_ENV, RunPaths
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The package a custom script may import (`from traindeck import report`), and the folder of the
 # run directory that exposes it, alone, on the script's PYTHONPATH.
 TRAINDECK_PACKAGE = Path(traindeck.__file__).resolve().parent

@@ -5,12 +5,12 @@
 
 Like torch elastic's agent: a validated launch config (`training.launch.LaunchSpec`), a
 `RunState`, and a monitor loop that returns a `RunResult`. The supervisor is the only writer of
-run.json while it lives (`training.runs.stop_run` takes over only once it is dead) and it never
+run.json while it lives (`training.console.runs.stop_run` takes over only once it is dead) and it never
 trains: it starts the launcher (torchrun or the worker itself), tracks every descendant by pid +
 create_time, runs the telemetry sampler and the custom-script log tailer, and on the way out
 makes sure no process of the run is left and says why the run ended (exit.json).
 
-It runs in its own session with stdio on logs/supervisor.log (training.runs.start_run spawns it
+It runs in its own session with stdio on logs/supervisor.log (training.console.runs.start_run spawns it
 so), and ignores SIGHUP, so a dropped SSH connection never reaches training.
 """
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from training import process_group as pg
+from training.console.runs import rank_logs
 from training.errors import TraindeckError
 from training.events import EventReader, append_events, make_event
 from training.launch import (
@@ -49,7 +50,6 @@ from training.rundir import (
     update_run_json,
     write_json_atomic,
 )
-from training.runs import rank_logs
 
 POLL_S = 0.2
 REFRESH_PROCS_S = 0.5
@@ -138,7 +138,7 @@ def _bf16_capable(profile: Profile) -> bool:
     """Whether every GPU the run sees has bf16 (compute capability >= 8.0), as NVML reports it;
     True when NVML cannot tell."""
     from training.amp import BF16_MIN_CAPABILITY
-    from training.preflight import run_gpus
+    from training.console.preflight import run_gpus
 
     try:
         devices = run_gpus(profile).devices
@@ -150,8 +150,8 @@ def _bf16_capable(profile: Profile) -> bool:
 def _run_gpu_indices(spec: LaunchSpec) -> list[int] | None:
     """NVML indices of the GPUs the run's processes can see (their CUDA_VISIBLE_DEVICES), so the
     panels show exactly those; None = all (also when MIG instances are named: NVML indexes GPUs)."""
+    from training.console.preflight import visible_gpus
     from training.gpu import get_backend
-    from training.preflight import visible_gpus
 
     backend = get_backend()
     if not backend.available:

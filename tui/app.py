@@ -65,7 +65,7 @@ class TraindeckApp(App[int | None]):
 
     def preflight(self, profile: Profile, runs_dir: Path) -> Any:
         """The picker's preflight (a PreflightReport); snapshot tests swap in a fixed one."""
-        from training.preflight import run_preflight
+        from training.console.preflight import run_preflight
 
         return run_preflight(profile, runs_dir, backend=self.gpu_backend)
 
@@ -84,7 +84,7 @@ class TraindeckApp(App[int | None]):
 
     @work(thread=True, exclusive=True, group="start", exit_on_error=False)
     def _start_run(self, profile: Profile, rehearsal: bool, argv: list[str] | None) -> None:
-        from training import runs
+        from training.console import runs
 
         if rehearsal:
             profile = self._rehearsal_profile(profile)
@@ -94,7 +94,7 @@ class TraindeckApp(App[int | None]):
 
     def _rehearsal_profile(self, profile: Profile) -> Profile | None:
         try:
-            from training import rehearse
+            from training.console import rehearse
         except ImportError:
             rehearse = None
         make = getattr(rehearse, "rehearsal_profile", None)

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from training.console.runs import rank_logs
 from training.events import EventReader
 from training.rundir import RunPaths, RunState, read_json
-from training.runs import rank_logs
 
 STALL_REPEAT_S = 30.0
 # A supervisor that has not recorded itself in run.json after this long never started.
@@ -540,7 +540,7 @@ class Follower:
 
 
 def _default_stop(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -> Any:
-    from training.runs import stop_run
+    from training.console.runs import stop_run
 
     return stop_run(paths, grace_s=grace_s, wait=wait)
 

@@ -1,6 +1,6 @@
 """Render a run's screen off-terminal (Textual's run_test) and say what it shows.
 
-Used by `run.py --gpu-check` (training.gpu_check takes it as its `render` callback, since training/
+Used by `run.py --gpu-check` (training.console.gpu_check takes it as its `render` callback, since training/
 never imports the console): proof that the run screen draws from real telemetry.
 """
 

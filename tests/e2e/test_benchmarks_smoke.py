@@ -46,8 +46,8 @@ def test_synthetic_run_dir(tmp_path):
     assert [e["step"] for e in events] == list(range(1, 1001))
     assert all(e["kind"] == "metric" and "loss" in e["values"] for e in events)
     assert json.loads((root / "exit.json").read_text())["state"] == "finished"
+    from training.console.runs import run_summary
     from training.rundir import RunPaths
-    from training.runs import run_summary
 
     summary = run_summary(RunPaths(root))
     assert summary.state.value == "finished" and summary.step == 1000

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.locations import DATA, ROOT
-from training import rehearse
-from training.events import append_events, make_event
-from training.profile import load_profile, parse_profile
-from training.rehearse import (
+from training.console import rehearse
+from training.console.rehearse import (
     FAIL,
     FP16_NOTE,
     ITEM_EVENTS,
@@ -36,6 +34,8 @@ from training.rehearse import (
     phase_profiles,
     rehearsal_profile,
 )
+from training.events import append_events, make_event
+from training.profile import load_profile, parse_profile
 from training.rundir import create_run_dir, write_json_atomic
 from training.tasks import TASKS
 

@@ -20,7 +20,7 @@ from tests.support.processes import assert_nothing_left, recorded
 from tests.support.profiles import custom_profile, tiny_cpu_profile
 from tests.support.waiting import wait_for
 from training import process_group as pg
-from training import runs
+from training.console import runs
 from training.errors import TraindeckError
 from training.events import read_all
 from training.profile import parse_profile

@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.live_runs import events, wait_done
 from tests.support.locations import DATA, ROOT
-from training import runs
+from training.console import runs
 from training.launch import IMPORT_DIR
 from training.profile import load_profile
 from training.rundir import RunPaths, RunState, list_run_dirs, read_run_json

@@ -22,7 +22,7 @@ pytestmark = [
 
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
 def test_dataparallel_replica_threads_run_in_the_profiles_dtype(amp):
-    from training.gpu_check import replica_probe
+    from training.console.gpu_check import replica_probe
 
     if amp == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
         pytest.skip("this GPU has no bf16")
@@ -39,7 +39,7 @@ def test_nvml_reports_the_compute_capability_torch_sees():
 
 @pytest.mark.timeout(900)
 def test_the_whole_gpu_check_passes(tmp_path):
-    from training.gpu_check import REPORT_NAME, GpuCheck
+    from training.console.gpu_check import REPORT_NAME, GpuCheck
     from tui.screenshot import render_run_screen
 
     code = GpuCheck(tmp_path, render=render_run_screen).run()

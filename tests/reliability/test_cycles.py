@@ -1,6 +1,6 @@
 """Reliability: 50 start/stop cycles, mixed ways of ending a run, and nothing left behind.
 
-Cycles rotate through: graceful stop (training.runs.stop_run), the same with a script that
+Cycles rotate through: graceful stop (training.console.runs.stop_run), the same with a script that
 ignores SIGTERM and has a grandchild in its own session (SIGKILL escalation), Ctrl-C (SIGINT)
 to `run.py --headless`, and SIGKILL of the launcher. Most cycles run a torch-free script in
 single mode (a DDP start costs 5-15 s on this loaded 2-core box); 3 of them are real torchrun +
@@ -27,7 +27,7 @@ from tests.support.processes import assert_gone, assert_no_processes_of, bound, 
 from tests.support.profiles import custom_profile
 from tests.support.waiting import wait_for
 from training import process_group as pg
-from training import runs
+from training.console import runs
 from training.rundir import RunPaths, RunState, list_run_dirs, read_json, read_run_json
 
 pytestmark = pytest.mark.slow

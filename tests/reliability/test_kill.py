@@ -19,7 +19,7 @@ from tests.support.processes import assert_gone, assert_no_processes_of, listene
 from tests.support.profiles import builtin_profile
 from tests.support.waiting import wait_for
 from training import process_group as pg
-from training import runs
+from training.console import runs
 from training.rundir import RunState, read_json, read_run_json
 
 pytestmark = pytest.mark.slow

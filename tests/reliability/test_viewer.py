@@ -27,7 +27,7 @@ from tests.support.live_runs import wait_step
 from tests.support.locations import ROOT, SCRIPTS
 from tests.support.processes import assert_gone, assert_no_processes_of, recorded
 from tests.support.waiting import wait_for
-from training import runs
+from training.console import runs
 from training.rundir import RunPaths, RunState, list_run_dirs
 
 pytestmark = pytest.mark.slow

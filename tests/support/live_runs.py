@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.waiting import wait_for
-from training import runs
+from training.console import runs
 from training.events import read_all
 from training.heartbeat import read_heartbeats
 from training.rundir import RunPaths, RunState

@@ -310,7 +310,7 @@ async def test_watchdog_marks_a_cpu_worker_panel(recorded_app, recorded_runs_dir
 
 
 async def test_stacks_key_dumps_and_shows_the_dump_in_the_logs_tab(recorded_app, monkeypatch):
-    from training import stackdump
+    from training.console import stackdump
 
     calls = []
 
@@ -337,7 +337,7 @@ async def test_stacks_key_dumps_and_shows_the_dump_in_the_logs_tab(recorded_app,
 
 
 async def test_stacks_key_reports_the_error(recorded_app, monkeypatch):
-    from training import stackdump
+    from training.console import stackdump
     from training.errors import TraindeckError
 
     def failing(paths, *args, **kwargs):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.support.fake_runs import append_events, event, make_run_dir, write_exit
-from training.gpu_check import (
+from training.console.gpu_check import (
     EXIT_SKIPPED,
     FAIL,
     PASS,

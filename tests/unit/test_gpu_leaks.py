@@ -146,7 +146,7 @@ def run_holds_gpu() -> RunHoldsGpu:
 def test_supervisor_reports_a_leak_in_exit_json_and_events(tmp_path, monkeypatch):
     from tests.support.live_runs import stop_quietly
     from tests.support.waiting import wait_for
-    from training import runs
+    from training.console import runs
     from training.events import read_all
     from training.profile import parse_profile
 

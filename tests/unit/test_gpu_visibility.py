@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from tests.support.profiles import builtin_profile
+from training.console.rehearse import rehearsal_profile
 from training.launch import build_launch
 from training.profile import load_profile
-from training.rehearse import rehearsal_profile
 from training.worker import choose_device
 
 

@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.fake_nvml import eight_b200, four_2080ti
+from training.console.preflight import (
+    amp_check,
+    gpu_check,
+    hardware_match,
+    run_gpus,
+    run_preflight,
+    torch_check,
+)
 from training.gpu import GpuBackend
-from training.preflight import amp_check, gpu_check, hardware_match, run_gpus, run_preflight, torch_check
 from training.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""training.runs: the client API. Fast tests on hand-made run directories; slow ones with real runs."""
+"""training.console.runs: the client API. Fast tests on hand-made run directories; slow ones with real runs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tests.support.processes import assert_nothing_left
 from tests.support.profiles import custom_profile
 from tests.support.waiting import wait_for
 from training import process_group as pg
-from training import runs
+from training.console import runs
 from training.errors import RunNotFound, TraindeckError
 from training.events import append_events, make_event, read_all
 from training.launch import IMPORT_DIR, PROJECT_ROOT

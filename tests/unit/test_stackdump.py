@@ -12,10 +12,10 @@ import psutil
 import pytest
 
 import run as cli
+from training.console.stackdump import dump_stacks
 from training.errors import TraindeckError
 from training.events import read_all
 from training.rundir import create_run_dir, hostname, update_run_json, write_json_atomic
-from training.stackdump import dump_stacks
 
 # A stand-in for a worker rank: faulthandler on SIGUSR1 into dumps/rank-N.txt (as training.worker
 # does), then it waits inside a function whose name the dump must show.
@@ -148,7 +148,7 @@ def test_dump_of_a_live_ddp_run_has_both_ranks(tmp_path, monkeypatch):
     from tests.support.live_runs import stop_quietly
     from tests.support.profiles import cpu_profile
     from tests.support.waiting import wait_for
-    from training import runs
+    from training.console import runs
 
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + "/usr/bin:/bin")
     profile = cpu_profile(epochs=50, steps_per_epoch=200, step_delay_s=0.05)

@@ -303,7 +303,7 @@ def test_supervisor_runs_the_watchdog_and_records_the_hang_in_events(tmp_path, m
     """The same hang through the product path: runs.start_run -> supervisor -> torchrun."""
     from tests.support.live_runs import stop_quietly
     from tests.support.waiting import wait_for
-    from training import runs
+    from training.console import runs
     from training.profile import parse_profile
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

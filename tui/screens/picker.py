@@ -101,7 +101,7 @@ class PickerScreen(Screen):
     # ---- workers ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="profiles", exit_on_error=False)
     def _load_profiles(self) -> None:
-        from training.preflight import hardware_match
+        from training.console.preflight import hardware_match
 
         backend = self.app.gpu_backend
         entries = []

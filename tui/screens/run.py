@@ -365,7 +365,7 @@ class RunScreen(Screen):
             self.post_message(self.LogArrived(path, lines, reset, sources))
 
     def _log_sources(self) -> list[tuple[str, Path]]:
-        from training.runs import rank_logs
+        from training.console.runs import rank_logs
 
         sources: list[tuple[str, Path]] = []
         for rank, files in rank_logs(self.paths).items():
@@ -551,7 +551,7 @@ class RunScreen(Screen):
 
     @work(thread=True, exclusive=True, group="dump", exit_on_error=False)
     def _dump_stacks(self) -> None:
-        from training import stackdump
+        from training.console import stackdump
         from training.errors import TraindeckError
 
         before = self._dump_files()
@@ -581,7 +581,7 @@ class RunScreen(Screen):
 
     @work(thread=True, group="control", exit_on_error=False)
     def _stop_run(self, then_exit: bool = False) -> None:
-        from training.runs import stop_run
+        from training.console.runs import stop_run
 
         self.app.call_from_thread(self.notify, f"stopping {self.paths.id}…", timeout=3)
         state = stop_run(self.paths)
@@ -591,7 +591,7 @@ class RunScreen(Screen):
 
     @work(thread=True, group="control", exit_on_error=False)
     def _resume_run(self) -> None:
-        from training.runs import resume_run
+        from training.console.runs import resume_run
 
         resume_run(self.paths)
         self.app.call_from_thread(self.notify, f"resuming {self.paths.id} from checkpoints/last.pt")

@@ -62,7 +62,7 @@ class RunsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="runs", exit_on_error=False)
     def _list_runs(self) -> None:
-        from training.runs import list_runs
+        from training.console.runs import list_runs
 
         self.post_message(self.RunsListed(list_runs(self.runs_dir)))
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from training import PROJECT_ROOT
 from training import process_group as pg
 from training.errors import RunNotFound, TraindeckError
 from training.events import append_events, make_event, read_tail
@@ -39,7 +40,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Between start_run creating run.json and recording the supervisor's pid there is a moment
 # with no pid to check; a run that young counts as live.
 SPAWN_WINDOW_S = 30.0

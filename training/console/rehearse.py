@@ -255,7 +255,7 @@ def _read_events(paths: RunPaths) -> tuple[list[dict[str, Any]], int]:
 def check_launch(paths: RunPaths, rp: Profile, phases: list[PhaseResult]) -> CheckItem:
     want = rp.world_size
     if rp.is_custom:
-        from training.runs import rank_logs
+        from training.console.runs import rank_logs
 
         logs = rank_logs(paths)
         missing = [r for r in range(want) if r not in logs]
@@ -498,14 +498,6 @@ def _try_load(paths: RunPaths, rp: Profile, phase: int) -> tuple[int, str, int |
 
 # ---- the whole rehearsal ------------------------------------------------------------------------
 
-def _default_follow(paths: RunPaths, out: TextIO, phase: int) -> int:
-    from tui.headless import follow
-
-    # Ctrl-C during a rehearsal stops it: nobody wants a half-rehearsal left running. Phase 2
-    # continues the same event stream: print only what is new.
-    return follow(paths, out, stop_on_interrupt=True, interval_s=1.0, history=phase == 1)
-
-
 def _say(out: TextIO, line: str) -> None:
     print(f"rehearse: {line}", file=out, flush=True)
 
@@ -518,18 +510,18 @@ def _run_phase(paths: RunPaths, n: int, follow: Callable[[RunPaths, TextIO, int]
     return PhaseResult(rc, round(time.monotonic() - t0, 2), events[events_before:], _heartbeats(paths))
 
 
-def rehearse(profile: Profile, runs_dir: Path, argv: list[str] | None = None, out: TextIO = sys.stdout,
-             *, cores: int | None = None, follow: Callable[[RunPaths, TextIO, int], int] | None = None,
+def rehearse(profile: Profile, runs_dir: Path, follow: Callable[[RunPaths, TextIO, int], int],
+             argv: list[str] | None = None, out: TextIO = sys.stdout, *, cores: int | None = None,
              on_phase: Callable[[RunPaths, int], None] | None = None) -> int:
     """Rehearse `profile` in a new run directory under `runs_dir`; 0 when every item passed.
 
-    `follow(paths, out, phase) -> returncode` waits for phase 1 or 2 to end (default:
-    tui.headless.follow, which prints progress lines); `on_phase(paths, n)` is called when phase n has started, so a
-    UI can show the run directory while it runs.
+    `follow(paths, out, phase) -> returncode` waits for phase 1 or 2 to end and returns INTERRUPTED
+    when the user stopped it: the console hands in its viewer (run.py the headless printer, the TUI
+    a wait while its run screen shows the run). `on_phase(paths, n)` is called when phase n has
+    started, so a UI can show the run directory while it runs.
     """
-    from training import runs
+    from training.console import runs
 
-    follow = follow or _default_follow
     t_start = time.monotonic()
     rp, notes = rehearsal_profile(profile, cores)
     # The worker re-reads profile.toml strictly; a scaled profile that does not load (a bad

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from training import PROJECT_ROOT
 from training.events import read_all
 from training.heartbeat import read_heartbeats
 from training.profile import Profile, list_profile_names, load_profile, parse_profile
@@ -272,7 +273,7 @@ class GpuCheck:
     # -- the gate: NVML, then torch ------------------------------------------------------------
     def gate(self) -> int | None:
         """None to go on; else the exit code (77 no GPU, 1 unusable)."""
-        from training.preflight import CUDA_INSTALL_HINT
+        from training.console.preflight import CUDA_INSTALL_HINT
 
         if not self.backend.available:
             self.say(f"gpu-check skipped: {self.backend.error or 'no NVIDIA driver/GPU found'}")
@@ -396,7 +397,7 @@ class GpuCheck:
         return {s.index: s.mem_used_mib for s in self.backend.sample() if s.mem_used_mib is not None}
 
     def train(self, profile: Profile, runs_dir: Path) -> RunPaths:
-        from training import runs
+        from training.console import runs
 
         paths = runs.start_run(profile, runs_dir, argv=["--gpu-check"])
         deadline = time.monotonic() + self.run_timeout_s
@@ -408,7 +409,7 @@ class GpuCheck:
 
     def stopped_run(self, amp: str, runs_dir: Path) -> RunPaths:
         """A run stopped mid-training: what 'after stop' means for the memory item."""
-        from training import runs
+        from training.console import runs
 
         paths = runs.start_run(gpu_profile("gpucheck-stop", "single", 1, amp, epochs=100000), runs_dir,
                                argv=["--gpu-check"])
@@ -477,7 +478,7 @@ class GpuCheck:
                     + ", ".join(panels[:8]) + f"; screenshot {result.get('svg')}", result)
 
     def preflight_item(self, runs_dir: Path) -> Item:
-        from training.preflight import run_preflight
+        from training.console.preflight import run_preflight
 
         results, problems = {}, []
         for name in list_profile_names():
@@ -503,9 +504,9 @@ def replica_probe(amp: str, timeout_s: float = 120.0) -> dict[str, Any]:
     """DataParallel's replica threads on one GPU: parallel_apply over two replicas on cuda:0, in a
     child process (so this one never holds a CUDA context). Returns {"ok", "detail", ...}."""
     try:
-        proc = subprocess.run([sys.executable, "-m", "training.gpu_check", "--replica-probe", amp],
+        proc = subprocess.run([sys.executable, "-m", "training.console.gpu_check", "--replica-probe", amp],
                               capture_output=True, text=True, timeout=timeout_s,
-                              cwd=str(Path(__file__).resolve().parent.parent))
+                              cwd=str(PROJECT_ROOT))
     except subprocess.TimeoutExpired:
         return {"ok": False, "detail": f"the probe did not finish in {timeout_s:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -547,6 +548,6 @@ def _replica_probe_main(amp: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--replica-probe":
         sys.exit(_replica_probe_main(sys.argv[2]))
-    print("usage: python -m training.gpu_check --replica-probe bf16|fp16 (the check itself: run.py --gpu-check)",
+    print("usage: python -m training.console.gpu_check --replica-probe bf16|fp16 (the check itself: run.py --gpu-check)",
           file=sys.stderr)
     sys.exit(2)

@@ -63,7 +63,7 @@ def _catches_sigusr1(pid: int) -> bool:
 
 
 def _live_workers(paths: RunPaths) -> list[tuple[int, pg.ProcRef]]:
-    from training.runs import verified_state
+    from training.console.runs import verified_state
 
     data = read_run_json(paths)
     state, live, note = verified_state(paths, data)
