@@ -32,8 +32,8 @@ BATCH = 16
 
 
 def _setup(workers: int):
+    from training.engine.worker import EpochIndices
     from training.tasks import TASKS, load_task_module
-    from training.worker import EpochIndices
 
     task = load_task_module("video-action").build({**TASKS["video-action"].options, **VIDEO}, 0)
     train_set, _ = task.datasets()

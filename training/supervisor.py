@@ -137,8 +137,8 @@ def last_lines(text: str, n: int = 3) -> list[str]:
 def _bf16_capable(profile: Profile) -> bool:
     """Whether every GPU the run sees has bf16 (compute capability >= 8.0), as NVML reports it;
     True when NVML cannot tell."""
-    from training.amp import BF16_MIN_CAPABILITY
     from training.console.preflight import run_gpus
+    from training.engine.amp import BF16_MIN_CAPABILITY
 
     try:
         devices = run_gpus(profile).devices

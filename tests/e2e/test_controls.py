@@ -11,8 +11,8 @@ import run as cli
 from tests.support.live_runs import heartbeat_steps, stop_quietly
 from tests.support.profiles import cpu_profile
 from tests.support.waiting import wait_for
-from training.checkpoint import load_checkpoint, load_model_weights
 from training.console import runs
+from training.engine.checkpoint import load_checkpoint, load_model_weights
 from training.events import read_all
 from training.rundir import RunState, create_run_dir, hostname, list_run_dirs, read_json, write_json_atomic
 from training.tasks import load_task_module

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support import engine
+from training.engine.worker import loader_workers
 from training.profile import load_profile
-from training.worker import loader_workers
 
 
 @pytest.mark.parametrize("setting, device, mode, procs, cpus, expected", [

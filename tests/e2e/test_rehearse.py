@@ -222,11 +222,11 @@ def test_first_error_prefers_the_exception_line(tmp_path):
 
 
 def test_export_check_names_what_to_install(tmp_path, monkeypatch):
-    import training.export
+    import training.engine.export
 
     paths = create_run_dir(tmp_path, "x")
     rp, _ = rehearsal_profile(load_profile("8xb200-gnn"), cores=2)
-    monkeypatch.setattr(training.export, "missing_dependencies", lambda: ["onnxscript"])
+    monkeypatch.setattr(training.engine.export, "missing_dependencies", lambda: ["onnxscript"])
     item = check_export(paths, rp, [PhaseResult(0, 1)], 0.0)
     assert item.status == FAIL and "pip install onnxscript" in item.detail
     monkeypatch.undo()

@@ -16,9 +16,9 @@ import torch
 from tests.support import engine
 from tests.support.processes import kill_tree
 from tests.support.waiting import wait_for
-from training.checkpoint import load_checkpoint
 from training.control import send_and_wait
-from training.export import export_onnx
+from training.engine.checkpoint import load_checkpoint
+from training.engine.export import export_onnx
 from training.heartbeat import read_heartbeats
 
 pytestmark = pytest.mark.slow
@@ -264,8 +264,8 @@ def test_channels_last_handles_conv3d_and_conv2d_tasks():
     """channels_last on a 3D-CNN (video) must not raise: 5-D weights take channels_last_3d."""
     from torch.utils.data import DataLoader
 
+    from training.engine.worker import _batch_to, _to_channels_last
     from training.tasks import TASKS, load_task_module
-    from training.worker import _batch_to, _to_channels_last
 
     for name in ("video-action", "image-classifier"):
         task = load_task_module(name).build({**TASKS[name].options, **TASKS[name].tiny}, 0)

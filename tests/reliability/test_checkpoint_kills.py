@@ -26,7 +26,7 @@ from tests.support.live_runs import events, tmp_files
 from tests.support.locations import SCRIPTS
 from tests.support.profiles import builtin_profile
 from tests.support.waiting import wait_for
-from training.checkpoint import load_checkpoint
+from training.engine.checkpoint import load_checkpoint
 from training.heartbeat import read_heartbeats
 from training.launch import build_launch
 from training.rundir import create_run_dir

@@ -17,8 +17,8 @@ import pytest
 from tests.support.live_runs import events, statuses, tmp_files, wait_done
 from tests.support.processes import assert_gone, assert_no_processes_of, recorded
 from tests.support.profiles import builtin_profile
-from training.checkpoint import load_checkpoint
 from training.console import runs
+from training.engine.checkpoint import load_checkpoint
 from training.rundir import RunState, read_json
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ from tests.support.live_runs import statuses, wait_done, wait_step
 from tests.support.processes import assert_gone, recorded
 from tests.support.profiles import builtin_profile, custom_profile
 from tests.support.waiting import wait_for
-from training.checkpoint import CheckpointLoadError, load_checkpoint
 from training.console import runs
+from training.engine.checkpoint import CheckpointLoadError, load_checkpoint
 from training.rundir import RunState, read_json, read_run_json
 
 EVIL = ["; touch {m}/semicolon", "$(touch {m}/dollar)", "`touch {m}/backtick`", "a b  c", "'\"", "x\ny",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from training.amp import AutocastForward, AutocastProbe, bf16_fix, worker_bf16_problem
+from training.engine.amp import AutocastForward, AutocastProbe, bf16_fix, worker_bf16_problem
 
 
 def _forward_in_fresh_thread(model: nn.Module) -> dict[str, object]:
@@ -81,7 +81,7 @@ def test_the_worker_refuses_bf16_on_a_turing_gpu(monkeypatch):
     (2, 0, 64, [], "no GPU"),
 ])
 def test_dp_uses_the_profiles_gpus_and_checks_divisibility_by_them(wanted, visible, batch, ids, note):
-    from training.worker import plan_dp
+    from training.engine.worker import plan_dp
 
     device_ids, notes = plan_dp(wanted, visible, batch)
     assert device_ids == ids

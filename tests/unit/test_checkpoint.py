@@ -17,8 +17,8 @@ from torch import nn
 
 from tests.support import engine
 from tests.support.locations import DATA
-from training import checkpoint as ckpt_mod
-from training.checkpoint import (
+from training.engine import checkpoint as ckpt_mod
+from training.engine.checkpoint import (
     CheckpointFiles,
     CheckpointLoadError,
     CheckpointWriteError,

@@ -302,7 +302,7 @@ def test_image_depths_use_the_right_blocks():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_model_exports_to_onnx(name, tmp_path):
-    from training.export import export_onnx, missing_dependencies
+    from training.engine.export import export_onnx, missing_dependencies
 
     if missing_dependencies():
         pytest.skip(f"needs {', '.join(missing_dependencies())}")

@@ -140,7 +140,7 @@ def judge_training(paths: RunPaths, expect_device: str = "cuda", expect_backend:
         return Item(name, FAIL, f"process group over {evidence['backend']}, not {expect_backend}", evidence)
     last = paths.checkpoints / "last.pt"
     try:
-        from training.checkpoint import load_checkpoint
+        from training.engine.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(last)
     except Exception as exc:
@@ -524,7 +524,7 @@ def _replica_probe_main(amp: str) -> int:
     from torch import nn
     from torch.nn.parallel import parallel_apply
 
-    from training.amp import DTYPES, AutocastForward, AutocastProbe
+    from training.engine.amp import DTYPES, AutocastForward, AutocastProbe
 
     dtype = DTYPES[amp]
     expected = str(dtype).replace("torch.", "")

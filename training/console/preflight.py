@@ -219,7 +219,7 @@ def amp_check(profile: Profile, visible: VisibleGpus) -> Check | None:
     """bf16 on a GPU below compute capability 8.0 (Turing, Volta) is emulated or fails: refuse it."""
     if profile.train.amp != "bf16" or profile.hardware.gpus == 0 or not visible.devices:
         return None
-    from training.amp import bf16_fix
+    from training.engine.amp import bf16_fix
 
     for d in visible.devices:
         fix = bf16_fix(d.compute_capability, f"GPU {d.index} ({d.name})")

@@ -319,7 +319,7 @@ def load_into_fresh_model(path: Path, rp: Profile) -> dict[str, Any]:
     """Load a checkpoint the way a user would (weights_only=True) into a new model of the task."""
     import torch
 
-    from training.checkpoint import load_checkpoint, load_model_weights
+    from training.engine.checkpoint import load_checkpoint, load_model_weights
     from training.tasks import load_task_module
 
     ckpt = load_checkpoint(path, map_location="cpu")
@@ -410,7 +410,7 @@ def check_resume(paths: RunPaths, rp: Profile, phases: list[PhaseResult], all_ev
 def check_export(paths: RunPaths, rp: Profile, phases: list[PhaseResult], since: float) -> CheckItem:
     if not rp.export.onnx:
         return CheckItem(ITEM_EXPORT, SKIP, "the profile does not export ([export] onnx = false)")
-    from training.export import missing_dependencies
+    from training.engine.export import missing_dependencies
 
     missing = missing_dependencies()
     if missing:

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from training.checkpoint import CheckpointFiles, make_checkpoint, serialize  # noqa: E402
+from training.engine.checkpoint import CheckpointFiles, make_checkpoint, serialize  # noqa: E402
 
 files = CheckpointFiles(Path(sys.argv[1]))
 model = nn.Linear(1024, 2048)

@@ -22,7 +22,7 @@ if os.environ.get("ENGINE_TEST_TASK") == "engine" or importlib.util.find_spec("t
 
 fail_on = int(os.environ.get("ENGINE_TEST_ENOSPC_ON_SAVE") or 0)
 if fail_on:
-    import training.checkpoint as checkpoint
+    import training.engine.checkpoint as checkpoint
 
     real_write_atomic = checkpoint.write_atomic
     calls = {"n": 0}
@@ -48,7 +48,7 @@ if fail_on:
 
     checkpoint.write_atomic = write_atomic_disk_full
 
-from training import worker  # noqa: E402
+from training.engine import worker  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(worker.main())
