@@ -37,7 +37,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     sampler = None
     if args.telemetry:
-        from training.telemetry import TelemetrySampler
+        from training.monitor.telemetry import TelemetrySampler
 
         sampler = TelemetrySampler(paths, 1.0, lambda: {})
         sampler.start()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from training import report
 from training.events import EventReader, append_events, make_event
-from training.log_metrics import LogMetricParser
+from training.monitor.log_metrics import LogMetricParser
 from training.series import SeriesStore
 
 KEY = ("train", "loss")

@@ -84,7 +84,7 @@ def recorded_runs_dir(tmp_path) -> Path:
 @pytest.fixture
 def backend():
     from tests.fixtures.fake_nvml import eight_b200
-    from training.gpu import GpuBackend
+    from training.monitor.gpu import GpuBackend
 
     return GpuBackend(nvml=eight_b200())
 

@@ -29,7 +29,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 from training import placeholders
 from training.errors import TraindeckError
-from training.metric_presets import PRESETS
+from training.monitor.metric_presets import PRESETS
 from training.tasks import TASKS
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -171,7 +171,7 @@ class Profile:
     task: dict = field(default_factory=dict)
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     # Named regexes for custom scripts: split name (or "checkpoint") -> regex or list of regexes;
-    # "preset" -> the names of framework presets (training.metric_presets).
+    # "preset" -> the names of framework presets (training.monitor.metric_presets).
     metrics: dict = field(default_factory=dict)
     export: Export = field(default_factory=Export)
     telemetry: Telemetry = field(default_factory=Telemetry)

@@ -4,7 +4,7 @@
         profile.toml      resolved profile (overrides applied)
         run.json          id, profile, mode, argv, host, supervisor pid + create_time, state, processes
         events.jsonl      append-only event stream (training.events)
-        telemetry.jsonl   one line per sample (training.telemetry)
+        telemetry.jsonl   one line per sample (training.monitor.telemetry)
         logs/             per-rank stdout/stderr
         checkpoints/      last.pt, best.pt, epoch-NNNN.pt
         heartbeats/       rank-N.json, rewritten ~1/s by every rank

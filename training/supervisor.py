@@ -151,7 +151,7 @@ def _run_gpu_indices(spec: LaunchSpec) -> list[int] | None:
     """NVML indices of the GPUs the run's processes can see (their CUDA_VISIBLE_DEVICES), so the
     panels show exactly those; None = all (also when MIG instances are named: NVML indexes GPUs)."""
     from training.console.preflight import visible_gpus
-    from training.gpu import get_backend
+    from training.monitor.gpu import get_backend
 
     backend = get_backend()
     if not backend.available:
@@ -471,7 +471,7 @@ class Supervisor:
         # the run's log says why.
         if p.telemetry.interval_s > 0:
             try:
-                from training.telemetry import TelemetrySampler
+                from training.monitor.telemetry import TelemetrySampler
 
                 sampler = TelemetrySampler(self.paths, p.telemetry.interval_s, self.ranks_by_pid,
                                            gpu_indices=_run_gpu_indices(self.spec))
@@ -480,7 +480,7 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001 - any failure here must not stop training
                 self._aux_failed("telemetry", exc)
         try:
-            from training.watchdog import Watchdog, telemetry_gpu_util
+            from training.monitor.watchdog import Watchdog, telemetry_gpu_util
 
             watchdog = Watchdog(self.paths, p, emit=lambda events: append_events(self.paths.events, events),
                                 telemetry_lookup=telemetry_gpu_util(self.paths))
@@ -490,7 +490,7 @@ class Supervisor:
             self._aux_failed("watchdog", exc)
         if p.is_custom and p.metrics:
             try:
-                from training.log_metrics import LogMetricParser, LogTailer
+                from training.monitor.log_metrics import LogMetricParser, LogTailer
 
                 tailer = LogTailer(self.rank0_stdout, LogMetricParser(p.metrics), self.paths.events)
                 tailer.start()
@@ -499,8 +499,8 @@ class Supervisor:
                 self._aux_failed("metrics log tailer", exc)
         if p.is_custom and p.checkpoint.watch and self.spec is not None:
             try:
-                from training.checkpoint_watch import CheckpointWatcher
                 from training.launch import placeholder_values
+                from training.monitor.checkpoint_watch import CheckpointWatcher
                 from training.placeholders import fill
 
                 pattern = fill(p.checkpoint.watch, placeholder_values(self.paths.root))
@@ -641,8 +641,8 @@ class Supervisor:
 
     def _take_gpu_baseline(self) -> dict[str, list[int]] | None:
         try:
-            from training.gpu import get_backend
-            from training.gpu_leaks import gpu_baseline
+            from training.monitor.gpu import get_backend
+            from training.monitor.gpu_leaks import gpu_baseline
 
             backend = get_backend()
             return gpu_baseline(backend) if backend.available else None
@@ -651,11 +651,11 @@ class Supervisor:
             return None
 
     def _gpu_leaks(self) -> list[dict[str, Any]]:
-        """Processes of the run that still hold GPU memory now that it is over (training.gpu_leaks)."""
+        """Processes of the run that still hold GPU memory now that it is over (training.monitor.gpu_leaks)."""
         try:
-            from training.gpu import get_backend
-            from training.gpu_leaks import gpu_leaks_after_exit
             from training.heartbeat import read_heartbeats
+            from training.monitor.gpu import get_backend
+            from training.monitor.gpu_leaks import gpu_leaks_after_exit
 
             run_uuids = [d.get("uuid") for beat in read_heartbeats(self.paths.root).values()
                          for d in beat.get("devices") or [] if isinstance(d, dict) and d.get("uuid")]
@@ -684,7 +684,7 @@ class Supervisor:
         exit_data["gpu_leaks"] = leaks
         write_json_atomic(self.paths.exit_json, exit_data)
         if leaks:
-            from training.gpu_leaks import leak_events
+            from training.monitor.gpu_leaks import leak_events
 
             append_events(self.paths.events, leak_events(leaks))
         info: dict[str, Any] = {"returncode": result.returncode}

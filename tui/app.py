@@ -58,7 +58,7 @@ class TraindeckApp(App[int | None]):
     def gpu_backend(self) -> Any:
         """The NVML backend, created on first use (from a worker thread: it may load the driver)."""
         if self._gpu_backend is None:
-            from training.gpu import get_backend
+            from training.monitor.gpu import get_backend
 
             self._gpu_backend = get_backend()
         return self._gpu_backend

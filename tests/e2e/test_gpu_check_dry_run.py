@@ -11,7 +11,7 @@ import pytest
 
 from tests.fixtures.fake_nvml import FakeDevice, FakeNvml
 from training.console.gpu_check import REPORT_NAME, GpuCheck, judge_autocast
-from training.gpu import GpuBackend
+from training.monitor.gpu import GpuBackend
 from training.rundir import list_run_dirs, read_run_json
 from tui.screenshot import render_run_screen
 

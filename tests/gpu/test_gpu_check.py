@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.gpu import GpuBackend
+from training.monitor.gpu import GpuBackend
 
 pytestmark = [
     pytest.mark.gpu,

@@ -305,7 +305,7 @@ def test_corrupt_events_lines_are_skipped_and_counted_by_every_reader(tmp_path):
     assert "step 5" in out.getvalue() or "5 steps" in out.getvalue(), out.getvalue()
 
     # telemetry.jsonl gets the same treatment.
-    from training.telemetry import read_telemetry
+    from training.monitor.telemetry import read_telemetry
 
     sample = make_event("telemetry", source="cpu", host={}, workers=[])
     paths.telemetry.write_bytes(encode(sample) + b"".join(c + b"\n" for c in CORRUPT) + encode(sample))

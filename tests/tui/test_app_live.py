@@ -11,7 +11,7 @@ import pytest
 
 from tests.fixtures.fake_nvml import zero_devices
 from tests.support.waiting import await_for
-from training.gpu import GpuBackend
+from training.monitor.gpu import GpuBackend
 from training.profile import load_profile
 from training.rundir import RunPaths, read_json
 from tui.app import make_app

@@ -16,7 +16,7 @@ from tests.support.locations import RECORDED_RUNS
 from tests.support.recorded_runs import SNAPSHOT_NOW
 from tests.support.waiting import await_for
 from training.console.preflight import Check, PreflightReport, gpu_check
-from training.gpu import GpuBackend
+from training.monitor.gpu import GpuBackend
 from training.rundir import RunPaths
 from tui.app import make_app
 from tui.screens.picker import PickerScreen

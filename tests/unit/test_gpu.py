@@ -1,4 +1,4 @@
-"""training.gpu against the fake NVML, and against the real pynvml on this (GPU-less) machine."""
+"""training.monitor.gpu against the fake NVML, and against the real pynvml on this (GPU-less) machine."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from tests.fixtures import fake_nvml
 from tests.support.locations import ROOT
-from training import gpu
-from training.gpu import NO_GPU, GpuBackend, GpuSample, decode_throttle_reasons
+from training.monitor import gpu
+from training.monitor.gpu import NO_GPU, GpuBackend, GpuSample, decode_throttle_reasons
 
 
 def test_eight_b200_samples_are_well_formed():
@@ -203,7 +203,7 @@ def test_fake_mirrors_the_real_pynvml_names():
     assert isinstance(fake_nvml.NVMLError(fake_nvml.NVML_ERROR_GPU_IS_LOST), fake_nvml.NVMLError_GpuIsLost)
 
     # and every nvml* function gpu.py calls by name exists in the real bindings
-    source = (ROOT / "training/gpu.py").read_text()
+    source = (ROOT / "training/monitor/gpu.py").read_text()
     called = {node.value for node in ast.walk(ast.parse(source))
               if isinstance(node, ast.Constant) and isinstance(node.value, str)
               and node.value.startswith("nvml") and node.value.isidentifier()
@@ -217,7 +217,7 @@ def test_fake_mirrors_the_real_pynvml_names():
 def test_only_gpu_py_imports_pynvml():
     offenders = []
     for path in list((ROOT / "training").rglob("*.py")) + list((ROOT / "tui").rglob("*.py")) + [ROOT / "run.py"]:
-        if path.name == "gpu.py" and path.parent.name == "training" or not path.exists():
+        if path.name == "gpu.py" and path.parent.name == "monitor" or not path.exists():
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \

@@ -13,9 +13,9 @@ import pytest
 
 from tests.fixtures import fake_nvml
 from tests.support.locations import DATA
-from training import gpu
-from training.gpu import GpuBackend
-from training.gpu_leaks import describe_leak, find_gpu_leaks, leak_events
+from training.monitor import gpu
+from training.monitor.gpu import GpuBackend
+from training.monitor.gpu_leaks import describe_leak, find_gpu_leaks, leak_events
 from training.rundir import list_run_dirs, read_run_json
 
 
@@ -99,7 +99,7 @@ def placed_fake() -> fake_nvml.FakeNvml:
 
 
 def test_through_the_process_wide_backend_from_the_environment(sleeper, monkeypatch):
-    # The supervisor uses training.gpu.get_backend(), configured by $TRAINDECK_FAKE_NVML in tests.
+    # The supervisor uses training.monitor.gpu.get_backend(), configured by $TRAINDECK_FAKE_NVML in tests.
     global _PLACED
     _PLACED = fake_nvml.four_2080ti(pids=[])
     _PLACED.set_processes(1, [(sleeper.pid, 2048)])

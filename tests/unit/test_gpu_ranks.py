@@ -9,11 +9,11 @@ import psutil
 
 from tests.fixtures import fake_nvml
 from traindeck.heartbeat import Heartbeat, read_heartbeats
-from training.gpu import GpuBackend
-from training.gpu_leaks import gpu_baseline, gpu_leaks_after_exit, unseen_holders
+from training.monitor.gpu import GpuBackend
+from training.monitor.gpu_leaks import gpu_baseline, gpu_leaks_after_exit, unseen_holders
+from training.monitor.telemetry import TelemetrySampler, device_ranks
+from training.monitor.watchdog import telemetry_gpu_util
 from training.rundir import RunPaths
-from training.telemetry import TelemetrySampler, device_ranks
-from training.watchdog import telemetry_gpu_util
 
 
 def _unused_pids(n: int) -> list[int]:

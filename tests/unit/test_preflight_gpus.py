@@ -17,7 +17,7 @@ from training.console.preflight import (
     run_preflight,
     torch_check,
 )
-from training.gpu import GpuBackend
+from training.monitor.gpu import GpuBackend
 from training.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def test_bf16_on_b200_passes_and_fp16_on_turing_is_not_questioned():
 
 
 def test_the_oom_hint_never_suggests_bf16_on_turing(monkeypatch):
-    from training import gpu
+    from training.monitor import gpu
     from training.supervisor import make_hint
 
     monkeypatch.setenv("TRAINDECK_FAKE_NVML", "tests.fixtures.fake_nvml:four_2080ti")

@@ -161,6 +161,6 @@ def test_dump_of_a_live_ddp_run_has_both_ranks(tmp_path, monkeypatch):
     [dump] = sorted(paths.dumps.glob("stacks-*.txt"))
     text = dump.read_text()
     assert "==== rank 0 (pid" in text and "==== rank 1 (pid" in text
-    assert text.count("training/worker.py") >= 2  # both ranks are inside the training loop
+    assert text.count("training/engine/") >= 2  # both ranks are inside the training loop
     assert lines[0].startswith("stack dump of 2 ranks:")
     assert any(e.get("dump") == f"dumps/{dump.name}" for e in read_all(paths.events))

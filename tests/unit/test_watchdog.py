@@ -13,9 +13,9 @@ import pytest
 from tests.support.locations import DATA, ROOT
 from tests.support.processes import free_port, kill_tree
 from training.events import read_all
+from training.monitor.watchdog import AUTO_MIN_S, STARTUP_S, STRAGGLER_CHECKS, Watchdog
 from training.profile import Profile
 from training.rundir import create_run_dir, write_json_atomic
-from training.watchdog import AUTO_MIN_S, STARTUP_S, STRAGGLER_CHECKS, Watchdog
 
 SCRIPTS = DATA / "watchdog"
 
@@ -342,7 +342,7 @@ def test_long_non_step_states_get_the_startup_allowance_in_auto_mode(tmp_path):
 
 
 def test_gpu_util_lookup_reads_the_newest_telemetry_sample(tmp_path):
-    from training.watchdog import telemetry_gpu_util
+    from training.monitor.watchdog import telemetry_gpu_util
 
     paths = create_run_dir(tmp_path / "runs", "tel")
     lookup = telemetry_gpu_util(paths)

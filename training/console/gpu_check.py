@@ -211,7 +211,7 @@ def judge_telemetry(samples: list[dict[str, Any]], world_size: int, heartbeats: 
         return Item(name, FAIL, f"rank(s) {no_uuid} wrote no device UUID in their heartbeat", evidence)
     # The mapping must be the UUID's, not the PID fallback's: each rank's heartbeat UUID (torch's
     # view) is the NVML UUID of a GPU that lists the rank.
-    from training.gpu import normalize_uuid
+    from training.monitor.gpu import normalize_uuid
 
     nvml_uuids = {r: {normalize_uuid(g.get("uuid")) for g in ranked if r in g["ranks"]} for r in mapped}
     unmatched = sorted(r for r in range(world_size)
@@ -255,7 +255,7 @@ class GpuCheck:
                  run_timeout_s: float = RUN_TIMEOUT_S, device_type: str = "cuda"):
         """device_type "cpu" is a dry run of the whole flow on a box without CUDA (with the fake
         NVML), for trying the check before a GPU session; it skips the gate."""
-        from training.gpu import get_backend
+        from training.monitor.gpu import get_backend
 
         self.runs_dir = Path(runs_dir)
         self.out = out
@@ -364,7 +364,7 @@ class GpuCheck:
 
         self.items.append(self.autocast_item(done, amp, dtype, n))
         ddp = done["ddp-nccl"]
-        from training.telemetry import read_telemetry
+        from training.monitor.telemetry import read_telemetry
 
         telemetry = judge_telemetry(read_telemetry(ddp.telemetry), ranks, read_heartbeats(ddp.root))
         self.items.append(telemetry)

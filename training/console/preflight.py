@@ -70,7 +70,7 @@ class PreflightReport:
 def _gpu_backend(backend=None):
     if backend is not None:
         return backend
-    from training.gpu import get_backend
+    from training.monitor.gpu import get_backend
 
     return get_backend()
 
@@ -90,7 +90,7 @@ class VisibleGpus:
     """The GPUs a run's CUDA can use, as NVML describes them (NVML itself ignores
     CUDA_VISIBLE_DEVICES and sees every GPU of the box)."""
 
-    devices: tuple  # training.gpu.GpuInfo of the whole GPUs CUDA will see, in CUDA's order
+    devices: tuple  # training.monitor.gpu.GpuInfo of the whole GPUs CUDA will see, in CUDA's order
     mig_instances: int = 0  # MIG-<uuid> entries of CUDA_VISIBLE_DEVICES: one device each
     notes: tuple[str, ...] = ()
 
@@ -106,7 +106,7 @@ def visible_gpus(devices, cuda_visible: str | None) -> VisibleGpus:
     the first entry it cannot parse ends the list. A GPU in MIG mode is not usable as a whole
     GPU: CUDA sees its MIG instances, which must be named by their MIG-<uuid>.
     """
-    from training.gpu import normalize_uuid
+    from training.monitor.gpu import normalize_uuid
 
     notes: list[str] = []
     if cuda_visible is None:

@@ -308,7 +308,7 @@ class RunScreen(Screen):
     def _skip_to_recent_telemetry(self) -> dict[str, Any] | None:
         """A day of 8-GPU samples is hundreds of MB and the sparklines want the last HISTORY:
         read those from the end, then tail from there."""
-        from training.telemetry import read_telemetry
+        from training.monitor.telemetry import read_telemetry
 
         try:
             size = self.paths.telemetry.stat().st_size

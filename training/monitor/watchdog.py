@@ -435,7 +435,7 @@ def telemetry_gpu_util(paths: RunPaths) -> Callable[[int], float | None]:
     Called only when a hang is being reported, so reading the file's tail each time is fine. CPU
     runs have no GPU utilisation (their samples carry "workers", not "gpus"): None.
     """
-    from training.telemetry import read_telemetry
+    from training.monitor.telemetry import read_telemetry
 
     def lookup(rank: int) -> float | None:
         samples = read_telemetry(paths.telemetry, last_n=1)

@@ -74,7 +74,7 @@ def find_gpu_leaks(backend: Any, processes: Iterable[dict[str, Any]]) -> list[di
     """Every (process of the run, GPU) pair where NVML still sees memory in use.
 
     `processes` are run.json "processes" records ({pid, create_time, role, rank}); `backend` is a
-    training.gpu.GpuBackend (anything with processes_of(pids) -> [(pid, index, used_mib)]).
+    training.monitor.gpu.GpuBackend (anything with processes_of(pids) -> [(pid, index, used_mib)]).
     """
     records: dict[int, dict[str, Any]] = {}
     identities: dict[int, float | None] = {}
@@ -138,7 +138,7 @@ def unseen_holders(backend: Any, run_uuids: Iterable[str], baseline: dict[str, l
                    known_pids: Iterable[int] = ()) -> list[dict[str, Any]]:
     """Processes on the run's GPUs that appeared during the run and have no PID in this namespace
     (host PIDs seen from a container): leaks that PID matching cannot find."""
-    from training.gpu import normalize_uuid
+    from training.monitor.gpu import normalize_uuid
 
     wanted = {normalize_uuid(u) for u in run_uuids if normalize_uuid(u)}
     known = set(int(p) for p in known_pids)

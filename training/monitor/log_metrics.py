@@ -18,7 +18,7 @@ A checkpoint pattern needs `(?P<path>...)`; a group named `value` (or else the f
 group) becomes the checkpoint's monitored value, and the line saying "best" marks it best.
 
 `preset = "hf-trainer"` (or a list: "lightning", "keras", "tqdm") adds what that framework
-prints, without a regex (training.metric_presets); regexes in the same table still apply.
+prints, without a regex (training.monitor.metric_presets); regexes in the same table still apply.
 
 `LogTailer` follows rank 0's growing log on a daemon thread and appends the events to
 events.jsonl in batches. It survives the file not existing yet, partial lines, \\r progress
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from training.events import append_events, make_event
-from training.metric_presets import PRESETS
+from training.monitor.metric_presets import PRESETS
 
 PLACEMENT_GROUPS = ("step", "epoch")
 # Groups that describe the point rather than being a value to plot.

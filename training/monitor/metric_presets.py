@@ -10,7 +10,7 @@
 
 A value named val_X goes to the val split as X; Lightning's train_X is X (so `loss` is the loss
 everywhere). Bars redraw the same numbers many times: a point is made only when the numbers
-change. Each preset is a small state machine fed one line at a time (after training.log_metrics
+change. Each preset is a small state machine fed one line at a time (after training.monitor.log_metrics
 has split \\r redraws into lines and removed ANSI codes); a step it cannot read from the line is
 None and the parser gives it the next step number. Epochs are counted from 1, as in traindeck's
 own worker (Lightning prints them from 0, the Trainer as a fraction: 0.33 is epoch 1); a plain

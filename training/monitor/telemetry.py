@@ -1,7 +1,7 @@
 """The telemetry sampler: one JSON line per interval in telemetry.jsonl.
 
 Runs as a daemon thread in the supervisor. With GPUs it samples every device through
-training.gpu (source "nvml", or "fake-nvml" for the test/demo stand-in); without, every worker process of the run through psutil
+training.monitor.gpu (source "nvml", or "fake-nvml" for the test/demo stand-in); without, every worker process of the run through psutil
 (source "cpu"). Host CPU and memory are in both. Each line is written with one os.write on
 an O_APPEND descriptor, and carries "kind": "telemetry" so training.events.EventReader (which
 wants a "kind") tails this file as it tails events.jsonl:
@@ -35,8 +35,8 @@ import psutil
 
 from training.errors import TraindeckError
 from training.events import encode, make_event, open_append, parse_lines
-from training.gpu import GpuBackend, GpuSample, get_backend, normalize_bus_id, normalize_uuid
 from training.heartbeat import read_heartbeats
+from training.monitor.gpu import GpuBackend, GpuSample, get_backend, normalize_bus_id, normalize_uuid
 from training.rundir import RunPaths
 
 MIN_INTERVAL_S = 0.25
