@@ -152,8 +152,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         print(f"{paths.id}: {state.value}")
         return 0
     if args.control:
-        from training import control
         from training.console import runs
+        from training.rundir import control
 
         spec, action = args.control
         if action not in CONTROL_ACTIONS:

@@ -29,8 +29,8 @@ def main() -> int:
                     help="log through training.report (buffered, flushed by its thread) instead of raw writes")
     args = ap.parse_args()
 
-    from training.events import open_append
     from training.rundir import RunPaths
+    from training.rundir.events import open_append
 
     paths = RunPaths(args.run_dir)
     stop = []

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from training import report
-from training.events import EventReader, append_events, make_event
 from training.monitor.log_metrics import LogMetricParser
-from training.series import SeriesStore
+from training.rundir.events import EventReader, append_events, make_event
+from training.rundir.series import SeriesStore
 
 KEY = ("train", "loss")
 

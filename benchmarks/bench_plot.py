@@ -21,7 +21,7 @@ SIZES = (1_000, 100_000, 1_000_000)
 
 
 def make_store(n: int):
-    from training.series import SeriesStore
+    from training.rundir.series import SeriesStore
 
     store = SeriesStore()
     store.add("train", "loss", 0, 2.0, epoch=0)

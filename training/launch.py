@@ -26,7 +26,7 @@ Where it runs, and what it imports, is what the user would get by hand:
 
 Per-rank logs: torchrun writes RUN_DIR/logs/torchrun/<rdzv_id>_<random>/attempt_K/<local_rank>/
 {stdout,stderr}.log (its own messages go to logs/launcher.log); a direct launch writes
-stdout+stderr to logs/rank-0.log. `training.console.runs.rank_logs` maps both layouts to ranks.
+stdout+stderr to logs/rank-0.log. `training.rundir.logs.rank_logs` maps both layouts to ranks.
 """
 
 from __future__ import annotations

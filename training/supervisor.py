@@ -28,10 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training import process_group as pg
-from training.console.runs import rank_logs
 from training.errors import TraindeckError
-from training.events import EventReader, append_events, make_event
 from training.launch import (
     PROJECT_ROOT,
     LaunchSpec,
@@ -50,6 +47,9 @@ from training.rundir import (
     update_run_json,
     write_json_atomic,
 )
+from training.rundir import processes as pg
+from training.rundir.events import EventReader, append_events, make_event
+from training.rundir.logs import rank0_stdout, rank_logs
 
 POLL_S = 0.2
 REFRESH_PROCS_S = 0.5
@@ -528,9 +528,7 @@ class Supervisor:
         return pg.ranks_by_pid(self.procs)
 
     def rank0_stdout(self) -> Path | None:
-        files = rank_logs(self.paths).get(0, [])
-        stdout = [f for f in files if f.name in ("stdout.log", "rank-0.log")]
-        return stdout[-1] if stdout else None
+        return rank0_stdout(self.paths)
 
     def _refresh_procs(self, force: bool = False) -> None:
         if self.launcher_ref is None:
@@ -653,9 +651,9 @@ class Supervisor:
     def _gpu_leaks(self) -> list[dict[str, Any]]:
         """Processes of the run that still hold GPU memory now that it is over (training.monitor.gpu_leaks)."""
         try:
-            from training.heartbeat import read_heartbeats
             from training.monitor.gpu import get_backend
             from training.monitor.gpu_leaks import gpu_leaks_after_exit
+            from training.rundir.heartbeat import read_heartbeats
 
             run_uuids = [d.get("uuid") for beat in read_heartbeats(self.paths.root).values()
                          for d in beat.get("devices") or [] if isinstance(d, dict) and d.get("uuid")]

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from training.console.runs import rank_logs
-from training.events import EventReader
 from training.rundir import RunPaths, RunState, read_json
+from training.rundir.events import EventReader
+from training.rundir.logs import rank_logs
 
 STALL_REPEAT_S = 30.0
 # A supervisor that has not recorded itself in run.json after this long never started.

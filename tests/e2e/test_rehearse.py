@@ -34,9 +34,9 @@ from training.console.rehearse import (
     phase_profiles,
     rehearsal_profile,
 )
-from training.events import append_events, make_event
 from training.profile import load_profile, parse_profile
 from training.rundir import create_run_dir, write_json_atomic
+from training.rundir.events import append_events, make_event
 from training.tasks import TASKS
 
 REHEARSE = DATA / "rehearse"

@@ -19,12 +19,13 @@ from tests.support.locations import ROOT
 from tests.support.processes import assert_nothing_left, recorded
 from tests.support.profiles import custom_profile, tiny_cpu_profile
 from tests.support.waiting import wait_for
-from training import process_group as pg
 from training.console import runs
 from training.errors import TraindeckError
-from training.events import read_all
 from training.profile import parse_profile
 from training.rundir import RunState, read_json, read_run_json
+from training.rundir import processes as pg
+from training.rundir.events import read_all
+from training.rundir.logs import rank_logs
 
 # ---- tests --------------------------------------------------------------------------------
 
@@ -41,7 +42,7 @@ def test_ddp_run_finishes_with_exit_json_and_per_rank_logs(runs_dir):
     assert isinstance(data["port"], int) and f"127.0.0.1:{data['port']}" in data["launch_argv"]
     assert data["env"]["TRAINDECK_RUN_DIR"] == str(paths.root) and data["env"]["PYTHONUNBUFFERED"] == "1"
     assert {p["rank"] for p in data["processes"] if p["role"] == "worker"} == {0, 1}
-    logs = runs.rank_logs(paths)
+    logs = rank_logs(paths)
     assert sorted(logs) == [0, 1]
     rank0_out = [f for f in logs[0] if f.name == "stdout.log"][0].read_text()
     assert "step 12 loss" in rank0_out and "rank 1 done" in [f for f in logs[1] if f.name == "stdout.log"][0].read_text()
@@ -64,7 +65,7 @@ def test_rank_failure_names_the_rank_and_its_error_and_leaves_nothing(runs_dir):
     assert failed["state"] == "failed" and failed["rank"] == 1
     assert "rank 1" in failed["message"] and "planted failure" in failed["message"]
     # From the moment rank 1 died (its stderr's last write) to the run being failed.
-    rank1_err = [f for f in runs.rank_logs(paths)[1] if f.name == "stderr.log"][0]
+    rank1_err = [f for f in rank_logs(paths)[1] if f.name == "stderr.log"][0]
     # (~2 s on an idle box; the margin is for 2 cores shared with other test runs. torchrun's own
     # shutdown timeout, the thing this guards against, is 30 s.)
     assert failed["t"] - rank1_err.stat().st_mtime < 5.0
@@ -79,7 +80,7 @@ def test_rank_failure_ends_the_run_even_when_another_rank_ignores_sigterm(runs_d
     assert s.state is RunState.FAILED
     exit_data = read_json(paths.exit_json)
     assert exit_data["failed_rank"] == 1 and "rank 0 hangs" in exit_data["error"][0]
-    rank1_err = [f for f in runs.rank_logs(paths)[1] if f.name == "stderr.log"][0]
+    rank1_err = [f for f in rank_logs(paths)[1] if f.name == "stderr.log"][0]
     assert statuses(paths)[-1]["t"] - rank1_err.stat().st_mtime < 8.0
     assert_nothing_left(paths)
 
@@ -153,7 +154,7 @@ def test_builtin_single_run_resumes_in_its_own_directory(runs_dir):
     paths = runs.start_run(tiny_cpu_profile("launch.mode=single", "launch.nproc_per_node=1"), runs_dir)
     s = wait_done(paths)
     assert s.state is RunState.FINISHED, paths.supervisor_log.read_text()
-    assert runs.rank_logs(paths) == {0: [paths.logs / "rank-0.log"]}
+    assert rank_logs(paths) == {0: [paths.logs / "rank-0.log"]}
     steps_before = s.step
     assert runs.resume_run(paths) == paths
     with pytest.raises(TraindeckError, match="still"):

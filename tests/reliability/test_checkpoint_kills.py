@@ -27,9 +27,9 @@ from tests.support.locations import SCRIPTS
 from tests.support.profiles import builtin_profile
 from tests.support.waiting import wait_for
 from training.engine.checkpoint import load_checkpoint
-from training.heartbeat import read_heartbeats
 from training.launch import build_launch
 from training.rundir import create_run_dir
+from training.rundir.heartbeat import read_heartbeats
 
 pytestmark = pytest.mark.slow
 

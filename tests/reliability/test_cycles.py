@@ -26,9 +26,9 @@ from tests.support.locations import ROOT, SCRIPTS
 from tests.support.processes import assert_gone, assert_no_processes_of, bound, listeners, recorded, sigkill
 from tests.support.profiles import custom_profile
 from tests.support.waiting import wait_for
-from training import process_group as pg
 from training.console import runs
 from training.rundir import RunPaths, RunState, list_run_dirs, read_json, read_run_json
+from training.rundir import processes as pg
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from typing import Any, Iterable
 
 import psutil
 
-from training.events import SCHEMA_VERSION
 from training.rundir import RunPaths, hostname, write_json_atomic
+from training.rundir.events import SCHEMA_VERSION
 
 # A profile any fake run can carry: the tiny built-in task, `gpus` GPUs, one rank per GPU.
 SYNTHETIC_PROFILE_TOML = """name = "synthetic"

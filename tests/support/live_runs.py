@@ -6,9 +6,9 @@ from pathlib import Path
 
 from tests.support.waiting import wait_for
 from training.console import runs
-from training.events import read_all
-from training.heartbeat import read_heartbeats
 from training.rundir import RunPaths, RunState
+from training.rundir.events import read_all
+from training.rundir.heartbeat import read_heartbeats
 
 
 def events(paths: RunPaths, kind: str | None = None) -> list[dict]:

@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from tests.support.locations import ROOT
-from training.events import append_events, make_event
 from training.rundir import RunPaths, RunState, hostname, write_json_atomic
+from training.rundir.events import append_events, make_event
 from tui import headless
 from tui.headless import follow
 

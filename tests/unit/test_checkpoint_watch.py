@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import time
 
-from training.events import read_all
 from training.monitor.checkpoint_watch import SETTLE_S, CheckpointWatcher
+from training.rundir.events import read_all
 
 
 def make(tmp_path, pattern="out/*.pt", since=None):

@@ -9,12 +9,11 @@ import time
 
 import pytest
 
-from training import control
-from training.control import ControlChannel, send, send_and_wait
 from training.errors import TraindeckError
-from training.events import append_events, make_event
-from training.heartbeat import Heartbeat, read_heartbeats
-from training.rundir import RunPaths, create_run_dir, write_json_atomic
+from training.rundir import RunPaths, control, create_run_dir, write_json_atomic
+from training.rundir.control import ControlChannel, send, send_and_wait
+from training.rundir.events import append_events, make_event
+from training.rundir.heartbeat import Heartbeat, read_heartbeats
 
 
 @pytest.fixture

@@ -147,8 +147,8 @@ def test_supervisor_reports_a_leak_in_exit_json_and_events(tmp_path, monkeypatch
     from tests.support.live_runs import stop_quietly
     from tests.support.waiting import wait_for
     from training.console import runs
-    from training.events import read_all
     from training.profile import parse_profile
+    from training.rundir.events import read_all
 
     runs_dir = tmp_path / "runs"
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

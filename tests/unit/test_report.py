@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from tests.support.locations import ROOT
 from training import report
-from training.events import EventReader, append_events, make_event, read_all
 from training.rundir import RUN_DIR_ENV
+from training.rundir.events import EventReader, append_events, make_event, read_all
 
 
 def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -18,10 +18,8 @@ from tests.support.locations import ROOT, SCRIPTS
 from tests.support.processes import assert_nothing_left
 from tests.support.profiles import custom_profile
 from tests.support.waiting import wait_for
-from training import process_group as pg
 from training.console import runs
 from training.errors import RunNotFound, TraindeckError
-from training.events import append_events, make_event, read_all
 from training.launch import IMPORT_DIR, PROJECT_ROOT
 from training.rundir import (
     RunPaths,
@@ -30,6 +28,9 @@ from training.rundir import (
     read_json,
     read_run_json,
 )
+from training.rundir import processes as pg
+from training.rundir.events import append_events, make_event, read_all
+from training.rundir.logs import rank_logs
 
 NASTY_TEMPLATE = "; rm -rf {marker}; echo $HOME `id` | cat"
 
@@ -161,7 +162,7 @@ def test_rank_logs_both_layouts(tmp_path):
     direct = make_run(d, "single")
     (direct.logs / "rank-0.log").write_text("x")
     (direct.logs / "supervisor.log").write_text("x")
-    assert runs.rank_logs(direct) == {0: [direct.logs / "rank-0.log"]}
+    assert rank_logs(direct) == {0: [direct.logs / "rank-0.log"]}
 
     tr = make_run(d, "tr", rank_offset=4)
     files = []
@@ -175,7 +176,7 @@ def test_rank_logs_both_layouts(tmp_path):
                     files.append(f)
         os.utime(tr.logs / "torchrun" / job, (1000 + len(job) + attempts[-1], 1000 + attempts[-1]))
     os.utime(tr.logs / "torchrun" / "r_bbb", (5000, 5000))
-    logs = runs.rank_logs(tr)
+    logs = rank_logs(tr)
     assert sorted(logs) == [4, 5]
     assert [str(f.relative_to(tr.logs / "torchrun")) for f in logs[4]] == [
         "r_aaa/attempt_0/0/stdout.log", "r_aaa/attempt_0/0/stderr.log",
@@ -220,7 +221,7 @@ def test_sighup_to_the_console_does_not_stop_training_and_attach_sees_the_same_s
             console.wait()
     s = runs.run_summary(runs.find_run(runs_dir, paths.id))
     assert s.state is RunState.FINISHED and s.step == 40
-    stdout0 = [f for f in runs.rank_logs(paths)[0] if f.name == "stdout.log"][0].read_text()
+    stdout0 = [f for f in rank_logs(paths)[0] if f.name == "stdout.log"][0].read_text()
     assert f"step {s.step} loss" in stdout0 and f"step {s.step + 1} " not in stdout0
     assert_nothing_left(paths)
 
@@ -257,7 +258,7 @@ def test_shell_metacharacters_reach_the_script_as_one_argument(runs_dir, tmp_pat
         assert str(PROJECT_ROOT) not in seen["pythonpath"].split(os.pathsep)
     assert marker.exists() and not (PROJECT_ROOT / "pwned").exists()
     if mode == "single":
-        assert runs.rank_logs(paths) == {0: [paths.logs / "rank-0.log"]}
+        assert rank_logs(paths) == {0: [paths.logs / "rank-0.log"]}
         assert read_run_json(paths)["port"] is None
 
 

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from training.events import make_event
-from training.series import Series, SeriesStore
+from training.rundir.events import make_event
+from training.rundir.series import Series, SeriesStore
 
 KEY = ("train", "loss")
 

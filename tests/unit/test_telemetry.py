@@ -17,11 +17,11 @@ import pytest
 from tests.fixtures import fake_nvml
 from tests.support.processes import free_port
 from training.errors import TraindeckError
-from training.events import EventReader
 from training.monitor import telemetry
 from training.monitor.gpu import GpuBackend
 from training.monitor.telemetry import TelemetrySampler, read_telemetry
 from training.rundir import RunPaths
+from training.rundir.events import EventReader
 
 GPU_KEYS = {"index", "name", "util", "mem_util", "mem_used_mib", "mem_total_mib", "temp_c", "power_w",
             "power_limit_w", "sm_clock_mhz", "sm_clock_max_mhz", "fan_pct", "throttle", "pcie_rx_kbs",

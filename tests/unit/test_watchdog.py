@@ -12,10 +12,10 @@ import pytest
 
 from tests.support.locations import DATA, ROOT
 from tests.support.processes import free_port, kill_tree
-from training.events import read_all
 from training.monitor.watchdog import AUTO_MIN_S, STARTUP_S, STRAGGLER_CHECKS, Watchdog
 from training.profile import Profile
 from training.rundir import create_run_dir, write_json_atomic
+from training.rundir.events import read_all
 
 SCRIPTS = DATA / "watchdog"
 
@@ -28,7 +28,7 @@ def make_profile(hang_after_s: float = 0.0, straggler_ratio: float = 1.5) -> Pro
 
 
 class Fleet:
-    """Fabricated heartbeat files for a few ranks, written the way training.heartbeat writes them."""
+    """Fabricated heartbeat files for a few ranks, written the way training.rundir.heartbeat writes them."""
 
     def __init__(self, tmp_path: Path, hang_after_s: float = 5.0, straggler_ratio: float = 1.5, utils=None):
         self.paths = create_run_dir(tmp_path / "runs", "wd")

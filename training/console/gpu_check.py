@@ -40,8 +40,6 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from training import PROJECT_ROOT
-from training.events import read_all
-from training.heartbeat import read_heartbeats
 from training.profile import Profile, list_profile_names, load_profile, parse_profile
 from training.rundir import (
     RunPaths,
@@ -52,6 +50,8 @@ from training.rundir import (
     update_run_json,
     write_json_atomic,
 )
+from training.rundir.events import read_all
+from training.rundir.heartbeat import read_heartbeats
 
 EXIT_SKIPPED = 77
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -300,7 +300,7 @@ class GpuCheck:
         import torch
 
         t0 = time.monotonic()
-        from training.process_group import pid_create_time
+        from training.rundir.processes import pid_create_time
 
         self.check_dir = create_run_dir(self.runs_dir, "gpu-check")
         # A run directory like any other (listed by --runs, live while the check runs); its runs

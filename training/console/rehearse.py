@@ -35,9 +35,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from training.events import EventReader, append_events, make_event
 from training.profile import Profile, parse_profile
 from training.rundir import RunPaths, read_json, write_json_atomic
+from training.rundir.events import EventReader, append_events, make_event
 from training.tasks import TASKS
 
 # A tiny model's rank is mostly interpreter and gloo overhead: 4 per core still finishes in
@@ -255,7 +255,7 @@ def _read_events(paths: RunPaths) -> tuple[list[dict[str, Any]], int]:
 def check_launch(paths: RunPaths, rp: Profile, phases: list[PhaseResult]) -> CheckItem:
     want = rp.world_size
     if rp.is_custom:
-        from training.console.runs import rank_logs
+        from training.rundir.logs import rank_logs
 
         logs = rank_logs(paths)
         missing = [r for r in range(want) if r not in logs]

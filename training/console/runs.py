@@ -9,7 +9,6 @@ from run.json: a run is live only while its recorded supervisor (pid + create_ti
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,9 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from training import PROJECT_ROOT
-from training import process_group as pg
 from training.errors import RunNotFound, TraindeckError
-from training.events import append_events, make_event, read_tail
 from training.profile import Profile
 from training.rundir import (
     RunPaths,
@@ -34,6 +31,8 @@ from training.rundir import (
     update_run_json,
     write_json_atomic,
 )
+from training.rundir import processes as pg
+from training.rundir.events import append_events, make_event, read_tail
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -248,52 +247,6 @@ def find_run(runs_dir: Path, spec: str | None, live_only: bool = False) -> RunPa
     named = f" matching '{spec}'" if spec else ""
     raise RunNotFound(f"no {what}{named} in {runs_dir}. Runs: {_describe(runs)}. "
                       f"See them with: run.py --runs")
-
-
-# ---- logs -------------------------------------------------------------------------------
-
-_RANK_LOG = re.compile(r"rank-(\d+)\.log$")
-
-
-def rank_logs(paths: RunPaths) -> dict[int, list[Path]]:
-    """rank -> its log files, oldest launch/attempt first, stdout before stderr.
-
-    Direct launches (single, dp) write logs/rank-0.log; torchrun writes
-    logs/torchrun/<rdzv_id>_<random>/attempt_K/<local_rank>/{stdout,stderr}.log, one job
-    directory per launch (a resumed run has several) and one attempt per restart. Global rank =
-    run.json's rank_offset (node_rank * nproc_per_node) + local rank.
-    """
-    out: dict[int, list[Path]] = {}
-    logs = paths.logs
-    try:
-        entries = list(logs.iterdir())
-    except OSError:
-        return out
-    for f in sorted(entries):
-        m = _RANK_LOG.fullmatch(f.name)
-        if m and f.is_file():
-            out.setdefault(int(m.group(1)), []).append(f)
-    base = logs / "torchrun"
-    if base.is_dir():
-        offset = int(read_run_json(paths).get("rank_offset") or 0)
-
-        def mtime(p: Path) -> float:
-            try:
-                return p.stat().st_mtime
-            except OSError:
-                return 0.0
-
-        for job in sorted((d for d in base.iterdir() if d.is_dir()), key=lambda d: (mtime(d), d.name)):
-            attempts = [d for d in job.iterdir() if d.is_dir() and d.name.startswith("attempt_")]
-            attempts.sort(key=lambda d: int(d.name.split("_", 1)[1]) if d.name.split("_", 1)[1].isdigit() else -1)
-            for attempt in attempts:
-                for rank_dir in sorted((d for d in attempt.iterdir() if d.is_dir() and d.name.isdigit()),
-                                       key=lambda d: int(d.name)):
-                    for name in ("stdout.log", "stderr.log"):
-                        f = rank_dir / name
-                        if f.exists():
-                            out.setdefault(offset + int(rank_dir.name), []).append(f)
-    return dict(sorted(out.items()))
 
 
 # ---- starting ---------------------------------------------------------------------------

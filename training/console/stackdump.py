@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from training import process_group as pg
 from training.errors import TraindeckError
-from training.events import append_events, make_event
 from training.rundir import RunPaths, hostname, read_run_json
+from training.rundir import processes as pg
+from training.rundir.events import append_events, make_event
 
 PY_SPY_TIMEOUT_S = 8.0
 EXCERPT_FRAMES = 4

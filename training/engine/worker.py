@@ -48,7 +48,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from training import report
-from training.control import CODE_ACTIONS, ControlChannel
 from training.engine.amp import DTYPES, AutocastForward, AutocastProbe, worker_bf16_problem
 from training.engine.checkpoint import (
     CheckpointFiles,
@@ -63,9 +62,10 @@ from training.engine.checkpoint import (
     restore_rng_state,
     serialize,
 )
-from training.heartbeat import Heartbeat
 from training.profile import parse_profile
 from training.rundir import RUN_DIR_ENV, RunPaths
+from training.rundir.control import CODE_ACTIONS, ControlChannel
+from training.rundir.heartbeat import Heartbeat
 from training.tasks import load_task_module
 
 EXIT_SIGINT = 130

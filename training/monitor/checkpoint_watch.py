@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from training.events import append_events, make_event
+from training.rundir.events import append_events, make_event
 
 POLL_S = 0.5
 SETTLE_S = 1.0

@@ -25,8 +25,8 @@ from typing import Any, Iterable
 
 import psutil
 
-from training.events import make_event
-from training.process_group import CREATE_TIME_TOLERANCE_S
+from training.rundir.events import make_event
+from training.rundir.processes import CREATE_TIME_TOLERANCE_S
 
 _STATE_HINTS = {
     "unseen": "NVML lists it on this run's GPU, it was not there before the run, and no process here "

@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from training.events import append_events, make_event
 from training.monitor.metric_presets import PRESETS
+from training.rundir.events import append_events, make_event
 
 PLACEMENT_GROUPS = ("step", "epoch")
 # Groups that describe the point rather than being a value to plot.
@@ -71,7 +71,7 @@ def _value_name(group: str, split: str) -> str:
 
 
 class LogMetricParser:
-    """Regexes over printed lines -> event dicts (training.events.make_event)."""
+    """Regexes over printed lines -> event dicts (training.rundir.events.make_event)."""
 
     def __init__(self, metrics: dict[str, list[str] | str]):
         self.patterns: list[tuple[str, re.Pattern[str]]] = []

@@ -1,7 +1,7 @@
 """Hang and straggler detection from the ranks' heartbeat files (a thread of the supervisor).
 
 Every rank rewrites RUN_DIR/heartbeats/rank-N.json at most ~1/s while it trains
-({"rank", "pid", "step", "epoch", "t", "state"}, training.heartbeat). The watchdog stats those
+({"rank", "pid", "step", "epoch", "t", "state"}, training.rundir.heartbeat). The watchdog stats those
 files every ~1 s, parses only the ones that changed, keeps a short per-rank history of
 (t, step) and turns two situations into `log` events with level "warning":
 
@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from training.events import make_event
-from training.heartbeat import HEARTBEAT_INTERVAL_S
 from training.rundir import RunPaths
+from training.rundir.events import make_event
+from training.rundir.heartbeat import HEARTBEAT_INTERVAL_S
 
 # States in which a rank is not expected to advance.
 IDLE_STATES = frozenset({"paused", "finished", "stopped", "terminated", "failed", "done", "exited"})

@@ -31,9 +31,9 @@ from textual.widgets import Footer, SelectionList, TabbedContent, TabPane
 from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState
 
-from training.events import EventReader
 from training.rundir import RunPaths, read_json, read_run_json
-from training.series import Key, SeriesStore
+from training.rundir.events import EventReader
+from training.rundir.series import Key, SeriesStore
 from tui import messages
 from tui.run_model import RunModel
 from tui.screens.confirm_dialog import ConfirmDialog
@@ -365,15 +365,9 @@ class RunScreen(Screen):
             self.post_message(self.LogArrived(path, lines, reset, sources))
 
     def _log_sources(self) -> list[tuple[str, Path]]:
-        from training.console.runs import rank_logs
+        from training.rundir.logs import log_label, rank_logs
 
-        sources: list[tuple[str, Path]] = []
-        for rank, files in rank_logs(self.paths).items():
-            for f in files:
-                name = f.stem if f.stem in ("stdout", "stderr") else ""
-                attempt = f.parent.parent.name if f.parent.parent.name.startswith("attempt_") else ""
-                label = " ".join(x for x in (f"rank {rank}", name, attempt if attempt != "attempt_0" else "") if x)
-                sources.append((label, f))
+        sources = [(log_label(rank, f), f) for rank, files in rank_logs(self.paths).items() for f in files]
         if self.paths.supervisor_log.exists():
             sources.append(("supervisor", self.paths.supervisor_log))
         try:
@@ -598,7 +592,7 @@ class RunScreen(Screen):
 
     @work(thread=True, group="control", exit_on_error=False)
     def _control(self, action: str) -> None:
-        from training.control import send
+        from training.rundir.control import send
 
         seq = send(self.paths, action)
         self.app.call_from_thread(self.notify, f"{action} requested (#{seq}); the workers act at the next "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-from training.series import Key, SeriesStore
+from training.rundir.series import Key, SeriesStore
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.9)
 # plotext colour names, assigned in series order so a series keeps its colour.

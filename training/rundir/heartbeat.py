@@ -1,4 +1,4 @@
-"""`training.heartbeat` is traindeck.heartbeat (it moved there: traindeck.report beats through it
+"""`training.rundir.heartbeat` is traindeck.heartbeat (it moved there: traindeck.report beats through it
 without importing the name `training`). The same module object under both names."""
 
 import sys

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from training.errors import TraindeckError
-from training.events import EventReader
 from training.rundir import RunPaths, RunState, read_json, write_json_atomic
+from training.rundir.events import EventReader
 
 ACTIONS = ("save", "save-stop", "pause", "resume")
 # Codes that travel in the DDP all-reduce (0 = nothing to do).

@@ -1,14 +1,14 @@
-"""The run directory: the one interface between training and every viewer.
+"""Names and primitives of one run directory: its paths, its states, atomic JSON, creation.
 
     runs/<YYYYmmdd-HHMMSS>-<profile>/
         profile.toml      resolved profile (overrides applied)
         run.json          id, profile, mode, argv, host, supervisor pid + create_time, state, processes
-        events.jsonl      append-only event stream (training.events)
+        events.jsonl      append-only event stream (training.rundir.events)
         telemetry.jsonl   one line per sample (training.monitor.telemetry)
         logs/             per-rank stdout/stderr
         checkpoints/      last.pt, best.pt, epoch-NNNN.pt
         heartbeats/       rank-N.json, rewritten ~1/s by every rank
-        control.json      requests from the console to the workers (training.control)
+        control.json      requests from the console to the workers (training.rundir.control)
         exit.json         return code, failed rank, first error lines
 
 Everything here is created user-only (0700 dirs, 0600 files): logs and checkpoints of a
