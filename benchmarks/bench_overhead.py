@@ -1,7 +1,7 @@
 """Console overhead and start-up: the same DDP job (cpu profile, 2 gloo processes, a fixed
 number of steps) launched three ways, alternating A/B/C for several rounds:
 
-    bare      torchrun ... -m training.worker RUN_DIR   (the exact argv training.launch builds; no
+    bare      torchrun ... -m training.worker RUN_DIR   (the exact argv training.supervise.launch builds; no
               supervisor, telemetry, watchdog or console; TRAINDECK_RUN_DIR set)
     headless  run.py --profile cpu --headless           (supervisor + telemetry 1 s + watchdog + printer)
     tui       run.py --profile cpu in a pseudo-terminal (the same plus the Textual run screen)
@@ -84,9 +84,9 @@ def _only_run(runs_dir: Path) -> Path:
 
 
 def run_bare(tmp: Path, steps: int, timeout: float) -> tuple[Path, float, float]:
-    from training.launch import build_launch
     from training.profile import load_profile
     from training.rundir import RunPaths
+    from training.supervise.launch import build_launch
 
     profile = load_profile("cpu", overrides(steps))
     root = Path(tempfile.mkdtemp(prefix="bare-", dir=tmp))

@@ -210,7 +210,7 @@ torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 2 ha
 
 
 def test_diagnose_prefers_the_genuine_error_over_earlier_collateral_ones(tmp_path):
-    from training.supervisor import diagnose
+    from training.supervise.diagnosis import diagnose
 
     # Rank 0's collateral error was written *earlier* than rank 2's real one; rank 2 still wins.
     paths, profile = _fake_torchrun_run(tmp_path, {0: COLLATERAL.format(r=0), 1: "", 2: OOM, 3: COLLATERAL.format(r=3)},
@@ -223,7 +223,7 @@ def test_diagnose_prefers_the_genuine_error_over_earlier_collateral_ones(tmp_pat
 
 
 def test_diagnose_falls_back_to_the_first_collateral_rank_and_the_launcher(tmp_path):
-    from training.supervisor import diagnose
+    from training.supervise.diagnosis import diagnose
 
     paths, profile = _fake_torchrun_run(tmp_path, {0: COLLATERAL.format(r=0), 1: "\n"})
     d = diagnose(paths, profile, 1)

@@ -21,9 +21,9 @@ import pytest
 from tests.support.live_runs import events, wait_done
 from tests.support.locations import DATA, ROOT
 from training.console import runs
-from training.launch import IMPORT_DIR
 from training.profile import load_profile
 from training.rundir import RunPaths, RunState, list_run_dirs, read_run_json
+from training.supervise.launch import IMPORT_DIR
 
 PROJECT = DATA / "user_project"
 

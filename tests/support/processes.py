@@ -14,9 +14,9 @@ from pathlib import Path
 
 import psutil
 
-from training.launch import free_port  # noqa: F401 - re-exported: the one free-port helper
 from training.rundir import RunPaths, read_run_json
 from training.rundir import processes as pg
+from training.supervise.launch import free_port  # noqa: F401 - re-exported: the one free-port helper
 
 
 def recorded(paths: RunPaths) -> list[pg.ProcRef]:

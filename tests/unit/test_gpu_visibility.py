@@ -9,8 +9,8 @@ import torch
 from tests.support.profiles import builtin_profile
 from training.console.rehearse import rehearsal_profile
 from training.engine.worker import choose_device
-from training.launch import build_launch
 from training.profile import load_profile
+from training.supervise.launch import build_launch
 
 
 def _env(profile, base=None):

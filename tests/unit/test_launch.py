@@ -1,4 +1,4 @@
-"""training.launch: profile -> argv/env/cwd, without starting anything."""
+"""training.supervise.launch: profile -> argv/env/cwd, without starting anything."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 
 from tests.support.locations import SCRIPTS
 from training.errors import TraindeckError
-from training.launch import (
+from training.profile import load_profile, parse_profile
+from training.rundir import RunPaths
+from training.supervise.launch import (
     IMPORT_DIR,
     PROJECT_ROOT,
     LaunchSpec,
@@ -23,8 +25,6 @@ from training.launch import (
     format_command,
     free_port,
 )
-from training.profile import load_profile, parse_profile
-from training.rundir import RunPaths
 
 SCRIPT = SCRIPTS / "echo_argv.py"
 RUN = RunPaths(Path("/tmp/runs/20260101-000000-x"))

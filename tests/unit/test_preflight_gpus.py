@@ -13,12 +13,12 @@ from training.console.preflight import (
     amp_check,
     gpu_check,
     hardware_match,
-    run_gpus,
     run_preflight,
     torch_check,
 )
 from training.monitor.gpu import GpuBackend
 from training.profile import load_profile
+from training.supervise.visibility import run_gpus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ def test_bf16_on_b200_passes_and_fp16_on_turing_is_not_questioned():
 
 def test_the_oom_hint_never_suggests_bf16_on_turing(monkeypatch):
     from training.monitor import gpu
-    from training.supervisor import make_hint
+    from training.supervise.diagnosis import make_hint
 
     monkeypatch.setenv("TRAINDECK_FAKE_NVML", "tests.fixtures.fake_nvml:four_2080ti")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

@@ -20,7 +20,6 @@ from tests.support.profiles import custom_profile
 from tests.support.waiting import wait_for
 from training.console import runs
 from training.errors import RunNotFound, TraindeckError
-from training.launch import IMPORT_DIR, PROJECT_ROOT
 from training.rundir import (
     RunPaths,
     RunState,
@@ -31,6 +30,7 @@ from training.rundir import (
 from training.rundir import processes as pg
 from training.rundir.events import append_events, make_event, read_all
 from training.rundir.logs import rank_logs
+from training.supervise.launch import IMPORT_DIR, PROJECT_ROOT
 
 NASTY_TEMPLATE = "; rm -rf {marker}; echo $HOME `id` | cat"
 

@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Mapping
 
 from training.profile import Profile, ProfileError, list_profile_names, load_profile
+from training.supervise.visibility import (  # noqa: F401
+    VisibleGpus,
+    cuda_visible_devices,
+    gpu_backend,
+    run_gpus,
+    visible_gpus,
+)
 
 MIN_FREE_DISK_GIB = 2.0
 
@@ -67,96 +74,9 @@ class PreflightReport:
         return "\n".join(lines)
 
 
-def _gpu_backend(backend=None):
-    if backend is not None:
-        return backend
-    from training.monitor.gpu import get_backend
-
-    return get_backend()
-
-
-def cuda_visible_devices(profile: Profile, environ: Mapping[str, str] | None = None) -> str | None:
-    """The CUDA_VISIBLE_DEVICES the run's processes will have: the profile's launch.env, else the
-    inherited one, else what traindeck sets (gpus = 0: none); None = unset (every GPU)."""
-    from training.launch import gpu_visibility_env
-
-    environ = os.environ if environ is None else environ
-    env = {**environ, **profile.launch.env, **gpu_visibility_env(profile, environ)}
-    return env.get("CUDA_VISIBLE_DEVICES")
-
-
-@dataclass(frozen=True)
-class VisibleGpus:
-    """The GPUs a run's CUDA can use, as NVML describes them (NVML itself ignores
-    CUDA_VISIBLE_DEVICES and sees every GPU of the box)."""
-
-    devices: tuple  # training.monitor.gpu.GpuInfo of the whole GPUs CUDA will see, in CUDA's order
-    mig_instances: int = 0  # MIG-<uuid> entries of CUDA_VISIBLE_DEVICES: one device each
-    notes: tuple[str, ...] = ()
-
-    @property
-    def count(self) -> int:
-        return len(self.devices) + self.mig_instances
-
-
-def visible_gpus(devices, cuda_visible: str | None) -> VisibleGpus:
-    """Which of NVML's `devices` CUDA will use under CUDA_VISIBLE_DEVICES = `cuda_visible`.
-
-    CUDA's rules: a comma list of indices, GPU-<uuid> (a unique prefix is enough) or MIG-<uuid>;
-    the first entry it cannot parse ends the list. A GPU in MIG mode is not usable as a whole
-    GPU: CUDA sees its MIG instances, which must be named by their MIG-<uuid>.
-    """
-    from training.monitor.gpu import normalize_uuid
-
-    notes: list[str] = []
-    if cuda_visible is None:
-        chosen = list(devices)
-    else:
-        chosen, mig_instances = [], 0
-        for token in (t.strip() for t in cuda_visible.split(",")):
-            if not token:
-                break
-            found = None
-            if token.isdigit():
-                found = next((d for d in devices if d.index == int(token)), None)
-            elif token.lower().startswith("mig-"):
-                mig_instances += 1
-                continue
-            elif token.lower().startswith("gpu-"):
-                wanted = normalize_uuid(token)
-                matches = [d for d in devices if (normalize_uuid(d.uuid) or "").startswith(wanted)]
-                found = matches[0] if len(matches) == 1 else None
-            if found is None:
-                notes.append(f"CUDA_VISIBLE_DEVICES entry '{token}' matches no GPU: CUDA ignores it and "
-                             f"every entry after it")
-                break
-            if found in chosen:
-                notes.append(f"CUDA_VISIBLE_DEVICES names GPU {found.index} twice")
-                continue
-            chosen.append(found)
-        whole = [d for d in chosen if not d.mig]
-        for d in chosen:
-            if d.mig:
-                notes.append(f"GPU {d.index} is in MIG mode: CUDA sees its MIG instances, not the GPU; "
-                             f"name them in CUDA_VISIBLE_DEVICES as MIG-<uuid> (nvidia-smi -L)")
-        return VisibleGpus(tuple(whole), mig_instances, tuple(notes))
-    for d in chosen:
-        if d.mig:
-            notes.append(f"GPU {d.index} is in MIG mode: not counted as a GPU; name its MIG instances in "
-                         f"CUDA_VISIBLE_DEVICES as MIG-<uuid> (nvidia-smi -L) to use them")
-    return VisibleGpus(tuple(d for d in chosen if not d.mig), 0, tuple(notes))
-
-
-def run_gpus(profile: Profile, backend=None, environ: Mapping[str, str] | None = None) -> VisibleGpus:
-    """The GPUs this profile's run would see on this box."""
-    backend = _gpu_backend(backend)
-    devices = backend.devices() if backend.available else []
-    return visible_gpus(devices, cuda_visible_devices(profile, environ))
-
-
 def gpu_check(profile: Profile, backend=None, environ: Mapping[str, str] | None = None) -> Check:
     """GPUs wanted by the profile vs GPUs the run will see (NVML, under CUDA_VISIBLE_DEVICES and MIG)."""
-    backend = _gpu_backend(backend)
+    backend = gpu_backend(backend)
     wanted, model = profile.hardware.gpus, profile.hardware.gpu_model
     visible = run_gpus(profile, backend, environ)
     found = visible.count
@@ -188,7 +108,7 @@ def gpu_check(profile: Profile, backend=None, environ: Mapping[str, str] | None 
 
 def hardware_match(profile: Profile, backend=None) -> str:
     """Short mark for lists: 'any', 'ok 8/8 B200', 'NO 8/0' ..."""
-    backend = _gpu_backend(backend)
+    backend = gpu_backend(backend)
     wanted = profile.hardware.gpus
     if wanted == 0:
         return "any"
@@ -268,7 +188,7 @@ def _disk_check(runs_dir: Path) -> Check:
 
 
 def _port_check(profile: Profile) -> tuple[Check, int]:
-    from training.launch import free_port
+    from training.supervise.launch import free_port
 
     if profile.launch.mode != "ddp":
         return Check("port", True, "not needed (one process)"), 0
@@ -300,10 +220,10 @@ def _cores_check(profile: Profile, gpus_found: int) -> Check | None:
 
 
 def run_preflight(profile: Profile, runs_dir: Path, backend=None) -> PreflightReport:
-    from training.launch import build_launch, format_command
     from training.rundir import RunPaths
+    from training.supervise.launch import build_launch, format_command
 
-    backend = _gpu_backend(backend)
+    backend = gpu_backend(backend)
     report = PreflightReport(profile)
     gpus = gpu_check(profile, backend)
     report.checks.append(gpus)
@@ -331,7 +251,7 @@ def run_preflight(profile: Profile, runs_dir: Path, backend=None) -> PreflightRe
 
 def format_profile_list(profiles_dir: Path | None = None, backend=None) -> str:
     """`run.py --list`: one line per profile with a hardware match column."""
-    backend = _gpu_backend(backend)
+    backend = gpu_backend(backend)
     rows = [("PROFILE", "MODE", "RANKS", "HARDWARE", "DESCRIPTION")]
     for name in list_profile_names(profiles_dir):
         try:

@@ -285,7 +285,7 @@ def start_run(profile: Profile, runs_dir: Path, argv: list[str] | None = None,
               rehearsal: bool = False, cwd: str | os.PathLike | None = None) -> RunPaths:
     """`cwd`: where a custom script runs when the profile sets no `[train] cwd` (default: ours,
     the directory run.py was started from). Recorded in run.json, so --resume runs there too."""
-    from training.launch import run_cwd
+    from training.supervise.launch import run_cwd
 
     paths = create_run_dir(Path(runs_dir), profile.name)
     paths = RunPaths(paths.root.resolve())

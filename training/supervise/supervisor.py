@@ -1,0 +1,487 @@
+"""`python -m training.supervisor RUN_DIR`: one run's state machine, from launch to exit.json.
+
+    starting --workers up / worker's `status running`--> running --launcher exits--> finished | failed
+        \\------------------------- SIGTERM (stop) ------------------------------> stopped
+
+Like torch elastic's agent: a validated launch config (`training.supervise.launch.LaunchSpec`), a
+`RunState`, and a monitor loop that returns a `RunResult`. The supervisor is the only writer of
+run.json while it lives (`training.console.runs.stop_run` takes over only once it is dead) and it never
+trains: it starts the launcher (torchrun or the worker itself), tracks every descendant by pid +
+create_time, runs the telemetry sampler and the custom-script log tailer, and on the way out
+makes sure no process of the run is left and says why the run ended (exit.json).
+
+It runs in its own session with stdio on logs/supervisor.log (training.console.runs.start_run spawns it
+so), and ignores SIGHUP, so a dropped SSH connection never reaches training.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.errors import TraindeckError
+from training.profile import Profile, parse_profile
+from training.rundir import (
+    RunPaths,
+    RunState,
+    hostname,
+    read_run_json,
+    update_run_json,
+    write_json_atomic,
+)
+from training.rundir import processes as pg
+from training.rundir.events import EventReader, append_events, make_event
+from training.rundir.logs import rank0_stdout
+from training.supervise.diagnosis import diagnose, rank_text, traceback_summary
+from training.supervise.launch import (
+    PROJECT_ROOT,
+    LaunchSpec,
+    build_launch,
+    expose_traindeck,
+    format_command,
+    free_port,
+)
+from training.supervise.visibility import run_gpu_indices
+
+POLL_S = 0.2
+REFRESH_PROCS_S = 0.5
+# A rank that died with a traceback while torchrun still waits on the others (a worker deferring
+# SIGTERM, a collective that never times out): after this long the supervisor ends it itself.
+FAIL_FAST_S = 1.5
+# How long start_run may take to record the supervisor's pid in run.json before we write it.
+HANDOFF_TIMEOUT_S = 5.0
+
+
+def log(message: str) -> None:
+    print(time.strftime("%H:%M:%S"), message, file=sys.stderr, flush=True)
+
+
+# ---- the state machine ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunResult:
+    state: RunState
+    returncode: int | None
+    failed_rank: int | None = None
+    error: list[str] = field(default_factory=list)
+    hint: str | None = None
+    message: str = ""
+
+    def exit_json(self, started: float) -> dict[str, Any]:
+        return {"returncode": self.returncode, "state": self.state.value, "failed_rank": self.failed_rank,
+                "error": list(self.error), "hint": self.hint, "message": self.message,
+                "t": round(time.time(), 3), "seconds": round(time.time() - started, 3)}
+
+
+class Supervisor:
+    def __init__(self, paths: RunPaths):
+        self.paths = paths
+        self.state = RunState.STARTING
+        self.profile: Profile | None = None
+        self.spec: LaunchSpec | None = None
+        self.launcher: subprocess.Popen | None = None
+        # GPU UUID -> PIDs NVML lists there before the launch (the leak check's container path).
+        self.gpu_baseline: dict[str, list[int]] | None = None
+        self.launcher_ref: pg.ProcRef | None = None
+        # Everything we ever saw, by pid: the final sweep checks all of them (pid + create_time).
+        self.known: dict[int, pg.ProcRef] = {}
+        # The alive set as last published; replaced (never mutated) so other threads can read it.
+        self.procs: tuple[pg.ProcRef, ...] = ()
+        self.stop_requested = threading.Event()
+        self.worker_stopped = False
+        self.worker_running = False
+        self.first_exit_rank: int | None = None
+        self.failure_seen_at: float | None = None
+        self.started = time.time()
+        self._aux: list[Any] = []
+
+    # -- helpers --
+    def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
+        self.state = state
+        update_run_json(self.paths, state=state.value, state_t=round(time.time(), 3))
+        if emit:
+            info.setdefault("source", "supervisor")
+            append_events(self.paths.events, [make_event("status", state=state.value, message=message, **info)])
+        log(f"state {state.value}: {message}")
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            log("SIGHUP ignored: training continues")
+            return
+        log(f"signal {signal.Signals(signum).name}: stopping the run")
+        self.stop_requested.set()
+
+    def _install_signals(self) -> None:
+        # A Python handler rather than SIG_IGN for SIGHUP: an ignored signal would stay ignored in
+        # the launcher and workers across exec, a handler resets to the default there.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    def _await_handoff(self) -> None:
+        """start_run records our pid in run.json right after spawning us (it leaves
+        "supervisor": {"pid": null} until then); writing run.json before that lands would race its
+        read-modify-write, so wait for it, briefly."""
+        deadline = time.monotonic() + HANDOFF_TIMEOUT_S
+        while time.monotonic() < deadline:
+            sup = read_run_json(self.paths).get("supervisor")
+            if not (isinstance(sup, dict) and sup.get("pid") is None):
+                return
+            time.sleep(0.02)
+
+    def _load_profile(self) -> Profile:
+        try:
+            text = self.paths.profile.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TraindeckError(f"cannot read {self.paths.profile}: {exc}") from None
+        return parse_profile(text, path=self.paths.profile)
+
+    def _prepare(self, profile: Profile) -> LaunchSpec:
+        port = None
+        if profile.launch.mode == "ddp" and not profile.launch.rdzv_endpoint:
+            port = free_port()
+        # A custom script runs where the run was started (run.json's "cwd", kept on --resume); a
+        # run recorded before that key ran in traindeck's root, and resumes there.
+        cwd = read_run_json(self.paths).get("cwd") or str(PROJECT_ROOT)
+        return build_launch(profile, self.paths, port, cwd=cwd)
+
+    # -- main --
+    def run(self) -> RunResult:
+        self._install_signals()
+        self._await_handoff()
+        data = read_run_json(self.paths)
+        update_run_json(
+            self.paths, id=data.get("id") or self.paths.id, host=data.get("host") or hostname(),
+            created=data.get("created") or round(self.started, 3), rehearsal=bool(data.get("rehearsal", False)),
+            argv=data.get("argv") or [], supervisor=pg.pid_create_time(),
+            launcher=None, processes=[], state=RunState.STARTING.value, state_t=round(time.time(), 3))
+        try:
+            self.profile = self._load_profile()
+            self.spec = self._prepare(self.profile)
+        except (TraindeckError, OSError) as exc:
+            return RunResult(RunState.FAILED, None, None, [str(exc)], None, f"cannot launch: {exc}")
+        p, spec = self.profile, self.spec
+        update_run_json(self.paths, profile=p.name, mode=p.launch.mode, world_size=p.world_size,
+                        port=spec.port, env=dict(spec.env), launch_argv=list(spec.argv),
+                        rank_offset=spec.rank_offset, cwd=str(spec.cwd))
+        command = format_command(spec, with_env=False)
+        self.set_state(RunState.STARTING, f"launching {p.launch.mode} x{p.world_size}: {command}",
+                       world_size=p.world_size, mode=p.launch.mode, port=spec.port)
+        for note in spec.notes:
+            append_events(self.paths.events, [make_event("log", level="info", message=note)])
+        if self.stop_requested.is_set():
+            return RunResult(RunState.STOPPED, None, message="stopped before launch")
+        try:
+            self._spawn(spec)
+        except OSError as exc:
+            return RunResult(RunState.FAILED, None, None, [str(exc)], None, f"cannot start {spec.argv[0]}: {exc}")
+        self._start_aux(p)
+        try:
+            return self._monitor()
+        finally:
+            self._stop_aux()
+
+    def _spawn(self, spec: LaunchSpec) -> None:
+        out_path = spec.launcher_log if spec.uses_torchrun else spec.stdout_log
+        assert out_path is not None
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        if spec.torchrun_log_dir is not None:
+            spec.torchrun_log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        expose_traindeck(spec)
+        self.gpu_baseline = self._take_gpu_baseline()
+        fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            # umask 077: what torchrun and the workers create in the run (per-rank logs, stack
+            # dumps, checkpoints) is user-only, like the rest of the run directory.
+            self.launcher = subprocess.Popen(list(spec.argv), env=spec.environ(), cwd=spec.cwd,
+                                             stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+                                             close_fds=True, umask=0o077)
+        finally:
+            os.close(fd)
+        role, rank = ("launcher", None) if spec.uses_torchrun else ("worker", 0)
+        self.launcher_ref = pg.ref_of(self.launcher.pid, role, rank) or pg.ProcRef(self.launcher.pid, 0.0, role, rank)
+        self.known[self.launcher_ref.pid] = self.launcher_ref
+        update_run_json(self.paths, launcher=self.launcher_ref.to_json())
+        log(f"launcher pid {self.launcher.pid}: {format_command(spec)}")
+        self._refresh_procs(force=True)
+
+    def _start_aux(self, p: Profile) -> None:
+        # Telemetry and the metrics tailer are helpers: if one cannot start, training goes on and
+        # the run's log says why.
+        if p.telemetry.interval_s > 0:
+            try:
+                from training.monitor.telemetry import TelemetrySampler
+
+                sampler = TelemetrySampler(self.paths, p.telemetry.interval_s, self.ranks_by_pid,
+                                           gpu_indices=run_gpu_indices(self.spec))
+                sampler.start()
+                self._aux.append(sampler)
+            except Exception as exc:  # noqa: BLE001 - any failure here must not stop training
+                self._aux_failed("telemetry", exc)
+        try:
+            from training.monitor.watchdog import Watchdog, telemetry_gpu_util
+
+            watchdog = Watchdog(self.paths, p, emit=lambda events: append_events(self.paths.events, events),
+                                telemetry_lookup=telemetry_gpu_util(self.paths))
+            watchdog.start()
+            self._aux.append(watchdog)
+        except Exception as exc:  # noqa: BLE001
+            self._aux_failed("watchdog", exc)
+        if p.is_custom and p.metrics:
+            try:
+                from training.monitor.log_metrics import LogMetricParser, LogTailer
+
+                tailer = LogTailer(self.rank0_stdout, LogMetricParser(p.metrics), self.paths.events)
+                tailer.start()
+                self._aux.append(tailer)
+            except Exception as exc:  # noqa: BLE001
+                self._aux_failed("metrics log tailer", exc)
+        if p.is_custom and p.checkpoint.watch and self.spec is not None:
+            try:
+                from training.monitor.checkpoint_watch import CheckpointWatcher
+                from training.placeholders import fill
+                from training.supervise.launch import placeholder_values
+
+                pattern = fill(p.checkpoint.watch, placeholder_values(self.paths.root))
+                # Files written since this supervisor started are this launch's; older ones are not.
+                watcher = CheckpointWatcher(pattern, self.paths.events, self.paths.root, self.spec.cwd,
+                                            since=self.started)
+                watcher.start()
+                self._aux.append(watcher)
+            except Exception as exc:  # noqa: BLE001
+                self._aux_failed("checkpoint watch", exc)
+
+    def _aux_failed(self, what: str, exc: Exception) -> None:
+        log(f"{what} not started: {exc!r}\n{traceback.format_exc()}")
+        append_events(self.paths.events, [make_event("log", level="warning", message=f"{what} not started: {exc}")])
+
+    def _stop_aux(self) -> None:
+        for helper in reversed(self._aux):
+            try:
+                helper.stop()
+            except Exception as exc:  # noqa: BLE001
+                log(f"stopping {type(helper).__name__}: {exc!r}")
+        self._aux.clear()
+
+    def ranks_by_pid(self) -> dict[int, int]:
+        return pg.ranks_by_pid(self.procs)
+
+    def rank0_stdout(self) -> Path | None:
+        return rank0_stdout(self.paths)
+
+    def _refresh_procs(self, force: bool = False) -> None:
+        if self.launcher_ref is None:
+            return
+        for ref in pg.descendants(self.launcher_ref):
+            old = self.known.get(ref.pid)
+            if old is None or abs(old.create_time - ref.create_time) > pg.CREATE_TIME_TOLERANCE_S:
+                self.known[ref.pid] = ref
+        current = tuple(pg.alive(self.known.values()))
+        if force or {r.pid for r in current} != {r.pid for r in self.procs}:
+            gone = [r for r in self.procs if r.role == "worker" and r not in current]
+            if len(gone) == 1 and self.first_exit_rank is None and self.launcher_ref not in gone:
+                # Only a lone exit tells who went first; several in one poll carry no order.
+                self.first_exit_rank = gone[0].rank
+                self._check_rank_failure(gone[0])
+            self.procs = current
+            update_run_json(self.paths, processes=[r.to_json() for r in current])
+
+    def _check_rank_failure(self, ref: pg.ProcRef) -> None:
+        if ref.rank is None or self.launcher is None or self.launcher.poll() is not None:
+            return
+        if traceback_summary(rank_text(self.paths, ref.rank)):
+            self.failure_seen_at = time.monotonic()
+            log(f"rank {ref.rank} exited with a traceback; the launcher has {FAIL_FAST_S}s to notice")
+
+    def _workers_up(self) -> bool:
+        assert self.spec is not None
+        workers = [r for r in self.procs if r.role == "worker"]
+        return len(workers) >= self.spec.local_procs
+
+    def _read_worker_events(self, reader: EventReader) -> None:
+        for event in reader.read():
+            if event.get("kind") != "status" or event.get("rank") not in (0, None):
+                continue
+            state = event.get("state")
+            if state == RunState.RUNNING.value and not self._is_ours(event):
+                self.worker_running = True
+            elif state == RunState.STOPPED.value and not self._is_ours(event):
+                self.worker_stopped = True
+
+    @staticmethod
+    def _is_ours(event: dict[str, Any]) -> bool:
+        return event.get("source") == "supervisor"
+
+    def _monitor(self) -> RunResult:
+        assert self.launcher is not None and self.profile is not None and self.spec is not None
+        reader = EventReader(self.paths.events)
+        # Events from before this launch (a resumed run) say nothing about this one.
+        reader.offset = self.paths.events.stat().st_size if self.paths.events.exists() else 0
+        last_refresh = 0.0
+        while True:
+            rc = self.launcher.poll()
+            if rc is not None:
+                break
+            if self.stop_requested.is_set():
+                return self._stop()
+            now = time.monotonic()
+            if now - last_refresh >= REFRESH_PROCS_S:
+                last_refresh = now
+                self._refresh_procs()
+            self._read_worker_events(reader)
+            if self.state is RunState.STARTING:
+                if self.worker_running:
+                    self.set_state(RunState.RUNNING, "the worker reported running", emit=False)
+                elif self.profile.is_custom and self._workers_up():
+                    workers = sum(1 for r in self.procs if r.role == "worker")
+                    self.set_state(RunState.RUNNING, f"{workers} worker process(es) up")
+            if self.failure_seen_at is not None and now - self.failure_seen_at > FAIL_FAST_S:
+                log("the launcher did not end the run after a rank failed: stopping it")
+                self._kill_everything(grace_s=0.5)
+            self.stop_requested.wait(POLL_S)
+        self._read_worker_events(reader)
+        return self._result(rc)
+
+    def _kill_everything(self, grace_s: float) -> None:
+        self._refresh_procs()
+        term = [self.launcher_ref] if self.launcher_ref else []
+        killed = pg.terminate_then_kill(list(self.known.values()), grace_s, term_first=term)
+        if killed:
+            log(f"SIGKILL to {len(killed)} process(es): {[r.pid for r in killed]}")
+        if self.launcher is not None:
+            try:
+                self.launcher.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.launcher.kill()
+                self.launcher.wait()
+
+    def _stop(self) -> RunResult:
+        assert self.profile is not None
+        grace = self.profile.launch.stop_grace_s
+        log(f"stop: SIGTERM to the launcher, {grace}s grace, then SIGKILL")
+        self._kill_everything(grace)
+        rc = self.launcher.returncode if self.launcher else None
+        return RunResult(RunState.STOPPED, rc, message="stopped on request")
+
+    def _result(self, rc: int) -> RunResult:
+        assert self.profile is not None
+        if self.stop_requested.is_set():
+            return RunResult(RunState.STOPPED, rc, message="stopped on request")
+        if rc == 0:
+            if self.worker_stopped:
+                return RunResult(RunState.STOPPED, rc, message="saved and stopped")
+            return RunResult(RunState.FINISHED, rc, message="finished")
+        d = diagnose(self.paths, self.profile, rc, self.first_exit_rank)
+        first = d.error[0] if d.error else f"exit code {rc}"
+        who = f"rank {d.failed_rank}" if d.failed_rank is not None else "the launcher"
+        return RunResult(RunState.FAILED, rc, d.failed_rank, d.error, d.hint, f"{who} failed: {first}")
+
+    def _take_gpu_baseline(self) -> dict[str, list[int]] | None:
+        try:
+            from training.monitor.gpu import get_backend
+            from training.monitor.gpu_leaks import gpu_baseline
+
+            backend = get_backend()
+            return gpu_baseline(backend) if backend.available else None
+        except Exception as exc:  # noqa: BLE001 - only the leak check's container path needs it
+            log(f"GPU baseline failed: {exc!r}")
+            return None
+
+    def _gpu_leaks(self) -> list[dict[str, Any]]:
+        """Processes of the run that still hold GPU memory now that it is over (training.monitor.gpu_leaks)."""
+        try:
+            from training.monitor.gpu import get_backend
+            from training.monitor.gpu_leaks import gpu_leaks_after_exit
+            from training.rundir.heartbeat import read_heartbeats
+
+            run_uuids = [d.get("uuid") for beat in read_heartbeats(self.paths.root).values()
+                         for d in beat.get("devices") or [] if isinstance(d, dict) and d.get("uuid")]
+            return gpu_leaks_after_exit(get_backend(), [r.to_json() for r in self.known.values()],
+                                        run_uuids=run_uuids, baseline=self.gpu_baseline)
+        except Exception as exc:  # noqa: BLE001 - a failed check must not cost the run its exit.json
+            log(f"GPU leak check failed: {exc!r}")
+            return []
+
+    def finish(self, result: RunResult) -> RunResult:
+        """No process of the run may outlive it: sweep, then write exit.json and the final state."""
+        leftovers = pg.alive(self.known.values())
+        if leftovers:
+            log(f"{len(leftovers)} process(es) outlived the launcher: {[r.pid for r in leftovers]}")
+            pg.terminate_then_kill(leftovers, grace_s=1.0)
+        # Descendants whose parent died before a scan recorded them were re-parented to us (we are
+        # a child subreaper): they are the run's too.
+        me = pg.ref_of(os.getpid(), "supervisor")
+        orphans = pg.alive(pg.descendants(me)) if me is not None else []
+        if orphans:
+            log(f"{len(orphans)} unrecorded descendant(s) outlived their parents: {[r.pid for r in orphans]}")
+            pg.terminate_then_kill(orphans, grace_s=1.0)
+            self.known.update({r.pid: r for r in orphans})
+        leaks = self._gpu_leaks()
+        exit_data = result.exit_json(self.started)
+        exit_data["gpu_leaks"] = leaks
+        write_json_atomic(self.paths.exit_json, exit_data)
+        if leaks:
+            from training.monitor.gpu_leaks import leak_events
+
+            append_events(self.paths.events, leak_events(leaks))
+        info: dict[str, Any] = {"returncode": result.returncode}
+        if result.failed_rank is not None:
+            info["rank"] = result.failed_rank
+        if result.hint:
+            info["hint"] = result.hint
+        # Keep every process the run ever had (all gone now): post-mortems and tests walk them.
+        update_run_json(self.paths, processes=[r.to_json() for r in self.known.values()])
+        self.set_state(result.state, result.message, **info)
+        return result
+
+
+def _become_subreaper() -> bool:
+    """Linux: orphaned descendants (a grandchild in its own session whose parent died) are
+    re-parented to the supervisor instead of init, so finish() can still find and stop them."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1:
+        print("usage: python -m training.supervisor RUN_DIR", file=sys.stderr)
+        return 2
+    paths = RunPaths(Path(argv[0]).resolve())
+    if not paths.root.is_dir():
+        print(f"no run directory {paths.root}", file=sys.stderr)
+        return 2
+    # Our own output belongs in the run (start_run points it there already; a manual start not).
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.supervisor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(fd, 1), os.dup2(fd, 2)
+    os.close(fd)
+    _become_subreaper()
+    sup = Supervisor(paths)
+    try:
+        result = sup.run()
+    except Exception as exc:  # noqa: BLE001 - turn any bug into a failed run, never a silent one
+        log("supervisor crashed:\n" + traceback.format_exc())
+        if sup.launcher is not None and sup.launcher.poll() is None:
+            sup._kill_everything(grace_s=1.0)
+        result = RunResult(RunState.FAILED, None, None, [f"{type(exc).__name__}: {exc}"], None,
+                           f"supervisor error: {exc}")
+    sup.finish(result)
+    return 0 if result.state in (RunState.FINISHED, RunState.STOPPED) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
