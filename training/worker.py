@@ -4,9 +4,8 @@ The worker itself is training.engine.worker; this name stays so that the launche
 run.json (and a torchrun restart of a run started before the move) still find it.
 """
 
-import sys
-
+from training.engine.fast_exit import exit_without_teardown
 from training.engine.worker import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())

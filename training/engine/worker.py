@@ -678,4 +678,6 @@ def _export(task, raw: nn.Module, path: Path, opset: int) -> tuple[bool, str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from training.engine.fast_exit import exit_without_teardown
+
+    exit_without_teardown(main())
