@@ -1,14 +1,12 @@
 """Reliability: kill -9 while checkpoints are being written, over and over, then resume.
 
-tests/test_checkpoint.py::test_kill_9_during_saves_never_leaves_a_broken_last_pt proves the
-atomic write at the unit level (a loop that only saves). This is the end-to-end part: the real
-built-in worker, started with exactly the argv/env the supervisor builds (training.supervise.launch), is
+The real built-in worker, started with exactly the argv/env the supervisor builds (training.supervise.launch), is
 SIGKILLed 20 times in a row (half the kills aimed at a write in progress, half at random
 moments) and resumed each time in the same run directory.
 
 `import torch` costs 5+ s on this loaded 2-core box, so 21 plain launches would take minutes: the
 first kill and the final resume use the supervisor's exact launch (training.supervise.launch.build_launch);
-the 19 kills in between hit workers forked from tests/data/reliability/zygote.py, which imported
+the 19 kills in between hit workers forked from tests/data/scripts/zygote.py, which imported
 torch once. Each is still its own process running training.worker.main, killed with SIGKILL.
 """
 
