@@ -33,15 +33,20 @@ from training.rundir import (
 )
 from training.rundir import processes as pg
 from training.rundir.events import append_events, make_event, read_tail
+from training.rundir.liveness import (  # noqa: F401 - verified_state, is_live: the console's names too
+    SPAWN_WINDOW_S,
+    SupervisorStatus,
+    _state_of,
+    is_live,
+    supervisor_status,
+    verified_state,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-# Between start_run creating run.json and recording the supervisor's pid there is a moment
-# with no pid to check; a run that young counts as live.
-SPAWN_WINDOW_S = 30.0
 TAIL_BYTES = 256 << 10
 DEFAULT_GRACE_S = 30.0
 # On top of the grace period: the supervisor's own SIGKILL sweep and final writes.
@@ -76,13 +81,6 @@ def _profile_data(paths: RunPaths) -> dict[str, Any]:
         return {}
 
 
-def _state_of(value: Any, default: RunState = RunState.FAILED) -> RunState:
-    try:
-        return RunState(value)
-    except ValueError:
-        return default
-
-
 def _recorded_procs(data: dict[str, Any]) -> list[pg.ProcRef]:
     refs = []
     launcher = pg.ProcRef.from_json(data.get("launcher"), "launcher")
@@ -93,45 +91,6 @@ def _recorded_procs(data: dict[str, Any]) -> list[pg.ProcRef]:
         if ref is not None and ref not in refs:
             refs.append(ref)
     return refs
-
-
-def _supervisor_status(data: dict[str, Any]) -> str:
-    """"alive", "spawning" (start_run has not recorded the pid yet), "remote" (another host:
-    cannot check) or "dead"."""
-    if data.get("host") and data.get("host") != hostname():
-        return "remote"
-    sup = data.get("supervisor")
-    if isinstance(sup, dict) and sup.get("pid") is None:
-        created = data.get("created") or 0
-        return "spawning" if time.time() - float(created) < SPAWN_WINDOW_S else "dead"
-    ref = pg.ProcRef.from_json(sup, "supervisor")
-    return "alive" if pg.is_alive(ref) else "dead"
-
-
-def verified_state(paths: RunPaths, data: dict[str, Any] | None = None) -> tuple[RunState, bool, str]:
-    """(state, live, note) with run.json's claim checked against the process table."""
-    data = read_run_json(paths) if data is None else data
-    if not data:
-        # start_run creates the directory, then writes profile.toml and run.json: a viewer that
-        # looks in between must see a run that is starting, not a failed one.
-        try:
-            young = time.time() - paths.root.stat().st_mtime < SPAWN_WINDOW_S
-        except OSError:
-            young = False
-        return (RunState.STARTING, True, "starting") if young else (RunState.FAILED, False, "no run.json")
-    state = _state_of(data.get("state"))
-    if not state.is_live:
-        return state, False, ""
-    status = _supervisor_status(data)
-    if status in ("alive", "spawning"):
-        return state, True, ""
-    if status == "remote":
-        return state, True, f"on {data.get('host')}"
-    return RunState.FAILED, False, "orphaned"
-
-
-def is_live(paths: RunPaths) -> bool:
-    return verified_state(paths)[1]
 
 
 def _tail_events(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:
@@ -401,7 +360,7 @@ def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -
         pg.wait_gone(left, 5.0)
         return _take_over(paths, read_run_json(paths), 0.0, "it did not stop in time")
     if isinstance(data.get("supervisor"), dict) and data["supervisor"].get("pid") is None \
-            and _supervisor_status(data) == "spawning":
+            and supervisor_status(data) is SupervisorStatus.SPAWNING:
         # start_run is between spawning and recording; the pid appears within moments.
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and (read_run_json(paths).get("supervisor") or {}).get("pid") is None:
@@ -419,7 +378,7 @@ def reap_orphans(runs_dir: Path) -> list[RunPaths]:
         data = read_run_json(paths)
         if not data or not _state_of(data.get("state")).is_live:
             continue
-        if _supervisor_status(data) != "dead":
+        if supervisor_status(data).is_live:
             continue
         procs = _recorded_procs(data)
         survivors = pg.alive(procs)
