@@ -12,8 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tui.formats import format_stall, integer
-from tui.formats import number as _num
+from training.rundir.records import (
+    CheckpointEvent,
+    EpochEvent,
+    ExitRecord,
+    LogEvent,
+    MetricEvent,
+    RunRecord,
+    StatusEvent,
+    as_float,
+    parse_event,
+)
+from tui.formats import format_stall
 
 LIVE_STATES = ("starting", "running")
 # The watchdog repeats a straggler warning at most every 5 min while the rank stays slow and has
@@ -63,27 +73,6 @@ class HeaderInfo:
 
 
 @dataclass
-class ExitInfo:
-    returncode: int | None = None
-    state: str = ""
-    failed_rank: int | None = None
-    lines: list[str] = field(default_factory=list)
-    hint: str = ""
-    message: str = ""
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ExitInfo:
-        lines = data.get("error_lines") or data.get("lines") or data.get("errors") or data.get("error") or []
-        if isinstance(lines, str):
-            lines = lines.splitlines()
-        rank = data.get("failed_rank")
-        return cls(returncode=data.get("returncode"), state=str(data.get("state") or ""),
-                   failed_rank=rank if isinstance(rank, int) else None,
-                   lines=[str(x) for x in lines], hint=str(data.get("hint") or ""),
-                   message=str(data.get("message") or ""))
-
-
-@dataclass
 class RunModel:
     run_id: str = ""
     profile: str = ""
@@ -111,7 +100,7 @@ class RunModel:
     last_t: float | None = None
     last_metric_t: float | None = None
     paused: bool = False
-    exit: ExitInfo | None = None
+    exit: ExitRecord | None = None  # exit.json, parsed in training/rundir/records.py
     # The last value of every train and val metric, the best checkpoint, counts of the story.
     train: dict[str, Any] = field(default_factory=dict)
     val: dict[str, Any] = field(default_factory=dict)
@@ -125,20 +114,20 @@ class RunModel:
 
     # ---- folding ---------------------------------------------------------------------------
     def apply_run_json(self, data: dict[str, Any]) -> None:
-        self.run_id = str(data.get("id") or self.run_id)
-        self.profile = str(data.get("profile") or self.profile)
-        self.mode = str(data.get("mode") or self.mode)
-        self.world_size = int(data.get("world_size") or self.world_size or 0)
-        self.rehearsal = bool(data.get("rehearsal", self.rehearsal))
-        self.created = _num(data.get("created")) or self.created
-        state = data.get("state")
-        if isinstance(state, str) and state:
-            self.run_json_state = state
-            self.state_t = _num(data.get("state_t")) or self.state_t
+        run = RunRecord.from_json(data)
+        self.run_id = run.id or self.run_id
+        self.profile = run.profile or self.profile
+        self.mode = run.mode or self.mode
+        self.world_size = run.world_size or self.world_size
+        self.rehearsal = run.rehearsal if "rehearsal" in data else self.rehearsal
+        self.created = run.created or self.created
+        if run.state:
+            self.run_json_state = run.state
+            self.state_t = run.state_t or self.state_t
 
     def apply_exit(self, data: dict[str, Any] | None) -> None:
         """exit.json's content, or None when there is none (again, after a resume)."""
-        self.exit = ExitInfo.from_json(data) if isinstance(data, dict) else None
+        self.exit = ExitRecord.from_json(data)
 
     def apply_orphaned(self, orphaned: bool) -> None:
         """The feed's liveness check: True while run.json claims a live run whose supervisor is gone."""
@@ -146,11 +135,8 @@ class RunModel:
 
     @property
     def state(self) -> str:
-        if self.exit is not None:
-            if self.exit.state:
-                return self.exit.state
-            if self.exit.returncode is not None:
-                return "finished" if self.exit.returncode == 0 else "failed"
+        if self.exit is not None and self.exit.final_state:
+            return self.exit.final_state
         if self.orphaned:
             return "failed"
         return self.run_json_state or self.event_state or "starting"
@@ -160,100 +146,89 @@ class RunModel:
             self.apply_event(event)
 
     def apply_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("kind")
-        t = _num(event.get("t"))
-        if t is not None:
-            self.first_t = t if self.first_t is None else self.first_t
-            self.last_t = t if self.last_t is None else max(self.last_t, t)
-        epochs = integer(event.get("epochs"))
-        if epochs:
-            self.epochs = epochs
-        if kind == "metric":
-            self._metric(event, t)
-        elif kind == "epoch":
-            self.epoch = integer(event.get("epoch")) if integer(event.get("epoch")) is not None else self.epoch
-            self._step_to(integer(event.get("step")))
-            self.samples_per_s = _num(event.get("samples_per_s")) or self.samples_per_s
+        e = parse_event(event)
+        if e is None:
+            return
+        if e.t is not None:
+            self.first_t = e.t if self.first_t is None else self.first_t
+            self.last_t = e.t if self.last_t is None else max(self.last_t, e.t)
+        if isinstance(e, MetricEvent):
+            self._metric(e)
+        elif isinstance(e, EpochEvent):
+            self.epochs = e.epochs or self.epochs
+            self.epoch = e.epoch if e.epoch is not None else self.epoch
+            self._step_to(e.step)
+            self.samples_per_s = e.samples_per_s or self.samples_per_s
             self.version += 1
-        elif kind == "checkpoint":
+        elif isinstance(e, CheckpointEvent):
             self.checkpoints += 1
-            if event.get("best") and event.get("value") is not None:
+            if e.best and event.get("value") is not None:
                 self.best = event
-        elif kind == "status":
-            self._status(event, t)
-        elif kind == "log":
-            self._log(event, t)
+        elif isinstance(e, StatusEvent):
+            self._status(e)
+        elif isinstance(e, LogEvent):
+            self._log(e)
 
     def _step_to(self, step: int | None) -> None:
         if step is not None:
             self.step = step if self.step is None else max(self.step, step)
 
-    def _log(self, event: dict[str, Any], t: float | None) -> None:
-        level = event.get("level")
-        if level == "warning":
+    def _log(self, e: LogEvent) -> None:
+        if e.level == "warning":
             self.warnings += 1
-        elif level == "error":
+        elif e.level == "error":
             self.errors += 1
-        if event.get("control") in ("pause", "resume"):
-            self.paused = event.get("control") == "pause"
-        elif event.get("watchdog"):
-            self._watchdog(event, t)
+        if e.control in ("pause", "resume"):
+            self.paused = e.control == "pause"
+        elif e.watchdog:
+            self._watchdog(e)
 
-    def _watchdog(self, event: dict[str, Any], t: float | None) -> None:
-        kind = event.get("watchdog")
-        rank = event.get("rank")
-        ranks = [r for r in event.get("ranks") or [] if isinstance(r, int) and not isinstance(r, bool)]
-        if isinstance(rank, int) and not isinstance(rank, bool) and rank not in ranks:
-            ranks.append(rank)
-        if kind == "recovered":
+    def _watchdog(self, e: LogEvent) -> None:
+        ranks = list(e.ranks)
+        if e.rank is not None and e.rank not in ranks:
+            ranks.append(e.rank)
+        if e.watchdog == "recovered":
             # One rank moving ends the incident for every rank of it; with no ranks named, all.
             for r in ranks or list(self.alerts):
                 self.alerts.pop(r, None)
             return
-        if kind not in ("hang", "straggler"):
+        if e.watchdog not in ("hang", "straggler"):
             return
-        step = event.get("step") if isinstance(event.get("step"), int) else None
-        stalled = _num(event.get("stalled_s"))
         for r in ranks:
-            if kind == "straggler" and self.alerts.get(r, Alert("straggler", r)).kind == "hang":
+            if e.watchdog == "straggler" and self.alerts.get(r, Alert("straggler", r)).kind == "hang":
                 continue  # a hung rank stays hung until it recovers
-            self.alerts[r] = Alert(kind, r, step=step, stalled_s=stalled, t=t,
-                                   culprit=kind == "straggler" or isinstance(rank, int))
+            self.alerts[r] = Alert(e.watchdog, r, step=e.step, stalled_s=e.stalled_s, t=e.t,
+                                   culprit=e.watchdog == "straggler" or e.rank is not None)
 
-    def _metric(self, event: dict[str, Any], t: float | None) -> None:
-        self._step_to(integer(event.get("step")))
-        epoch = integer(event.get("epoch"))
-        if epoch is not None:
-            self.epoch = epoch if self.epoch is None else max(self.epoch, epoch)
-        values = event.get("values") if isinstance(event.get("values"), dict) else {}
-        split = event.get("split", "train")
-        if split == "train":
-            self.train.update(values)
-            self.last_loss = _num(values.get("loss")) if "loss" in values else self.last_loss
-            sps = _num(values.get("samples_per_s"))
-            if sps is not None:
-                self.samples_per_s = sps
-            if t is not None:
-                self.last_metric_t = t
-        elif split == "val":
-            self.val.update(values)
+    def _metric(self, e: MetricEvent) -> None:
+        self._step_to(e.step)
+        if e.epoch is not None:
+            self.epoch = e.epoch if self.epoch is None else max(self.epoch, e.epoch)
+        if e.split == "train":
+            self.train.update(e.values)
+            if "loss" in e.values:
+                self.last_loss = as_float(e.values.get("loss"))
+            self.samples_per_s = as_float(e.values.get("samples_per_s")) or self.samples_per_s
+            if e.t is not None:
+                self.last_metric_t = e.t
+        elif e.split == "val":
+            self.val.update(e.values)
         self.version += 1
 
-    def _status(self, event: dict[str, Any], t: float | None) -> None:
-        state = event.get("state")
-        if not isinstance(state, str):
+    def _status(self, e: StatusEvent) -> None:
+        if not e.state:
             return
-        self.steps_per_epoch = integer(event.get("steps_per_epoch")) or self.steps_per_epoch
-        start_step = integer(event.get("start_step"))
-        if state == "running":
-            self.running_t = self.running_t or t
-            self.world_size = int(event.get("world_size") or self.world_size or 0)
-            self.device = str(event.get("device") or self.device)
-            self.start_step = start_step or 0
-        self._step_to(start_step)
-        self.event_state = state
+        self.epochs = e.epochs or self.epochs
+        self.steps_per_epoch = e.steps_per_epoch or self.steps_per_epoch
+        if e.state == "running":
+            self.running_t = self.running_t or e.t
+            self.world_size = e.world_size or self.world_size
+            self.device = e.device or self.device
+            self.start_step = e.start_step or 0
+        self._step_to(e.start_step)
+        self.event_state = e.state
         if self.run_json_state is None:
-            self.state_t = t
+            self.state_t = e.t
 
     # ---- derived ---------------------------------------------------------------------------
     @property

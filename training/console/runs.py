@@ -41,6 +41,17 @@ from training.rundir.liveness import (  # noqa: F401 - verified_state, is_live: 
     supervisor_status,
     verified_state,
 )
+from training.rundir.records import (
+    CheckpointEvent,
+    EpochEvent,
+    ExitRecord,
+    MetricEvent,
+    StatusEvent,
+    as_float,
+    as_int,
+    finish_run,
+    parse_event,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -97,26 +108,18 @@ def _tail_events(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]
     return read_tail(path, max_bytes)
 
 
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _progress(paths: RunPaths) -> dict[str, Any]:
     step = epoch = epochs = None
     loss = None
-    for e in _tail_events(paths.events):
-        kind = e.get("kind")
-        s = _int(e.get("step"))
-        if s is not None and kind in ("metric", "epoch", "checkpoint"):
-            step = s if step is None else max(step, s)
-        if kind in ("metric", "epoch") and _int(e.get("epoch")) is not None:
-            epoch = _int(e.get("epoch"))
-        if _int(e.get("epochs")) is not None:
-            epochs = _int(e.get("epochs"))
-        if kind == "metric" and e.get("split", "train") == "train":
-            value = (e.get("values") or {}).get("loss")
-            if isinstance(value, (int, float)):
-                loss = float(value)
+    for e in map(parse_event, _tail_events(paths.events)):
+        if isinstance(e, (MetricEvent, EpochEvent, CheckpointEvent)) and e.step is not None:
+            step = e.step if step is None else max(step, e.step)
+        if isinstance(e, (MetricEvent, EpochEvent)) and e.epoch is not None:
+            epoch = e.epoch
+        if isinstance(e, (EpochEvent, StatusEvent)) and e.epochs is not None:
+            epochs = e.epochs
+        if isinstance(e, MetricEvent) and e.split == "train" and as_float(e.values.get("loss")) is not None:
+            loss = as_float(e.values.get("loss"))
     return {"step": step, "epoch": epoch, "epochs": epochs, "last_loss": loss}
 
 
@@ -131,7 +134,7 @@ def run_summary(paths: RunPaths) -> RunSummary:
         prof = _profile_data(paths)
     epochs = progress["epochs"]
     if epochs is None:
-        epochs = _int((prof.get("train") or {}).get("epochs"))
+        epochs = as_int((prof.get("train") or {}).get("epochs"))
     exit_data = read_json(paths.exit_json, {}) or {}
     return RunSummary(
         id=paths.id, path=paths.root, profile=str(data.get("profile") or prof.get("name") or "?"),
@@ -266,7 +269,7 @@ def _last_checkpoint_step(paths: RunPaths) -> int | None:
     step = None
     for e in _tail_events(paths.events, 4 << 20):
         if e.get("kind") == "checkpoint" and str(e.get("path", "")).endswith("last.pt"):
-            step = _int(e.get("step")) if _int(e.get("step")) is not None else step
+            step = as_int(e.get("step")) if as_int(e.get("step")) is not None else step
     return step
 
 
@@ -322,15 +325,11 @@ def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: st
     sup = data.get("supervisor") or {}
     message = (f"stopped after the supervisor (pid {sup.get('pid')}) was gone ({reason})" if alive_before
                else f"the supervisor (pid {sup.get('pid')}) died and the run with it")
-    if not paths.exit_json.exists() or recorded.is_live:
-        write_json_atomic(paths.exit_json, {
-            "returncode": None, "state": state.value, "failed_rank": None,
-            "error": [] if alive_before else [message], "hint": None if alive_before else
-            "see logs/supervisor.log; resume with run.py --resume " + paths.id,
-            "message": message, "t": round(time.time(), 3), "seconds": None})
-    now = round(time.time(), 3)
-    update_run_json(paths, state=state.value, state_t=now, processes=[])
-    append_events(paths.events, [make_event("status", state=state.value, message=message, source="console")])
+    record = ExitRecord(state=state.value, error=() if alive_before else (message,),
+                        hint=None if alive_before else "see logs/supervisor.log; resume with run.py --resume " + paths.id,
+                        message=message)
+    finish_run(paths, record, write_exit=not paths.exit_json.exists() or recorded.is_live, processes=[],
+               status={"source": "console"})
     return state
 
 
@@ -389,11 +388,8 @@ def reap_orphans(runs_dir: Path) -> list[RunPaths]:
         message = f"orphaned: the supervisor (pid {sup.get('pid')}) died"
         if survivors:
             message += f"; {len(survivors)} leftover process(es) killed"
-        write_json_atomic(paths.exit_json, {
-            "returncode": None, "state": state.value, "failed_rank": None, "error": [message],
-            "hint": "see logs/supervisor.log; resume with run.py --resume " + paths.id,
-            "message": message, "t": round(time.time(), 3), "seconds": None})
-        update_run_json(paths, state=state.value, state_t=round(time.time(), 3), processes=[])
-        append_events(paths.events, [make_event("status", state=state.value, message=message, source="console")])
+        finish_run(paths, ExitRecord(state=state.value, error=(message,), message=message,
+                                     hint="see logs/supervisor.log; resume with run.py --resume " + paths.id),
+                   processes=[], status={"source": "console"})
         reaped.append(paths)
     return reaped

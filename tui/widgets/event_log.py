@@ -14,9 +14,9 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import RichLog
 
+from training.rundir.records import ExitRecord
 from tui.describe import Line, describe
 from tui.formats import format_duration
-from tui.run_model import ExitInfo
 
 
 class EventLog(RichLog):
@@ -60,7 +60,7 @@ class EventLog(RichLog):
         self.write(Text(f"exit: failed  the supervisor (pid {pid}) is gone without writing exit.json; the run "
                         f"is orphaned. Clean up with: run.py --stop {run_id}", "bold red"))
 
-    def add_exit(self, info: ExitInfo) -> None:
+    def add_exit(self, info: ExitRecord) -> None:
         """The end of the run, once; a failure names the rank and its first error lines."""
         if self.shown_exit:
             return
@@ -74,7 +74,7 @@ class EventLog(RichLog):
         if info.message:
             head.append(f"  {info.message}", "dim")
         self.write(head)
-        for line in info.lines[:12]:
+        for line in info.error[:12]:
             self.write(Text("    " + line, "red"))
         if info.hint:
             self.write(Text("    hint: " + info.hint, "yellow"))
