@@ -251,3 +251,18 @@ def read_last_json_line(path: Path, max_bytes: int = 256 * 1024) -> dict[str, An
         if isinstance(obj, dict):
             return obj
     return None
+
+
+def wait_for_exit_code(paths: RunPaths, poll_s: float = 0.2, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Block until the run writes exit.json (or its supervisor is gone without it); the exit code
+    the headless printer would return (a stopped run: 130)."""
+    from tui.headless.lines import exit_code
+
+    feed = RunFeed(paths)
+    while True:
+        exit_json = feed.exit_json()
+        if exit_json is not None:
+            return exit_code(exit_json, stopped_by_us=False)
+        if feed.orphaned():
+            return 1
+        sleep(poll_s)
