@@ -91,15 +91,16 @@ class RunModel:
     epochs: int = 0
     steps_per_epoch: int = 0
     start_step: int = 0
-    running_t: float | None = None
     epoch: int | None = None  # None until an event names one
     step: int | None = None
     samples_per_s: float | None = None
     last_loss: float | None = None
+    paused: bool = False
+    # When: training started in this process, the first and last event, the last train metric.
+    running_t: float | None = None
     first_t: float | None = None
     last_t: float | None = None
     last_metric_t: float | None = None
-    paused: bool = False
     exit: ExitRecord | None = None  # exit.json, parsed in training/rundir/records.py
     # The last value of every train and val metric, the best checkpoint, counts of the story.
     train: dict[str, Any] = field(default_factory=dict)

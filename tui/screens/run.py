@@ -403,16 +403,15 @@ class RunScreen(Screen):
     def action_detach(self) -> None:
         self.post_message(messages.Detach(self.paths))
 
-    def action_stop(self) -> None:
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self._stop_run()
+    def _confirm(self, title: str, body: str, yes: str, then: Callable[[], None]) -> None:
+        """Ask first; run `then` only on yes."""
+        self.app.push_screen(ConfirmDialog(title, body, yes=yes, no="Keep training"),
+                             lambda answer: then() if answer else None)
 
-        self.app.push_screen(ConfirmDialog(
-            f"Stop run {self.paths.id}?",
-            "Every process of the run gets SIGTERM, then SIGKILL after the profile's grace period. "
-            "checkpoints/last.pt stays, so the run can be resumed.", yes="Stop the run", no="Keep training"),
-            confirmed)
+    def action_stop(self) -> None:
+        self._confirm(f"Stop run {self.paths.id}?",
+                      "Every process of the run gets SIGTERM, then SIGKILL after the profile's grace period. "
+                      "checkpoints/last.pt stays, so the run can be resumed.", "Stop the run", self._stop_run)
 
     def action_quit_run(self) -> None:
         if not self.model.live:
@@ -437,15 +436,10 @@ class RunScreen(Screen):
         self._control("resume" if self.model.paused else "pause")
 
     def action_save_stop(self) -> None:
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self._control("save-stop")
-
-        self.app.push_screen(ConfirmDialog(
-            f"Save and stop run {self.paths.id}?",
-            "Every rank writes checkpoints/last.pt at the next logging boundary, then the run stops "
-            "cleanly; resume it later with R or --resume.", yes="Save and stop", no="Keep training"),
-            confirmed)
+        self._confirm(f"Save and stop run {self.paths.id}?",
+                      "Every rank writes checkpoints/last.pt at the next logging boundary, then the run stops "
+                      "cleanly; resume it later with R or --resume.", "Save and stop",
+                      lambda: self._control("save-stop"))
 
     def action_dump(self) -> None:
         self.notify("recording every rank's stack…", timeout=3)
