@@ -23,8 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from training.errors import TraindeckError  # noqa: E402
 from training.rundir import RUNS_DIR_ENV, default_runs_dir  # noqa: E402
-
-CONTROL_ACTIONS = ("save", "save-stop", "pause", "resume")
+from training.rundir.control import ACTIONS  # noqa: E402 - the one list of control actions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop a run: SIGTERM, a grace period, then SIGKILL to every process of it")
     runs.add_argument("--dump", metavar="RUN", help="record the Python stacks of every rank into the run directory")
     runs.add_argument("--control", nargs=2, metavar=("RUN", "ACTION"),
-                      help=f"ask a live run's workers to act at the next step boundary: {', '.join(CONTROL_ACTIONS)}")
+                      help=f"ask a live run's workers to act at the next step boundary: {', '.join(ACTIONS)}")
     p.add_argument("--runs-dir", type=Path, default=None, metavar="DIR",
                    help=f"where run directories live (default ./runs, or ${RUNS_DIR_ENV})")
     return p
@@ -156,8 +155,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         from training.rundir import control
 
         spec, action = args.control
-        if action not in CONTROL_ACTIONS:
-            raise TraindeckError(f"unknown control action '{action}'; use one of {', '.join(CONTROL_ACTIONS)}.")
+        if action not in ACTIONS:
+            raise TraindeckError(f"unknown control action '{action}'; use one of {', '.join(ACTIONS)}.")
         paths = runs.find_run(runs_dir, spec)
         print(control.send_and_wait(paths, action))
         return 0

@@ -8,6 +8,7 @@ runs, opens run screens and decides what detaching means.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -87,27 +88,30 @@ class TraindeckApp(App[int | None]):
         from training.console import runs
 
         if rehearsal:
-            profile = self._rehearsal_profile(profile)
-            if profile is None:
-                return
-        self.post_message(messages.OpenRun(runs.start_run(profile, self.runs_dir, argv=argv, rehearsal=rehearsal)))
+            self._rehearse(profile, argv)
+            return
+        self.post_message(messages.OpenRun(runs.start_run(profile, self.runs_dir, argv=argv)))
 
-    def _rehearsal_profile(self, profile: Profile) -> Profile | None:
+    def _rehearse(self, profile: Profile, argv: list[str] | None) -> None:
+        """The same checklist as `run.py --rehearse` (training.console.rehearse), shown on the run
+        screen while its phases run; the verdict and every item land in the run's event log, and
+        the headline in a notification."""
+        from training.console import rehearse
+        from training.errors import TraindeckError
+        from tui.feed import wait_for_exit_code
+
+        out = io.StringIO()
         try:
-            from training.console import rehearse
-        except ImportError:
-            rehearse = None
-        make = getattr(rehearse, "rehearsal_profile", None)
-        if make is None:
-            self.call_from_thread(self.notify, "rehearsal is not available in this build yet; "
-                                  "use 'run.py --profile NAME --rehearse'", severity="warning")
-            return None
-        made = make(profile)
-        # rehearsal_profile returns (profile, notes on what was scaled down).
-        scaled, notes = made if isinstance(made, tuple) else (made, [])
-        if notes:
-            self.call_from_thread(self.notify, "\n".join(notes), title="rehearsal", timeout=8)
-        return scaled
+            code = rehearse.rehearse(profile, self.runs_dir, lambda paths, _out, _phase: wait_for_exit_code(paths),
+                                     argv=argv, out=out,
+                                     on_phase=lambda paths, n: self.post_message(messages.OpenRun(paths)))
+        except TraindeckError as exc:
+            self.call_from_thread(self.notify, str(exc), title="rehearsal", severity="error", timeout=10)
+            return
+        lines = [line for line in out.getvalue().splitlines() if line.strip()]
+        verdict = next((line for line in lines if line.startswith("rehearsal of ")), lines[-1] if lines else "")
+        self.call_from_thread(self.notify, verdict or f"rehearsal ended ({code})", title="rehearsal",
+                              severity="information" if code == 0 else "error", timeout=15)
 
     def on_open_run(self, message: messages.OpenRun) -> None:
         if isinstance(self.screen, RunScreen) and self.screen.paths == message.paths:

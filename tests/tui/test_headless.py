@@ -73,10 +73,10 @@ def test_finished_run_prints_history_compactly_then_summary(tmp_path):
     assert follow(paths, out=out, sleep=lambda s: pytest.fail("a finished run must not wait")) == 0
     lines = lines_of(out)
     assert lines == [
-        "status running: training tiny: 2 x cpu, 2 epochs x 3 steps",
-        "epoch 1/2 done in 35.2 s, 5012 samples/s, loss 0.3333 (conflict 0.41 entropy 0.12) lr 0.003 "
+        "status running: training tiny: 2 x cpu, 2 epochs x 3 steps, world size 2",
+        "epoch 1/2 done in 35.2 s, 5,012 samples/s, loss 0.3333 (conflict 0.41 entropy 0.12) lr 0.003 "
         "val_loss 0.79 val_acc 0.5",
-        "checkpoint best.pt epoch 1 step 3 val_loss 0.79 (best) 1.2 MB 0.40 s",
+        "checkpoint best.pt epoch 1 step 3 val_loss 0.79 best 1.1 MiB in 0.40 s",
         "warning: [rank 1] loss spiked",
         "status finished",
         "[02:05] epoch 1/2 step 3 loss 0.3333 (conflict 0.41 entropy 0.12) lr 0.003 val_loss 0.79 val_acc 0.5"
@@ -159,7 +159,7 @@ def test_live_run_progress_lines_then_exit(tmp_path):
     assert lines[0] == "[00:10] waiting for the first step (starting)"
     assert lines[1:4] == ["[00:12] epoch 1 step 10 loss 1", "[00:14] epoch 1 step 20 loss 0.5",
                           "[00:16] epoch 1 step 30 loss 0.3333"]
-    assert lines[4] == "checkpoint last.pt epoch 1 step 30 2.0 KB 0.05 s"  # no repeat progress line: nothing moved
+    assert lines[4] == "checkpoint last.pt epoch 1 step 30 2.0 KiB in 0.05 s"  # no repeat progress line: nothing moved
     assert lines[5].startswith("run 20261124-183000-cpu finished: 1 epochs, 30 steps, last loss 0.3333, 25s")
 
 

@@ -86,9 +86,10 @@ def test_format_runs_table_aligns_columns():
 
 def test_find_run_by_id_prefix_path_and_newest_live(tmp_path):
     d = tmp_path / "runs"
-    a = make_run(d, "alpha", now=time.time() - 100)
-    b = make_run(d, "beta", now=time.time() - 50)
-    live = make_run(d, "gamma", state="running", supervisor=me())
+    noon = time.mktime((2026, 11, 24, 12, 0, 0, 0, 0, -1))  # one day for all three stamps, whatever the clock
+    a = make_run(d, "alpha", now=noon - 100)
+    b = make_run(d, "beta", now=noon - 50)
+    live = make_run(d, "gamma", state="running", supervisor=me(), now=noon)
     assert runs.find_run(d, a.id) == a
     assert runs.find_run(d, str(b.root)) == RunPaths(b.root)
     assert runs.find_run(d, live.id[:-2]) == live

@@ -47,11 +47,11 @@ from training.rundir import (
     hostname,
     read_json,
     read_run_json,
-    update_run_json,
     write_json_atomic,
 )
 from training.rundir.events import read_all
 from training.rundir.heartbeat import read_heartbeats
+from training.rundir.records import ExitRecord, finish_run
 
 EXIT_SKIPPED = 77
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -384,7 +384,7 @@ class GpuCheck:
         self.report.update(seconds=round(seconds, 1), passed=not failed,
                            items=[asdict(i) for i in self.items])
         write_json_atomic(self.check_dir.root / REPORT_NAME, self.report)
-        update_run_json(self.check_dir, state="failed" if failed else "finished", state_t=round(time.time(), 3))
+        finish_run(self.check_dir, ExitRecord(state="failed" if failed else "finished"), write_exit=False)
         head = (f"gpu-check passed in {seconds:.0f} s" if not failed
                 else f"gpu-check FAILED in {seconds:.0f} s ({', '.join(failed)})")
         self.say(head + f"; report {self.check_dir.root / REPORT_NAME}")

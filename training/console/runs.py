@@ -33,15 +33,31 @@ from training.rundir import (
 )
 from training.rundir import processes as pg
 from training.rundir.events import append_events, make_event, read_tail
+from training.rundir.liveness import (  # noqa: F401 - verified_state, is_live: the console's names too
+    SPAWN_WINDOW_S,
+    SupervisorStatus,
+    _state_of,
+    is_live,
+    supervisor_status,
+    verified_state,
+)
+from training.rundir.records import (
+    CheckpointEvent,
+    EpochEvent,
+    ExitRecord,
+    MetricEvent,
+    StatusEvent,
+    as_float,
+    as_int,
+    finish_run,
+    parse_event,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-# Between start_run creating run.json and recording the supervisor's pid there is a moment
-# with no pid to check; a run that young counts as live.
-SPAWN_WINDOW_S = 30.0
 TAIL_BYTES = 256 << 10
 DEFAULT_GRACE_S = 30.0
 # On top of the grace period: the supervisor's own SIGKILL sweep and final writes.
@@ -76,13 +92,6 @@ def _profile_data(paths: RunPaths) -> dict[str, Any]:
         return {}
 
 
-def _state_of(value: Any, default: RunState = RunState.FAILED) -> RunState:
-    try:
-        return RunState(value)
-    except ValueError:
-        return default
-
-
 def _recorded_procs(data: dict[str, Any]) -> list[pg.ProcRef]:
     refs = []
     launcher = pg.ProcRef.from_json(data.get("launcher"), "launcher")
@@ -95,69 +104,22 @@ def _recorded_procs(data: dict[str, Any]) -> list[pg.ProcRef]:
     return refs
 
 
-def _supervisor_status(data: dict[str, Any]) -> str:
-    """"alive", "spawning" (start_run has not recorded the pid yet), "remote" (another host:
-    cannot check) or "dead"."""
-    if data.get("host") and data.get("host") != hostname():
-        return "remote"
-    sup = data.get("supervisor")
-    if isinstance(sup, dict) and sup.get("pid") is None:
-        created = data.get("created") or 0
-        return "spawning" if time.time() - float(created) < SPAWN_WINDOW_S else "dead"
-    ref = pg.ProcRef.from_json(sup, "supervisor")
-    return "alive" if pg.is_alive(ref) else "dead"
-
-
-def verified_state(paths: RunPaths, data: dict[str, Any] | None = None) -> tuple[RunState, bool, str]:
-    """(state, live, note) with run.json's claim checked against the process table."""
-    data = read_run_json(paths) if data is None else data
-    if not data:
-        # start_run creates the directory, then writes profile.toml and run.json: a viewer that
-        # looks in between must see a run that is starting, not a failed one.
-        try:
-            young = time.time() - paths.root.stat().st_mtime < SPAWN_WINDOW_S
-        except OSError:
-            young = False
-        return (RunState.STARTING, True, "starting") if young else (RunState.FAILED, False, "no run.json")
-    state = _state_of(data.get("state"))
-    if not state.is_live:
-        return state, False, ""
-    status = _supervisor_status(data)
-    if status in ("alive", "spawning"):
-        return state, True, ""
-    if status == "remote":
-        return state, True, f"on {data.get('host')}"
-    return RunState.FAILED, False, "orphaned"
-
-
-def is_live(paths: RunPaths) -> bool:
-    return verified_state(paths)[1]
-
-
 def _tail_events(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:
     return read_tail(path, max_bytes)
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _progress(paths: RunPaths) -> dict[str, Any]:
     step = epoch = epochs = None
     loss = None
-    for e in _tail_events(paths.events):
-        kind = e.get("kind")
-        s = _int(e.get("step"))
-        if s is not None and kind in ("metric", "epoch", "checkpoint"):
-            step = s if step is None else max(step, s)
-        if kind in ("metric", "epoch") and _int(e.get("epoch")) is not None:
-            epoch = _int(e.get("epoch"))
-        if _int(e.get("epochs")) is not None:
-            epochs = _int(e.get("epochs"))
-        if kind == "metric" and e.get("split", "train") == "train":
-            value = (e.get("values") or {}).get("loss")
-            if isinstance(value, (int, float)):
-                loss = float(value)
+    for e in map(parse_event, _tail_events(paths.events)):
+        if isinstance(e, (MetricEvent, EpochEvent, CheckpointEvent)) and e.step is not None:
+            step = e.step if step is None else max(step, e.step)
+        if isinstance(e, (MetricEvent, EpochEvent)) and e.epoch is not None:
+            epoch = e.epoch
+        if isinstance(e, (EpochEvent, StatusEvent)) and e.epochs is not None:
+            epochs = e.epochs
+        if isinstance(e, MetricEvent) and e.split == "train" and as_float(e.values.get("loss")) is not None:
+            loss = as_float(e.values.get("loss"))
     return {"step": step, "epoch": epoch, "epochs": epochs, "last_loss": loss}
 
 
@@ -172,7 +134,7 @@ def run_summary(paths: RunPaths) -> RunSummary:
         prof = _profile_data(paths)
     epochs = progress["epochs"]
     if epochs is None:
-        epochs = _int((prof.get("train") or {}).get("epochs"))
+        epochs = as_int((prof.get("train") or {}).get("epochs"))
     exit_data = read_json(paths.exit_json, {}) or {}
     return RunSummary(
         id=paths.id, path=paths.root, profile=str(data.get("profile") or prof.get("name") or "?"),
@@ -307,7 +269,7 @@ def _last_checkpoint_step(paths: RunPaths) -> int | None:
     step = None
     for e in _tail_events(paths.events, 4 << 20):
         if e.get("kind") == "checkpoint" and str(e.get("path", "")).endswith("last.pt"):
-            step = _int(e.get("step")) if _int(e.get("step")) is not None else step
+            step = as_int(e.get("step")) if as_int(e.get("step")) is not None else step
     return step
 
 
@@ -363,15 +325,11 @@ def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: st
     sup = data.get("supervisor") or {}
     message = (f"stopped after the supervisor (pid {sup.get('pid')}) was gone ({reason})" if alive_before
                else f"the supervisor (pid {sup.get('pid')}) died and the run with it")
-    if not paths.exit_json.exists() or recorded.is_live:
-        write_json_atomic(paths.exit_json, {
-            "returncode": None, "state": state.value, "failed_rank": None,
-            "error": [] if alive_before else [message], "hint": None if alive_before else
-            "see logs/supervisor.log; resume with run.py --resume " + paths.id,
-            "message": message, "t": round(time.time(), 3), "seconds": None})
-    now = round(time.time(), 3)
-    update_run_json(paths, state=state.value, state_t=now, processes=[])
-    append_events(paths.events, [make_event("status", state=state.value, message=message, source="console")])
+    record = ExitRecord(state=state.value, error=() if alive_before else (message,),
+                        hint=None if alive_before else "see logs/supervisor.log; resume with run.py --resume " + paths.id,
+                        message=message)
+    finish_run(paths, record, write_exit=not paths.exit_json.exists() or recorded.is_live, processes=[],
+               status={"source": "console"})
     return state
 
 
@@ -401,7 +359,7 @@ def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -
         pg.wait_gone(left, 5.0)
         return _take_over(paths, read_run_json(paths), 0.0, "it did not stop in time")
     if isinstance(data.get("supervisor"), dict) and data["supervisor"].get("pid") is None \
-            and _supervisor_status(data) == "spawning":
+            and supervisor_status(data) is SupervisorStatus.SPAWNING:
         # start_run is between spawning and recording; the pid appears within moments.
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and (read_run_json(paths).get("supervisor") or {}).get("pid") is None:
@@ -419,7 +377,7 @@ def reap_orphans(runs_dir: Path) -> list[RunPaths]:
         data = read_run_json(paths)
         if not data or not _state_of(data.get("state")).is_live:
             continue
-        if _supervisor_status(data) != "dead":
+        if supervisor_status(data).is_live:
             continue
         procs = _recorded_procs(data)
         survivors = pg.alive(procs)
@@ -430,11 +388,8 @@ def reap_orphans(runs_dir: Path) -> list[RunPaths]:
         message = f"orphaned: the supervisor (pid {sup.get('pid')}) died"
         if survivors:
             message += f"; {len(survivors)} leftover process(es) killed"
-        write_json_atomic(paths.exit_json, {
-            "returncode": None, "state": state.value, "failed_rank": None, "error": [message],
-            "hint": "see logs/supervisor.log; resume with run.py --resume " + paths.id,
-            "message": message, "t": round(time.time(), 3), "seconds": None})
-        update_run_json(paths, state=state.value, state_t=round(time.time(), 3), processes=[])
-        append_events(paths.events, [make_event("status", state=state.value, message=message, source="console")])
+        finish_run(paths, ExitRecord(state=state.value, error=(message,), message=message,
+                                     hint="see logs/supervisor.log; resume with run.py --resume " + paths.id),
+                   processes=[], status={"source": "console"})
         reaped.append(paths)
     return reaped

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from training.errors import TraindeckError
-from training.rundir import RunPaths, RunState, read_json, write_json_atomic
+from training.rundir import RunPaths, read_json, write_json_atomic
 from training.rundir.events import EventReader
+from training.rundir.liveness import not_live_reason
 
 ACTIONS = ("save", "save-stop", "pause", "resume")
 # Codes that travel in the DDP all-reduce (0 = nothing to do).
@@ -118,23 +119,10 @@ def send(paths: RunPaths | str | os.PathLike, action: str) -> int:
     return seq
 
 
-def _not_live_reason(paths: RunPaths) -> str | None:
-    if paths.exit_json.exists():
-        return "it has already exited"
-    state = (read_json(paths.run_json, {}) or {}).get("state")
-    if state:
-        try:
-            if not RunState(state).is_live:
-                return f"it is {state}"
-        except ValueError:
-            pass
-    return None
-
-
 def send_and_wait(paths: RunPaths | str | os.PathLike, action: str, timeout_s: float = 30.0) -> str:
     """Send a request and wait for the worker to acknowledge it; returns the acknowledgement."""
     paths = _paths(paths)
-    reason = _not_live_reason(paths)
+    reason = not_live_reason(paths)
     if reason:
         raise TraindeckError(f"cannot {action} run {paths.id}: {reason}. Control requests go to live runs only.")
     reader = EventReader(paths.events)
@@ -148,7 +136,7 @@ def send_and_wait(paths: RunPaths | str | os.PathLike, action: str, timeout_s: f
         for event in reader.read():
             if event.get("kind") == "log" and event.get("control") == action and event.get("seq") == seq:
                 return str(event.get("message", ""))
-        reason = _not_live_reason(paths)
+        reason = not_live_reason(paths)
         if reason:
             raise TraindeckError(f"run {paths.id} did not acknowledge '{action}': {reason}.")
         if time.monotonic() >= deadline:

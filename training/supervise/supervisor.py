@@ -35,11 +35,11 @@ from training.rundir import (
     hostname,
     read_run_json,
     update_run_json,
-    write_json_atomic,
 )
 from training.rundir import processes as pg
 from training.rundir.events import EventReader, append_events, make_event
 from training.rundir.logs import rank0_stdout
+from training.rundir.records import ExitRecord, finish_run
 from training.supervise.diagnosis import diagnose, rank_text, traceback_summary
 from training.supervise.launch import (
     PROJECT_ROOT,
@@ -75,10 +75,10 @@ class RunResult:
     hint: str | None = None
     message: str = ""
 
-    def exit_json(self, started: float) -> dict[str, Any]:
-        return {"returncode": self.returncode, "state": self.state.value, "failed_rank": self.failed_rank,
-                "error": list(self.error), "hint": self.hint, "message": self.message,
-                "t": round(time.time(), 3), "seconds": round(time.time() - started, 3)}
+    def exit_record(self, started: float, **extra: Any) -> ExitRecord:
+        return ExitRecord(state=self.state.value, returncode=self.returncode, failed_rank=self.failed_rank,
+                          error=tuple(self.error), hint=self.hint, message=self.message,
+                          t=round(time.time(), 3), seconds=round(time.time() - started, 3), extra=extra)
 
 
 class Supervisor:
@@ -424,9 +424,6 @@ class Supervisor:
             pg.terminate_then_kill(orphans, grace_s=1.0)
             self.known.update({r.pid: r for r in orphans})
         leaks = self._gpu_leaks()
-        exit_data = result.exit_json(self.started)
-        exit_data["gpu_leaks"] = leaks
-        write_json_atomic(self.paths.exit_json, exit_data)
         if leaks:
             from training.monitor.gpu_leaks import leak_events
 
@@ -437,8 +434,10 @@ class Supervisor:
         if result.hint:
             info["hint"] = result.hint
         # Keep every process the run ever had (all gone now): post-mortems and tests walk them.
-        update_run_json(self.paths, processes=[r.to_json() for r in self.known.values()])
-        self.set_state(result.state, result.message, **info)
+        finish_run(self.paths, result.exit_record(self.started, gpu_leaks=leaks),
+                   processes=[r.to_json() for r in self.known.values()], status={"source": "supervisor", **info})
+        self.state = result.state
+        log(f"state {result.state.value}: {result.message}")
         return result
 
 

@@ -12,10 +12,7 @@ reads everything from the start, so it shows the whole history.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,21 +28,16 @@ from textual.widgets import Footer, SelectionList, TabbedContent, TabPane
 from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState
 
-from training.rundir import RunPaths, read_json, read_run_json
-from training.rundir.events import EventReader
+from training.rundir import RunPaths
 from training.rundir.series import Key, SeriesStore
 from tui import messages
+from tui.feed import RunFeed, TelemetryFeed
 from tui.run_model import RunModel
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.quit_dialog import QuitDialog
 from tui.tail import TextTail
 from tui.widgets import DeviceView, EventLog, GpuGrid, LossPlot, PanelAlert, RankLog, RunHeader
 from tui.widgets.loss_plot import default_shown, series_label
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 # events.jsonl is polled often so a batch reaches the UI within ~0.1-0.2 s; an idle poll is a
 # few os.stat calls and posts nothing. The expensive redraw (the loss plot) is coalesced
@@ -55,24 +47,11 @@ EVENTS_IDLE_POLL_S = 0.5  # a finished run: only a resume (run.json) or a late e
 PLOT_REFRESH_S = 1.0  # a plot redraw costs ~10-20 ms (plotext); new points show within 1 s
 HEADER_REFRESH_S = 0.5  # the step count; a change of state or pause shows at once
 LOG_POLL_S = 0.5
-HISTORY = 120  # telemetry samples kept per device for the sparklines
-CATCH_UP_CHUNKS = 4
 # events.jsonl is read at most this much per poll (~3,500 metric events). The reader's 4 MB
 # default makes ~27,000 event dicts per message while catching up with a long run, and that
 # high-water mark stays in RSS: 2.1x the memory after 10^6 events vs 10^4, against 1.08x with
 # 512 KB (benchmarks/bench_memory.py, BENCHMARKS.md).
 EVENTS_CHUNK_BYTES = 512 << 10
-TAIL_FROM_END_BYTES = 4 << 20  # chunks read per telemetry poll while catching up with a long history
-
-
-def _stat_key(path: Path) -> tuple[int, int, int] | None:
-    """(inode, size, mtime) of a file, or None when it does not exist: changes on any write or
-    atomic replace."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class _Coalesce:
@@ -144,6 +123,7 @@ class RunScreen(Screen):
         run_json: dict[str, Any]
         exit_json: dict[str, Any] | None
         caught_up: bool
+        orphaned: bool = False
 
     @dataclass
     class TelemetryArrived(Message):
@@ -179,23 +159,14 @@ class RunScreen(Screen):
         self.loaded = False  # the events file has been read to its end once (tests wait for it)
         self.telemetry_seen = False
         # Worker-owned state: touched only inside the workers (each group runs one at a time).
-        self._events = EventReader(paths.events, chunk_bytes=EVENTS_CHUNK_BYTES)
-        self._telemetry = EventReader(paths.telemetry)
-        self._history: dict[str, deque[float | None]] = {}
-        self._telemetry_interval: float | None = None
+        self._feed = RunFeed(paths, chunk_bytes=EVENTS_CHUNK_BYTES)
+        self._telemetry = TelemetryFeed(paths)
         self._log_path: Path | None = None
         self._log_tail: TextTail | None = None
         self._log_sources_posted: list[tuple[str, Path]] | None = None
         self._series_ids: set[str] = set()
         self._last_state = ""
-        # Events worker: stat keys of the files as last read, and the cached run.json/exit.json.
-        self._run_json_key: tuple[int, int, int] | None = None
-        self._run_json: dict[str, Any] = {}
-        self._exit_json_key: tuple[int, int, int] | None = None
-        self._exit_json: dict[str, Any] | None = None
-        self._events_key: tuple[int, int, int] | None = None
-        self._events_posted = False
-        self._events_caught_up = False
+        self._shown_orphaned = False
         # Coalesced redraws (main thread): new points redraw the plot at most once per
         # PLOT_REFRESH_S, new steps the header at most once per HEADER_REFRESH_S.
         self._plot_redraw = _Coalesce(self, PLOT_REFRESH_S, self._redraw_plot)
@@ -253,99 +224,32 @@ class RunScreen(Screen):
     # ---- workers ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="events", exit_on_error=False)
     def _poll_events(self) -> None:
-        # Stats first: run.json and exit.json are re-read only when they changed, events.jsonl
-        # only when it grew (or was replaced). An idle poll posts nothing.
-        changed = False
-        key = _stat_key(self.paths.run_json)
-        if key != self._run_json_key:
-            self._run_json_key = key
-            run_json = read_run_json(self.paths)
-            changed = changed or run_json != self._run_json
-            self._run_json = run_json
-        key = _stat_key(self.paths.exit_json)
-        if key != self._exit_json_key:
-            self._exit_json_key = key
-            exit_json = read_json(self.paths.exit_json) if key is not None else None
-            changed = changed or exit_json != self._exit_json
-            self._exit_json = exit_json
-        key = _stat_key(self.paths.events)
-        if key is not None and key == self._events_key and self._events_caught_up:
-            events: list[dict[str, Any]] = []
-            caught_up = True
-        else:
-            events = self._events.read()
-            caught_up = self._events.at_end
-            self._events_key = key
+        # The feed re-reads run.json and exit.json only when they changed, events.jsonl only when
+        # it grew, and checks the supervisor at most once a second: an idle poll posts nothing.
+        batch = self._feed.poll()
         # self.model is the main thread's; reading its state string here is only a hint.
-        self._next_poll_s["events"] = 0.0 if not caught_up else (
-            EVENTS_POLL_S if self.model.live or not self._events_posted else EVENTS_IDLE_POLL_S)
-        if events or changed or caught_up != self._events_caught_up or not self._events_posted:
-            self._events_posted = True
-            self.post_message(self.EventsArrived(events, self._run_json, self._exit_json, caught_up))
-        self._events_caught_up = caught_up
+        self._next_poll_s["events"] = 0.0 if not self._feed.caught_up else (
+            EVENTS_POLL_S if self.model.live or not self._feed.posted else EVENTS_IDLE_POLL_S)
+        if batch is not None:
+            self.post_message(self.EventsArrived(batch.events, batch.run_json, batch.exit_json, batch.caught_up,
+                                                 batch.orphaned))
 
     @work(thread=True, exclusive=True, group="telemetry", exit_on_error=False)
     def _poll_telemetry(self) -> None:
-        if self._telemetry_interval is None:
-            self._telemetry_interval = self._read_interval()
-        latest: dict[str, Any] | None = None
-        if self._telemetry.offset == 0:
-            latest = self._skip_to_recent_telemetry()
-        for _ in range(CATCH_UP_CHUNKS):
-            samples = [s for s in self._telemetry.read() if s.get("kind", "telemetry") == "telemetry"]
-            for sample in samples:
-                self._remember(sample)
-                # The samples after the workers exit list none; keep showing their last numbers.
-                if sample.get("gpus") or sample.get("workers"):
-                    latest = sample
-            if self._telemetry.at_end:
-                break
-        self._next_poll_s["telemetry"] = self._telemetry_interval if self._telemetry.at_end else 0.0
+        latest = self._telemetry.poll()
+        self._next_poll_s["telemetry"] = self._telemetry.interval_s if self._telemetry.at_end else 0.0
         if latest is not None:
             self.post_message(self.TelemetryArrived(self._devices(latest), latest.get("t"),
                                                     simulated=latest.get("source") == "fake-nvml"))
 
-    def _skip_to_recent_telemetry(self) -> dict[str, Any] | None:
-        """A day of 8-GPU samples is hundreds of MB and the sparklines want the last HISTORY:
-        read those from the end, then tail from there."""
-        from training.monitor.telemetry import read_telemetry
-
-        try:
-            size = self.paths.telemetry.stat().st_size
-        except OSError:
-            return None
-        if size < TAIL_FROM_END_BYTES:
-            return None
-        samples = read_telemetry(self.paths.telemetry, last_n=HISTORY)
-        self._telemetry.offset = size
-        for sample in samples:
-            self._remember(sample)
-        return samples[-1] if samples else None
-
-    def _read_interval(self) -> float:
-        try:
-            data = tomllib.loads(self.paths.profile.read_text(encoding="utf-8"))
-            value = float(data.get("telemetry", {}).get("interval_s", 1.0))
-        except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError):
-            value = 1.0
-        return min(5.0, max(0.25, value))
-
-    def _remember(self, sample: dict[str, Any]) -> None:
-        if sample.get("gpus") is not None:
-            items = [(f"gpu{g.get('index', i)}", g.get("util")) for i, g in enumerate(sample["gpus"])]
-        else:
-            items = [(f"cpu{w.get('rank', i)}", w.get("cpu_percent")) for i, w in enumerate(sample.get("workers") or [])]
-        for key, value in items:
-            history = self._history.setdefault(key, deque(maxlen=HISTORY))
-            history.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
-
     def _devices(self, sample: dict[str, Any]) -> tuple[DeviceView, ...]:
+        history = self._telemetry.history
         if sample.get("gpus") is not None:
-            return tuple(DeviceView.from_gpu(g, tuple(self._history.get(f"gpu{g.get('index', i)}", ())))
+            return tuple(DeviceView.from_gpu(g, tuple(history.get(f"gpu{g.get('index', i)}", ())))
                          for i, g in enumerate(sample["gpus"]) if isinstance(g, dict))
         workers = sorted((w for w in sample.get("workers") or [] if isinstance(w, dict)),
                          key=lambda w: w.get("rank") if isinstance(w.get("rank"), int) else 1 << 30)
-        return tuple(DeviceView.from_worker(w, i, tuple(self._history.get(f"cpu{w.get('rank', i)}", ())))
+        return tuple(DeviceView.from_worker(w, i, tuple(history.get(f"cpu{w.get('rank', i)}", ())))
                      for i, w in enumerate(workers))
 
     @work(thread=True, exclusive=True, group="ranklog", exit_on_error=False)
@@ -392,13 +296,17 @@ class RunScreen(Screen):
         model.apply_run_json(message.run_json)
         had_exit = model.exit is not None
         model.apply_exit(message.exit_json)
+        model.apply_orphaned(message.orphaned)
         model.apply_events(message.events)
         log = self.query_one(EventLog)
         if log.start_t is None:
             log.start_t = model.created or next((e["t"] for e in message.events if "t" in e), None)
-        log.add_events(message.events)
+        log.add_events(message.events, epochs=model.epochs)
         if had_exit and model.exit is None:
             log.shown_exit = False  # resumed: a new exit will come
+        if message.orphaned and not self._shown_orphaned:
+            log.add_orphaned(str((message.run_json.get("supervisor") or {}).get("pid", "?")), self.paths.id)
+        self._shown_orphaned = message.orphaned
         if model.exit is not None and message.caught_up:
             log.add_exit(model.exit)
         # The first complete picture is drawn at once (tests and snapshots wait for `loaded`).
@@ -495,16 +403,15 @@ class RunScreen(Screen):
     def action_detach(self) -> None:
         self.post_message(messages.Detach(self.paths))
 
-    def action_stop(self) -> None:
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self._stop_run()
+    def _confirm(self, title: str, body: str, yes: str, then: Callable[[], None]) -> None:
+        """Ask first; run `then` only on yes."""
+        self.app.push_screen(ConfirmDialog(title, body, yes=yes, no="Keep training"),
+                             lambda answer: then() if answer else None)
 
-        self.app.push_screen(ConfirmDialog(
-            f"Stop run {self.paths.id}?",
-            "Every process of the run gets SIGTERM, then SIGKILL after the profile's grace period. "
-            "checkpoints/last.pt stays, so the run can be resumed.", yes="Stop the run", no="Keep training"),
-            confirmed)
+    def action_stop(self) -> None:
+        self._confirm(f"Stop run {self.paths.id}?",
+                      "Every process of the run gets SIGTERM, then SIGKILL after the profile's grace period. "
+                      "checkpoints/last.pt stays, so the run can be resumed.", "Stop the run", self._stop_run)
 
     def action_quit_run(self) -> None:
         if not self.model.live:
@@ -529,15 +436,10 @@ class RunScreen(Screen):
         self._control("resume" if self.model.paused else "pause")
 
     def action_save_stop(self) -> None:
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self._control("save-stop")
-
-        self.app.push_screen(ConfirmDialog(
-            f"Save and stop run {self.paths.id}?",
-            "Every rank writes checkpoints/last.pt at the next logging boundary, then the run stops "
-            "cleanly; resume it later with R or --resume.", yes="Save and stop", no="Keep training"),
-            confirmed)
+        self._confirm(f"Save and stop run {self.paths.id}?",
+                      "Every rank writes checkpoints/last.pt at the next logging boundary, then the run stops "
+                      "cleanly; resume it later with R or --resume.", "Save and stop",
+                      lambda: self._control("save-stop"))
 
     def action_dump(self) -> None:
         self.notify("recording every rank's stack…", timeout=3)

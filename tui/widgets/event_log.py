@@ -14,19 +14,9 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import RichLog
 
-from tui.run_model import ExitInfo, format_bytes, format_duration, format_stall
-
-STATE_STYLES = {"running": "bold green", "finished": "bold green", "failed": "bold red",
-                "stopped": "bold yellow", "starting": "dim"}
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-WATCHDOG_BADGES = {"hang": "HANG", "straggler": "SLOW", "recovered": "MOVING"}
+from training.rundir.records import ExitRecord
+from tui.describe import Line, describe
+from tui.formats import format_duration
 
 
 class EventLog(RichLog):
@@ -49,83 +39,28 @@ class EventLog(RichLog):
             return Text("      ", style="dim")
         return Text(f"+{format_duration(t - self.start_t):>6} ", style="dim")
 
-    def add_events(self, events: list[dict[str, Any]]) -> None:
+    def add_events(self, events: list[dict[str, Any]], epochs: int = 0) -> None:
         for event in events:
-            line = self.describe(event)
+            line = describe(event, epochs)
             if line is not None:
-                self.write(self._stamp(event) + line)
+                self.write(self._stamp(event) + self.styled(line))
 
-    def describe(self, event: dict[str, Any]) -> Text | None:
-        kind = event.get("kind")
-        if kind == "checkpoint":
-            path = str(event.get("path") or "?").rsplit("/", 1)[-1]
-            t = Text()
-            t.append("★ " if event.get("best") else "● ", "bold yellow" if event.get("best") else "cyan")
-            t.append(f"checkpoint {path}", "bold")
-            t.append(f"  epoch {event.get('epoch', '?')} step {event.get('step', '?')}")
-            if event.get("monitor") and event.get("value") is not None:
-                t.append(f"  {event['monitor']} {_fmt(event['value'])}")
-            if event.get("best"):
-                t.append("  best", "bold yellow")
-            size = format_bytes(event["bytes"]) if isinstance(event.get("bytes"), (int, float)) else None
-            secs = event.get("seconds")
-            if size or isinstance(secs, (int, float)):
-                t.append(f"  {size or '?'}" + (f" in {secs:.2f} s" if isinstance(secs, (int, float)) else ""), "dim")
-            return t
-        if kind == "epoch":
-            t = Text()
-            epochs = event.get("epochs")
-            t.append(f"epoch {event.get('epoch', '?')}" + (f"/{epochs}" if epochs else "") + " done", "green")
-            if isinstance(event.get("seconds"), (int, float)):
-                t.append(f" in {event['seconds']:.1f} s")
-            if isinstance(event.get("samples_per_s"), (int, float)):
-                t.append(f", {event['samples_per_s']:,.0f} samples/s", "dim")
-            return t
-        if kind == "metric" and event.get("split") == "val":
-            values = event.get("values") or {}
-            body = "  ".join(f"{k} {_fmt(v)}" for k, v in values.items())
-            return Text.assemble(("val ", "magenta"), f"epoch {event.get('epoch', '?')}: ", body)
-        if kind == "status":
-            state = str(event.get("state", "?"))
-            t = Text(f"{state}", STATE_STYLES.get(state, "bold"))
-            extra = []
-            if state == "running":
-                for key in ("world_size", "device", "backend", "batch_size"):
-                    if event.get(key) is not None:
-                        extra.append(f"{key.replace('_', ' ')} {event[key]}")
-            if event.get("message"):
-                extra.insert(0, str(event["message"]))
-            if extra:
-                t.append("  " + ", ".join(extra))
-            return t
-        if kind == "log" and event.get("watchdog") in WATCHDOG_BADGES:
-            return self._watchdog(event)
-        if kind == "log":
-            level = str(event.get("level", "info"))
-            style = {"warning": "bold yellow", "error": "bold red"}.get(level, "")
-            prefix = {"warning": "⚠ ", "error": "✖ "}.get(level, "· ")
-            rank = f"[rank {event['rank']}] " if isinstance(event.get("rank"), int) else ""
-            return Text.assemble((prefix, style), (rank, "dim"), (str(event.get("message", "")), style))
-        return None
+    def styled(self, line: Line) -> Text:
+        """The describer's pieces with their styles ("@name": one of this widget's component classes)."""
+        text = Text()
+        for piece in line:
+            if piece.style.startswith("@"):
+                text.append(piece.text, self.get_component_rich_style(piece.style[1:], partial=True))
+            else:
+                text.append(piece.text, piece.style)
+        return text
 
-    def _watchdog(self, event: dict[str, Any]) -> Text:
-        kind = str(event["watchdog"])
-        rank = event.get("rank")
-        ranks = event.get("ranks") or []
-        who = f"rank {rank}" if isinstance(rank, int) else (
-            "ranks " + ",".join(map(str, ranks)) if ranks else "ranks ?")
-        parts = [WATCHDOG_BADGES[kind], who]
-        if isinstance(event.get("step"), int):
-            parts.append(f"step {event['step']}")
-        if isinstance(event.get("stalled_s"), (int, float)):
-            parts.append(format_stall(event["stalled_s"]))
-        t = Text()
-        t.append(f" {' · '.join(parts)} ", self.get_component_rich_style(f"event-log--{kind}", partial=True))
-        t.append(" " + str(event.get("message", "")), self.get_component_rich_style(f"event-log--{kind}-text",
-                                                                                  partial=True))
-        return t
+    def add_orphaned(self, pid: str, run_id: str) -> None:
+        """run.json still says live, but the supervisor is gone and wrote no exit.json."""
+        self.write(Text(f"exit: failed  the supervisor (pid {pid}) is gone without writing exit.json; the run "
+                        f"is orphaned. Clean up with: run.py --stop {run_id}", "bold red"))
 
-    def add_exit(self, info: ExitInfo) -> None:
+    def add_exit(self, info: ExitRecord) -> None:
         """The end of the run, once; a failure names the rank and its first error lines."""
         if self.shown_exit:
             return
@@ -139,7 +74,7 @@ class EventLog(RichLog):
         if info.message:
             head.append(f"  {info.message}", "dim")
         self.write(head)
-        for line in info.lines[:12]:
+        for line in info.error[:12]:
             self.write(Text("    " + line, "red"))
         if info.hint:
             self.write(Text("    hint: " + info.hint, "yellow"))

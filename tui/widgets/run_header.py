@@ -6,7 +6,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.run_model import HeaderInfo, format_duration
+from tui.formats import format_duration
+from tui.run_model import HeaderInfo
 
 STATES = ("starting", "running", "finished", "failed", "stopped")
 

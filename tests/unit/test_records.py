@@ -1,0 +1,45 @@
+"""The run directory's typed records: the keys on disk stay as they are, and one finish_run ends a run."""
+
+from __future__ import annotations
+
+import json
+
+from tests.support.fake_runs import make_run_dir
+from training.rundir import read_json, read_run_json
+from training.rundir.records import (
+    CheckpointEvent,
+    ExitRecord,
+    RunRecord,
+    finish_run,
+    parse_event,
+)
+
+
+def test_exit_record_reads_and_writes_the_keys_the_supervisor_writes():
+    data = {"returncode": 1, "state": "failed", "failed_rank": 2, "error": ["Traceback", "ValueError: x"],
+            "hint": "see logs", "message": "rank 2 exited with code 1", "t": 5.0, "seconds": 3.5,
+            "gpu_leaks": []}
+    record = ExitRecord.from_json(data)
+    assert record.error == ("Traceback", "ValueError: x") and record.failed_rank == 2
+    assert record.to_json() == data  # same keys, same values: older runs and outside tools read them
+    assert ExitRecord.from_json({"returncode": 0}).final_state == "finished"
+    assert ExitRecord.from_json({"returncode": True, "failed_rank": False}).returncode is None
+
+
+def test_parse_event_types_numbers_once():
+    e = parse_event({"kind": "checkpoint", "t": 1, "path": "checkpoints/best.pt", "step": True, "bytes": 2048,
+                     "value": float("nan"), "best": 1})
+    assert isinstance(e, CheckpointEvent) and e.step is None and e.bytes == 2048 and e.value is None and e.best
+    assert parse_event({"kind": "unknown"}) is None
+
+
+def test_finish_run_writes_exit_json_run_json_state_and_the_status_event(tmp_path):
+    paths = make_run_dir(tmp_path, "20261124-183000-cpu", state="running")
+    finish_run(paths, ExitRecord(state="stopped", message="stop requested"), processes=[],
+               status={"source": "console"})
+    exit_data = read_json(paths.exit_json)
+    assert set(exit_data) == set(ExitRecord.KEYS) and exit_data["state"] == "stopped"
+    run = RunRecord.from_json(read_run_json(paths))
+    assert run.state == "stopped" and run.state_t is not None and read_run_json(paths)["processes"] == []
+    events = [json.loads(line) for line in paths.events.read_text().splitlines()]
+    assert events[-1]["kind"] == "status" and events[-1]["state"] == "stopped" and events[-1]["source"] == "console"

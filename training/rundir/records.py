@@ -1,0 +1,220 @@
+"""The run directory's records as types, parsed in one place: run.json, exit.json, each event kind.
+
+Readers take these instead of re-checking "a number but not a bool" in every module; the files'
+keys stay exactly as they are (older runs and outside tools read them):
+
+    RunRecord.from_json(run.json)     id, profile, mode, world_size, host, created, state, supervisor ...
+    ExitRecord.from_json(exit.json)   returncode, state, failed_rank, error, hint, message, t, seconds
+    parse_event(line)                 MetricEvent | EpochEvent | CheckpointEvent | StatusEvent | LogEvent
+    finish_run(paths, record)         the end of a run: exit.json, run.json's final state, the status
+                                      event; every writer (supervisor, --stop, orphan reaping, gpu-check)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from training.rundir.events import append_events, make_event
+from training.rundir.paths import RunPaths, update_run_json, write_json_atomic
+from training.rundir.processes import ProcRef
+
+
+def as_int(value: Any) -> int | None:
+    """An int that is not a bool, else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def as_float(value: Any) -> float | None:
+    """A finite int or float (not a bool) as a float, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+# ---- run.json ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str = ""
+    profile: str = ""
+    mode: str = ""
+    world_size: int = 0
+    host: str = ""
+    created: float | None = None
+    state: str = ""
+    state_t: float | None = None
+    rehearsal: bool = False
+    supervisor: ProcRef | None = None  # None until start_run records the pid
+    argv: tuple[str, ...] = ()
+    cwd: str = ""
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunRecord:
+        data = data if isinstance(data, dict) else {}
+        argv = data.get("argv") if isinstance(data.get("argv"), list) else []
+        return cls(id=_str(data.get("id")), profile=_str(data.get("profile")), mode=_str(data.get("mode")),
+                   world_size=as_int(data.get("world_size")) or 0, host=_str(data.get("host")),
+                   created=as_float(data.get("created")), state=_str(data.get("state")),
+                   state_t=as_float(data.get("state_t")), rehearsal=bool(data.get("rehearsal")),
+                   supervisor=ProcRef.from_json(data.get("supervisor"), "supervisor"),
+                   argv=tuple(str(a) for a in argv), cwd=_str(data.get("cwd")))
+
+
+# ---- exit.json --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExitRecord:
+    state: str = ""
+    returncode: int | None = None
+    failed_rank: int | None = None
+    error: tuple[str, ...] = ()  # the failing rank's first error lines
+    hint: str | None = None
+    message: str = ""
+    t: float | None = None
+    seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # gpu_leaks, and keys added later
+
+    KEYS = ("returncode", "state", "failed_rank", "error", "hint", "message", "t", "seconds")
+
+    @classmethod
+    def from_json(cls, data: Any) -> ExitRecord | None:
+        if not isinstance(data, dict):
+            return None
+        error = data.get("error") or []
+        if isinstance(error, str):
+            error = error.splitlines()
+        return cls(state=_str(data.get("state")), returncode=as_int(data.get("returncode")),
+                   failed_rank=as_int(data.get("failed_rank")),
+                   error=tuple(str(x) for x in error) if isinstance(error, (list, tuple)) else (),
+                   hint=data.get("hint") if isinstance(data.get("hint"), str) else None,
+                   message=_str(data.get("message")), t=as_float(data.get("t")),
+                   seconds=as_float(data.get("seconds")),
+                   extra={k: v for k, v in data.items() if k not in cls.KEYS})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"returncode": self.returncode, "state": self.state, "failed_rank": self.failed_rank,
+                "error": list(self.error), "hint": self.hint, "message": self.message, "t": self.t,
+                "seconds": self.seconds, **self.extra}
+
+    @property
+    def final_state(self) -> str:
+        """The state, or the one the return code implies when exit.json names none."""
+        if self.state:
+            return self.state
+        if self.returncode is not None:
+            return "finished" if self.returncode == 0 else "failed"
+        return ""
+
+
+def finish_run(paths: RunPaths, record: ExitRecord, *, write_exit: bool = True,
+               status: dict[str, Any] | None = None, processes: list[dict[str, Any]] | None = None) -> ExitRecord:
+    """Record the end of a run, in the order readers rely on: exit.json first (viewers stop on it),
+    then run.json's final state (and its processes, when given), then the status event.
+    `status`: the status event's extra fields, or None for no event (the caller has none to add)."""
+    now = round(time.time(), 3)
+    if record.t is None:
+        record = ExitRecord(**{**record.__dict__, "t": now})
+    if write_exit:
+        write_json_atomic(paths.exit_json, record.to_json())
+    fields: dict[str, Any] = {"state": record.state, "state_t": now}
+    if processes is not None:
+        fields["processes"] = processes
+    update_run_json(paths, **fields)
+    if status is not None:
+        append_events(paths.events, [make_event("status", state=record.state, message=record.message, **status)])
+    return record
+
+
+# ---- events.jsonl -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MetricEvent:
+    t: float | None
+    step: int | None
+    epoch: int | None
+    split: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    t: float | None
+    epoch: int | None
+    epochs: int | None
+    step: int | None
+    seconds: float | None
+    samples_per_s: float | None
+
+
+@dataclass(frozen=True)
+class CheckpointEvent:
+    t: float | None
+    path: str
+    epoch: int | None
+    step: int | None
+    monitor: str
+    value: float | None
+    best: bool
+    bytes: int | None
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    t: float | None
+    state: str
+    message: str
+    epochs: int | None
+    steps_per_epoch: int | None
+    start_step: int | None
+    world_size: int | None
+    device: str
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    t: float | None
+    level: str
+    message: str
+    rank: int | None
+    control: str  # the worker's acknowledgement of a control request ("pause", ...), else ""
+    watchdog: str  # "hang", "straggler", "recovered", else ""
+    ranks: tuple[int, ...]
+    step: int | None
+    stalled_s: float | None
+
+
+Event = Union[MetricEvent, EpochEvent, CheckpointEvent, StatusEvent, LogEvent]
+
+
+def parse_event(e: dict[str, Any]) -> Event | None:
+    """One events.jsonl record as its type; None for a kind this schema does not know."""
+    kind, t = e.get("kind"), as_float(e.get("t"))
+    if kind == "metric":
+        values = e.get("values") if isinstance(e.get("values"), dict) else {}
+        return MetricEvent(t, as_int(e.get("step")), as_int(e.get("epoch")), _str(e.get("split")) or "train", values)
+    if kind == "epoch":
+        return EpochEvent(t, as_int(e.get("epoch")), as_int(e.get("epochs")), as_int(e.get("step")),
+                          as_float(e.get("seconds")), as_float(e.get("samples_per_s")))
+    if kind == "checkpoint":
+        return CheckpointEvent(t, _str(e.get("path")), as_int(e.get("epoch")), as_int(e.get("step")),
+                               _str(e.get("monitor")), as_float(e.get("value")), bool(e.get("best")),
+                               as_int(e.get("bytes")), as_float(e.get("seconds")))
+    if kind == "status":
+        return StatusEvent(t, _str(e.get("state")), _str(e.get("message")), as_int(e.get("epochs")),
+                           as_int(e.get("steps_per_epoch")), as_int(e.get("start_step")),
+                           as_int(e.get("world_size")), _str(e.get("device")))
+    if kind == "log":
+        ranks = tuple(r for r in e.get("ranks") or [] if as_int(r) is not None) \
+            if isinstance(e.get("ranks"), list) else ()
+        return LogEvent(t, _str(e.get("level")) or "info", _str(e.get("message")), as_int(e.get("rank")),
+                        _str(e.get("control")), _str(e.get("watchdog")), ranks, as_int(e.get("step")),
+                        as_float(e.get("stalled_s")))
+    return None

@@ -1,0 +1,268 @@
+"""The feed: what both viewers read from a run directory, and the one liveness check they use.
+
+Plain Python, no Textual (the headless printer imports it; tests/unit/test_import_hygiene.py
+keeps it so). The run screen calls `RunFeed.poll()` from a worker thread and folds each
+`FeedBatch` into its `RunModel`; the headless printer reads the same methods in its loop.
+
+    RunFeed(paths)      run.json and exit.json re-read only when their stat key changes,
+                        events.jsonl tailed incrementally, the supervisor checked at most once
+                        per LIVENESS_CHECK_S while run.json claims a live run
+    TelemetryFeed(paths)  telemetry.jsonl tailed (a long history read from its end), the last
+                        HISTORY utilisations per device for the sparklines
+    read_last_json_line(path)  the newest telemetry sample, reading only the file's tail
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from training.rundir import RunPaths, RunState, read_json, read_run_json
+from training.rundir.events import EventReader
+from training.rundir.liveness import SupervisorStatus, supervisor_status
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# A psutil look-up costs ~0.1 ms; once a second notices a dead supervisor soon enough.
+LIVENESS_CHECK_S = 1.0
+HISTORY = 120  # telemetry samples kept per device for the sparklines
+CATCH_UP_CHUNKS = 4
+TAIL_FROM_END_BYTES = 4 << 20  # a telemetry file this large is read from its end first
+
+StatKey = tuple[int, int, int]
+
+
+def stat_key(path: Path) -> StatKey | None:
+    """(inode, size, mtime) of a file, or None when it does not exist: changes on any write or
+    atomic replace."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class FeedBatch:
+    """What changed in a run directory since the last poll."""
+
+    events: list[dict[str, Any]]
+    run_json: dict[str, Any]
+    exit_json: dict[str, Any] | None
+    caught_up: bool  # events.jsonl has been read to its end
+    orphaned: bool = False  # run.json claims a live run, no exit.json, and its supervisor is gone
+
+
+class RunFeed:
+    """Stat-keyed reads of one run directory (not thread-safe: one reader, e.g. one worker group)."""
+
+    def __init__(self, paths: RunPaths, chunk_bytes: int = 4 << 20,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.paths = paths
+        self.events = EventReader(paths.events, chunk_bytes=chunk_bytes)
+        self.monotonic = monotonic
+        self._run_json_key: StatKey | None = None
+        self._run_json: dict[str, Any] = {}
+        self._exit_json_key: StatKey | None = None
+        self._exit_json: dict[str, Any] | None = None
+        self._events_key: StatKey | None = None
+        self._caught_up = False
+        self._posted = False
+        self._orphaned = False
+        self._status: SupervisorStatus | None = None
+        self._status_checked = float("-inf")
+
+    # ---- the files ---------------------------------------------------------------------------
+    def run_json(self) -> dict[str, Any]:
+        """run.json, re-read only when it changed."""
+        key = stat_key(self.paths.run_json)
+        if key != self._run_json_key:
+            self._run_json_key = key
+            self._run_json = read_run_json(self.paths)
+            self._status_checked = float("-inf")  # a new supervisor (a resume) is checked at once
+        return self._run_json
+
+    def exit_json(self) -> dict[str, Any] | None:
+        """exit.json, or None while there is none; re-read only when it changed."""
+        key = stat_key(self.paths.exit_json)
+        if key != self._exit_json_key:
+            self._exit_json_key = key
+            data = read_json(self.paths.exit_json) if key is not None else None
+            self._exit_json = data if isinstance(data, dict) else None
+        return self._exit_json
+
+    def read_events(self) -> list[dict[str, Any]]:
+        return self.events.read()
+
+    @property
+    def at_end(self) -> bool:
+        return self.events.at_end
+
+    @property
+    def skipped(self) -> int:
+        return self.events.skipped
+
+    # ---- liveness ----------------------------------------------------------------------------
+    def supervisor(self, now: float | None = None) -> SupervisorStatus:
+        """The supervisor's status (training.rundir.liveness), looked up at most once per
+        LIVENESS_CHECK_S; `now` is the wall clock a young run is measured against."""
+        tick = self.monotonic()
+        if self._status is None or tick - self._status_checked >= LIVENESS_CHECK_S:
+            self._status = supervisor_status(self.run_json(), now)
+            self._status_checked = tick
+        return self._status
+
+    def orphaned(self) -> bool:
+        """run.json claims a live run, there is no exit.json, and its recorded supervisor is gone."""
+        if self.exit_json() is not None:
+            return False
+        try:
+            claimed_live = RunState(self.run_json().get("state")).is_live
+        except ValueError:
+            claimed_live = False
+        return claimed_live and self.supervisor() is SupervisorStatus.DEAD
+
+    # ---- one poll (the run screen's events worker) -------------------------------------------
+    def poll(self) -> FeedBatch | None:
+        """What is new, or None when nothing is (an idle poll is a few os.stat calls)."""
+        old_run, old_exit = self._run_json, self._exit_json
+        run_json, exit_json = self.run_json(), self.exit_json()
+        changed = run_json != old_run or exit_json != old_exit
+        orphaned = self.orphaned()
+        key = stat_key(self.paths.events)
+        if key is not None and key == self._events_key and self._caught_up:
+            events: list[dict[str, Any]] = []
+            caught_up = True
+        else:
+            events = self.events.read()
+            caught_up = self.events.at_end
+            self._events_key = key
+        post = (events or changed or caught_up != self._caught_up or not self._posted
+                or orphaned != self._orphaned)
+        self._caught_up, self._orphaned = caught_up, orphaned
+        if not post:
+            return None
+        self._posted = True
+        return FeedBatch(events, run_json, exit_json, caught_up, orphaned)
+
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up
+
+    @property
+    def posted(self) -> bool:
+        return self._posted
+
+
+class TelemetryFeed:
+    """telemetry.jsonl for the device panels: the newest sample and each device's utilisation history."""
+
+    def __init__(self, paths: RunPaths) -> None:
+        self.paths = paths
+        self.reader = EventReader(paths.telemetry)
+        self.history: dict[str, deque[float | None]] = {}
+        self._interval: float | None = None
+
+    @property
+    def interval_s(self) -> float:
+        """The profile's telemetry interval (0.25 to 5 s; 1 s when profile.toml does not say)."""
+        if self._interval is None:
+            try:
+                data = tomllib.loads(self.paths.profile.read_text(encoding="utf-8"))
+                value = float(data.get("telemetry", {}).get("interval_s", 1.0))
+            except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError):
+                value = 1.0
+            self._interval = min(5.0, max(0.25, value))
+        return self._interval
+
+    @property
+    def at_end(self) -> bool:
+        return self.reader.at_end
+
+    def poll(self) -> dict[str, Any] | None:
+        """The newest sample that lists devices among those read now (None: none new)."""
+        latest: dict[str, Any] | None = None
+        if self.reader.offset == 0:
+            latest = self._skip_to_recent()
+        for _ in range(CATCH_UP_CHUNKS):
+            samples = [s for s in self.reader.read() if s.get("kind", "telemetry") == "telemetry"]
+            for sample in samples:
+                self._remember(sample)
+                # The samples after the workers exit list none; keep showing their last numbers.
+                if sample.get("gpus") or sample.get("workers"):
+                    latest = sample
+            if self.reader.at_end:
+                break
+        return latest
+
+    def _skip_to_recent(self) -> dict[str, Any] | None:
+        """A day of 8-GPU samples is hundreds of MB and the sparklines want the last HISTORY:
+        read those from the end, then tail from there."""
+        from training.monitor.telemetry import read_telemetry
+
+        try:
+            size = self.paths.telemetry.stat().st_size
+        except OSError:
+            return None
+        if size < TAIL_FROM_END_BYTES:
+            return None
+        samples = read_telemetry(self.paths.telemetry, last_n=HISTORY)
+        self.reader.offset = size
+        for sample in samples:
+            self._remember(sample)
+        return samples[-1] if samples else None
+
+    def _remember(self, sample: dict[str, Any]) -> None:
+        if sample.get("gpus") is not None:
+            items = [(f"gpu{g.get('index', i)}", g.get("util")) for i, g in enumerate(sample["gpus"])]
+        else:
+            items = [(f"cpu{w.get('rank', i)}", w.get("cpu_percent")) for i, w in enumerate(sample.get("workers") or [])]
+        for key, value in items:
+            history = self.history.setdefault(key, deque(maxlen=HISTORY))
+            history.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
+
+
+def read_last_json_line(path: Path, max_bytes: int = 256 * 1024) -> dict[str, Any] | None:
+    """The last complete JSON object of a JSONL file, reading only its tail (telemetry grows forever)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return None
+    for line in reversed(data.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            continue  # a half-written last line: take the one before
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+def wait_for_exit_code(paths: RunPaths, poll_s: float = 0.2, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Block until the run writes exit.json (or its supervisor is gone without it); the exit code
+    the headless printer would return (a stopped run: 130)."""
+    from tui.headless.lines import exit_code
+
+    feed = RunFeed(paths)
+    while True:
+        exit_json = feed.exit_json()
+        if exit_json is not None:
+            return exit_code(exit_json, stopped_by_us=False)
+        if feed.orphaned():
+            return 1
+        sleep(poll_s)

@@ -1,0 +1,234 @@
+"""The headless printer's loop: follow a run directory through the feed until the run ends."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from training.rundir import RunPaths, RunState
+from training.rundir.liveness import SupervisorStatus
+from training.rundir.logs import rank_logs
+from tui.feed import RunFeed, read_last_json_line
+from tui.formats import clean_text, number, strip_control
+from tui.headless.lines import STALL_REPEAT_S, event_line, exit_code, progress_line, summary_lines
+from tui.run_model import RunModel
+
+# A supervisor that has not recorded itself in run.json after this long never started.
+START_TIMEOUT_S = 60.0
+# After a stop, how long to wait for the supervisor's exit.json before summarising without it.
+EXIT_JSON_WAIT_S = 10.0
+
+
+class Follower:
+    def __init__(self, paths: RunPaths, out: TextIO, interval_s: float,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+        self.paths = paths
+        self.out = out
+        self.interval_s = interval_s
+        self.clock = clock
+        self.sleep = sleep
+        self.feed = RunFeed(paths, monotonic=clock)
+        self.model = RunModel(run_id=paths.id)
+        self.started = clock()
+        self.printed_version = -1
+        self.last_progress_t = 0.0
+        self.last_move_t = clock()
+        self.last_step: int | None = None
+        self.output_size = 0
+
+    def say(self, line: str) -> None:
+        self.out.write(strip_control(line) + "\n")
+        self.out.flush()
+
+    def run_json(self) -> dict[str, Any]:
+        return self.feed.run_json()
+
+    def exit_info(self) -> dict[str, Any] | None:
+        return self.feed.exit_json()
+
+    def _fold(self, batch: list[dict[str, Any]], quiet: bool) -> None:
+        for event in batch:
+            previous = self.model.event_state
+            self.model.apply_event(event)
+            line = None if quiet else event_line(event, self.model, previous)
+            if line:
+                self.say(line)
+
+    def drain(self, quiet: bool = False) -> None:
+        while True:
+            batch = self.feed.read_events()
+            self._fold(batch, quiet)
+            if not batch and self.feed.at_end:
+                return
+
+    def catch_up(self) -> None:
+        """Apply the events already on disk to the model, silently (the summary still counts them)."""
+        self.drain(quiet=True)
+
+    def elapsed(self, at: float | None = None) -> float:
+        created = number(self.run_json().get("created"))
+        start = created if created is not None else (self.model.first_t or self.started)
+        return (self.clock() if at is None else at) - start
+
+    def rank0_output(self) -> tuple[int, Path | None]:
+        """(bytes rank 0 has printed, its newest stdout file): a script that prints is moving."""
+        files = rank_logs(self.paths).get(0, [])
+        size = 0
+        for f in files:
+            try:
+                size += f.stat().st_size
+            except OSError:
+                pass
+        stdout = [f for f in files if f.name in ("stdout.log", "rank-0.log")]
+        return size, (stdout[-1] if stdout else None)
+
+    def last_output_line(self, path: Path | None, max_chars: int = 100) -> str:
+        if path is None:
+            return ""
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+                tail = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = [clean_text(x) for x in re.split(r"[\r\n]", tail)]
+        last = next((x for x in reversed(lines) if x), "")
+        return last if len(last) <= max_chars else last[:max_chars - 3] + "..."
+
+    def tick(self) -> None:
+        """Read what is new, print its lines, and the progress line if due."""
+        self.drain()
+        now = self.clock()
+        if self.model.step != self.last_step:
+            self.last_step, self.last_move_t = self.model.step, now
+        size, stdout = self.rank0_output()
+        printed, self.output_size = size != self.output_size, size
+        if printed:
+            self.last_move_t = now
+        changed = self.model.version != self.printed_version or printed
+        stalled = now - self.last_move_t
+        if changed or now - self.last_progress_t >= STALL_REPEAT_S:
+            self.progress(stalled if not changed else 0.0, stdout=stdout)
+
+    def progress(self, stalled_s: float = 0.0, at: float | None = None, stdout: Path | None = None) -> None:
+        telemetry = read_last_json_line(self.paths.telemetry)
+        last = self.last_output_line(stdout) if self.model.step is None else ""
+        self.say(progress_line(self.model, self.elapsed(at), telemetry, stalled_s, last_output=last))
+        self.printed_version = self.model.version
+        self.last_progress_t = self.clock()
+
+    def summary(self, exit_info: dict[str, Any] | None, code: int, state: str | None = None) -> None:
+        state = state or (exit_info or {}).get("state") or self.model.event_state or "unknown"
+        for line in summary_lines(self.model, self.paths.id, exit_info, code, state, self.elapsed()):
+            self.say(line)
+        if self.feed.skipped:
+            self.say(f"  ({self.feed.skipped} unreadable lines in events.jsonl skipped)")
+        self.say(f"  run dir: {self.paths.root}")
+
+    def finish(self, exit_info: dict[str, Any] | None, stopped_by_us: bool = False,
+               state: str | None = None) -> int:
+        self.drain()
+        if self.model.version != self.printed_version:
+            # The run is over: time its last line by its last event, not by the clock now.
+            self.progress(at=self.model.last_t)
+        code = exit_code(exit_info, stopped_by_us)
+        self.summary(exit_info, code, state)
+        return code
+
+    def wait_for_exit_json(self, timeout_s: float) -> dict[str, Any] | None:
+        deadline = self.clock() + timeout_s
+        while True:
+            info = self.exit_info()
+            if info is not None or self.clock() >= deadline:
+                return info
+            self.sleep(0.1)
+
+    def orphaned(self) -> bool:
+        """True when the run can never write exit.json: its supervisor is gone (or never came)."""
+        status = self.feed.supervisor(self.clock())
+        if status in (SupervisorStatus.SPAWNING, SupervisorStatus.UNRECORDED):
+            return self.clock() - self.started > START_TIMEOUT_S
+        return status is SupervisorStatus.DEAD
+
+    def loop(self) -> int:
+        exit_info = self.exit_info()
+        if exit_info is not None:
+            return self.finish(exit_info)  # a finished run: history, then the summary
+        self.drain()
+        self.last_step, self.last_move_t = self.model.step, self.clock()
+        self.progress()
+        while True:
+            self.sleep(self.interval_s)
+            exit_info = self.exit_info()
+            if exit_info is not None:
+                return self.finish(exit_info)
+            self.tick()
+            if self.orphaned():
+                # The supervisor may have written exit.json just before exiting.
+                exit_info = self.exit_info()
+                if exit_info is not None:
+                    return self.finish(exit_info)
+                sup = self.run_json().get("supervisor") or {}
+                self.say(f"error: the supervisor of run {self.paths.id} (pid {sup.get('pid', '?')}) is gone "
+                         f"without writing exit.json; the run is orphaned. Clean up any leftover process "
+                         f"with: python run.py --stop {self.paths.id}")
+                return self.finish({"state": RunState.FAILED.value, "returncode": None,
+                                    "message": "supervisor died without exit.json"})
+
+
+def _default_stop(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -> Any:
+    from training.console.runs import stop_run
+
+    return stop_run(paths, grace_s=grace_s, wait=wait)
+
+
+def _stop_after_interrupt(f: Follower, paths: RunPaths, stop_fn: Callable[..., Any]) -> int:
+    f.say(f"stopping run {paths.id} (Ctrl-C) ...")
+    state: Any = None
+    try:
+        try:
+            state = stop_fn(paths)
+        except KeyboardInterrupt:
+            f.say(f"second Ctrl-C: killing run {paths.id} now ...")
+            try:
+                state = stop_fn(paths, grace_s=0.0, wait=True)
+            except KeyboardInterrupt:
+                f.say(f"run {paths.id} may still be stopping; check with: python run.py --runs")
+                return 130
+        exit_info = f.wait_for_exit_json(EXIT_JSON_WAIT_S)
+    except KeyboardInterrupt:
+        f.say(f"run {paths.id} may still be stopping; check with: python run.py --runs")
+        return 130
+    except Exception as exc:  # a stop that failed must still end with a word about the run
+        f.say(f"error: could not stop run {paths.id}: {exc}. Try: python run.py --stop {paths.id}")
+        return 130
+    state_value = getattr(state, "value", state)
+    return f.finish(exit_info, stopped_by_us=True,
+                    state=(exit_info or {}).get("state") or (state_value if isinstance(state_value, str) else None))
+
+
+def follow(paths: RunPaths, out: TextIO | None = None, stop_on_interrupt: bool = False, interval_s: float = 2.0,
+           *, history: bool = True, stop_fn: Callable[..., Any] | None = None, clock: Callable[[], float] = time.time,
+           sleep: Callable[[float], None] = time.sleep) -> int:
+    """Print a run's progress until it ends; return its exit code (130 when Ctrl-C stopped it).
+
+    Ctrl-C with `stop_on_interrupt` stops the run (a second Ctrl-C kills it without the grace
+    period); without it, Ctrl-C detaches and the run keeps going. `history=False` takes in what
+    the run already wrote without printing it (a resumed run whose earlier lines were shown).
+    """
+    out = out if out is not None else sys.stdout
+    f = Follower(paths, out, interval_s, clock=clock, sleep=sleep)
+    if not history:
+        f.catch_up()
+    try:
+        return f.loop()
+    except KeyboardInterrupt:
+        pass
+    if not stop_on_interrupt:
+        f.say(f"detached from run {paths.id}; it keeps running. Re-attach with: python run.py --attach {paths.id}")
+        return 130
+    return _stop_after_interrupt(f, paths, stop_fn or _default_stop)
