@@ -163,6 +163,20 @@ def test_live_run_progress_lines_then_exit(tmp_path):
     assert lines[5].startswith("run 20261124-183000-cpu finished: 1 epochs, 30 steps, last loss 0.3333, 25s")
 
 
+def test_the_end_of_a_run_is_seen_without_waiting_out_the_progress_interval(tmp_path):
+    """Progress lines come every interval; the run's end (exit.json) is looked for between them."""
+    paths = make_run(tmp_path, supervisor={"pid": os.getpid(), "create_time": psutil.Process().create_time()})
+    append_events(paths.events, [make_event("metric", step=1, epoch=1, split="train", values={"loss": 1.0})])
+    ended = threading.Timer(0.3, write_json_atomic, (paths.exit_json, {"returncode": 0, "state": "finished"}))
+    ended.start()
+    t0 = time.monotonic()
+    try:
+        assert follow(paths, out=io.StringIO(), interval_s=60.0) == 0
+    finally:
+        ended.cancel()
+    assert time.monotonic() - t0 < 30, "the follower slept out its 60 s interval after the run ended"
+
+
 def test_a_custom_script_without_metrics_gets_a_line_every_interval_while_it_prints(tmp_path):
     """No step ever reported: rank 0's output moving is progress, shown as its last line (\r redraws too)."""
     paths = make_run(tmp_path)

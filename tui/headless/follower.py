@@ -21,16 +21,20 @@ from tui.run_model import RunModel
 START_TIMEOUT_S = 60.0
 # After a stop, how long to wait for the supervisor's exit.json before summarising without it.
 EXIT_JSON_WAIT_S = 10.0
+# Between progress lines the follower looks for exit.json this often (a stat), so the summary
+# appears, and `run.py --headless` returns, within this of the run's end rather than up to a
+# whole progress interval later.
+EXIT_POLL_S = 0.2
 
 
 class Follower:
     def __init__(self, paths: RunPaths, out: TextIO, interval_s: float,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] | None = None):
         self.paths = paths
         self.out = out
         self.interval_s = interval_s
         self.clock = clock
-        self.sleep = sleep
+        self.sleep = sleep or self._sleep_until_exit_json
         self.feed = RunFeed(paths, monotonic=clock)
         self.model = RunModel(run_id=paths.id)
         self.started = clock()
@@ -49,6 +53,14 @@ class Follower:
 
     def exit_info(self) -> dict[str, Any] | None:
         return self.feed.exit_json()
+
+    def _sleep_until_exit_json(self, seconds: float) -> None:
+        """time.sleep(seconds), cut short when the run's exit.json appears."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(EXIT_POLL_S, left))
+            if self.paths.exit_json.exists():
+                return
 
     def _fold(self, batch: list[dict[str, Any]], quiet: bool) -> None:
         for event in batch:
@@ -213,7 +225,7 @@ def _stop_after_interrupt(f: Follower, paths: RunPaths, stop_fn: Callable[..., A
 
 def follow(paths: RunPaths, out: TextIO | None = None, stop_on_interrupt: bool = False, interval_s: float = 2.0,
            *, history: bool = True, stop_fn: Callable[..., Any] | None = None, clock: Callable[[], float] = time.time,
-           sleep: Callable[[float], None] = time.sleep) -> int:
+           sleep: Callable[[float], None] | None = None) -> int:
     """Print a run's progress until it ends; return its exit code (130 when Ctrl-C stopped it).
 
     Ctrl-C with `stop_on_interrupt` stops the run (a second Ctrl-C kills it without the grace
