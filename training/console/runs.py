@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from training import PROJECT_ROOT
 from training.errors import RunNotFound, TraindeckError
@@ -347,15 +347,16 @@ def _grace(paths: RunPaths) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else DEFAULT_GRACE_S
 
 
-def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: str) -> RunState:
-    """Finish a run whose supervisor is dead, from run.json alone: stop every recorded process
-    still ours, then record how the run ended. Processes still running mean the run was healthy
-    until now (stopped); none mean it had already died with its supervisor (failed)."""
-    procs = _recorded_procs(data)
-    alive_before = pg.alive(procs)
-    if alive_before:
-        launcher = [r for r in alive_before if r.role == "launcher"]
-        pg.terminate_then_kill(alive_before, grace_s, term_first=launcher or None)
+def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: str,
+               progress: Callable[[str], None] | None = None) -> RunState:
+    """Finish a run whose supervisor is dead, without it: stop every process of the run (run.json's
+    records, its cgroup, TRAINDECK_RUN_DIR in the process table: training.console.stop), then
+    record how the run ended. Processes still running mean the run was healthy until now
+    (stopped); none mean it had already died with its supervisor (failed)."""
+    from training.console.stop import sweep_dead_run
+
+    swept = sweep_dead_run(paths, data, grace_s, progress)
+    alive_before = swept.found
     recorded = _state_of(data.get("state"))
     if not recorded.is_live and not alive_before:
         return recorded
@@ -368,33 +369,40 @@ def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: st
             "returncode": None, "state": state.value, "failed_rank": None,
             "error": [] if alive_before else [message], "hint": None if alive_before else
             "see logs/supervisor.log; resume with run.py --resume " + paths.id,
-            "message": message, "t": round(time.time(), 3), "seconds": None})
+            "message": message, "t": round(time.time(), 3), "seconds": None, **swept.exit_fields()})
     now = round(time.time(), 3)
     update_run_json(paths, state=state.value, state_t=now, processes=[])
     append_events(paths.events, [make_event("status", state=state.value, message=message, source="console")])
     return state
 
 
-def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -> RunState:
+def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True, *, now: bool = False,
+             progress: Callable[[str], None] | None = None) -> RunState:
     """Stop a run and everything it started. With a live supervisor: SIGTERM it (it stops the
     launcher, waits the profile's grace, SIGKILLs the rest, writes the state). With a dead one:
     do that here from run.json. `wait=False` returns right after asking a live supervisor; a
-    dead one's cleanup always happens before returning."""
+    dead one's cleanup always happens before returning. `now` skips the grace; `progress` hears
+    what the stop waits for and how long is left (training.console.stop)."""
+    from training.console import stop as stopping
+
     data = read_run_json(paths)
-    grace = _grace(paths) if grace_s is None else float(grace_s)
+    grace = 0.0 if now else (_grace(paths) if grace_s is None else float(grace_s))
     sup = pg.ProcRef.from_json(data.get("supervisor"), "supervisor")
     if data.get("host") and data.get("host") != hostname():
         raise TraindeckError(f"run {paths.id} runs on {data.get('host')}; stop it there.")
     if sup is not None and pg.is_alive(sup):
         pg.signal_procs([sup], signal.SIGTERM)
+        if now:
+            stopping.kill_now(paths, data)
         if not wait:
             return _state_of(data.get("state"))
-        left = pg.wait_gone([sup], grace + STOP_MARGIN_S, poll_s=0.1)
+        left = stopping.wait_for_supervisor(paths, sup, (_grace(paths) if now else grace) + STOP_MARGIN_S,
+                                            grace, progress)
         if not left:
             after = read_run_json(paths)
             if _state_of(after.get("state")).is_live:
                 # It died without recording an end (SIGTERM before its handlers were installed).
-                return _take_over(paths, after, grace, "it exited without recording the end")
+                return _take_over(paths, after, grace, "it exited without recording the end", progress)
             return _state_of(after.get("state"))
         # The supervisor did not finish in time: finish its job for it.
         pg.signal_procs(left, signal.SIGKILL)
@@ -407,8 +415,8 @@ def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -
         while time.monotonic() < deadline and (read_run_json(paths).get("supervisor") or {}).get("pid") is None:
             time.sleep(0.05)
         if (read_run_json(paths).get("supervisor") or {}).get("pid") is not None:
-            return stop_run(paths, grace_s, wait)
-    return _take_over(paths, data, grace, "stop requested")
+            return stop_run(paths, grace_s, wait, now=now, progress=progress)
+    return _take_over(paths, data, grace, "stop requested", progress)
 
 
 def reap_orphans(runs_dir: Path) -> list[RunPaths]:
@@ -421,10 +429,10 @@ def reap_orphans(runs_dir: Path) -> list[RunPaths]:
             continue
         if _supervisor_status(data) != "dead":
             continue
-        procs = _recorded_procs(data)
-        survivors = pg.alive(procs)
-        if survivors:
-            pg.terminate_then_kill(survivors, 2.0)
+        from training.console.stop import sweep_dead_run
+
+        swept = sweep_dead_run(paths, data, 2.0)
+        survivors = swept.found
         state = RunState.FAILED
         sup = data.get("supervisor") or {}
         message = f"orphaned: the supervisor (pid {sup.get('pid')}) died"
@@ -433,7 +441,7 @@ def reap_orphans(runs_dir: Path) -> list[RunPaths]:
         write_json_atomic(paths.exit_json, {
             "returncode": None, "state": state.value, "failed_rank": None, "error": [message],
             "hint": "see logs/supervisor.log; resume with run.py --resume " + paths.id,
-            "message": message, "t": round(time.time(), 3), "seconds": None})
+            "message": message, "t": round(time.time(), 3), "seconds": None, **swept.exit_fields()})
         update_run_json(paths, state=state.value, state_t=round(time.time(), 3), processes=[])
         append_events(paths.events, [make_event("status", state=state.value, message=message, source="console")])
         reaped.append(paths)
