@@ -199,7 +199,12 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
 
         return make_app(runs_dir=runs_dir, attach=paths).run() or 0
     if args.profile or headless:
+        from training.console.start_policy import check_start
+
         profile = load_profile(args.profile or "cpu", args.overrides)
+        # What --check already knows refuses the start now, not minutes into a launch.
+        for warning in check_start(profile, runs_dir):
+            print(f"traindeck: {warning}", file=sys.stderr)
         if headless:
             from tui.headless import follow
 

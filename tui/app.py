@@ -90,6 +90,13 @@ class TraindeckApp(App[int | None]):
             profile = self._rehearsal_profile(profile)
             if profile is None:
                 return
+        else:
+            from training.console.start_policy import check_start
+
+            # The start table (training.console.start_policy): a refusal is this worker's error,
+            # shown as a notification; a warning is shown and the run starts.
+            for warning in check_start(profile, self.runs_dir, backend=self.gpu_backend):
+                self.call_from_thread(self.notify, warning, title="start", severity="warning", timeout=8)
         self.post_message(messages.OpenRun(runs.start_run(profile, self.runs_dir, argv=argv, rehearsal=rehearsal)))
 
     def _rehearsal_profile(self, profile: Profile) -> Profile | None:

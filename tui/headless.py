@@ -367,6 +367,8 @@ class Follower:
         self.last_move_t = clock()
         self.last_step: int | None = None
         self.output_size = 0
+        # What a dead supervisor's run gets (follow() sets it): the orphan reaper.
+        self.reap_fn: Callable[[RunPaths], Any] = _default_reap
 
     def say(self, line: str) -> None:
         self.out.write(_CONTROL.sub("", line.replace("\t", " ")).rstrip() + "\n")
@@ -498,6 +500,18 @@ class Follower:
         self.summary(exit_info, code, state)
         return code
 
+    def reap_orphan(self, paths: RunPaths) -> dict[str, Any] | None:
+        """The orphan reaper (training.console.runs.reap_orphan) on this run; exit.json after it.
+        `follow(..., reap_fn=...)` replaces it."""
+        try:
+            self.reap_fn(paths)
+        except Exception as exc:  # noqa: BLE001 - a failed reap still ends with a word about the run
+            self.say(f"error: could not stop what is left of run {paths.id}: {exc}")
+        info = self.exit_info()
+        for s in (info or {}).get("survivors") or []:
+            self.say(f"  left behind: pid {s.get('pid')}, user {s.get('user')}: {s.get('command')} ({s.get('why')})")
+        return info
+
     def wait_for_exit_json(self, timeout_s: float) -> dict[str, Any] | None:
         deadline = self.clock() + timeout_s
         while True:
@@ -533,8 +547,11 @@ class Follower:
                     return self.finish(exit_info)
                 sup = self.run_json().get("supervisor") or {}
                 self.say(f"error: the supervisor of run {self.paths.id} (pid {sup.get('pid', '?')}) is gone "
-                         f"without writing exit.json; the run is orphaned. Clean up any leftover process "
-                         f"with: python run.py --stop {self.paths.id}")
+                         f"without writing exit.json; the run is orphaned. Stopping whatever is left of it, "
+                         f"as python run.py --stop {self.paths.id} would ...")
+                exit_info = self.reap_orphan(self.paths)
+                if exit_info is not None:
+                    return self.finish(exit_info)
                 return self.finish({"state": RunState.FAILED.value, "returncode": None,
                                     "message": "supervisor died without exit.json"})
 
@@ -545,9 +562,15 @@ def _default_stop(paths: RunPaths, grace_s: float | None = None, wait: bool = Tr
     return stop_run(paths, grace_s=grace_s, wait=wait)
 
 
+def _default_reap(paths: RunPaths) -> Any:
+    from training.console.runs import reap_orphan
+
+    return reap_orphan(paths)
+
+
 def follow(paths: RunPaths, out: TextIO | None = None, stop_on_interrupt: bool = False, interval_s: float = 2.0,
            *, history: bool = True, stop_fn: Callable[..., Any] | None = None, clock: Callable[[], float] = time.time,
-           sleep: Callable[[float], None] = time.sleep) -> int:
+           sleep: Callable[[float], None] = time.sleep, reap_fn: Callable[[RunPaths], Any] | None = None) -> int:
     """Print a run's progress until it ends; return its exit code (130 when Ctrl-C stopped it).
 
     Ctrl-C with `stop_on_interrupt` stops the run (a second Ctrl-C kills it without the grace
@@ -557,6 +580,7 @@ def follow(paths: RunPaths, out: TextIO | None = None, stop_on_interrupt: bool =
     out = out if out is not None else sys.stdout
     stop_fn = stop_fn or _default_stop
     f = Follower(paths, out, interval_s, clock=clock, sleep=sleep)
+    f.reap_fn = reap_fn or _default_reap
     if not history:
         f.catch_up()
     try:

@@ -422,27 +422,33 @@ def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True, *
 def reap_orphans(runs_dir: Path) -> list[RunPaths]:
     """Runs that claim to be live on this host but whose supervisor is gone: kill what is left
     of them and mark them failed. Returns the runs reaped."""
-    reaped = []
-    for paths in list_run_dirs(runs_dir):
-        data = read_run_json(paths)
-        if not data or not _state_of(data.get("state")).is_live:
-            continue
-        if _supervisor_status(data) != "dead":
-            continue
-        from training.console.stop import sweep_dead_run
+    return [paths for paths in list_run_dirs(runs_dir) if reap_orphan(paths)]
 
-        swept = sweep_dead_run(paths, data, 2.0)
-        survivors = swept.found
-        state = RunState.FAILED
-        sup = data.get("supervisor") or {}
-        message = f"orphaned: the supervisor (pid {sup.get('pid')}) died"
-        if survivors:
-            message += f"; {len(survivors)} leftover process(es) killed"
-        write_json_atomic(paths.exit_json, {
-            "returncode": None, "state": state.value, "failed_rank": None, "error": [message],
-            "hint": "see logs/supervisor.log; resume with run.py --resume " + paths.id,
-            "message": message, "t": round(time.time(), 3), "seconds": None, **swept.exit_fields()})
-        update_run_json(paths, state=state.value, state_t=round(time.time(), 3), processes=[])
-        append_events(paths.events, [make_event("status", state=state.value, message=message, source="console")])
-        reaped.append(paths)
-    return reaped
+
+def reap_orphan(paths: RunPaths) -> bool:
+    """One run of reap_orphans (also what a viewer calls when it notices the dead supervisor):
+    every process of the run is found without the supervisor (training.console.stop) and
+    stopped; the run is marked failed. False when the run is not an orphan."""
+    data = read_run_json(paths)
+    if not data or not _state_of(data.get("state")).is_live:
+        return False
+    if _supervisor_status(data) != "dead":
+        return False
+    from training.console.stop import sweep_dead_run
+
+    swept = sweep_dead_run(paths, data, 2.0)
+    survivors = swept.found
+    state = RunState.FAILED
+    sup = data.get("supervisor") or {}
+    message = f"orphaned: the supervisor (pid {sup.get('pid')}) died"
+    if survivors:
+        message += f"; {len(survivors)} leftover process(es) killed"
+    if swept.survivors:
+        message += f"; {len(swept.survivors)} could not be stopped (exit.json names them under survivors)"
+    write_json_atomic(paths.exit_json, {
+        "returncode": None, "state": state.value, "failed_rank": None, "error": [message],
+        "hint": "see logs/supervisor.log; resume with run.py --resume " + paths.id,
+        "message": message, "t": round(time.time(), 3), "seconds": None, **swept.exit_fields()})
+    update_run_json(paths, state=state.value, state_t=round(time.time(), 3), processes=[])
+    append_events(paths.events, [make_event("status", state=state.value, message=message, source="console")])
+    return True
