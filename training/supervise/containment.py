@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable
 
+import psutil
+
 from training.rundir import RunPaths, update_run_json
 from training.rundir import processes as pg
 from training.rundir import sweep
@@ -69,14 +71,24 @@ class Containment:
             os.close(self._fd)
             self._fd = None
 
-    def adopted(self, known: dict[int, pg.ProcRef]) -> list[pg.ProcRef]:
-        """Descendants of the supervisor that no scan of the launcher's tree saw: orphans re-parented
-        to us (a double-forked helper). Recorded, they are found by pid + create time even after
-        a `kill -9` of the supervisor."""
-        me = pg.ref_of(os.getpid(), "supervisor")
-        if me is None:
+    def adopted(self, known: dict[int, pg.ProcRef], launcher_pid: int | None = None) -> list[pg.ProcRef]:
+        """Descendants of the supervisor outside the launcher's tree that no scan saw yet: orphans
+        re-parented to us (a double-forked helper; we are a child subreaper). Recorded, they are
+        found by pid + create time even after a `kill -9` of the supervisor."""
+        try:
+            kids = psutil.Process(os.getpid()).children()
+        except psutil.Error:
             return []
-        return [r for r in pg.descendants(me) if r.pid not in known]
+        out: list[pg.ProcRef] = []
+        for kid in kids:
+            if kid.pid == launcher_pid:
+                continue
+            ref = pg.ref_of(kid, "child")
+            if ref is None:
+                continue
+            out.append(ref)
+            out += [pg.ProcRef(r.pid, r.create_time, "child") for r in pg.descendants(ref)]
+        return [r for r in out if r.pid not in known]
 
     def final_check(self, known: Iterable[pg.ProcRef]) -> dict[str, Any]:
         """At the end of every run: stop whatever of it is still running, by every way of finding

@@ -290,7 +290,7 @@ class Supervisor:
     def _refresh_procs(self, force: bool = False) -> None:
         if self.launcher_ref is None:
             return
-        adopted = self.containment.adopted(self.known) if self.containment is not None else []
+        adopted = self.containment.adopted(self.known, self.launcher_ref.pid) if self.containment else []
         for ref in pg.descendants(self.launcher_ref) + adopted:
             old = self.known.get(ref.pid)
             if old is None or abs(old.create_time - ref.create_time) > pg.CREATE_TIME_TOLERANCE_S:
