@@ -559,7 +559,8 @@ class Follower:
 def _default_stop(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -> Any:
     from training.console.runs import stop_run
 
-    return stop_run(paths, grace_s=grace_s, wait=wait)
+    # A second Ctrl-C asks for grace 0: what --stop --now does (SIGKILL to the run at once).
+    return stop_run(paths, grace_s=grace_s, wait=wait, now=grace_s == 0.0)
 
 
 def _default_reap(paths: RunPaths) -> Any:

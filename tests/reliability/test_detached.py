@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,22 +88,21 @@ def test_a_live_supervisor_stops_the_detached_helper(runs_dir, method):
 
 
 def test_b_after_kill9_of_the_supervisor_run_py_stop_leaves_nothing(runs_dir, method):
-    paths = start(runs_dir, "--wait-for", "go", grace=2.0)
+    paths = start(runs_dir, "--wait-for", "go", grace=3.0)
     helper = kill_supervisor_then_detach(paths)
     args = [sys.executable, str(ROOT / "run.py"), "--runs-dir", str(runs_dir), "--stop", paths.id]
     if method == "cgroup":
         args.append("--now")
-    t0 = time.monotonic()
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    took = time.monotonic() - t0
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith(f"{paths.id}: stopped"), done.stdout
     if method == "scan":
         # Both the script and its helper ignore SIGTERM: the wait is said, with the time left.
-        assert "still running after SIGTERM" in done.stdout and "SIGKILL in 1 s" in done.stdout, done.stdout
-        assert "--stop --now" in done.stdout
+        assert re.search(r"waiting for 2 process\(es\) still running after SIGTERM: pid \d+ .*detach\.py.*"
+                         r"; SIGKILL in [0-2] s \(run\.py --stop --now skips the wait\)", done.stdout), done.stdout
     else:
-        assert "waiting" not in done.stdout and took < 2.0 + 1.5, (took, done.stdout)  # --now: no grace
+        # --now: no grace, so nothing to wait for (with one, the line above comes after 1 s).
+        assert "waiting for" not in done.stdout, done.stdout
     assert_helper_gone(helper)
     assert_no_processes_of(paths.root)
     assert read_json(paths.exit_json)["nothing_left"] is True
