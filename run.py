@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--attach", nargs="?", const="", metavar="RUN",
                       help="open the run screen on a run (default: the newest live run)")
     runs.add_argument("--stop", metavar="RUN",
-                      help="stop a run: SIGTERM, a grace period, then SIGKILL to every process of it")
+                      help="stop a run: SIGTERM, a grace period, then SIGKILL to every process of it; exit 0 "
+                      "only when nothing of it is left (otherwise the survivors are named)")
+    runs.add_argument("--now", action="store_true", help="with --stop: skip the grace period, SIGKILL at once")
     runs.add_argument("--dump", metavar="RUN", help="record the Python stacks of every rank into the run directory")
     runs.add_argument("--control", nargs=2, metavar=("RUN", "ACTION"),
                       help=f"ask a live run's workers to act at the next step boundary: {', '.join(ACTIONS)}")
@@ -137,6 +139,9 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         profile = load_profile(args.profile or "cpu", args.overrides)
         report = preflight.run_preflight(profile, runs_dir)
         print(report.format())
+        from training.rundir.cgroups import detect
+
+        print(f"stop method on this box: {detect().describe()}")
         return 0 if report.ok else 1
     if args.runs:
         from training.console import runs
@@ -145,11 +150,13 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         return 0
     if args.stop:
         from training.console import runs
+        from training.console.stop import format_outcome, stop_and_check
 
         paths = runs.find_run(runs_dir, args.stop)
-        state = runs.stop_run(paths)
-        print(f"{paths.id}: {state.value}")
-        return 0
+        outcome = stop_and_check(paths, now=args.now, progress=lambda line: print(line, flush=True))
+        text, code = format_outcome(paths, outcome)
+        print(text, file=sys.stderr if code else sys.stdout)
+        return code
     if args.control:
         from training.console import runs
         from training.rundir import control
@@ -190,7 +197,12 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
 
         return make_app(runs_dir=runs_dir, attach=paths).run() or 0
     if args.profile or headless:
+        from training.console.start_policy import check_start
+
         profile = load_profile(args.profile or "cpu", args.overrides)
+        # What --check already knows refuses the start now, not minutes into a launch.
+        for warning in check_start(profile, runs_dir):
+            print(f"traindeck: {warning}", file=sys.stderr)
         if headless:
             from tui.headless import follow
 

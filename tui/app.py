@@ -90,6 +90,12 @@ class TraindeckApp(App[int | None]):
         if rehearsal:
             self._rehearse(profile, argv)
             return
+        from training.console.start_policy import check_start
+
+        # The start table (training.console.start_policy): a refusal is this worker's error,
+        # shown as a notification; a warning is shown and the run starts.
+        for warning in check_start(profile, self.runs_dir, backend=self.gpu_backend):
+            self.call_from_thread(self.notify, warning, title="start", severity="warning", timeout=8)
         self.post_message(messages.OpenRun(runs.start_run(profile, self.runs_dir, argv=argv)))
 
     def _rehearse(self, profile: Profile, argv: list[str] | None) -> None:

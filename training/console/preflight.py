@@ -47,6 +47,7 @@ class PreflightReport:
     # "torch 2.13.0, CUDA 12.8, NCCL 2.26.2": printed by `run.py --check` (format()), not in `lines`
     # (the picker's pane), which must not change with the installed torch.
     versions: str = ""
+    runs_dir: Path = Path("runs")
 
     @property
     def ok(self) -> bool:
@@ -61,10 +62,15 @@ class PreflightReport:
         out += [f"[{c.mark}] {c.name}: {c.detail}" for c in self.checks]
         if self.command:
             out.append(f"would run: {self.command}")
-        failed = [c.name for c in self.checks if not c.ok]
-        out.append("preflight passed" if not failed else
-                   f"preflight FAILED ({', '.join(failed)}); nothing was started. "
-                   f"Try 'run.py --profile {p.name} --rehearse' to rehearse this profile on this box.")
+        failed = [c for c in self.checks if not c.ok]
+        if failed:
+            # The fix fits the failure (training.console.start_policy: the table starts use too).
+            from training.console.start_policy import closing_hint
+
+            out.append(f"preflight FAILED ({', '.join(c.name for c in failed)}); nothing was started. "
+                       + closing_hint(p, failed, self.runs_dir))
+        else:
+            out.append("preflight passed")
         return out
 
     def format(self) -> str:
@@ -224,7 +230,7 @@ def run_preflight(profile: Profile, runs_dir: Path, backend=None) -> PreflightRe
     from training.supervise.launch import build_launch, format_command
 
     backend = gpu_backend(backend)
-    report = PreflightReport(profile)
+    report = PreflightReport(profile, runs_dir=Path(runs_dir))
     gpus = gpu_check(profile, backend)
     report.checks.append(gpus)
     visible = run_gpus(profile, backend)

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from training import PROJECT_ROOT
 from training.errors import RunNotFound, TraindeckError
@@ -90,18 +90,6 @@ def _profile_data(paths: RunPaths) -> dict[str, Any]:
         return tomllib.loads(paths.profile.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-
-def _recorded_procs(data: dict[str, Any]) -> list[pg.ProcRef]:
-    refs = []
-    launcher = pg.ProcRef.from_json(data.get("launcher"), "launcher")
-    if launcher is not None:
-        refs.append(launcher)
-    for item in data.get("processes") or []:
-        ref = pg.ProcRef.from_json(item)
-        if ref is not None and ref not in refs:
-            refs.append(ref)
-    return refs
 
 
 def _tail_events(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:
@@ -309,15 +297,16 @@ def _grace(paths: RunPaths) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else DEFAULT_GRACE_S
 
 
-def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: str) -> RunState:
-    """Finish a run whose supervisor is dead, from run.json alone: stop every recorded process
-    still ours, then record how the run ended. Processes still running mean the run was healthy
-    until now (stopped); none mean it had already died with its supervisor (failed)."""
-    procs = _recorded_procs(data)
-    alive_before = pg.alive(procs)
-    if alive_before:
-        launcher = [r for r in alive_before if r.role == "launcher"]
-        pg.terminate_then_kill(alive_before, grace_s, term_first=launcher or None)
+def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: str,
+               progress: Callable[[str], None] | None = None) -> RunState:
+    """Finish a run whose supervisor is dead, without it: stop every process of the run (run.json's
+    records, its cgroup, TRAINDECK_RUN_DIR in the process table: training.console.stop), then
+    record how the run ended. Processes still running mean the run was healthy until now
+    (stopped); none mean it had already died with its supervisor (failed)."""
+    from training.console.stop import sweep_dead_run
+
+    swept = sweep_dead_run(paths, data, grace_s, progress)
+    alive_before = swept.found
     recorded = _state_of(data.get("state"))
     if not recorded.is_live and not alive_before:
         return recorded
@@ -327,32 +316,39 @@ def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: st
                else f"the supervisor (pid {sup.get('pid')}) died and the run with it")
     record = ExitRecord(state=state.value, error=() if alive_before else (message,),
                         hint=None if alive_before else "see logs/supervisor.log; resume with run.py --resume " + paths.id,
-                        message=message)
+                        message=message, extra=swept.exit_fields())
     finish_run(paths, record, write_exit=not paths.exit_json.exists() or recorded.is_live, processes=[],
                status={"source": "console"})
     return state
 
 
-def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -> RunState:
+def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True, *, now: bool = False,
+             progress: Callable[[str], None] | None = None) -> RunState:
     """Stop a run and everything it started. With a live supervisor: SIGTERM it (it stops the
     launcher, waits the profile's grace, SIGKILLs the rest, writes the state). With a dead one:
     do that here from run.json. `wait=False` returns right after asking a live supervisor; a
-    dead one's cleanup always happens before returning."""
+    dead one's cleanup always happens before returning. `now` skips the grace; `progress` hears
+    what the stop waits for and how long is left (training.console.stop)."""
+    from training.console import stop as stopping
+
     data = read_run_json(paths)
-    grace = _grace(paths) if grace_s is None else float(grace_s)
+    grace = 0.0 if now else (_grace(paths) if grace_s is None else float(grace_s))
     sup = pg.ProcRef.from_json(data.get("supervisor"), "supervisor")
     if data.get("host") and data.get("host") != hostname():
         raise TraindeckError(f"run {paths.id} runs on {data.get('host')}; stop it there.")
     if sup is not None and pg.is_alive(sup):
         pg.signal_procs([sup], signal.SIGTERM)
+        if now:
+            stopping.kill_now(paths, data)
         if not wait:
             return _state_of(data.get("state"))
-        left = pg.wait_gone([sup], grace + STOP_MARGIN_S, poll_s=0.1)
+        left = stopping.wait_for_supervisor(paths, sup, (_grace(paths) if now else grace) + STOP_MARGIN_S,
+                                            grace, progress)
         if not left:
             after = read_run_json(paths)
             if _state_of(after.get("state")).is_live:
                 # It died without recording an end (SIGTERM before its handlers were installed).
-                return _take_over(paths, after, grace, "it exited without recording the end")
+                return _take_over(paths, after, grace, "it exited without recording the end", progress)
             return _state_of(after.get("state"))
         # The supervisor did not finish in time: finish its job for it.
         pg.signal_procs(left, signal.SIGKILL)
@@ -365,31 +361,38 @@ def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -
         while time.monotonic() < deadline and (read_run_json(paths).get("supervisor") or {}).get("pid") is None:
             time.sleep(0.05)
         if (read_run_json(paths).get("supervisor") or {}).get("pid") is not None:
-            return stop_run(paths, grace_s, wait)
-    return _take_over(paths, data, grace, "stop requested")
+            return stop_run(paths, grace_s, wait, now=now, progress=progress)
+    return _take_over(paths, data, grace, "stop requested", progress)
 
 
 def reap_orphans(runs_dir: Path) -> list[RunPaths]:
     """Runs that claim to be live on this host but whose supervisor is gone: kill what is left
     of them and mark them failed. Returns the runs reaped."""
-    reaped = []
-    for paths in list_run_dirs(runs_dir):
-        data = read_run_json(paths)
-        if not data or not _state_of(data.get("state")).is_live:
-            continue
-        if supervisor_status(data).is_live:
-            continue
-        procs = _recorded_procs(data)
-        survivors = pg.alive(procs)
-        if survivors:
-            pg.terminate_then_kill(survivors, 2.0)
-        state = RunState.FAILED
-        sup = data.get("supervisor") or {}
-        message = f"orphaned: the supervisor (pid {sup.get('pid')}) died"
-        if survivors:
-            message += f"; {len(survivors)} leftover process(es) killed"
-        finish_run(paths, ExitRecord(state=state.value, error=(message,), message=message,
-                                     hint="see logs/supervisor.log; resume with run.py --resume " + paths.id),
-                   processes=[], status={"source": "console"})
-        reaped.append(paths)
-    return reaped
+    return [paths for paths in list_run_dirs(runs_dir) if reap_orphan(paths)]
+
+
+def reap_orphan(paths: RunPaths) -> bool:
+    """One run of reap_orphans (also what a viewer calls when it notices the dead supervisor):
+    every process of the run is found without the supervisor (training.console.stop) and
+    stopped; the run is marked failed. False when the run is not an orphan."""
+    data = read_run_json(paths)
+    if not data or not _state_of(data.get("state")).is_live:
+        return False
+    if supervisor_status(data).is_live:
+        return False
+    from training.console.stop import sweep_dead_run
+
+    swept = sweep_dead_run(paths, data, 2.0)
+    survivors = swept.found
+    state = RunState.FAILED
+    sup = data.get("supervisor") or {}
+    message = f"orphaned: the supervisor (pid {sup.get('pid')}) died"
+    if survivors:
+        message += f"; {len(survivors)} leftover process(es) killed"
+    if swept.survivors:
+        message += f"; {len(swept.survivors)} could not be stopped (exit.json names them under survivors)"
+    finish_run(paths, ExitRecord(state=state.value, error=(message,), message=message,
+                                 hint="see logs/supervisor.log; resume with run.py --resume " + paths.id,
+                                 extra=swept.exit_fields()),
+               processes=[], status={"source": "console"})
+    return True

@@ -40,6 +40,7 @@ from training.rundir import processes as pg
 from training.rundir.events import EventReader, append_events, make_event
 from training.rundir.logs import rank0_stdout
 from training.rundir.records import ExitRecord, finish_run
+from training.supervise.containment import Containment
 from training.supervise.diagnosis import diagnose, rank_text, traceback_summary
 from training.supervise.launch import (
     PROJECT_ROOT,
@@ -102,6 +103,8 @@ class Supervisor:
         self.failure_seen_at: float | None = None
         self.started = time.time()
         self._aux: list[Any] = []
+        # The run's cgroup where the box allows one, orphan adoption, the end-of-run check.
+        self.containment: Containment | None = None
 
     # -- helpers --
     def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
@@ -196,15 +199,23 @@ class Supervisor:
             spec.torchrun_log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         expose_traindeck(spec)
         self.gpu_baseline = self._take_gpu_baseline()
+        self.containment = Containment(self.paths, log)
+        join_cgroup = self.containment.preexec()
         fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             # umask 077: what torchrun and the workers create in the run (per-rank logs, stack
             # dumps, checkpoints) is user-only, like the rest of the run directory.
-            self.launcher = subprocess.Popen(list(spec.argv), env=spec.environ(), cwd=spec.cwd,
-                                             stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
-                                             close_fds=True, umask=0o077)
+            popen = dict(env=spec.environ(), cwd=spec.cwd, stdin=subprocess.DEVNULL, stdout=fd,
+                         stderr=subprocess.STDOUT, close_fds=True, umask=0o077)
+            try:
+                self.launcher = subprocess.Popen(list(spec.argv), preexec_fn=join_cgroup, **popen)
+            except subprocess.SubprocessError as exc:
+                log(f"the launcher could not join the run's cgroup ({exc}): the process-table scan alone")
+                self.containment.spawn_failed()
+                self.launcher = subprocess.Popen(list(spec.argv), **popen)
         finally:
             os.close(fd)
+            self.containment.spawned()
         role, rank = ("launcher", None) if spec.uses_torchrun else ("worker", 0)
         self.launcher_ref = pg.ref_of(self.launcher.pid, role, rank) or pg.ProcRef(self.launcher.pid, 0.0, role, rank)
         self.known[self.launcher_ref.pid] = self.launcher_ref
@@ -279,7 +290,8 @@ class Supervisor:
     def _refresh_procs(self, force: bool = False) -> None:
         if self.launcher_ref is None:
             return
-        for ref in pg.descendants(self.launcher_ref):
+        adopted = self.containment.adopted(self.known, self.launcher_ref.pid) if self.containment else []
+        for ref in pg.descendants(self.launcher_ref) + adopted:
             old = self.known.get(ref.pid)
             if old is None or abs(old.create_time - ref.create_time) > pg.CREATE_TIME_TOLERANCE_S:
                 self.known[ref.pid] = ref
@@ -423,6 +435,10 @@ class Supervisor:
             log(f"{len(orphans)} unrecorded descendant(s) outlived their parents: {[r.pid for r in orphans]}")
             pg.terminate_then_kill(orphans, grace_s=1.0)
             self.known.update({r.pid: r for r in orphans})
+        # Nothing of the run may be left, however it detached: its cgroup, TRAINDECK_RUN_DIR in
+        # the process table, the records (training.supervise.containment).
+        containment = self.containment or Containment(self.paths, log)
+        left = containment.final_check(self.known.values())
         leaks = self._gpu_leaks()
         if leaks:
             from training.monitor.gpu_leaks import leak_events
@@ -434,7 +450,7 @@ class Supervisor:
         if result.hint:
             info["hint"] = result.hint
         # Keep every process the run ever had (all gone now): post-mortems and tests walk them.
-        finish_run(self.paths, result.exit_record(self.started, gpu_leaks=leaks),
+        finish_run(self.paths, result.exit_record(self.started, gpu_leaks=leaks, **left),
                    processes=[r.to_json() for r in self.known.values()], status={"source": "supervisor", **info})
         self.state = result.state
         log(f"state {result.state.value}: {result.message}")

@@ -43,6 +43,8 @@ class Follower:
         self.last_move_t = clock()
         self.last_step: int | None = None
         self.output_size = 0
+        # What a dead supervisor's run gets (follow() sets it): the orphan reaper.
+        self.reap_fn: Callable[[RunPaths], Any] = _default_reap
 
     def say(self, line: str) -> None:
         self.out.write(strip_control(line) + "\n")
@@ -53,6 +55,18 @@ class Follower:
 
     def exit_info(self) -> dict[str, Any] | None:
         return self.feed.exit_json()
+
+    def reap_orphan(self, paths: RunPaths) -> dict[str, Any] | None:
+        """The orphan reaper (training.console.runs.reap_orphan) on this run; exit.json after it.
+        `follow(..., reap_fn=...)` replaces it."""
+        try:
+            self.reap_fn(paths)
+        except Exception as exc:  # noqa: BLE001 - a failed reap still ends with a word about the run
+            self.say(f"error: could not stop what is left of run {paths.id}: {exc}")
+        info = self.exit_info()
+        for s in (info or {}).get("survivors") or []:
+            self.say(f"  left behind: pid {s.get('pid')}, user {s.get('user')}: {s.get('command')} ({s.get('why')})")
+        return info
 
     def _sleep_until_exit_json(self, seconds: float) -> None:
         """time.sleep(seconds), cut short when the run's exit.json appears."""
@@ -186,8 +200,11 @@ class Follower:
                     return self.finish(exit_info)
                 sup = self.run_json().get("supervisor") or {}
                 self.say(f"error: the supervisor of run {self.paths.id} (pid {sup.get('pid', '?')}) is gone "
-                         f"without writing exit.json; the run is orphaned. Clean up any leftover process "
-                         f"with: python run.py --stop {self.paths.id}")
+                         f"without writing exit.json; the run is orphaned. Stopping whatever is left of it, "
+                         f"as python run.py --stop {self.paths.id} would ...")
+                exit_info = self.reap_orphan(self.paths)
+                if exit_info is not None:
+                    return self.finish(exit_info)
                 return self.finish({"state": RunState.FAILED.value, "returncode": None,
                                     "message": "supervisor died without exit.json"})
 
@@ -195,7 +212,14 @@ class Follower:
 def _default_stop(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -> Any:
     from training.console.runs import stop_run
 
-    return stop_run(paths, grace_s=grace_s, wait=wait)
+    # A second Ctrl-C asks for grace 0: what --stop --now does (SIGKILL to the run at once).
+    return stop_run(paths, grace_s=grace_s, wait=wait, now=grace_s == 0.0)
+
+
+def _default_reap(paths: RunPaths) -> Any:
+    from training.console.runs import reap_orphan
+
+    return reap_orphan(paths)
 
 
 def _stop_after_interrupt(f: Follower, paths: RunPaths, stop_fn: Callable[..., Any]) -> int:
@@ -225,7 +249,7 @@ def _stop_after_interrupt(f: Follower, paths: RunPaths, stop_fn: Callable[..., A
 
 def follow(paths: RunPaths, out: TextIO | None = None, stop_on_interrupt: bool = False, interval_s: float = 2.0,
            *, history: bool = True, stop_fn: Callable[..., Any] | None = None, clock: Callable[[], float] = time.time,
-           sleep: Callable[[float], None] | None = None) -> int:
+           sleep: Callable[[float], None] | None = None, reap_fn: Callable[[RunPaths], Any] | None = None) -> int:
     """Print a run's progress until it ends; return its exit code (130 when Ctrl-C stopped it).
 
     Ctrl-C with `stop_on_interrupt` stops the run (a second Ctrl-C kills it without the grace
@@ -234,6 +258,7 @@ def follow(paths: RunPaths, out: TextIO | None = None, stop_on_interrupt: bool =
     """
     out = out if out is not None else sys.stdout
     f = Follower(paths, out, interval_s, clock=clock, sleep=sleep)
+    f.reap_fn = reap_fn or _default_reap
     if not history:
         f.catch_up()
     try:

@@ -1,0 +1,110 @@
+"""Starting a run applies preflight's table (training.console.start_policy): refuse a busy explicit
+port, too little disk or too few GPUs with --check's line and the fix; warn on another GPU model;
+re-pick an automatic port. And `--check` closes with the fix that fits the failure."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.fixtures.fake_nvml import eight_b200, four_2080ti
+from tests.support.locations import ROOT
+from tests.support.profiles import profile_from
+from training.console import preflight
+from training.console.start_policy import START_RULES, StartRefused, check_start
+from training.monitor.gpu import GpuBackend
+from training.profile import load_profile
+
+
+@pytest.fixture
+def busy_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    yield s.getsockname()[1]
+    s.close()
+
+
+def _ddp_on(port: int, name: str = "busy"):
+    return profile_from(f"""
+[launch]
+mode = "ddp"
+nproc_per_node = 2
+backend = "gloo"
+rdzv_endpoint = "127.0.0.1:{port}"
+[train]
+task = "tiny"
+""", name=name)
+
+
+def test_the_table_has_one_row_per_case():
+    assert [(r.check, r.on_start) for r in START_RULES] == [
+        ("gpus", "refuse"), ("gpus", "warn"), ("port", "refuse"), ("port", "re-pick"), ("disk", "refuse")]
+
+
+def test_a_busy_explicit_port_is_refused_with_the_preflight_line_and_its_fix(tmp_path, busy_port):
+    with pytest.raises(StartRefused) as err:
+        check_start(_ddp_on(busy_port), tmp_path, backend=GpuBackend(nvml=eight_b200()))
+    text = str(err.value)
+    report = preflight.run_preflight(_ddp_on(busy_port), tmp_path, backend=GpuBackend(nvml=eight_b200()))
+    port_line = next(line for line in report.lines if line.startswith("[FAIL] port"))
+    assert port_line.rstrip(".") in text  # --check's own words
+    assert f"free port {busy_port}" in text and "--rehearse" not in text
+    assert "Nothing was started" in text and "\n" not in text
+
+
+def test_fewer_gpus_than_wanted_is_refused_with_rehearse_and_cpu_fixes(tmp_path):
+    with pytest.raises(StartRefused) as err:
+        check_start(load_profile("8xb200-gnn"), tmp_path, backend=GpuBackend(nvml=four_2080ti()))
+    text = str(err.value)
+    assert "[FAIL] gpus: 8 wanted (B200), 4 found" in text
+    assert "'run.py --profile 8xb200-gnn --rehearse'" in text and "'--set hardware.gpus=0'" in text
+    # ... and the CPU fix does what it says: the same profile with gpus = 0 starts.
+    assert check_start(load_profile("8xb200-gnn", ["hardware.gpus=0"]), tmp_path,
+                       backend=GpuBackend(nvml=four_2080ti())) == []
+
+
+def test_another_gpu_model_warns_and_an_automatic_port_is_not_checked_for_a_start(tmp_path):
+    warnings = check_start(load_profile("4x2080ti"), tmp_path, backend=GpuBackend(nvml=eight_b200()))
+    assert len(warnings) == 1 and "[warn] gpus: 4 wanted (2080 Ti)" in warnings[0] and "different model" in warnings[0]
+    assert check_start(load_profile("cpu"), tmp_path, backend=GpuBackend(nvml=eight_b200())) == []
+
+
+def test_too_little_disk_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(preflight, "MIN_FREE_DISK_GIB", 10**9)
+    with pytest.raises(StartRefused) as err:
+        check_start(load_profile("cpu"), tmp_path, backend=GpuBackend(nvml=eight_b200()))
+    assert "[FAIL] disk:" in str(err.value) and "--runs-dir" in str(err.value)
+
+
+def test_check_closes_with_the_fix_that_fits(tmp_path, busy_port):
+    port_report = preflight.run_preflight(_ddp_on(busy_port), tmp_path, backend=GpuBackend(nvml=eight_b200()))
+    assert port_report.lines[-1].startswith("preflight FAILED (port); nothing was started. Fix: free port")
+    assert "--rehearse" not in port_report.lines[-1]
+    gpu_report = preflight.run_preflight(load_profile("8xb200-gnn"), tmp_path,
+                                         backend=GpuBackend(nvml=four_2080ti()))
+    assert "preflight FAILED (gpus" in gpu_report.lines[-1] and "--rehearse" in gpu_report.lines[-1]
+
+
+def test_run_py_refuses_a_busy_explicit_port_within_2_s(tmp_path, busy_port):
+    profile = tmp_path / "busy.toml"
+    profile.write_text(f'name = "busy"\n[launch]\nmode = "ddp"\nnproc_per_node = 2\nbackend = "gloo"\n'
+                       f'rdzv_endpoint = "127.0.0.1:{busy_port}"\n[train]\ntask = "tiny"\n')
+    runs_dir = tmp_path / "runs"
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, str(ROOT / "run.py"), "--profile", str(profile), "--headless",
+                           "--runs-dir", str(runs_dir)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    took = time.monotonic() - t0
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert took < 2.0, f"refused after {took:.2f} s"
+    assert done.stderr.startswith("traindeck: not starting profile busy: [FAIL] port: rendezvous "
+                                  f"127.0.0.1:{busy_port} cannot be bound here: Address already in use.")
+    assert "Traceback" not in done.stderr and not list(runs_dir.glob("*"))  # nothing was started
+    check = subprocess.run([sys.executable, str(ROOT / "run.py"), "--check", "--profile", str(profile),
+                            "--runs-dir", str(runs_dir)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 1 and f"free port {busy_port}" in check.stdout
+    assert "stop method on this box: " in check.stdout
