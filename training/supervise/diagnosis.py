@@ -227,7 +227,12 @@ def _silent_death(paths: RunPaths, first_exit_rank: int | None, traced: set[int]
     """A rank that was killed by a signal without writing a traceback, if torchrun saw one."""
     launcher_text = read_tail(paths.logs / "launcher.log")
     codes = {int(r): int(c) for r, c in _EXITCODE.findall(launcher_text)}
-    for rank in (first_exit_rank, _root_cause_rank(launcher_text)):
+    # A signal other than the SIGTERM torchrun sends the survivors, on a rank with no traceback:
+    # when exactly one rank has that, it is the one, whichever exit was observed first (a rank
+    # that errors out on the lost peer can end within the same poll as the killed one).
+    signalled = [r for r, c in codes.items() if c < 0 and c != -signal.SIGTERM and r not in traced]
+    only_signalled = signalled[0] if len(signalled) == 1 else None
+    for rank in (first_exit_rank, only_signalled, _root_cause_rank(launcher_text)):
         code = codes.get(rank) if rank is not None else None
         if rank is None or rank in traced or code is None or code >= 0:
             continue
