@@ -32,7 +32,7 @@ BATCH = 16
 
 
 def _setup(workers: int):
-    from training.engine.worker import EpochIndices
+    from training.engine.data import EpochIndices
     from training.tasks import TASKS, load_task_module
 
     task = load_task_module("video-action").build({**TASKS["video-action"].options, **VIDEO}, 0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import engine
-from training.engine.worker import loader_workers
+from training.engine.data import loader_workers
 from training.profile import load_profile
 
 

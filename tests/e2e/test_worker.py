@@ -264,7 +264,7 @@ def test_channels_last_handles_conv3d_and_conv2d_tasks():
     """channels_last on a 3D-CNN (video) must not raise: 5-D weights take channels_last_3d."""
     from torch.utils.data import DataLoader
 
-    from training.engine.worker import _batch_to, _to_channels_last
+    from training.engine.data import _batch_to, _to_channels_last
     from training.tasks import TASKS, load_task_module
 
     for name in ("video-action", "image-classifier"):

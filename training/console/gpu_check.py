@@ -31,22 +31,34 @@ process), so the memory item compares the GPUs with what they held before the ch
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from training import PROJECT_ROOT
+from training.console.gpu_check_judge import (  # noqa: F401 - re-exported: tests import them from here
+    FAIL,
+    MEMORY_TOLERANCE_MIB,
+    PASS,
+    SKIP,
+    TELEMETRY_FIELDS,
+    Item,
+    autocast_records,
+    judge_autocast,
+    judge_grad_scaler,
+    judge_memory,
+    judge_telemetry,
+    judge_training,
+    run_processes,
+)
+from training.console.gpu_check_probe import _replica_probe_main, replica_probe
 from training.profile import Profile, list_profile_names, load_profile, parse_profile
 from training.rundir import (
     RunPaths,
     create_run_dir,
     hostname,
     read_json,
-    read_run_json,
     write_json_atomic,
 )
 from training.rundir.events import read_all
@@ -54,11 +66,8 @@ from training.rundir.heartbeat import read_heartbeats
 from training.rundir.records import ExitRecord, finish_run
 
 EXIT_SKIPPED = 77
-PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 REPORT_NAME = "gpu-check.json"
 RUN_TIMEOUT_S = 150.0
-# The driver's own bookkeeping moves a GPU's used memory by a few MiB; a leaked context is hundreds.
-MEMORY_TOLERANCE_MIB = 64
 MEMORY_SETTLE_S = 15.0
 MAX_DP_GPUS = 4
 MAX_DDP_RANKS = 8
@@ -98,153 +107,12 @@ interval_s = 0.5
 """
 
 
-@dataclass
-class Item:
-    name: str
-    status: str
-    detail: str = ""
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-    def line(self) -> str:
-        return f"  [{self.status}] {self.name}" + (f": {self.detail}" if self.detail else "")
-
-
 def gpu_profile(name: str, mode: str, gpus: int, amp: str, nproc: int = 1, backend: str = "auto",
                 epochs: int = 2) -> Profile:
     launch = f'nproc_per_node = {nproc}\nbackend = "{backend}"' if mode == "ddp" else ""
     text = _PROFILE.format(name=name, what=f"{mode} on {gpus} GPU(s)", gpus=gpus, mode=mode, launch=launch,
                            amp=amp, epochs=epochs)
     return parse_profile(text, path=f"<gpu-check {name}>")
-
-
-# ---- judging a run directory (pure: what the tests exercise on CPU) ------------------------------
-
-def judge_training(paths: RunPaths, expect_device: str = "cuda", expect_backend: str | None = None) -> Item:
-    """Finished, trained on `expect_device` (over `expect_backend`), and left a last.pt that loads
-    with weights_only=True."""
-    name = paths.id
-    exit_data = read_json(paths.exit_json, {}) or {}
-    events = read_all(paths.events)
-    running = [e for e in events if e.get("kind") == "status" and e.get("state") == "running" and e.get("device")]
-    evidence: dict[str, Any] = {"run": str(paths.root), "state": exit_data.get("state"),
-                                "device": running[0].get("device") if running else None,
-                                "backend": running[0].get("backend") if running else None}
-    if exit_data.get("state") != "finished":
-        why = exit_data.get("message") or "no exit.json"
-        error = " | ".join(exit_data.get("error") or [])[:300]
-        return Item(name, FAIL, f"run ended {exit_data.get('state') or 'without exit.json'}: {why}"
-                    + (f" ({error})" if error else ""), evidence)
-    if not running or not str(running[0]["device"]).startswith(expect_device):
-        return Item(name, FAIL, f"trained on {evidence['device']}, not {expect_device}", evidence)
-    if expect_backend and evidence["backend"] != expect_backend:
-        return Item(name, FAIL, f"process group over {evidence['backend']}, not {expect_backend}", evidence)
-    last = paths.checkpoints / "last.pt"
-    try:
-        from training.engine.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(last)
-    except Exception as exc:
-        return Item(name, FAIL, f"checkpoint: {exc}", evidence)
-    steps = [e["step"] for e in events if e.get("kind") == "metric" and isinstance(e.get("step"), int)]
-    evidence.update(checkpoint_step=ckpt.get("step"), steps=max(steps) if steps else None)
-    return Item(name, PASS, f"finished on {evidence['device']}"
-                + (f" ({evidence['backend']})" if evidence["backend"] else "")
-                + f", last.pt at step {ckpt.get('step')} loads with weights_only=True", evidence)
-
-
-def autocast_records(paths: RunPaths) -> list[dict[str, list[str]]]:
-    """Every rank's "autocast in forward" record: {device: [dtypes its forwards ran in]}."""
-    return [e["autocast"] for e in read_all(paths.events)
-            if e.get("kind") == "log" and isinstance(e.get("autocast"), dict)]
-
-
-def judge_autocast(paths: RunPaths, dtype: str, devices: int, ranks: int = 1,
-                   device_type: str = "cuda") -> tuple[bool, str]:
-    """`ranks` records, together covering `devices` CUDA devices, each forward in `dtype` only."""
-    records = autocast_records(paths)
-    seen: dict[str, set[str]] = {}
-    for record in records:
-        for device, dtypes in record.items():
-            seen.setdefault(device, set()).update(dtypes)
-    wrong = {d: sorted(t) for d, t in seen.items() if t != {dtype}}
-    cuda = [d for d in seen if d.startswith(device_type)]
-    if len(records) < ranks:
-        return False, f"{paths.id}: {len(records)} of {ranks} rank(s) recorded their forward's autocast dtype"
-    if wrong:
-        return False, f"{paths.id}: forwards ran in {wrong}, the profile says {dtype}"
-    if len(cuda) < devices:
-        return False, f"{paths.id}: forwards seen on {sorted(seen)}, expected {devices} CUDA device(s)"
-    return True, f"{paths.id}: {dtype} on {', '.join(sorted(cuda))}"
-
-
-def judge_grad_scaler(paths: RunPaths, amp: str) -> tuple[bool, str]:
-    running = [e for e in read_all(paths.events) if e.get("kind") == "status" and e.get("state") == "running"
-               and "grad_scaler" in e]
-    if not running:
-        return False, f"{paths.id}: the worker did not say whether it used a GradScaler"
-    used = bool(running[0]["grad_scaler"])
-    return used == (amp == "fp16"), f"{paths.id}: amp {amp}, GradScaler {'on' if used else 'off'}"
-
-
-TELEMETRY_FIELDS = ("util", "mem_used_mib", "temp_c", "power_w")
-
-
-def judge_telemetry(samples: list[dict[str, Any]], world_size: int, heartbeats: dict[int, dict]) -> Item:
-    """Real NVML samples with every field the panels need on the run's GPUs, ranks by UUID."""
-    name = "telemetry"
-    gpu_samples = [s for s in samples if s.get("gpus")]
-    if not gpu_samples:
-        return Item(name, FAIL, "no GPU sample in telemetry.jsonl (source "
-                    f"{sorted({s.get('source') for s in samples}) or 'none'})")
-    sources = sorted({str(s.get("source")) for s in gpu_samples})
-    if sources != ["nvml"]:
-        return Item(name, FAIL, f"telemetry source {sources}: not the real NVML")
-    ranked = [g for s in gpu_samples for g in s["gpus"] if g.get("ranks")]
-    mapped = sorted({r for g in ranked for r in g["ranks"]})
-    missing = {f: sum(1 for g in ranked if g.get(f) is None) for f in TELEMETRY_FIELDS}
-    no_uuid = sorted(r for r in range(world_size) if not (heartbeats.get(r) or {}).get("devices"))
-    evidence = {"samples": len(gpu_samples), "ranks_mapped": mapped, "missing_fields": missing,
-                "ranks_without_device_uuid": no_uuid}
-    if mapped != list(range(world_size)):
-        return Item(name, FAIL, f"ranks mapped to GPUs: {mapped}, expected 0..{world_size - 1}", evidence)
-    if no_uuid:
-        return Item(name, FAIL, f"rank(s) {no_uuid} wrote no device UUID in their heartbeat", evidence)
-    # The mapping must be the UUID's, not the PID fallback's: each rank's heartbeat UUID (torch's
-    # view) is the NVML UUID of a GPU that lists the rank.
-    from training.monitor.gpu import normalize_uuid
-
-    nvml_uuids = {r: {normalize_uuid(g.get("uuid")) for g in ranked if r in g["ranks"]} for r in mapped}
-    unmatched = sorted(r for r in range(world_size)
-                       if not {normalize_uuid(d.get("uuid")) for d in heartbeats[r]["devices"]} & nvml_uuids[r])
-    evidence["ranks_not_matched_by_uuid"] = unmatched
-    if unmatched:
-        return Item(name, FAIL, f"rank(s) {unmatched}: the heartbeat's device UUID is not the NVML UUID of their "
-                    f"GPU (mapped by PID only)", evidence)
-    absent = [f for f, n in missing.items() if n == len(ranked)]
-    if absent:
-        return Item(name, FAIL, f"never reported on the run's GPUs: {', '.join(absent)}", evidence)
-    return Item(name, PASS, f"{len(gpu_samples)} NVML samples; {world_size} rank(s) mapped by device UUID; "
-                f"{', '.join(TELEMETRY_FIELDS)} present", evidence)
-
-
-def judge_memory(baseline: dict[int, int], now: dict[int, int], holders: list[Any],
-                 tolerance_mib: int = MEMORY_TOLERANCE_MIB) -> Item:
-    """No process of the runs on any GPU, and no GPU holding more than before the check."""
-    name = "memory"
-    grown = {i: now[i] - baseline.get(i, 0) for i in now if now[i] - baseline.get(i, 0) > tolerance_mib}
-    evidence = {"baseline_mib": baseline, "after_mib": now, "holders": [list(h) for h in holders]}
-    if holders:
-        return Item(name, FAIL, "still holding GPU memory: " + ", ".join(
-            f"pid {h[0]} on GPU {h[1]} ({h[2]} MiB)" for h in holders), evidence)
-    if grown:
-        return Item(name, FAIL, "used memory above the baseline: " + ", ".join(
-            f"GPU {i} +{mib} MiB" for i, mib in sorted(grown.items())), evidence)
-    return Item(name, PASS, f"no process of the runs on any GPU; used memory within {tolerance_mib} MiB of the "
-                f"baseline on {len(now)} GPU(s)", evidence)
-
-
-def run_processes(paths: RunPaths) -> list[dict[str, Any]]:
-    return [p for p in read_run_json(paths).get("processes") or [] if isinstance(p, dict)]
 
 
 # ---- the check -------------------------------------------------------------------------------
@@ -297,14 +165,39 @@ class GpuCheck:
         code = self.gate() if self.device_type == "cuda" else None
         if code is not None:
             return code
-        import torch
+        import torch  # noqa: F401 - loaded before the clock starts: the seconds are the check's own
 
         t0 = time.monotonic()
+        runs_dir = self._open_check_dir()
+        n, amp, dtype = self._describe_box()
+        baseline = self.used_memory()
+        self.report["baseline_mib"] = baseline
+
+        done, ranks = self._training_runs(n, amp, runs_dir)
+        self.items.append(self.autocast_item(done, amp, dtype, n))
+        ddp = done["ddp-nccl"]
+        from training.monitor.telemetry import read_telemetry
+
+        telemetry = judge_telemetry(read_telemetry(ddp.telemetry), ranks, read_heartbeats(ddp.root))
+        self.items.append(telemetry)
+
+        self.say("  ... a run stopped mid-training, then GPU memory against the baseline")
+        stopped = self.stopped_run(amp, runs_dir)
+        self.report["runs"]["stopped"] = str(stopped.root)
+        all_runs = [*done.values(), stopped]
+        memory = self.memory_item(baseline, all_runs)
+        self.items.append(memory)
+        self.say("  ... the run screen, then --check of every shipped profile")
+        self.items.append(self.screen_item(ddp))
+        self.items.append(self.preflight_item(runs_dir))
+        return self._finish(time.monotonic() - t0)
+
+    def _open_check_dir(self) -> Path:
+        """The check's run directory, like any other (listed by --runs, live while the check runs);
+        its runs are inside it, in runs/ (returned)."""
         from training.rundir.processes import pid_create_time
 
         self.check_dir = create_run_dir(self.runs_dir, "gpu-check")
-        # A run directory like any other (listed by --runs, live while the check runs); its runs
-        # are inside it, in runs/.
         write_json_atomic(self.check_dir.run_json, {
             "id": self.check_dir.id, "profile": "gpu-check", "mode": "check", "world_size": 0,
             "argv": ["--gpu-check"], "host": hostname(), "created": round(time.time(), 3),
@@ -312,6 +205,12 @@ class GpuCheck:
             "port": None, "env": {}, "state": "running", "state_t": round(time.time(), 3)})
         runs_dir = self.check_dir.root / "runs"
         runs_dir.mkdir(mode=0o700)
+        return runs_dir
+
+    def _describe_box(self) -> tuple[int, str, str]:
+        """The report's header and the `cuda` item; returns (GPUs, amp, its torch dtype name)."""
+        import torch
+
         devices = self.backend.devices()
         n = len(devices)
         caps = [d.compute_capability for d in devices]
@@ -335,9 +234,10 @@ class GpuCheck:
                  f"amp {amp}; run directory {self.check_dir.root}")
         self.items.append(Item("cuda", PASS, f"NVML and torch see {n} GPU(s); torch {torch.__version__}, "
                                f"CUDA {torch.version.cuda}, NCCL {nccl}, driver {self.report['driver']}"))
-        baseline = self.used_memory()
-        self.report["baseline_mib"] = baseline
+        return n, amp, dtype
 
+    def _training_runs(self, n: int, amp: str, runs_dir: Path) -> tuple[dict[str, RunPaths], int]:
+        """single, dp, ddp-nccl, ddp-gloo as this box allows, each judged; ({key: run}, ddp ranks)."""
         plans: list[tuple[str, Profile]] = [("single", gpu_profile("gpucheck-single", "single", 1, amp))]
         if n >= 2:
             dp_gpus = min(n, MAX_DP_GPUS)
@@ -361,26 +261,11 @@ class GpuCheck:
                                    "exercised by the parallel_apply probe below"))
         if "ddp-gloo" not in done:
             self.items.append(Item("ddp-gloo", SKIP, "more than one GPU: one nccl rank per GPU covers DDP"))
+        return done, ranks
 
-        self.items.append(self.autocast_item(done, amp, dtype, n))
-        ddp = done["ddp-nccl"]
-        from training.monitor.telemetry import read_telemetry
-
-        telemetry = judge_telemetry(read_telemetry(ddp.telemetry), ranks, read_heartbeats(ddp.root))
-        self.items.append(telemetry)
-
-        self.say("  ... a run stopped mid-training, then GPU memory against the baseline")
-        stopped = self.stopped_run(amp, runs_dir)
-        self.report["runs"]["stopped"] = str(stopped.root)
-        all_runs = [*done.values(), stopped]
-        memory = self.memory_item(baseline, all_runs)
-        self.items.append(memory)
-        self.say("  ... the run screen, then --check of every shipped profile")
-        self.items.append(self.screen_item(ddp))
-        self.items.append(self.preflight_item(runs_dir))
-
+    def _finish(self, seconds: float) -> int:
+        """gpu-check.json, the check directory's final state, the checklist; 0 when nothing failed."""
         failed = [i.name for i in self.items if i.status == FAIL]
-        seconds = time.monotonic() - t0
         self.report.update(seconds=round(seconds, 1), passed=not failed,
                            items=[asdict(i) for i in self.items])
         write_json_atomic(self.check_dir.root / REPORT_NAME, self.report)
@@ -498,51 +383,6 @@ class GpuCheck:
                   + (f"; not ready: {'; '.join(problems)} (the full preflight of each is in the report)"
                      if problems else ""))
         return Item("preflight", status, detail, {"profiles": results})
-
-
-def replica_probe(amp: str, timeout_s: float = 120.0) -> dict[str, Any]:
-    """DataParallel's replica threads on one GPU: parallel_apply over two replicas on cuda:0, in a
-    child process (so this one never holds a CUDA context). Returns {"ok", "detail", ...}."""
-    try:
-        proc = subprocess.run([sys.executable, "-m", "training.console.gpu_check", "--replica-probe", amp],
-                              capture_output=True, text=True, timeout=timeout_s,
-                              cwd=str(PROJECT_ROOT))
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "detail": f"the probe did not finish in {timeout_s:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue
-    return {"ok": False, "detail": f"the probe failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}"}
-
-
-def _replica_probe_main(amp: str) -> int:
-    """In the child: the worker's DP wrapping, replicated twice onto cuda:0 and run by parallel_apply
-    (threads, as nn.DataParallel does), under the outer autocast the training loop enters."""
-    import torch
-    from torch import nn
-    from torch.nn.parallel import parallel_apply
-
-    from training.engine.amp import DTYPES, AutocastForward, AutocastProbe
-
-    dtype = DTYPES[amp]
-    expected = str(dtype).replace("torch.", "")
-    raw = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4)).cuda()
-    # Both "devices" are cuda:0, so the probe (keyed by device and thread) stays for both threads.
-    probe = AutocastProbe(raw, expected=2)
-    wrapped = AutocastForward(raw, "cuda", dtype)
-    replicas = [wrapped, wrapped]  # one module run by two threads at once, as two replicas would be
-    inputs = [(torch.randn(8, 32, device="cuda"),), (torch.randn(8, 32, device="cuda"),)]
-    with torch.autocast("cuda", dtype=dtype):
-        outputs = parallel_apply(replicas, inputs, devices=[0, 0])
-    out_dtypes = sorted({str(o.dtype).replace("torch.", "") for o in outputs})
-    threads = {key.split(" ", 1)[1]: value for key, value in probe.seen.items()}
-    ok = len(threads) >= 2 and set(threads.values()) == {expected} and out_dtypes == [expected]
-    print(json.dumps({"ok": ok, "threads": threads, "outputs": out_dtypes,
-                      "detail": f"{len(threads)} replica thread(s) ran in {sorted(set(threads.values()))}, "
-                                f"outputs {out_dtypes}, expected {expected}"}))
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

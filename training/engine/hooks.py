@@ -1,0 +1,39 @@
+"""Test-only hooks, read from the environment once at setup (never set by traindeck itself), so
+the training loop reads no environment variables:
+
+    TRAINDECK_TEST_DUMP_WEIGHTS=DIR   each rank saves its final weights to DIR/rank-<rank>.pt
+    TRAINDECK_TEST_STEP_DELAY_S=0.05  sleep this long after every optimizer step
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from training.engine.checkpoint import model_state
+
+
+@dataclass(frozen=True)
+class Hooks:
+    step_delay_s: float = 0.0
+    dump_weights: Path | None = None
+
+    @classmethod
+    def from_environ(cls) -> Hooks:
+        dump = os.environ.get("TRAINDECK_TEST_DUMP_WEIGHTS")
+        return cls(step_delay_s=float(os.environ.get("TRAINDECK_TEST_STEP_DELAY_S") or 0),
+                   dump_weights=Path(dump) if dump else None)
+
+    def after_step(self) -> None:
+        if self.step_delay_s:
+            time.sleep(self.step_delay_s)
+
+    def at_finish(self, raw: nn.Module, rank: int) -> None:
+        if self.dump_weights is not None:
+            self.dump_weights.mkdir(parents=True, exist_ok=True)
+            torch.save(model_state(raw), self.dump_weights / f"rank-{rank}.pt")

@@ -1,0 +1,350 @@
+"""The training loop of one rank: steps, the logging interval (the one host sync), validation,
+checkpoints and the console's control requests (save, save-stop, pause, resume).
+
+Every method that talks to other ranks is called by every rank at the same step; anything written
+to the run directory is written by rank 0 only (`self.is_main`)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from training import report
+from training.engine.amp import AutocastProbe
+from training.engine.checkpoint import (
+    CheckpointFiles,
+    CheckpointWriteError,
+    capture_rng_state,
+    improved,
+    make_checkpoint,
+    remove_stale_temp_files,
+    serialize,
+)
+from training.engine.data import Data, _batch_to
+from training.engine.hooks import Hooks
+from training.engine.resume import StartPoint
+from training.engine.setup import Environment, Notes, Precision
+from training.rundir import RunPaths
+from training.rundir.control import CODE_ACTIONS, ControlChannel
+from training.rundir.heartbeat import Heartbeat
+
+PAUSE_POLL_S = 0.5
+
+
+class StopRequested(Exception):
+    """control.json asked for save-stop; the checkpoint is written, exit 0."""
+
+
+def _all_reduce_dict(totals: dict[str, torch.Tensor], ddp: bool) -> dict[str, torch.Tensor]:
+    """Sum a dict of tensors over ranks with one collective."""
+    if not ddp or not totals:
+        return totals
+    keys = sorted(totals)
+    flat = torch.cat([totals[k].reshape(-1).double() for k in keys])
+    dist.all_reduce(flat)
+    out, offset = {}, 0
+    for k in keys:
+        n = totals[k].numel()
+        out[k] = flat[offset:offset + n].reshape(totals[k].shape).to(totals[k].dtype)
+        offset += n
+    return out
+
+
+@dataclass
+class Trainer:
+    profile: object
+    paths: RunPaths
+    env: Environment
+    heartbeat: Heartbeat
+    task: object
+    model: nn.Module  # what the loop calls: DDP, DataParallel or raw
+    raw: nn.Module  # the model itself (model.module when wrapped)
+    dp_ids: list[int]
+    precision: Precision
+    channels_last: bool
+    optimizer: torch.optim.Optimizer
+    params: list
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    data: Data
+    ckpt_files: CheckpointFiles
+    start: StartPoint
+    autocast_probe: AutocastProbe | None
+    hooks: Hooks = field(default_factory=Hooks)
+    notes: Notes = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.T = self.profile.train
+        self.device = self.env.device
+        self.ddp = self.env.ddp
+        self.is_main = self.env.rank == 0
+        self.step = self.start.step
+        self.epoch = 0
+        self.epoch_step = 0
+        self.best_value = self.start.best
+        self.monitor_name, self.monitor_mode = self.profile.monitor
+        self.samples_per_step = self.T.batch_size * self.T.grad_accum * self.env.world_size
+        self.control = ControlChannel(self.paths.root) if self.is_main else None
+        if self.is_main:
+            remove_stale_temp_files(self.paths.checkpoints)
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def run(self) -> int:
+        self._announce()
+        self.model.train()
+        self._reset_interval()
+        for epoch in range(self.start.epoch, self.T.epochs + 1):
+            self.epoch = epoch
+            skip_steps = self.start.epoch_step if self.epoch == self.start.epoch else 0
+            t_epoch = time.monotonic()
+            batches = self.data.start_epoch(self.epoch, skip_steps * self.T.grad_accum * self.T.batch_size)
+            self.epoch_step = skip_steps
+            while self.epoch_step < self.data.steps_per_epoch:
+                self.train_step(batches)
+                if self.step % self.T.log_every == 0:
+                    self.end_interval()
+                every = self.profile.checkpoint.every_steps
+                if every and self.step % every == 0:
+                    self.save(["last"], epoch_complete=False)
+            self.end_epoch(skip_steps, time.monotonic() - t_epoch)
+            self.t_log = time.monotonic()
+        self.finish()
+        return 0
+
+    def _announce(self) -> None:
+        for level, message in self.notes:
+            report.message(message, level=level)
+        env, T = self.env, self.T
+        world_desc = f"{env.world_size} x {self.device.type}" if self.ddp else f"{env.mode} on {self.device}"
+        report.status("running", message=f"training {T.task}: {world_desc}, {T.epochs} epochs x "
+                                         f"{self.data.steps_per_epoch} steps from step {self.step}",
+                      world_size=env.world_size, device=str(self.device), backend=env.backend or None,
+                      epochs=T.epochs, steps_per_epoch=self.data.steps_per_epoch, start_step=self.step,
+                      batch_size=T.batch_size, amp=self.precision.describe(),
+                      grad_scaler=self.precision.scaler.is_enabled(), dp_device_ids=self.dp_ids or None,
+                      num_workers=self.data.num_workers)
+
+    def _reset_interval(self) -> None:
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.comp_sums: dict[str, torch.Tensor] = {}
+        self.steps_since_log = 0
+        self.t_log = time.monotonic()
+
+    def train_step(self, batches) -> None:
+        """One optimizer step over train.grad_accum micro-batches; the loss stays on the device."""
+        T, scaler = self.T, self.precision.scaler
+        for micro in range(T.grad_accum):
+            batch = _batch_to(next(batches), self.device, self.channels_last)
+            last_micro = micro == T.grad_accum - 1
+            sync = self.model.no_sync() if self.ddp and not last_micro else contextlib.nullcontext()
+            with sync:
+                with self.precision.autocast():
+                    loss, components = self.task.loss(self.model, batch)
+                scaler.scale(loss / T.grad_accum).backward()
+            self.loss_sum += loss.detach().float() / T.grad_accum
+            for k, v in components.items():
+                v = v.detach().float() / T.grad_accum
+                self.comp_sums[k] = self.comp_sums[k] + v if k in self.comp_sums else v
+        if T.grad_clip:
+            scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.params, T.grad_clip)
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        self.epoch_step += 1
+        self.steps_since_log += 1
+        self.heartbeat.beat(self.step, epoch=self.epoch)
+        if self.autocast_probe is not None:
+            self._report_autocast()
+        self.hooks.after_step()
+
+    def _report_autocast(self) -> None:
+        """Which autocast dtype every forward really ran in (each DP replica thread, each rank),
+        reported after the first step; then the probe's hooks are gone."""
+        probe = self.autocast_probe
+        probe.close()
+        report.message(f"rank {self.env.rank}: autocast in forward: " + ", ".join(
+            f"{dev} {'/'.join(dtypes)}" for dev, dtypes in probe.by_device().items()),
+            all_ranks=True, autocast=probe.by_device())
+        self.autocast_probe = None
+
+    def end_interval(self) -> None:
+        """The one host sync of a logging interval: loss sums + the control code, all ranks."""
+        code, seq = self.read_control()
+        names = sorted(self.comp_sums)
+        packed = torch.stack([self.loss_sum, *(self.comp_sums[k] for k in names),
+                              torch.tensor(float(code), device=self.device)]).double()
+        if self.ddp:
+            dist.all_reduce(packed)
+        values = packed.tolist()
+        code = int(round(values[-1]))
+        now = time.monotonic()
+        scale = 1.0 / (self.steps_since_log * self.env.world_size)
+        metrics = {"loss": values[0] * scale}
+        metrics.update({k: v * scale for k, v in zip(names, values[1:-1], strict=True)})
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        metrics["samples_per_s"] = self.steps_since_log * self.samples_per_step / max(now - self.t_log, 1e-9)
+        report.log(self.step, epoch=self.epoch, **metrics)
+        self.loss_sum.zero_()
+        self.comp_sums = {}
+        self.steps_since_log = 0
+        if code and self.handle_control(code, seq, paused=False):
+            self.pause(seq)
+        self.t_log = time.monotonic()
+
+    def end_epoch(self, skip_steps: int, epoch_seconds: float) -> None:
+        """Validate (every train.val_every epochs and the last), report the epoch, checkpoint."""
+        T, epoch = self.T, self.epoch
+        done_samples = (self.epoch_step - skip_steps) * self.samples_per_step
+        val_metrics: dict[str, float] = {}
+        if epoch % T.val_every == 0 or epoch == T.epochs:
+            val_metrics = self.validate()
+            report.log(self.step, epoch=epoch, split="val",
+                       **{(k[4:] if k.startswith("val_") else k): v for k, v in val_metrics.items()})
+        report.epoch(epoch, epochs=T.epochs, step=self.step, seconds=round(epoch_seconds, 3),
+                     samples_per_s=round(done_samples / max(epoch_seconds, 1e-9), 1))
+        monitor_value = val_metrics.get(self.monitor_name)
+        if val_metrics and monitor_value is None and self.is_main and epoch == self.start.epoch:
+            report.message(f"monitor '{self.monitor_name}' is not among the validation metrics "
+                           f"({', '.join(val_metrics)}); best.pt is not written", level="warning")
+        kinds = []
+        every = self.profile.checkpoint.every_epochs
+        if (every and epoch % every == 0) or epoch == T.epochs:
+            kinds.append("last")
+            if self.profile.checkpoint.keep_last:
+                kinds.append("epoch")
+        if improved(monitor_value, self.best_value, self.monitor_mode):
+            self.best_value = monitor_value
+            kinds.append("best")
+        if kinds:
+            self.save(kinds, epoch_complete=True, monitor_value=monitor_value)
+
+    def finish(self) -> None:
+        self.epoch = min(max(self.epoch, self.start.epoch - 1), self.T.epochs)
+        if self.is_main and self.profile.export.onnx:
+            ok, message = _export(self.task, self.raw, self.paths.root / self.profile.export.path,
+                                  self.profile.export.opset)
+            report.message(message, level="info" if ok else "warning")
+        self.hooks.at_finish(self.raw, self.env.rank)
+        if self.is_main:
+            report.message(f"training finished: {self.T.epochs} epochs, step {self.step}")
+        self.heartbeat.beat(self.step, epoch=self.epoch, state="finished", force=True)
+
+    # ---- validation ----------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        eval_model = self.model if isinstance(self.model, nn.DataParallel) else self.raw  # DDP forward trains
+        self.heartbeat.beat(self.step, epoch=self.epoch, state="validating", force=True)
+        self.raw.eval()
+        totals: dict[str, torch.Tensor] = {}
+        with torch.no_grad(), self.precision.autocast():
+            for batch in self.data.val_loader:
+                stats = self.task.val_stats(eval_model, _batch_to(batch, self.device, self.channels_last))
+                for k, v in stats.items():
+                    v = v.detach().double()
+                    totals[k] = totals[k] + v if k in totals else v
+        self.raw.train()
+        self.heartbeat.beat(self.step, epoch=self.epoch, state="training", force=True)
+        totals = _all_reduce_dict(totals, self.ddp)
+        return {k: float(v) for k, v in self.task.val_metrics(totals).items()}
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save(self, kinds: list[str], epoch_complete: bool, monitor_value: float | None = None) -> None:
+        """Collective: every rank calls it at the same step. kinds: 'last', 'epoch', 'best'."""
+        # A long write must not look like a hung step to the watchdog.
+        self.heartbeat.beat(self.step, epoch=self.epoch, state="saving", force=True)
+        rng_states = [capture_rng_state()]
+        if self.ddp:
+            rng_states = [None] * self.env.world_size
+            dist.all_gather_object(rng_states, capture_rng_state())
+        failure = self._write_checkpoint(kinds, epoch_complete, monitor_value, rng_states) if self.is_main else ""
+        if self.ddp:  # every rank learns whether rank 0's write worked, so all exit together
+            flag = torch.tensor([1.0 if failure else 0.0], device=self.device)
+            dist.broadcast(flag, src=0)
+            if flag.item() and not failure:
+                failure = "rank 0 could not write the checkpoint"
+        if failure:
+            raise CheckpointWriteError(failure)
+
+    def _write_checkpoint(self, kinds: list[str], epoch_complete: bool, monitor_value: float | None,
+                          rng_states: list) -> str:
+        """Rank 0: write one checkpoint to each kind's file; returns the failure, "" when written."""
+        files, step = self.ckpt_files, self.step
+        targets = [files.last if k == "last" else files.best if k == "best" else files.epoch_file(self.epoch)
+                   for k in kinds]
+        state = make_checkpoint(model=self.raw, optimizer=self.optimizer, scaler=self.precision.scaler,
+                                scheduler=self.scheduler, epoch=self.epoch, epoch_step=self.epoch_step,
+                                epoch_complete=epoch_complete, step=step, rng=rng_states,
+                                profile_digest=self.profile.digest(), task=self.T.task,
+                                world_size=self.env.world_size, monitor=(self.monitor_name, self.monitor_mode),
+                                monitor_value=monitor_value, best=self.best_value)
+        try:
+            written = files.write(serialize(state), targets)
+        except CheckpointWriteError as exc:
+            report.message(f"checkpoint write failed at step {step}: {exc}. The previous checkpoint "
+                           f"files are intact; free disk space and resume the run.", level="error")
+            return str(exc)
+        for target, nbytes, seconds in written:
+            report.checkpoint(target, epoch=self.epoch, step=step, monitor=self.monitor_name,
+                              value=monitor_value, best=target == files.best, bytes=nbytes,
+                              seconds=round(seconds, 3))
+        if "epoch" in kinds:
+            files.prune()
+        return ""
+
+    # ---- control requests ----------------------------------------------------------------------
+    def read_control(self) -> tuple[int, int]:
+        """Rank 0's pending control code and its seq; (0, 0) when none (and on every other rank)."""
+        cmd = self.control.poll() if self.control is not None else None
+        return (cmd.code, cmd.seq) if cmd is not None else (0, 0)
+
+    def handle_control(self, code: int, seq: int, paused: bool) -> bool:
+        """Act on a control code all ranks agreed on; returns whether the run is now paused."""
+        action, step = CODE_ACTIONS.get(code), self.step
+        if action in ("save", "save-stop"):
+            self.save(["last"], epoch_complete=False)
+            if action == "save":
+                report.message(f"saved checkpoints/last.pt at step {step} on request", control=action, seq=seq)
+                return paused
+            report.message(f"saved step {step}; stopping on request", control=action, seq=seq)
+            report.status("stopped", message=f"stopped on request after saving step {step}", step=step,
+                          epoch=self.epoch)
+            raise StopRequested()
+        if action == "pause":
+            report.message(f"{'already ' if paused else ''}paused at step {step}", control=action, seq=seq)
+            return True
+        if action == "resume":
+            report.message(f"resumed at step {step}" if paused else f"not paused (step {step})",
+                           control=action, seq=seq)
+            return False
+        return paused
+
+    def pause(self, seq: int) -> None:
+        """All ranks wait here; in DDP a cheap all-reduce every PAUSE_POLL_S keeps them in step."""
+        paused = True
+        while paused:
+            self.heartbeat.beat(self.step, epoch=self.epoch, state="paused")
+            time.sleep(PAUSE_POLL_S)
+            code, seq = self.read_control()
+            if self.ddp:
+                t = torch.tensor([float(code)], device=self.device)
+                dist.all_reduce(t)
+                code = int(round(t.item()))
+            if code:
+                paused = self.handle_control(code, seq, paused=True)
+        self.heartbeat.beat(self.step, epoch=self.epoch, state="training", force=True)
+
+
+def _export(task, raw: nn.Module, path, opset: int) -> tuple[bool, str]:
+    from training.engine.export import export_onnx
+
+    try:
+        example = task.example_input()
+    except Exception as exc:
+        return False, f"ONNX export skipped: the task gave no example input ({exc})"
+    return export_onnx(raw, example, path, opset=opset)
