@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from training.rundir.cgroups import CGROUP_ENV, CgroupSupport, RunCgroup, detect
+from training.rundir.cgroups import CGROUP_ENV, CgroupSupport, RunCgroup, detect, run_key
 
 V2_ONLY = "36 25 0:30 / {root} rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
 V1_ONLY = "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory\n"
@@ -87,8 +87,10 @@ def test_turned_off_by_the_environment(tmp_path):
 def test_run_cgroup_files_in_a_fake_root(tmp_path):
     root, me = fake_root(tmp_path)
     support = detect(V2_ONLY.format(root=root), MINE, environ={}, probe=False)
-    group = RunCgroup.create(support, "20261201-120000-spin")
-    assert group.path == me / "traindeck-20261201-120000-spin" and group.path.is_dir()
+    key = run_key(tmp_path / "runs" / "20261201-120000-spin")
+    group = RunCgroup.create(support, key)
+    assert group.path == me / f"traindeck-{key}" and group.path.is_dir()
+    assert key.startswith("20261201-120000-spin-")
     (group.path / "cgroup.procs").write_text("12\n13\n")
     (group.path / "inner").mkdir()
     (group.path / "inner" / "cgroup.procs").write_text("14\n")
@@ -98,11 +100,22 @@ def test_run_cgroup_files_in_a_fake_root(tmp_path):
     (group.path / "cgroup.kill").write_text("")
     assert group.kill() and (group.path / "cgroup.kill").read_text() == "1"
     # run.json's cgroup is used only when it is this run's and exists: never another cgroup.
-    assert RunCgroup.recorded(str(group.path), "20261201-120000-spin") == group
-    assert RunCgroup.recorded(str(me), "20261201-120000-spin") is None
-    assert RunCgroup.recorded(str(group.path), "20261201-120000-other") is None
-    assert RunCgroup.recorded(None, "20261201-120000-spin") is None
+    assert RunCgroup.recorded(str(group.path), key) == group
+    assert RunCgroup.recorded(str(me), key) is None
+    assert RunCgroup.recorded(str(group.path), run_key(tmp_path / "runs" / "20261201-120000-other")) is None
+    assert RunCgroup.recorded(None, key) is None
     assert RunCgroup.create(CgroupSupport(False, None, "no"), "x") is None
+
+
+def test_runs_with_the_same_id_in_two_runs_directories_get_two_cgroups(tmp_path):
+    """Run ids are a timestamp and a profile name: two users (or two test sessions) starting the
+    same profile in the same second share one. A shared cgroup would let one stop kill the other."""
+    root, me = fake_root(tmp_path)
+    support = detect(V2_ONLY.format(root=root), MINE, environ={}, probe=False)
+    alice = RunCgroup.create(support, run_key(tmp_path / "alice" / "20261201-120000-cpu"))
+    bob = RunCgroup.create(support, run_key(tmp_path / "bob" / "20261201-120000-cpu"))
+    assert alice.path != bob.path and alice.path.is_dir() and bob.path.is_dir()
+    assert RunCgroup.recorded(str(alice.path), run_key(tmp_path / "bob" / "20261201-120000-cpu")) is None
 
 
 REAL = detect()

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from training.rundir import RunPaths, RunState, read_json, read_run_json, sweep, write_json_atomic
 from training.rundir import processes as pg
-from training.rundir.cgroups import RunCgroup
+from training.rundir.cgroups import RunCgroup, run_key
 
 Progress = Callable[[str], None]
 
@@ -39,7 +39,7 @@ class StopOutcome:
 
 
 def run_cgroup(paths: RunPaths, data: dict[str, Any]) -> RunCgroup | None:
-    return RunCgroup.recorded(data.get("cgroup"), paths.id)
+    return RunCgroup.recorded(data.get("cgroup"), run_key(paths.root))
 
 
 def recorded_procs(data: dict[str, Any]) -> list[pg.ProcRef]:

@@ -3,7 +3,7 @@
 A process can leave the process tree (double fork + setsid) and clear its environment, but it
 cannot leave its cgroup without write access to another one. Where cgroup v2 has a subtree this
 user may write (root, or a delegated subtree such as systemd's `Delegate=yes`), the supervisor
-puts the launcher into `<its own cgroup>/traindeck-<run id>` before the launcher runs a line of
+puts the launcher into `<its own cgroup>/traindeck-<run id>-<digest of the run dir>` before the launcher runs a line of
 its own (so everything it ever starts is in there too), and a stop writes `1` to that cgroup's
 `cgroup.kill` (Linux >= 5.14): the kernel kills every process in it, however it detached.
 
@@ -11,7 +11,7 @@ Elsewhere (cgroup v1 only, not writable, a kernel without cgroup.kill, or TRAIND
 a run gets no cgroup and is found by the process-table scan alone (training.rundir.sweep).
 
     support = detect()                     # what this box gets, and why
-    group = RunCgroup.create(support, run_id)   # None where support is not usable
+    group = RunCgroup.create(support, run_key(paths.root))   # None where support is not usable
     Popen(..., preexec_fn=group.join_in_child)  # the launcher joins before it execs
     group.pids(); group.kill(); group.remove()
 
@@ -21,6 +21,7 @@ directory and the two texts instead.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -29,6 +30,15 @@ from typing import Mapping
 
 CGROUP_ENV = "TRAINDECK_CGROUP"  # "off": never create a cgroup for a run (the scan still runs)
 PREFIX = "traindeck-"
+
+
+def run_key(run_root: Path) -> str:
+    """The name part of a run's cgroup: its run id plus a digest of where its directory is. Run ids
+    are a timestamp and a profile name, so two runs directories (two users, two test sessions)
+    starting the same profile in the same second share an id; a shared cgroup would let one's
+    stop kill the other's processes."""
+    root = Path(run_root).resolve()
+    return f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -126,23 +136,23 @@ class RunCgroup:
     path: Path
 
     @classmethod
-    def create(cls, support: CgroupSupport, run_id: str) -> "RunCgroup | None":
+    def create(cls, support: CgroupSupport, key: str) -> "RunCgroup | None":
         """The run's cgroup, created empty; None where the box gives none. Raises OSError when the
         box said yes and the kernel then says no (the caller falls back to the scan)."""
         if not support.usable or support.parent is None:
             return None
-        path = support.parent / f"{PREFIX}{run_id}"
+        path = support.parent / f"{PREFIX}{key}"
         path.mkdir(exist_ok=True)
         return cls(path)
 
     @classmethod
-    def recorded(cls, value: object, run_id: str) -> "RunCgroup | None":
-        """The cgroup run.json names, if it is this run's (`traindeck-<run id>`) and still there: a
+    def recorded(cls, value: object, key: str) -> "RunCgroup | None":
+        """The cgroup run.json names, if it is this run's (`traindeck-<run_key>`) and still there: a
         cgroup.kill must never reach a cgroup some edited run.json points at."""
         if not isinstance(value, str) or not value:
             return None
         path = Path(value)
-        if path.name != f"{PREFIX}{run_id}" or not (path / "cgroup.procs").exists():
+        if path.name != f"{PREFIX}{key}" or not (path / "cgroup.procs").exists():
             return None
         return cls(path)
 

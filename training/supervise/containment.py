@@ -20,7 +20,7 @@ import psutil
 
 from training.rundir import RunPaths, sweep, update_run_json
 from training.rundir import processes as pg
-from training.rundir.cgroups import CgroupSupport, RunCgroup, detect
+from training.rundir.cgroups import CgroupSupport, RunCgroup, detect, run_key
 
 FINAL_GRACE_S = 1.0
 
@@ -43,7 +43,7 @@ class Containment:
         it. None (and the scan alone) where the box gives no cgroup or creating it fails."""
         why = self.support.reason
         try:
-            self.cgroup = RunCgroup.create(self.support, self.paths.id)
+            self.cgroup = RunCgroup.create(self.support, run_key(self.paths.root))
             if self.cgroup is not None:
                 self._fd = self.cgroup.open_procs()
         except OSError as exc:
