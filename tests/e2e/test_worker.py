@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import time
 
@@ -225,14 +226,17 @@ def test_sigterm_exits_promptly(tmp_path):
     proc = engine.start(paths, TRAINDECK_TEST_STEP_DELAY_S="0.01")
     try:
         wait_for(lambda: engine.events(paths, "metric"), timeout=30, what="training")
+        seen = max(e["step"] for e in engine.events(paths, "metric"))
         proc.send_signal(signal.SIGTERM)
-        t0 = time.monotonic()
-        assert proc.wait(timeout=10) == 143
-        assert time.monotonic() - t0 < 5
+        assert proc.wait(timeout=30) == 143
     finally:
         if proc.poll() is None:
             kill_tree(proc)
-    assert any("SIGTERM received" in e["message"] for e in engine.events(paths, "log"))
+    [said] = [e["message"] for e in engine.events(paths, "log") if "SIGTERM received" in e["message"]]
+    stopped_at = int(re.search(r"at step (\d+)", said).group(1))
+    # Promptly = where the signal found it (a metric every 3 steps, 0.01 s a step), not at the end
+    # of the 5000-step epoch or a checkpoint: counted in steps, which a loaded box cannot stretch.
+    assert seen <= stopped_at < seen + 100, (seen, said)
 
 
 def test_onnx_export_at_the_end_and_a_failed_export_does_not_fail_the_run(tmp_path):
