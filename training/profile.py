@@ -151,6 +151,36 @@ class Watchdog:
     straggler_ratio: float = _opt(1.5, "warn when a rank's steps are this much slower than the median", min=1)
 
 
+# What a [health] rule does when it fires (training.monitor.health). "off" disables the rule.
+HEALTH_ACTIONS = ("off", "warn", "pause", "save-stop", "stop")
+
+
+def _action(default: str, what: str):
+    return _opt(default, f"{what}: off, warn, pause, save-stop or stop", choices=HEALTH_ACTIONS)
+
+
+@dataclass
+class Health:
+    nan: str = _action("stop", "a non-finite loss* or grad norm (stop: built-in tasks save-stop, keeping the last "
+                               "good checkpoint)")
+    divergence: str = _action("warn", "the train-loss EMA above divergence_factor x its best so far")
+    divergence_factor: float = _opt(3.0, "how many times its best the train-loss EMA may reach", min=1,
+                                    min_exclusive=True)
+    divergence_smoothing: float = _opt(0.9, "weight of the past in the train-loss EMA (0 = none)", min=0, max=0.999)
+    divergence_warmup: int = _opt(10, "train-loss points before the divergence rule judges", min=1)
+    overfit: str = _action("warn", "val loss rising for overfit_evals evaluations in a row while train loss falls")
+    overfit_evals: int = _opt(3, "evaluations in a row the val loss must rise", min=2)
+    throughput: str = _action("warn", "samples/s below throughput_fraction of its running median for "
+                                      "throughput_for_s")
+    throughput_fraction: float = _opt(0.5, "fraction of the running median samples/s", min=0, max=1,
+                                      min_exclusive=True)
+    throughput_for_s: float = _opt(120.0, "seconds the throughput must stay low", min=0)
+    stall: str = _action("warn", "no step for stall_after_s (the watchdog's hang check)")
+    stall_after_s: float = _opt(0.0, "seconds without a step (0 = [watchdog] hang_after_s, whose 0 is auto: "
+                                     "10x the median step time, at least 60 s)", min=0)
+    straggler: str = _action("warn", "a rank slower than the others by [watchdog] straggler_ratio")
+
+
 @dataclass
 class Rehearse:
     nproc_cap: int = _opt(0, "most ranks to start on a CPU box (0 = auto from cores)", min=0)
@@ -176,6 +206,7 @@ class Profile:
     export: Export = field(default_factory=Export)
     telemetry: Telemetry = field(default_factory=Telemetry)
     watchdog: Watchdog = field(default_factory=Watchdog)
+    health: Health = field(default_factory=Health)
     rehearse: Rehearse = field(default_factory=Rehearse)
     # Where the profile came from (not a TOML key).
     source: str = ""

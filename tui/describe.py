@@ -3,7 +3,8 @@
 `describe(event)` returns the line as pieces of (text, style); the run screen's event log
 renders the styles, the headless printer joins `plain_text(pieces)`. A piece may carry a
 different plain text (the log's "⚠ " marker reads "warning: " in a CI log). Plain Python, no
-Textual. Styles starting with "@" name a component class of the event log (the watchdog badges).
+Textual. Styles starting with "@" name a component class of the event log (the watchdog and health
+badges).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def describe(event: dict[str, Any], epochs: int = 0) -> Line | None:
         return (Piece("val ", "magenta"), Piece(f"epoch {event.get('epoch', '?')}: "), Piece(body))
     if kind == "status":
         return _status(event)
+    if kind == "health":
+        return _health(event)
     if kind == "log" and event.get("watchdog") in WATCHDOG_BADGES:
         return _watchdog(event)
     if kind == "log":
@@ -118,3 +121,18 @@ def _watchdog(event: dict[str, Any]) -> Line:
     plain = f"{event.get('level', 'warning')}: " + (f"[rank {rank}] " if rank is not None else "")
     return (Piece(f" {' · '.join(parts)} ", f"@event-log--{kind}", plain=plain),
             Piece(" " + clean_text(event.get("message", "")), f"@event-log--{kind}-text"))
+
+
+def _health(event: dict[str, Any]) -> Line:
+    """A [health] rule that fired: a badge with the rule, its step and the action taken."""
+    rule = clean_text(str(event.get("rule") or "?"))
+    action = clean_text(str(event.get("action") or "warn"))
+    parts = [f"HEALTH {rule}"]
+    if integer(event.get("step")) is not None:
+        parts.append(f"step {event['step']}")
+    if action != "warn":
+        parts.append(action.upper())
+    rank = integer(event.get("rank"))
+    plain = f"health {rule}: " + (f"[rank {rank}] " if rank is not None else "")
+    return (Piece(f" {' · '.join(parts)} ", "@event-log--health", plain=plain),
+            Piece(" " + clean_text(event.get("message", "")), "@event-log--health-text"))

@@ -16,6 +16,7 @@ from training.rundir.records import (
     CheckpointEvent,
     EpochEvent,
     ExitRecord,
+    HealthEvent,
     LogEvent,
     MetricEvent,
     RunRecord,
@@ -70,6 +71,7 @@ class HeaderInfo:
     eta_s: float | None = None
     rehearsal: bool = False
     paused: bool = False
+    health: str = ""  # the newest [health] firing, short: "nan step 25 → save-stop"
 
 
 @dataclass
@@ -112,6 +114,8 @@ class RunModel:
     version: int = 0  # bumps when a step, epoch or value changed (the headless progress line)
     # rank -> the watchdog's open warning about it (cleared by its "recovered" event).
     alerts: dict[int, Alert] = field(default_factory=dict)
+    # Every [health] rule that fired (training.monitor.health), oldest first.
+    health: list[HealthEvent] = field(default_factory=list)
 
     # ---- folding ---------------------------------------------------------------------------
     def apply_run_json(self, data: dict[str, Any]) -> None:
@@ -169,6 +173,9 @@ class RunModel:
             self._status(e)
         elif isinstance(e, LogEvent):
             self._log(e)
+        elif isinstance(e, HealthEvent):
+            self.health.append(e)
+            self.warnings += 1
 
     def _step_to(self, step: int | None) -> None:
         if step is not None:
@@ -265,9 +272,19 @@ class RunModel:
             return None
         return max(0.0, (self.total_steps - (self.step or 0)) * spent / done)
 
+    def health_text(self) -> str:
+        """The newest health firing as the header shows it ("" when none)."""
+        if not self.health:
+            return ""
+        e = self.health[-1]
+        text = e.rule + (f" step {e.step}" if e.step is not None else "")
+        if e.action != "warn":
+            text += f" → {e.action}"
+        return text + (f" (+{len(self.health) - 1})" if len(self.health) > 1 else "")
+
     def header(self, now: float) -> HeaderInfo:
         return HeaderInfo(
             run_id=self.run_id, profile=self.profile, mode=self.mode, world_size=self.world_size,
             device=self.device, state=self.state, epoch=self.epoch or 0, epochs=self.epochs, step=self.step or 0,
             total_steps=self.total_steps, samples_per_s=self.samples_per_s, elapsed_s=self.elapsed(now),
-            eta_s=self.eta(), rehearsal=self.rehearsal, paused=self.paused and self.live)
+            eta_s=self.eta(), rehearsal=self.rehearsal, paused=self.paused and self.live, health=self.health_text())

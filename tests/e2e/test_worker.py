@@ -73,7 +73,9 @@ def test_ddp_two_ranks_end_with_identical_weights_and_report_events(tmp_path):
     train = [e for e in engine.events(paths, "metric") if e["split"] == "train"]
     assert [e["step"] for e in train] == [3, 6, 9, 12]
     values = train[0]["values"]
-    assert set(values) == {"loss", "loss/ce", "loss/reg", "lr", "samples_per_s"}
+    assert set(values) == {"loss", "loss/ce", "loss/reg", "grad_norm", "lr", "samples_per_s"}
+    # The gradient norm without grad_clip, on every logging step (DDP ranks agree on it).
+    assert all(0 < e["values"]["grad_norm"] < 1e3 for e in train)
     assert train[-1]["values"]["loss"] < train[0]["values"]["loss"]
     val = [e for e in engine.events(paths, "metric") if e["split"] == "val"]
     assert len(val) == 2 and "loss" in val[0]["values"] and not any(k.startswith("val_") for k in val[0]["values"])

@@ -404,3 +404,58 @@ def test_run_model_folds_watchdog_events():
     assert set(model.current_alerts(now=140.0)) == {3}
     model.apply_run_json({"state": "stopped"})
     assert model.current_alerts(now=140.0) == {}
+
+
+async def test_a_live_health_event_shows_in_header_and_log_and_rings_the_terminal(recorded_app, recorded_runs_dir):
+    run = recorded_runs_dir / GNN
+    app = recorded_app(run.name)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        written: list[str] = []
+        driver_write = app._driver.write
+        app._driver.write = lambda data: (written.append(data), driver_write(data))
+        assert "⚠" not in header_text(screen)
+        t = json.loads((run / "events.jsonl").read_text().splitlines()[-1])["t"]
+        append_event(run, kind="health", t=t + 2, rule="nan", value="nan", step=4070, rank=None, action="save-stop",
+                     asked="stop", metric="loss",
+                     message="loss is nan at step 4070; saving the last good checkpoint and stopping")
+        await await_for(pilot, lambda: "⚠ nan step 4070 → save-stop" in header_text(screen))
+        out = "".join(written)
+        assert out.startswith("\a")
+        assert f"\x1b]9;traindeck {GNN}: health nan: loss is nan at step 4070;" in out
+        assert f"\x1b]777;notify;traindeck {GNN};health nan: loss is nan" in out
+        text = (await event_log_text(pilot, screen)).replace("\n", "")
+        assert "HEALTH nan · step 4070 · SAVE-STOP  loss is nan at step 4070" in text
+
+
+async def test_a_recorded_health_event_rings_nothing(recorded_app, recorded_runs_dir):
+    run = recorded_runs_dir / GNN
+    t = json.loads((run / "events.jsonl").read_text().splitlines()[-1])["t"]
+    append_event(run, kind="health", t=t + 1, rule="throughput", value=10.0, step=4070, action="warn",
+                 message="throughput dropped")
+    app = recorded_app(run.name)
+    async with app.run_test(size=SIZE) as pilot:
+        written: list[str] = []
+        screen = await wait_run_loaded(pilot)
+        driver_write = app._driver.write
+        app._driver.write = lambda data: (written.append(data), driver_write(data))
+        await pilot.pause(0.3)
+        assert "⚠ throughput step 4070" in header_text(screen)
+        assert "\x1b]9;" not in "".join(written)
+
+
+def test_run_model_folds_health_events_and_old_watchdog_warnings_alike():
+    from tui.run_model import RunModel
+
+    model = RunModel()
+    model.apply_events([
+        {"kind": "log", "t": 1.0, "level": "warning", "watchdog": "hang", "rank": 1, "ranks": [1], "step": 3,
+         "stalled_s": 61.0, "message": "rank 1 has not finished a step"},
+        {"kind": "health", "t": 2.0, "rule": "divergence", "value": 9.1, "step": 40, "action": "warn",
+         "message": "the train loss is diverging"},
+        {"kind": "health", "t": 3.0, "rule": "nan", "value": "nan", "step": 50, "action": "stop", "message": "x"},
+    ])
+    assert model.alerts[1].kind == "hang"
+    assert [e.rule for e in model.health] == ["divergence", "nan"] and model.health[1].value == "nan"
+    assert model.header(3.0).health == "nan step 50 → stop (+1)"
+    assert model.warnings == 3

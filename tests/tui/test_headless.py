@@ -118,10 +118,30 @@ def test_failed_run_prints_rank_error_lines_and_returns_its_code(tmp_path):
     ({"state": "stopped", "returncode": None}, 130),
     ({"state": "failed", "returncode": -9}, 137),
     ({"state": "stopped", "returncode": 143}, 143),
+    ({"state": "stopped", "returncode": 0, "health": {"rule": "nan"}}, headless.HEALTH_EXIT),
 ])
 def test_exit_codes(info, code):
     assert headless.exit_code(info, stopped_by_us=False) == code
     assert headless.exit_code(info, stopped_by_us=True) == 130
+
+
+def test_a_health_stopped_run_prints_the_event_and_exits_non_zero_naming_the_rule(tmp_path):
+    paths = make_run(tmp_path)
+    history(paths)
+    message = "loss is nan at step 3; saving the last good checkpoint and stopping"
+    append_events(paths.events, [make_event("health", t=T0 + 7, rule="nan", value="nan", step=3, rank=None,
+                                            action="save-stop", asked="stop", message=message)])
+    write_json_atomic(paths.exit_json, {
+        "returncode": 0, "state": "stopped", "failed_rank": None, "error": [], "seconds": 9.0,
+        "message": f"saved and stopped by the health rule 'nan': {message}",
+        "hint": "checkpoints/last.pt is the last good checkpoint", "health": {"rule": "nan", "action": "save-stop"}})
+    out = io.StringIO()
+    assert follow(paths, out=out) == headless.HEALTH_EXIT
+    lines = lines_of(out)
+    assert f"health nan: {message}" in lines
+    summary = lines.index(next(x for x in lines if x.startswith("run ")))
+    assert lines[summary].startswith(f"run 20261124-183000-cpu stopped (exit {headless.HEALTH_EXIT})")
+    assert f"  saved and stopped by the health rule 'nan': {message}" in lines
 
 
 def test_gpu_telemetry_format():

@@ -3,6 +3,8 @@ the training loop reads no environment variables:
 
     TRAINDECK_TEST_DUMP_WEIGHTS=DIR   each rank saves its final weights to DIR/rank-<rank>.pt
     TRAINDECK_TEST_STEP_DELAY_S=0.05  sleep this long after every optimizer step
+    TRAINDECK_TEST_NAN_AT_STEP=40     after optimizer step 40, every rank's weights become NaN (what a
+                                      blown-up update does): the health rules' end-to-end tests
 """
 
 from __future__ import annotations
@@ -22,16 +24,22 @@ from training.engine.checkpoint import model_state
 class Hooks:
     step_delay_s: float = 0.0
     dump_weights: Path | None = None
+    nan_at_step: int = 0
 
     @classmethod
     def from_environ(cls) -> Hooks:
         dump = os.environ.get("TRAINDECK_TEST_DUMP_WEIGHTS")
         return cls(step_delay_s=float(os.environ.get("TRAINDECK_TEST_STEP_DELAY_S") or 0),
-                   dump_weights=Path(dump) if dump else None)
+                   dump_weights=Path(dump) if dump else None,
+                   nan_at_step=int(os.environ.get("TRAINDECK_TEST_NAN_AT_STEP") or 0))
 
-    def after_step(self) -> None:
+    def after_step(self, step: int, raw: nn.Module) -> None:
         if self.step_delay_s:
             time.sleep(self.step_delay_s)
+        if self.nan_at_step and step == self.nan_at_step:
+            with torch.no_grad():
+                for p in raw.parameters():
+                    p.fill_(float("nan"))
 
     def at_finish(self, raw: nn.Module, rank: int) -> None:
         if self.dump_weights is not None:

@@ -7,6 +7,7 @@ to the run directory is written by rank 0 only (`self.is_main`)."""
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -89,6 +90,7 @@ class Trainer:
         self.monitor_name, self.monitor_mode = self.profile.monitor
         self.samples_per_step = self.T.batch_size * self.T.grad_accum * self.env.world_size
         self.control = ControlChannel(self.paths.root) if self.is_main else None
+        self.skipped_save = ""  # rank 0: why the newest save was refused (non-finite weights), "" if written
         if self.is_main:
             remove_stale_temp_files(self.paths.checkpoints)
 
@@ -131,6 +133,7 @@ class Trainer:
     def _reset_interval(self) -> None:
         self.loss_sum = torch.zeros((), device=self.device)
         self.comp_sums: dict[str, torch.Tensor] = {}
+        self.grad_norm: torch.Tensor | None = None
         self.steps_since_log = 0
         self.t_log = time.monotonic()
 
@@ -149,9 +152,12 @@ class Trainer:
             for k, v in components.items():
                 v = v.detach().float() / T.grad_accum
                 self.comp_sums[k] = self.comp_sums[k] + v if k in self.comp_sums else v
-        if T.grad_clip:
+        if T.grad_clip or (self.step + 1) % T.log_every == 0:
+            # The gradient norm of every logging step (the health rules watch it), clipped or not:
+            # clip_grad_norm_ returns it, and with max_norm inf it clips nothing. It stays on the
+            # device until the interval's one host sync.
             scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.params, T.grad_clip)
+            self.grad_norm = nn.utils.clip_grad_norm_(self.params, T.grad_clip or float("inf")).detach().float()
         scaler.step(self.optimizer)
         scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -162,7 +168,7 @@ class Trainer:
         self.heartbeat.beat(self.step, epoch=self.epoch)
         if self.autocast_probe is not None:
             self._report_autocast()
-        self.hooks.after_step()
+        self.hooks.after_step(self.step, self.raw)
 
     def _report_autocast(self) -> None:
         """Which autocast dtype every forward really ran in (each DP replica thread, each rank),
@@ -178,7 +184,8 @@ class Trainer:
         """The one host sync of a logging interval: loss sums + the control code, all ranks."""
         code, seq = self.read_control()
         names = sorted(self.comp_sums)
-        packed = torch.stack([self.loss_sum, *(self.comp_sums[k] for k in names),
+        grad_norm = self.grad_norm if self.grad_norm is not None else torch.zeros((), device=self.device)
+        packed = torch.stack([self.loss_sum, *(self.comp_sums[k] for k in names), grad_norm.to(self.device),
                               torch.tensor(float(code), device=self.device)]).double()
         if self.ddp:
             dist.all_reduce(packed)
@@ -187,12 +194,17 @@ class Trainer:
         now = time.monotonic()
         scale = 1.0 / (self.steps_since_log * self.env.world_size)
         metrics = {"loss": values[0] * scale}
-        metrics.update({k: v * scale for k, v in zip(names, values[1:-1], strict=True)})
+        metrics.update({k: v * scale for k, v in zip(names, values[1:-2], strict=True)})
+        if self.grad_norm is not None and (math.isfinite(values[-2]) or not self.precision.scaler.is_enabled()):
+            # (With a grad scaler an inf norm is an overflow the scaler skips, not a sick model.)
+            # DDP ranks hold the same all-reduced gradients: the sum over ranks is world_size x the norm.
+            metrics["grad_norm"] = values[-2] / self.env.world_size
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         metrics["samples_per_s"] = self.steps_since_log * self.samples_per_step / max(now - self.t_log, 1e-9)
         report.log(self.step, epoch=self.epoch, **metrics)
         self.loss_sum.zero_()
         self.comp_sums = {}
+        self.grad_norm = None
         self.steps_since_log = 0
         if code and self.handle_control(code, seq, paused=False):
             self.pause(seq)
@@ -219,7 +231,8 @@ class Trainer:
             kinds.append("last")
             if self.profile.checkpoint.keep_last:
                 kinds.append("epoch")
-        if improved(monitor_value, self.best_value, self.monitor_mode):
+        if monitor_value is not None and math.isfinite(monitor_value) and \
+                improved(monitor_value, self.best_value, self.monitor_mode):
             self.best_value = monitor_value
             kinds.append("best")
         if kinds:
@@ -275,6 +288,15 @@ class Trainer:
                           rng_states: list) -> str:
         """Rank 0: write one checkpoint to each kind's file; returns the failure, "" when written."""
         files, step = self.ckpt_files, self.step
+        sick = _not_finite(self.raw, monitor_value)
+        if sick:
+            # A checkpoint is a place to come back to: never one that holds NaN, and never best.pt.
+            kept = ", ".join(f"checkpoints/{t.name}" for t in (files.last, files.best) if t.exists()) or "no checkpoint"
+            report.message(f"checkpoint at step {step} not written: {sick}; {kept} kept as the last good one",
+                           level="warning", unhealthy=sick, step=step)
+            self.skipped_save = sick
+            return ""
+        self.skipped_save = ""
         targets = [files.last if k == "last" else files.best if k == "best" else files.epoch_file(self.epoch)
                    for k in kinds]
         state = make_checkpoint(model=self.raw, optimizer=self.optimizer, scaler=self.precision.scaler,
@@ -311,6 +333,12 @@ class Trainer:
             if action == "save":
                 report.message(f"saved checkpoints/last.pt at step {step} on request", control=action, seq=seq)
                 return paused
+            if self.skipped_save:
+                report.message(f"stopping on request at step {step} without saving it ({self.skipped_save})",
+                               control=action, seq=seq)
+                report.status("stopped", message=f"stopped on request at step {step}; the last good checkpoint "
+                                                 f"is kept", step=step, epoch=self.epoch)
+                raise StopRequested()
             report.message(f"saved step {step}; stopping on request", control=action, seq=seq)
             report.status("stopped", message=f"stopped on request after saving step {step}", step=step,
                           epoch=self.epoch)
@@ -338,6 +366,17 @@ class Trainer:
             if code:
                 paused = self.handle_control(code, seq, paused=True)
         self.heartbeat.beat(self.step, epoch=self.epoch, state="training", force=True)
+
+
+def _not_finite(raw: nn.Module, monitor_value: float | None) -> str:
+    """Why a checkpoint of these weights must not be written ("" when it may)."""
+    if monitor_value is not None and not math.isfinite(monitor_value):
+        return f"the monitored value is {monitor_value}"
+    with torch.no_grad():
+        bad = [name for name, p in raw.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        return f"{len(bad)} weight tensor(s) are not finite ({bad[0]}{', ...' if len(bad) > 1 else ''})"
+    return ""
 
 
 def _export(task, raw: nn.Module, path, opset: int) -> tuple[bool, str]:

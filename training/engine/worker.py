@@ -26,6 +26,7 @@ Exit codes: 0 finished (or stopped on request after saving), 1 error (traceback 
 Test-only environment (never set by traindeck itself), read once at setup (training.engine.hooks):
     TRAINDECK_TEST_DUMP_WEIGHTS=DIR   each rank saves its final weights to DIR/rank-<rank>.pt
     TRAINDECK_TEST_STEP_DELAY_S=0.05  sleep this long after every optimizer step
+    TRAINDECK_TEST_NAN_AT_STEP=40     the weights become NaN after step 40 (the health rules' tests)
 
 The pieces: training.engine.setup (environment, device, model, optimizer), .data (samplers and
 loaders), .resume (checkpoint -> weights and training state), .trainer (the loop, validation,

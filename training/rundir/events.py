@@ -8,6 +8,8 @@ One JSON object per line, append-only:
      "monitor":"val_loss","value":1.87,"best":true,"bytes":1234,"seconds":0.4}
     {"v":1,"t":...,"kind":"status","state":"starting|running|finished|failed|stopped","message":"..."}
     {"v":1,"t":...,"kind":"log","level":"info|warning|error","message":"..."}
+    {"v":1,"t":...,"kind":"health","rule":"nan","value":"nan","step":40,"rank":null,"action":"stop",
+     "asked":"stop","message":"..."}      (training.monitor.health)
 
 Writers write whole lines with one os.write() on an O_APPEND descriptor, so lines from the
 supervisor and rank 0 never interleave. Readers skip (and count) lines they cannot parse.
@@ -32,7 +34,7 @@ from traindeck.events import (  # noqa: F401 - re-exports
     write_all,
 )
 
-KINDS = ("metric", "epoch", "checkpoint", "status", "log")
+KINDS = ("metric", "epoch", "checkpoint", "status", "log", "health")
 # A line longer than this is not ours (a flood of junk); the reader drops it rather than
 # holding it in memory.
 MAX_LINE_BYTES = 1 << 20

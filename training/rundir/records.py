@@ -6,6 +6,7 @@ keys stay exactly as they are (older runs and outside tools read them):
     RunRecord.from_json(run.json)     id, profile, mode, world_size, host, created, state, supervisor ...
     ExitRecord.from_json(exit.json)   returncode, state, failed_rank, error, hint, message, t, seconds
     parse_event(line)                 MetricEvent | EpochEvent | CheckpointEvent | StatusEvent | LogEvent
+                                      | HealthEvent
     finish_run(paths, record)         the end of a run: exit.json, run.json's final state, the status
                                       event; every writer (supervisor, --stop, orphan reaping, gpu-check)
 """
@@ -191,7 +192,20 @@ class LogEvent:
     stalled_s: float | None
 
 
-Event = Union[MetricEvent, EpochEvent, CheckpointEvent, StatusEvent, LogEvent]
+@dataclass(frozen=True)
+class HealthEvent:
+    """A [health] rule that fired (training.monitor.health): what it saw and what was done."""
+
+    t: float | None
+    rule: str  # "nan", "divergence", "overfit", "throughput"
+    value: Any  # a number, or "nan"/"inf"/"-inf" as events store non-finite values
+    step: int | None
+    rank: int | None
+    action: str  # what was done: warn, pause, save-stop, stop
+    message: str
+
+
+Event = Union[MetricEvent, EpochEvent, CheckpointEvent, StatusEvent, LogEvent, HealthEvent]
 
 
 def parse_event(e: dict[str, Any]) -> Event | None:
@@ -211,6 +225,9 @@ def parse_event(e: dict[str, Any]) -> Event | None:
         return StatusEvent(t, _str(e.get("state")), _str(e.get("message")), as_int(e.get("epochs")),
                            as_int(e.get("steps_per_epoch")), as_int(e.get("start_step")),
                            as_int(e.get("world_size")), _str(e.get("device")))
+    if kind == "health":
+        return HealthEvent(t, _str(e.get("rule")), e.get("value"), as_int(e.get("step")), as_int(e.get("rank")),
+                           _str(e.get("action")) or "warn", _str(e.get("message")))
     if kind == "log":
         ranks = tuple(r for r in e.get("ranks") or [] if as_int(r) is not None) \
             if isinstance(e.get("ranks"), list) else ()

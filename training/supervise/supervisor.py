@@ -59,6 +59,9 @@ REFRESH_PROCS_S = 0.5
 FAIL_FAST_S = 1.5
 # How long start_run may take to record the supervisor's pid in run.json before we write it.
 HANDOFF_TIMEOUT_S = 5.0
+# A health rule's save-stop goes to the worker at its next logging boundary; a worker that has
+# not stopped this long after is stopped by the supervisor.
+HEALTH_SAVE_STOP_S = 300.0
 
 
 def log(message: str) -> None:
@@ -105,6 +108,10 @@ class Supervisor:
         self._aux: list[Any] = []
         # The run's cgroup where the box allows one, orphan adoption, the end-of-run check.
         self.containment: Containment | None = None
+        # A health rule that stopped the run (rule, message, action) and, for a save-stop, when
+        # the supervisor stops the run itself if the worker has not.
+        self.health_stop: dict[str, str] | None = None
+        self.health_deadline: float | None = None
 
     # -- helpers --
     def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
@@ -237,14 +244,19 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001 - any failure here must not stop training
                 self._aux_failed("telemetry", exc)
         try:
+            from training.monitor.health import HealthMonitor
             from training.monitor.watchdog import Watchdog, telemetry_gpu_util
 
-            watchdog = Watchdog(self.paths, p, emit=lambda events: append_events(self.paths.events, events),
-                                telemetry_lookup=telemetry_gpu_util(self.paths))
-            watchdog.start()
-            self._aux.append(watchdog)
+            emit = lambda events: append_events(self.paths.events, events)  # noqa: E731
+            watchdog = Watchdog(self.paths, p, emit=emit, telemetry_lookup=telemetry_gpu_util(self.paths))
+            if p.health.stall_after_s > 0:
+                watchdog.hang_after_s = p.health.stall_after_s
+            # The watchdog's checks are rules of the health engine, which runs them in its thread.
+            health = HealthMonitor(self.paths, p, emit=emit, act=self.health_action, watchdog=watchdog)
+            health.start()
+            self._aux.append(health)
         except Exception as exc:  # noqa: BLE001
-            self._aux_failed("watchdog", exc)
+            self._aux_failed("health monitor", exc)
         if p.is_custom and p.metrics:
             try:
                 from training.monitor.log_metrics import LogMetricParser, LogTailer
@@ -268,6 +280,31 @@ class Supervisor:
                 self._aux.append(watcher)
             except Exception as exc:  # noqa: BLE001
                 self._aux_failed("checkpoint watch", exc)
+
+    def health_action(self, asked: str, finding: Any) -> str:
+        """A health rule fired with `asked` (pause, save-stop, stop): do what this run can; returns
+        what was done. Only the built-in worker reads control requests, so a custom script gets
+        stop for save-stop and a warning for pause. The nan rule's stop is save-stop for a built-in
+        task: the worker refuses non-finite weights, so last.pt stays the last good checkpoint."""
+        from training.rundir.control import send
+
+        assert self.profile is not None
+        custom = self.profile.is_custom
+        if asked == "stop" and finding.rule == "nan" and not custom:
+            asked = "save-stop"
+        if asked in ("pause", "save-stop") and not custom:
+            send(self.paths, asked)
+            log(f"health rule {finding.rule}: {asked} sent to the worker")
+            if asked == "save-stop":
+                self.health_stop = {"rule": finding.rule, "message": finding.message, "action": asked}
+                self.health_deadline = time.monotonic() + HEALTH_SAVE_STOP_S
+            return asked
+        if asked == "pause":
+            return "warn"
+        self.health_stop = {"rule": finding.rule, "message": finding.message, "action": "stop"}
+        log(f"health rule {finding.rule}: stopping the run")
+        self.stop_requested.set()
+        return "stop"
 
     def _aux_failed(self, what: str, exc: Exception) -> None:
         log(f"{what} not started: {exc!r}\n{traceback.format_exc()}")
@@ -354,6 +391,11 @@ class Supervisor:
                 elif self.profile.is_custom and self._workers_up():
                     workers = sum(1 for r in self.procs if r.role == "worker")
                     self.set_state(RunState.RUNNING, f"{workers} worker process(es) up")
+            if self.health_deadline is not None and now > self.health_deadline:
+                log("the worker did not save-stop for the health rule in time: stopping it")
+                self.health_deadline = None
+                self.stop_requested.set()
+                continue
             if self.failure_seen_at is not None and now - self.failure_seen_at > FAIL_FAST_S:
                 log("the launcher did not end the run after a rank failed: stopping it")
                 self._kill_everything(grace_s=0.5)
@@ -380,10 +422,18 @@ class Supervisor:
         log(f"stop: SIGTERM to the launcher, {grace}s grace, then SIGKILL")
         self._kill_everything(grace)
         rc = self.launcher.returncode if self.launcher else None
+        if self.health_stop is not None:
+            return self._result(rc)
         return RunResult(RunState.STOPPED, rc, message="stopped on request")
 
     def _result(self, rc: int) -> RunResult:
         assert self.profile is not None
+        if self.health_stop is not None:
+            rule, message = self.health_stop["rule"], self.health_stop["message"]
+            how = "saved and stopped" if self.worker_stopped else "stopped"
+            hint = ("checkpoints/last.pt is the last good checkpoint (--resume goes on from it); "
+                    if self.worker_stopped else "") + f"[health] {rule} in the profile sets what the rule does"
+            return RunResult(RunState.STOPPED, rc, message=f"{how} by the health rule '{rule}': {message}", hint=hint)
         if self.stop_requested.is_set():
             return RunResult(RunState.STOPPED, rc, message="stopped on request")
         if rc == 0:
@@ -450,6 +500,9 @@ class Supervisor:
         if result.hint:
             info["hint"] = result.hint
         # Keep every process the run ever had (all gone now): post-mortems and tests walk them.
+        if self.health_stop is not None:
+            left = {**left, "health": dict(self.health_stop)}
+            info["health"] = self.health_stop["rule"]
         finish_run(self.paths, result.exit_record(self.started, gpu_leaks=leaks, **left),
                    processes=[r.to_json() for r in self.known.values()], status={"source": "supervisor", **info})
         self.state = result.state

@@ -134,11 +134,17 @@ def event_line(event: dict[str, Any], model: RunModel, previous_state: str | Non
     return text
 
 
+# A run a [health] rule stopped: not a success, whatever its return code (CI must notice).
+HEALTH_EXIT = 3
+
+
 def exit_code(exit_info: dict[str, Any] | None, stopped_by_us: bool) -> int:
     if stopped_by_us:
         return 130
     if not isinstance(exit_info, dict):
         return 1
+    if isinstance(exit_info.get("health"), dict) and exit_info.get("state") != RunState.FINISHED.value:
+        return HEALTH_EXIT
     rc = exit_info.get("returncode")
     state = exit_info.get("state")
     if state == RunState.FINISHED.value:

@@ -32,10 +32,12 @@ from training.rundir import RunPaths
 from training.rundir.series import Key, SeriesStore
 from tui import messages
 from tui.feed import RunFeed, TelemetryFeed
+from tui.describe import describe, plain_text
 from tui.run_model import RunModel
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.quit_dialog import QuitDialog
 from tui.tail import TextTail
+from tui.terminal_notify import osc_notification
 from tui.widgets import DeviceView, EventLog, GpuGrid, LossPlot, PanelAlert, RankLog, RunHeader
 from tui.widgets.loss_plot import default_shown, series_label
 
@@ -321,14 +323,31 @@ class RunScreen(Screen):
         self._update_alerts()
         if not self.telemetry_seen and message.caught_up and not model.live:
             grid.placeholder = "no telemetry was recorded for this run"
+        health = [e for e in message.events if e.get("kind") == "health"]
+        if health and self.loaded and model.live:
+            self._tell_health(health)  # live firings only: a replayed history rings nothing
         shown = self.query_one(RunHeader).info
         self._header_redraw.request()
-        if first or model.state != shown.state or (model.paused and model.live) != shown.paused:
+        if first or model.state != shown.state or (model.paused and model.live) != shown.paused \
+                or bool(health):
             self._header_redraw.flush()  # a change of state shows at once; a new step can wait
         if model.state != self._last_state or message.caught_up != self.loaded:
             self._last_state = model.state
             self.refresh_bindings()
         self.loaded = self.loaded or message.caught_up
+
+    def _tell_health(self, events: list[dict]) -> None:
+        """A health rule fired while someone watches: the bell, a desktop notification (OSC 9 and
+        OSC 777 pass through SSH to most terminals) and a toast."""
+        sequences = "\a"  # the bell, written the way App.bell writes it (which is silent in tests)
+        for event in events[-3:]:  # a burst (a backlog after a stall of the feed): its newest three
+            line = describe(event)
+            text = plain_text(line) if line else str(event.get("rule"))
+            sequences += osc_notification(f"traindeck {self.paths.id}", text)
+            self.notify(text, title="training health", severity="warning", timeout=10)
+        driver = getattr(self.app, "_driver", None)
+        if driver is not None:
+            driver.write(sequences)
 
     def _redraw_plot(self) -> None:
         self.query_one(LossPlot).version += 1

@@ -1,7 +1,8 @@
 """The run's story: checkpoints (best marked, size, write time), epochs, validation, warnings,
 state changes, and a failure with the failing rank's first error lines (from exit.json).
 The watchdog's hang and straggler warnings (and its all-clear) carry a badge naming the rank,
-its step and how long, styled by the event-log--hang/straggler/recovered component classes.
+its step and how long, styled by the event-log--hang/straggler/recovered component classes; a
+[health] rule that fired carries a HEALTH badge (event-log--health).
 
 Times are shown relative to the run's start (+m:ss), so the log reads the same from any
 time zone and in snapshots.
@@ -24,6 +25,7 @@ class EventLog(RichLog):
         "event-log--hang", "event-log--hang-text",
         "event-log--straggler", "event-log--straggler-text",
         "event-log--recovered", "event-log--recovered-text",
+        "event-log--health", "event-log--health-text",
     }
 
     def __init__(self, **kwargs: Any) -> None:

@@ -1,4 +1,5 @@
-"""The run screen's header line: run id, profile, mode, state, progress, speed, times."""
+"""The run screen's header line: run id, profile, mode, state, the newest health firing, progress, speed,
+times."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ STATES = ("starting", "running", "finished", "failed", "stopped")
 
 
 class RunHeader(Widget):
-    COMPONENT_CLASSES = {"run-header--id", "run-header--label", "run-header--state", "run-header--dim"}
+    COMPONENT_CLASSES = {"run-header--id", "run-header--label", "run-header--state", "run-header--dim",
+                         "run-header--health"}
 
     # Not layout=True: the header changes several times a second while a run is live, and a
     # relayout of the whole screen for a one-line text change was most of the run screen's
@@ -41,6 +43,9 @@ class RunHeader(Widget):
         who.append(f"  {i.profile} · {mode}" + (f" · {i.device}" if i.device else ""), dim)
         if i.rehearsal:
             who.append(" · rehearsal", dim)
+        if i.health:
+            who.append("  ")
+            who.append(f" ⚠ {i.health} ", self.get_component_rich_style("run-header--health"))
         progress = Text(no_wrap=True, overflow="ellipsis")
         progress.append("epoch ", label)
         progress.append(f"{i.epoch}/{i.epochs or '?'}")
@@ -67,6 +72,7 @@ class RunHeader(Widget):
         mode = i.mode + (f"×{i.world_size}" if i.world_size > 1 else "")
         parts = [f" {i.state}   {i.run_id}  {i.profile} · {mode}" + (f" · {i.device}" if i.device else ""),
                  " · rehearsal" if i.rehearsal else "",
+                 f"   ⚠ {i.health} " if i.health else "",
                  f"  epoch {i.epoch}/{i.epochs or '?'}  step {i.step:,}" + (f"/{i.total_steps:,}" if i.total_steps else ""),
                  f"  {'--' if i.samples_per_s is None else f'{i.samples_per_s:,.0f}'} samples/s",
                  f"  elapsed {format_duration(i.elapsed_s)}",

@@ -1,0 +1,203 @@
+"""The health rules on synthetic event streams: quiet on healthy runs, once per incident on sick ones,
+and the actions they ask for."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from training.monitor.health import HealthMonitor, is_nonfinite
+from training.profile import parse_profile
+from training.rundir import RunPaths
+from training.rundir.events import append_events, make_event
+
+T0 = 1_000_000.0
+
+
+def profile(**health):
+    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in health.items())
+    return parse_profile(f'[train]\ntask = "tiny"\n[health]\n{lines}\n')
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, action, finding):
+        self.calls.append((action, finding.rule))
+        return action
+
+
+def monitor(tmp_path, watchdog=None, **health):
+    paths = RunPaths(tmp_path)
+    act = Recorder()
+    mon = HealthMonitor(paths, profile(**health), emit=lambda evs: None, act=act, watchdog=watchdog)
+    return mon, act
+
+
+def train(step, loss, sps=1000.0, t=None, **extra):
+    return make_event("metric", t=T0 + step if t is None else t, step=step, epoch=1, split="train",
+                      values={"loss": loss, "lr": 1e-3, "samples_per_s": sps, **extra})
+
+
+def val(step, loss):
+    return make_event("metric", t=T0 + step, step=step, epoch=1, split="val", values={"loss": loss, "acc": 0.5})
+
+
+def healthy_stream(n=400, seed=0):
+    """A loss that falls with noise, throughput that wobbles, val loss that falls: a normal run."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(1, n + 1):
+        loss = 2.0 * math.exp(-i / 150) + 0.1 + rng.uniform(-0.05, 0.05)
+        events.append(train(i * 10, loss, sps=1000 * rng.uniform(0.8, 1.2), grad_norm=rng.uniform(0.5, 3)))
+        if i % 40 == 0:
+            events.append(val(i * 10, 1.5 * math.exp(-i / 200) + 0.2))
+    return events
+
+
+def test_nonfinite_strings_are_read_as_events_store_them():
+    assert all(is_nonfinite(v) for v in ("nan", "inf", "-inf", float("nan"), float("-inf")))
+    assert not any(is_nonfinite(v) for v in (1.0, 0, "loss", None, "1.5"))
+    # what the writer stores
+    assert make_event("metric", values={"loss": float("nan")})["values"]["loss"] == "nan"
+
+
+def test_a_healthy_run_is_quiet(tmp_path):
+    mon, act = monitor(tmp_path, throughput_for_s=30)
+    assert mon.observe(healthy_stream()) == []
+    assert act.calls == []
+
+
+@pytest.mark.parametrize("key,value", [("loss", "nan"), ("grad_norm", "inf"), ("loss/ce", "-inf")])
+def test_nan_fires_once_per_incident_with_the_stop_action(tmp_path, key, value):
+    mon, act = monitor(tmp_path)
+    events = [train(s, 1.0) for s in range(10, 60, 10)]
+    bad = train(60, 1.0)
+    bad["values"][key] = value
+    events += [bad] + [train(s, "nan", grad_norm="nan") for s in range(70, 200, 10)]
+    out = mon.observe(events)
+    assert len(out) == 1, out
+    (e,) = out
+    assert (e["kind"], e["rule"], e["value"], e["step"], e["metric"]) == ("health", "nan", value, 60, key)
+    assert (e["asked"], e["action"]) == ("stop", "stop")
+    assert "at step 60" in e["message"]
+    assert act.calls == [("stop", "nan")]
+    # a finite stretch re-arms it: the next NaN is a new incident (but the run is already stopping)
+    out = mon.observe([train(300, 0.5), train(310, "nan")])
+    assert [(e["rule"], e["action"]) for e in out] == [("nan", "warn")]
+
+
+def test_nan_in_a_val_metric_is_named_as_val(tmp_path):
+    mon, _ = monitor(tmp_path, nan="warn")
+    (e,) = mon.observe([train(10, 1.0), val(10, "nan")])
+    assert e["message"].startswith("val loss is nan") and e["action"] == "warn"
+
+
+def test_divergence_fires_once_when_the_ema_passes_k_times_its_best(tmp_path):
+    mon, act = monitor(tmp_path, divergence_factor=3.0, divergence_smoothing=0.5, divergence_warmup=5)
+    events = [train(s, 1.0 - s / 1000) for s in range(10, 200, 10)]  # best EMA ~0.81
+    assert mon.observe(events) == []
+    blowup = [train(s, 1.0 + (s - 200) / 5) for s in range(200, 400, 10)]
+    out = mon.observe(blowup)
+    assert [e["rule"] for e in out] == ["divergence"]
+    e = out[0]
+    assert e["value"] > e["threshold"] > 3 * 0.8
+    assert e["action"] == "warn" and act.calls == []
+
+
+def test_divergence_is_quiet_on_a_noisy_falling_loss_and_on_a_spike(tmp_path):
+    mon, _ = monitor(tmp_path)
+    events = [train(s, 1.0 - s / 1000) for s in range(10, 300, 10)]
+    events.append(train(300, 5.0))  # one spike: the EMA absorbs it
+    events += [train(s, 0.7) for s in range(310, 400, 10)]
+    assert mon.observe(events) == []
+
+
+def test_overfit_fires_when_val_rises_n_times_while_train_falls(tmp_path):
+    mon, _ = monitor(tmp_path, overfit_evals=3)
+    events = []
+    for i, v in enumerate([1.0, 0.9, 0.95, 1.0, 1.1, 1.2]):
+        events += [train(100 * i + 50, 1.0 - 0.1 * i), val(100 * i + 99, v)]
+    out = mon.observe(events)
+    assert [(e["rule"], e["step"]) for e in out] == [("overfit", 499)]
+    assert "rose for 3 evaluations" in out[0]["message"]
+
+
+def test_overfit_is_quiet_when_train_loss_rises_too(tmp_path):
+    mon, _ = monitor(tmp_path, overfit_evals=2)
+    events = []
+    for i, v in enumerate([1.0, 1.1, 1.2, 1.3]):
+        events += [train(100 * i + 50, 1.0 + 0.1 * i), val(100 * i + 99, v)]  # both rise: divergence, not overfit
+    assert [e for e in mon.observe(events) if e["rule"] == "overfit"] == []
+
+
+def test_throughput_drop_fires_after_the_time_and_once(tmp_path):
+    mon, _ = monitor(tmp_path, throughput_fraction=0.5, throughput_for_s=60)
+    events = [train(s, 1.0, sps=1000, t=T0 + s) for s in range(10, 200, 10)]
+    events += [train(s, 1.0, sps=300, t=T0 + s) for s in range(200, 400, 10)]
+    out = mon.observe(events)
+    assert [(e["rule"], e["step"]) for e in out] == [("throughput", 260)]
+    assert out[0]["value"] == 300 and out[0]["threshold"] == 500
+
+
+def test_a_brief_dip_or_a_pause_is_no_throughput_drop(tmp_path):
+    mon, _ = monitor(tmp_path, throughput_fraction=0.5, throughput_for_s=60)
+    events = [train(s, 1.0, sps=1000, t=T0 + s) for s in range(10, 200, 10)]
+    events += [train(s, 1.0, sps=100, t=T0 + s) for s in range(200, 240, 10)]  # 30 s low
+    events += [train(s, 1.0, sps=1000, t=T0 + s) for s in range(240, 300, 10)]
+    events += [train(300, 1.0, sps=100, t=T0 + 300),
+               make_event("log", t=T0 + 301, message="paused", control="pause"),
+               make_event("log", t=T0 + 500, message="resumed", control="resume"),
+               train(510, 1.0, sps=1000, t=T0 + 510)]
+    assert mon.observe(events) == []
+
+
+class FakeWatchdog:
+    def __init__(self):
+        self.due = []
+
+    def check(self, now):
+        out, self.due = self.due, []
+        return out
+
+
+def test_the_watchdog_hang_is_the_stall_rule_with_its_action(tmp_path):
+    wd = FakeWatchdog()
+    mon, act = monitor(tmp_path, watchdog=wd, stall="stop")
+    wd.due = [make_event("log", level="warning", message="rank 1 has not finished a step for 61 s",
+                         watchdog="hang", rank=1, ranks=[1], step=7, stalled_s=61.0)]
+    (e,) = mon.check(T0)
+    assert (e["kind"], e["watchdog"], e["rule"], e["action"], e["rank"]) == ("log", "hang", "stall", "stop", 1)
+    assert act.calls == [("stop", "stall")]
+    assert mon.check(T0 + 1) == []
+
+
+def test_rules_set_off_are_silent(tmp_path):
+    wd = FakeWatchdog()
+    mon, _ = monitor(tmp_path, watchdog=wd, nan="off", stall="off")
+    wd.due = [make_event("log", level="warning", message="x", watchdog="hang", rank=0, ranks=[0], step=1)]
+    assert mon.observe([train(10, "nan")]) == [] and mon.check(T0) == []
+
+
+def test_a_new_worker_life_resets_the_baselines(tmp_path):
+    mon, _ = monitor(tmp_path, divergence_warmup=2, divergence_smoothing=0.0)
+    mon.observe([train(10, 0.1), train(20, 0.1)])
+    # a resumed run with another loss scale is not a divergence
+    mon.observe([make_event("status", state="running", start_step=20)])
+    assert mon.observe([train(30, 1.0), train(40, 1.0), train(50, 1.0)]) == []
+
+
+def test_the_thread_path_reads_new_events_and_emits_health_events(tmp_path):
+    paths = RunPaths(tmp_path)
+    append_events(paths.events, [train(5, "nan")])  # an earlier life: not read
+    emitted = []
+    mon = HealthMonitor(paths, profile(nan="warn"), emit=emitted.extend)
+    append_events(paths.events, [train(10, 1.0), train(20, "nan")])
+    mon.poll(T0)
+    assert [(e["rule"], e["step"]) for e in emitted] == [("nan", 20)]
+    mon.poll(T0 + 1)
+    assert len(emitted) == 1

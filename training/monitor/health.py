@@ -1,0 +1,420 @@
+"""Training health: rules over a run's events and heartbeats, told as `health` events and acted on
+(a thread of the supervisor, so it watches custom scripts as well as built-in tasks).
+
+Each rule is a key of the profile's [health] section whose value is its action, with its
+thresholds in keys beside it (training.profile.Health):
+
+nan         a non-finite value ("nan", "inf", "-inf": how events.jsonl stores them) of any metric
+            named loss* or *loss, or of grad_norm, in a train or val metric event
+divergence  the train-loss EMA above divergence_factor x the best EMA so far
+overfit     the val loss rising for overfit_evals evaluations in a row while the train loss falls
+throughput  train samples/s below throughput_fraction of its running median for throughput_for_s
+stall       no step for stall_after_s: the watchdog's hang check (training.monitor.watchdog)
+straggler   a rank slower than the others: the watchdog's straggler check
+
+A rule fires once per incident, not once per poll: it re-arms only when what it watches is
+healthy again (a finite loss, an EMA back under the bar, a val loss that fell, throughput back
+above the fraction, a rank moving again).
+
+A firing is recorded as one event:
+
+    {"kind": "health", "rule": "nan", "value": "nan", "metric": "loss", "step": 40, "rank": null,
+     "action": "stop", "asked": "stop", "message": "loss is nan at step 40 ..."}
+
+`asked` is the profile's action, `action` what was done: `save-stop` and `pause` travel through
+the control channel (training.rundir.control), which only the built-in worker reads, so for a
+custom script save-stop becomes stop and pause becomes warn. `stop` asks the supervisor to stop
+the run, except for the nan rule of a built-in task: there it is save-stop, which keeps the last
+good checkpoint (the worker never writes non-finite weights). Once a stopping action was taken,
+later firings are only told (action "warn").
+
+The watchdog's hang and straggler warnings keep their `log` event form (recorded runs and every
+viewer read them so) and gain `rule` and `action` fields.
+
+    monitor = HealthMonitor(paths, profile, emit=..., act=supervisor.health_action)
+    monitor.start() ... monitor.stop()
+    monitor.observe(events) / monitor.check(now)   # the logic, no thread: what the unit tests drive
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from training.rundir import RunPaths
+from training.rundir.events import EventReader, make_event
+
+CHECK_INTERVAL_S = 1.0
+NONFINITE_STRINGS = frozenset({"nan", "inf", "-inf", "+inf", "infinity", "-infinity"})
+# Throughput: the running median is over this many recent healthy points, and judges only
+# once it has this many.
+THROUGHPUT_HISTORY = 50
+THROUGHPUT_MIN_POINTS = 5
+STOPPING = ("stop", "save-stop")
+
+
+def is_nonfinite(value: Any) -> bool:
+    """NaN or inf as a float, or as the string events.jsonl stores it as."""
+    if isinstance(value, str):
+        return value.strip().lower() in NONFINITE_STRINGS
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return False
+
+
+def finite_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def is_loss_name(name: str) -> bool:
+    head = name.split("/", 1)[0].lower()
+    return head.startswith("loss") or head.endswith("loss")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A rule that fired: what it saw, where."""
+
+    rule: str
+    message: str
+    value: Any = None
+    step: int | None = None
+    rank: int | None = None
+    metric: str = ""
+    threshold: float | None = None
+
+
+def _step(event: dict[str, Any]) -> int | None:
+    step = event.get("step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _rank(event: dict[str, Any]) -> int | None:
+    rank = event.get("rank")
+    return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+# ---- the rules over events ------------------------------------------------------------------
+
+class NonFiniteRule:
+    name = "nan"
+
+    def __init__(self) -> None:
+        self.firing = False
+
+    def reset(self) -> None:
+        self.firing = False
+
+    def observe(self, event: dict[str, Any]) -> list[Finding]:
+        values = event.get("values")
+        if not isinstance(values, dict):
+            return []
+        watched = {k: v for k, v in values.items() if is_loss_name(str(k)) or k == "grad_norm"}
+        if not watched:
+            return []
+        bad = [(k, v) for k, v in watched.items() if is_nonfinite(v)]
+        if not bad:
+            self.firing = False  # healthy again: the next non-finite value is a new incident
+            return []
+        if self.firing:
+            return []
+        self.firing = True
+        split = str(event.get("split") or "train")
+        step = _step(event)
+        name, value = bad[0]
+        label = name if split == "train" else f"{split} {name}"
+        others = ", ".join(f"{k} {v}" for k, v in bad[1:])
+        message = f"{label} is {value} at step {step if step is not None else '?'}" + (f" ({others})" if others else "")
+        return [Finding(self.name, message, value=str(value), step=step, rank=_rank(event), metric=name)]
+
+
+class DivergenceRule:
+    name = "divergence"
+
+    def __init__(self, factor: float, smoothing: float, warmup: int) -> None:
+        self.factor, self.smoothing, self.warmup = factor, smoothing, warmup
+        self.reset()
+
+    def reset(self) -> None:
+        self.ema: float | None = None
+        self.points = 0
+        self.best: float | None = None
+        self.firing = False
+
+    def observe(self, event: dict[str, Any]) -> list[Finding]:
+        if event.get("split", "train") != "train" or not isinstance(event.get("values"), dict):
+            return []
+        loss = finite_number(event["values"].get("loss"))
+        if loss is None:
+            return []  # a non-finite loss is the nan rule's
+        self.ema = loss if self.ema is None else self.smoothing * self.ema + (1 - self.smoothing) * loss
+        self.points += 1
+        if self.points < self.warmup:
+            return []
+        if self.best is None or self.ema < self.best:
+            self.best = self.ema
+        if self.best <= 0:
+            return []  # a ratio to a best of zero or below says nothing
+        bar = self.factor * self.best
+        if self.ema <= bar:
+            # Re-arm only well under the bar, so an EMA hovering at it does not fire twice.
+            if self.ema <= self.best * (1 + (self.factor - 1) / 2):
+                self.firing = False
+            return []
+        if self.firing:
+            return []
+        self.firing = True
+        step = _step(event)
+        message = (f"the train loss is diverging: its EMA {_fmt(self.ema)} is {self.ema / self.best:.1f}x its best "
+                   f"{_fmt(self.best)} (limit {self.factor:g}x) at step {step if step is not None else '?'}")
+        return [Finding(self.name, message, value=round(self.ema, 6), step=step, rank=_rank(event), metric="loss",
+                        threshold=round(bar, 6))]
+
+
+class OverfitRule:
+    name = "overfit"
+
+    def __init__(self, evals: int) -> None:
+        self.evals = evals
+        self.reset()
+
+    def reset(self) -> None:
+        self.train_loss: float | None = None  # the newest finite train loss
+        self.points: deque[tuple[float, float]] = deque(maxlen=self.evals + 1)  # (val loss, train loss)
+        self.firing = False
+
+    def observe(self, event: dict[str, Any]) -> list[Finding]:
+        values = event.get("values")
+        if not isinstance(values, dict):
+            return []
+        split = event.get("split", "train")
+        if split == "train":
+            self.train_loss = finite_number(values.get("loss")) or self.train_loss
+            return []
+        val = finite_number(values.get("loss"))
+        if split != "val" or val is None or self.train_loss is None:
+            return []
+        if self.points and val <= self.points[-1][0]:
+            self.firing = False  # the val loss fell: a new rise is a new incident
+        self.points.append((val, self.train_loss))
+        if len(self.points) <= self.evals or self.firing:
+            return []
+        pts = list(self.points)
+        rising = all(b[0] > a[0] for a, b in zip(pts, pts[1:]))
+        falling = all(b[1] < a[1] for a, b in zip(pts, pts[1:]))
+        if not (rising and falling):
+            return []
+        self.firing = True
+        step = _step(event)
+        message = (f"overfitting: the val loss rose for {self.evals} evaluations in a row "
+                   f"({' -> '.join(_fmt(p[0]) for p in pts)}) while the train loss fell "
+                   f"({_fmt(pts[0][1])} -> {_fmt(pts[-1][1])})")
+        return [Finding(self.name, message, value=round(val, 6), step=step, metric="val loss")]
+
+
+class ThroughputRule:
+    name = "throughput"
+
+    def __init__(self, fraction: float, for_s: float) -> None:
+        self.fraction, self.for_s = fraction, for_s
+        self.reset()
+
+    def reset(self) -> None:
+        self.history: deque[float] = deque(maxlen=THROUGHPUT_HISTORY)
+        self.low_since: float | None = None
+        self.firing = False
+
+    def pause(self) -> None:
+        """A pause is no slowdown: the low stretch, if any, starts over."""
+        self.low_since = None
+
+    def observe(self, event: dict[str, Any]) -> list[Finding]:
+        if event.get("split", "train") != "train" or not isinstance(event.get("values"), dict):
+            return []
+        rate = finite_number(event["values"].get("samples_per_s"))
+        t = finite_number(event.get("t"))
+        if rate is None or t is None:
+            return []
+        if len(self.history) < THROUGHPUT_MIN_POINTS:
+            self.history.append(rate)
+            return []
+        median = statistics.median(self.history)
+        bar = self.fraction * median
+        if rate >= bar:
+            self.history.append(rate)  # only healthy points shape the median
+            self.low_since = None
+            self.firing = False
+            return []
+        if self.low_since is None:
+            self.low_since = t
+        if self.firing or t - self.low_since < self.for_s:
+            return []
+        self.firing = True
+        step = _step(event)
+        message = (f"throughput dropped to {rate:,.0f} samples/s, {rate / median:.0%} of its running median "
+                   f"{median:,.0f}, for {t - self.low_since:.0f} s (limit {self.fraction:.0%} for "
+                   f"{self.for_s:g} s) at step {step if step is not None else '?'}")
+        return [Finding(self.name, message, value=round(rate, 3), step=step, metric="samples_per_s",
+                        threshold=round(bar, 3))]
+
+
+# ---- the engine -----------------------------------------------------------------------------
+
+def _setting(profile: Any, name: str, default: Any) -> Any:
+    return getattr(getattr(profile, "health", None), name, default)
+
+
+class HealthMonitor:
+    """Feeds new events to the rules, runs the watchdog's checks, acts and records every firing."""
+
+    def __init__(self, paths: RunPaths, profile: Any, emit: Callable[[list[dict[str, Any]]], None],
+                 act: Callable[[str, Finding], str] | None = None, watchdog: Any = None,
+                 clock: Callable[[], float] = time.time, interval_s: float = CHECK_INTERVAL_S,
+                 from_start: bool = False):
+        self.paths = paths
+        self.emit = emit
+        self.act = act or (lambda action, finding: "warn" if action == "off" else action)
+        self.clock = clock
+        self.interval_s = interval_s
+        self.actions = {name: str(_setting(profile, name, "warn")) for name in
+                        ("nan", "divergence", "overfit", "throughput", "stall", "straggler")}
+        self.actions["nan"] = str(_setting(profile, "nan", "stop"))
+        self.rules = [
+            NonFiniteRule(),
+            DivergenceRule(float(_setting(profile, "divergence_factor", 3.0)),
+                           float(_setting(profile, "divergence_smoothing", 0.9)),
+                           int(_setting(profile, "divergence_warmup", 10))),
+            OverfitRule(int(_setting(profile, "overfit_evals", 3))),
+            ThroughputRule(float(_setting(profile, "throughput_fraction", 0.5)),
+                           float(_setting(profile, "throughput_for_s", 120.0))),
+        ]
+        self.watchdog = watchdog
+        self.stopping = False  # a stopping action was taken: later firings are only told
+        self.reader = EventReader(paths.events)
+        if not from_start:
+            # Events from before this supervisor (a resumed run) are an earlier life's.
+            try:
+                self.reader.offset = paths.events.stat().st_size
+            except OSError:
+                pass
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error_reported = False
+
+    # ---- thread
+    def start(self) -> HealthMonitor:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="traindeck-health", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.poll(self.clock())
+            except Exception as exc:  # health is advisory: it never takes the supervisor down
+                if not self._error_reported:
+                    self._error_reported = True
+                    print(f"health: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+    def poll(self, now: float) -> list[dict[str, Any]]:
+        """Read the new events, check, emit what is due; returns what was emitted."""
+        out = self.observe(self.reader.read(), now) + self.check(now)
+        if out:
+            self.emit(out)
+        return out
+
+    # ---- the logic
+    def observe(self, events: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+        """The health events these events cause (the actions are taken)."""
+        out: list[dict[str, Any]] = []
+        for event in events:
+            kind = event.get("kind")
+            if kind == "status" and event.get("state") == "running" and event.get("source") != "supervisor":
+                for rule in self.rules:
+                    rule.reset()  # a new life of the worker (resume, restart): its own baseline
+                continue
+            if kind == "log" and event.get("control") in ("pause", "resume"):
+                for rule in self.rules:
+                    if isinstance(rule, ThroughputRule):
+                        rule.pause()
+                continue
+            if kind != "metric":
+                continue
+            for rule in self.rules:
+                if self.actions.get(rule.name) == "off":
+                    continue
+                for finding in rule.observe(event):
+                    out.append(self._fire(finding, now if now is not None else self.clock()))
+        return out
+
+    def check(self, now: float) -> list[dict[str, Any]]:
+        """The watchdog's hang (the stall rule) and straggler checks, with their actions."""
+        if self.watchdog is None:
+            return []
+        out = []
+        for event in self.watchdog.check(now):
+            kind = event.get("watchdog")
+            rule = {"hang": "stall", "straggler": "straggler"}.get(kind)
+            if rule is None:  # "recovered": told unless its rule is off
+                if self.actions["stall"] != "off":
+                    out.append(event)
+                continue
+            asked = self.actions[rule]
+            if asked == "off":
+                continue
+            finding = Finding(rule, str(event.get("message") or ""), value=event.get("stalled_s", event.get("ratio")),
+                              step=_step(event), rank=_rank(event))
+            event = dict(event, rule=rule, asked=asked, action=self._take(asked, finding))
+            out.append(event)
+        return out
+
+    def _take(self, asked: str, finding: Finding) -> str:
+        if self.stopping or asked in ("off", "warn"):
+            return "warn"
+        try:
+            taken = self.act(asked, finding)
+        except Exception as exc:  # noqa: BLE001 - a failed action is told, not raised
+            print(f"health: {finding.rule} -> {asked} failed: {exc!r}", file=sys.stderr, flush=True)
+            return "warn"
+        if taken in STOPPING:
+            self.stopping = True
+        return taken
+
+    def _fire(self, finding: Finding, now: float) -> dict[str, Any]:
+        asked = self.actions[finding.rule]
+        action = self._take(asked, finding)
+        message = finding.message
+        if action != "warn":
+            message += f"; {ACTION_WORDS.get(action, action)}"
+        fields: dict[str, Any] = {"rule": finding.rule, "value": finding.value, "step": finding.step,
+                                  "rank": finding.rank, "action": action, "asked": asked, "message": message}
+        if finding.metric:
+            fields["metric"] = finding.metric
+        if finding.threshold is not None:
+            fields["threshold"] = finding.threshold
+        return make_event("health", t=now, **fields)
+
+
+ACTION_WORDS = {"pause": "pausing the run", "save-stop": "saving the last good checkpoint and stopping",
+                "stop": "stopping the run"}
+
