@@ -54,6 +54,9 @@ LOG_POLL_S = 0.5
 EVENTS_CHUNK_BYTES = 512 << 10
 
 
+SERIES_LIST_MIN_WIDTH = 160  # the series list shows by default from here (beside the side log)
+
+
 class _Coalesce:
     """Runs `action` for a burst of requests at most once per `interval` seconds: at once when
     the last run is that old, else once from a one-shot timer when it is."""
@@ -101,14 +104,15 @@ class RunScreen(Screen):
         Binding("s", "stop", "Stop"),
         Binding("d", "detach", "Detach"),
         Binding("R", "resume", "Resume"),
-        Binding("w", "save", "Save now"),
-        Binding("p", "pause", "Pause/go"),
+        Binding("w", "save", "Save"),
+        Binding("p", "pause", "Pause"),
         Binding("S", "save_stop", "Save+stop"),
         Binding("k", "dump", "Stacks"),
         Binding("t", "series", "Series"),
-        Binding("x", "x_axis", "x axis"),
-        Binding("l", "log_y", "Log y"),
-        Binding("m", "smoothing", "Smooth"),
+        # The plot's title names these keys; the footer has no room for them at 80 columns.
+        Binding("x", "x_axis", "x axis", show=False),
+        Binding("l", "log_y", "Log y", show=False),
+        Binding("m", "smoothing", "Smooth", show=False),
         Binding("1", "tab('plot')", "Plot tab", show=False),
         Binding("2", "tab('events')", "Events tab", show=False),
         Binding("3", "tab('logs')", "Logs tab", show=False),
@@ -167,6 +171,7 @@ class RunScreen(Screen):
         self._series_ids: set[str] = set()
         self._last_state = ""
         self._shown_orphaned = False
+        self._checkpoints_shown = 0
         # Coalesced redraws (main thread): new points redraw the plot at most once per
         # PLOT_REFRESH_S, new steps the header at most once per HEADER_REFRESH_S.
         self._plot_redraw = _Coalesce(self, PLOT_REFRESH_S, self._redraw_plot)
@@ -190,6 +195,8 @@ class RunScreen(Screen):
                     plot.store = self.store
                     yield plot
                     yield SelectionList[str](id="series")
+                    # From 120x36 the run's story stands beside the plot (the Events tab stays).
+                    yield EventLog(id="side-log", min_width=20)
             with TabPane("Events", id="events"):
                 yield EventLog(id="event-log")
             with TabPane("Logs", id="logs"):
@@ -198,7 +205,7 @@ class RunScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#series", SelectionList).border_title = "series (space)"
-        if self.app.size.width >= 120:
+        if self.app.size.width >= SERIES_LIST_MIN_WIDTH:
             self.add_class("-show-series")
         self._update_header()
         for poll in self._polls.values():
@@ -298,17 +305,21 @@ class RunScreen(Screen):
         model.apply_exit(message.exit_json)
         model.apply_orphaned(message.orphaned)
         model.apply_events(message.events)
-        log = self.query_one(EventLog)
-        if log.start_t is None:
-            log.start_t = model.created or next((e["t"] for e in message.events if "t" in e), None)
-        log.add_events(message.events, epochs=model.epochs)
-        if had_exit and model.exit is None:
-            log.shown_exit = False  # resumed: a new exit will come
-        if message.orphaned and not self._shown_orphaned:
-            log.add_orphaned(str((message.run_json.get("supervisor") or {}).get("pid", "?")), self.paths.id)
+        checkpoints = model.checkpoints
+        for log in self.query(EventLog):
+            if log.start_t is None:
+                log.start_t = model.created or next((e["t"] for e in message.events if "t" in e), None)
+            log.add_events(message.events, epochs=model.epochs)
+            if had_exit and model.exit is None:
+                log.shown_exit = False  # resumed: a new exit will come
+            if message.orphaned and not self._shown_orphaned:
+                log.add_orphaned(str((message.run_json.get("supervisor") or {}).get("pid", "?")), self.paths.id)
+            if model.exit is not None and message.caught_up:
+                log.add_exit(model.exit)
         self._shown_orphaned = message.orphaned
-        if model.exit is not None and message.caught_up:
-            log.add_exit(model.exit)
+        if checkpoints != self._checkpoints_shown:
+            self._checkpoints_shown = checkpoints
+            self.query_one(LossPlot).checkpoints = tuple(model.checkpoint_marks)
         # The first complete picture is drawn at once (tests and snapshots wait for `loaded`).
         first = message.caught_up and not self.loaded
         if self.store.add_events(message.events):
