@@ -52,6 +52,9 @@ LOG_POLL_S = 0.5
 # high-water mark stays in RSS: 2.1x the memory after 10^6 events vs 10^4, against 1.08x with
 # 512 KB (benchmarks/bench_memory.py, BENCHMARKS.md).
 EVENTS_CHUNK_BYTES = 512 << 10
+# Attach from the series snapshot (training/rundir/snapshot.py) plus the tail after it; False
+# reads events.jsonl from its start (benchmarks/bench_attach.py's "before").
+USE_SERIES_SNAPSHOT = True
 
 
 SERIES_LIST_MIN_WIDTH = 160  # the series list shows by default from here (beside the side log)
@@ -128,6 +131,7 @@ class RunScreen(Screen):
         exit_json: dict[str, Any] | None
         caught_up: bool
         orphaned: bool = False
+        base: Any = None  # training.rundir.snapshot.Folded: the run up to the snapshot's offset
 
     @dataclass
     class TelemetryArrived(Message):
@@ -163,7 +167,7 @@ class RunScreen(Screen):
         self.loaded = False  # the events file has been read to its end once (tests wait for it)
         self.telemetry_seen = False
         # Worker-owned state: touched only inside the workers (each group runs one at a time).
-        self._feed = RunFeed(paths, chunk_bytes=EVENTS_CHUNK_BYTES)
+        self._feed = RunFeed(paths, chunk_bytes=EVENTS_CHUNK_BYTES, snapshot=USE_SERIES_SNAPSHOT)
         self._telemetry = TelemetryFeed(paths)
         self._log_path: Path | None = None
         self._log_tail: TextTail | None = None
@@ -239,7 +243,7 @@ class RunScreen(Screen):
             EVENTS_POLL_S if self.model.live or not self._feed.posted else EVENTS_IDLE_POLL_S)
         if batch is not None:
             self.post_message(self.EventsArrived(batch.events, batch.run_json, batch.exit_json, batch.caught_up,
-                                                 batch.orphaned))
+                                                 batch.orphaned, batch.base))
 
     @work(thread=True, exclusive=True, group="telemetry", exit_on_error=False)
     def _poll_telemetry(self) -> None:
@@ -304,11 +308,19 @@ class RunScreen(Screen):
         had_exit = model.exit is not None
         model.apply_exit(message.exit_json)
         model.apply_orphaned(message.orphaned)
+        replay: list[dict[str, Any]] = []
+        if message.base is not None:
+            # Attach in constant time: the series snapshot's store and its bounded story, then
+            # the tail after its offset (message.events).
+            replay = message.base.replay()
+            self.store = self.query_one(LossPlot).store = message.base.store
+            model.apply_events(replay)
         model.apply_events(message.events)
         checkpoints = model.checkpoints
         for log in self.query(EventLog):
             if log.start_t is None:
                 log.start_t = model.created or next((e["t"] for e in message.events if "t" in e), None)
+            log.add_events(replay, epochs=model.epochs)
             log.add_events(message.events, epochs=model.epochs)
             if had_exit and model.exit is None:
                 log.shown_exit = False  # resumed: a new exit will come
@@ -322,7 +334,7 @@ class RunScreen(Screen):
             self.query_one(LossPlot).checkpoints = tuple(model.checkpoint_marks)
         # The first complete picture is drawn at once (tests and snapshots wait for `loaded`).
         first = message.caught_up and not self.loaded
-        if self.store.add_events(message.events):
+        if self.store.add_events(message.events) or message.base is not None:
             self._sync_series()
             self._plot_redraw.request()
         if first:
