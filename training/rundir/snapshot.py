@@ -4,8 +4,8 @@
     series.snapshot.npz   beside events.jsonl, atomically replaced (tmp + os.replace)
 
 It holds the `SeriesStore` (each series' bounded multi-resolution buckets and full-resolution
-tail, training/rundir/series.py), the run's last MAX_STORY non-metric events and last metric
-event per split (what the viewers' run model and event log fold; they are few), and where in
+tail, training/rundir/series.py), the run's last MAX_STORY events other than train metrics
+(checkpoints, epochs, validation, warnings, states) and its last train metric event (what the viewers' run model and event log fold; they are few), and where in
 events.jsonl it stops: `offset` (just after a complete line) and a fingerprint of the file's
 first line. A viewer loads it and reads events.jsonl from `offset` on.
 
@@ -75,10 +75,10 @@ class Folded:
         self.store.add_events(events)
         for e in events:
             self.seq += 1
-            if e.get("kind") == "metric":
-                self.last_metric[str(e.get("split") or "train")] = (self.seq, e)
+            if e.get("kind") == "metric" and str(e.get("split") or "train") == "train":
+                self.last_metric["train"] = (self.seq, e)  # the steps: only the last one is replayed
             else:
-                self.story.append((self.seq, e))
+                self.story.append((self.seq, e))  # validation results are part of the story
 
     def replay(self) -> list[dict[str, Any]]:
         """The events a viewer's model and event log fold in place of the whole file (in order)."""
