@@ -26,6 +26,7 @@ from typing import Any, Callable
 from training.rundir import RunPaths, RunState, read_json, read_run_json
 from training.rundir.events import EventReader
 from training.rundir.liveness import SupervisorStatus, supervisor_status
+from training.rundir.snapshot import Folded, load_or_rebuild
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,14 +61,19 @@ class FeedBatch:
     exit_json: dict[str, Any] | None
     caught_up: bool  # events.jsonl has been read to its end
     orphaned: bool = False  # run.json claims a live run, no exit.json, and its supervisor is gone
+    # The first batch: events.jsonl folded up to the series snapshot's offset (its store replaces
+    # the viewer's; its replay() goes to the model and the event log); `events` then are the tail.
+    base: Folded | None = None
 
 
 class RunFeed:
     """Stat-keyed reads of one run directory (not thread-safe: one reader, e.g. one worker group)."""
 
     def __init__(self, paths: RunPaths, chunk_bytes: int = 4 << 20,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, snapshot: bool = True) -> None:
         self.paths = paths
+        self.snapshot = snapshot
+        self._based = not snapshot
         self.events = EventReader(paths.events, chunk_bytes=chunk_bytes)
         self.monotonic = monotonic
         self._run_json_key: StatKey | None = None
@@ -102,6 +108,22 @@ class RunFeed:
 
     def read_events(self) -> list[dict[str, Any]]:
         return self.events.read()
+
+    def start_from_snapshot(self) -> Folded | None:
+        """Once, before the first read: events.jsonl folded up to the series snapshot's offset
+        (training.rundir.snapshot: loaded if trustworthy, else rebuilt from events.jsonl and
+        saved); reading then goes on from that offset. None when disabled or already started."""
+        if self._based or self.events.offset:
+            self._based = True
+            return None
+        self._based = True
+        folded, _ = load_or_rebuild(self.paths.events)
+        if not folded.offset:
+            return None
+        self.events.offset = folded.offset
+        key = stat_key(self.paths.events)
+        self.events._inode = key[0] if key else None
+        return folded
 
     @property
     def at_end(self) -> bool:
@@ -138,6 +160,7 @@ class RunFeed:
         run_json, exit_json = self.run_json(), self.exit_json()
         changed = run_json != old_run or exit_json != old_exit
         orphaned = self.orphaned()
+        base = self.start_from_snapshot()
         key = stat_key(self.paths.events)
         if key is not None and key == self._events_key and self._caught_up:
             events: list[dict[str, Any]] = []
@@ -146,13 +169,13 @@ class RunFeed:
             events = self.events.read()
             caught_up = self.events.at_end
             self._events_key = key
-        post = (events or changed or caught_up != self._caught_up or not self._posted
+        post = (events or base is not None or changed or caught_up != self._caught_up or not self._posted
                 or orphaned != self._orphaned)
         self._caught_up, self._orphaned = caught_up, orphaned
         if not post:
             return None
         self._posted = True
-        return FeedBatch(events, run_json, exit_json, caught_up, orphaned)
+        return FeedBatch(events, run_json, exit_json, caught_up, orphaned, base)
 
     @property
     def caught_up(self) -> bool:

@@ -96,3 +96,49 @@ def number(value: Any) -> float | None:
 def integer(value: Any) -> int | None:
     """An int that is not a bool, else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def format_tick(value: float, step: float | None = None) -> str:
+    """An axis label as people write it: '0', '500', '14k', '28.5k', '1.2M'; a small value with the
+    digits its tick spacing `step` needs ('0.25', '1e-04'). Integers stay integers."""
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0 or (step is not None and abs(value) < step * 1e-6):
+        return "0"
+    a = abs(value)
+    if a >= 1000:
+        for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if a >= div:
+                return f"{value / div:.3g}{unit}"
+    if value == int(value) and (step is None or step >= 1):
+        return f"{int(value)}"
+    if a < 1e-3:
+        return f"{value:.0e}"
+    if step is not None and step > 0:
+        digits = max(0, min(6, -math.floor(math.log10(step)) + (0 if step / 10 ** math.floor(math.log10(step)) in (1, 2, 5) else 1)))
+        return f"{value:.{digits}f}"
+    return f"{value:.3g}"
+
+
+def nice_step(span: float, count: int = 5) -> float:
+    """A 1, 2 or 5 times a power of ten near span / count: the spacing of axis ticks."""
+    if not math.isfinite(span) or span <= 0:
+        return 1.0
+    raw = span / max(1, count)
+    power = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * power >= raw:
+            return m * power
+    return 10 * power
+
+
+def nice_bounds(lo: float, hi: float, count: int = 5, integer: bool = False) -> tuple[float, float, float]:
+    """(lower, upper, step): lo and hi widened to multiples of a nice tick step, so the bounds stay
+    put while new points arrive inside them (the axis, and the plot's cells, do not move)."""
+    if hi - lo < 1e-12:
+        pad = abs(hi) * 0.1 or 1.0
+        lo, hi = lo - pad, hi + pad
+    step = nice_step(hi - lo, count)
+    if integer:
+        step = max(1.0, step)
+    return math.floor(lo / step) * step, math.ceil(hi / step) * step, step

@@ -30,6 +30,7 @@ LIVE_STATES = ("starting", "running")
 # The watchdog repeats a straggler warning at most every 5 min while the rank stays slow and has
 # no "recovered" event for it: a straggler mark older than this has gone quiet and is dropped.
 STRAGGLER_SHOW_S = 330.0
+MAX_CHECKPOINT_MARKS = 2048  # the plot marks at most this many checkpoint steps
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,35 @@ class Alert:
 
 
 @dataclass(frozen=True)
+class CheckpointMark:
+    """The last checkpoint as the header shows it: 'last.pt ep 11 val_loss 0.4123 ★ 2 min ago'."""
+
+    name: str  # the file name, e.g. "last.pt"
+    epoch: int | None
+    step: int | None
+    monitor: str
+    value: float | None
+    best: bool  # this checkpoint (or one written at its step) is the best so far
+    best_value: float | None = None  # else the best one's value and epoch
+    best_epoch: int | None = None
+    age: str = ""  # coarse ("40 s", "3 min", "2 h"), so the header does not change every second
+
+
+def format_age(seconds: float | None) -> str:
+    """How long ago, coarse: '40 s', '3 min', '2 h', '5 d' ('' when unknown)."""
+    if seconds is None:
+        return ""
+    s = max(0.0, seconds)
+    if s < 60:
+        return f"{int(s // 10 * 10)} s" if s >= 10 else "now"
+    if s < 3600:
+        return f"{int(s // 60)} min"
+    if s < 86400 * 2:
+        return f"{int(s // 3600)} h"
+    return f"{int(s // 86400)} d"
+
+
+@dataclass(frozen=True)
 class HeaderInfo:
     run_id: str = ""
     profile: str = ""
@@ -72,6 +102,7 @@ class HeaderInfo:
     rehearsal: bool = False
     paused: bool = False
     health: str = ""  # the newest [health] firing, short: "nan step 25 → save-stop"
+    checkpoint: CheckpointMark | None = None
 
 
 @dataclass
@@ -109,6 +140,10 @@ class RunModel:
     val: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] | None = None
     checkpoints: int = 0
+    last_checkpoint: CheckpointEvent | None = None
+    best_checkpoint: CheckpointEvent | None = None
+    # (step, epoch, best) of the most recent checkpoints, for the plot's marks (bounded).
+    checkpoint_marks: list[tuple[int | None, int | None, bool]] = field(default_factory=list)
     warnings: int = 0
     errors: int = 0
     version: int = 0  # bumps when a step, epoch or value changed (the headless progress line)
@@ -166,9 +201,7 @@ class RunModel:
             self.samples_per_s = e.samples_per_s or self.samples_per_s
             self.version += 1
         elif isinstance(e, CheckpointEvent):
-            self.checkpoints += 1
-            if e.best and event.get("value") is not None:
-                self.best = event
+            self._checkpoint(e, event)
         elif isinstance(e, StatusEvent):
             self._status(e)
         elif isinstance(e, LogEvent):
@@ -176,6 +209,34 @@ class RunModel:
         elif isinstance(e, HealthEvent):
             self.health.append(e)
             self.warnings += 1
+
+    def _checkpoint(self, e: CheckpointEvent, event: dict[str, Any]) -> None:
+        self.checkpoints += 1
+        if e.best and event.get("value") is not None:
+            self.best = event
+        if e.best:
+            self.best_checkpoint = e
+        self.last_checkpoint = e
+        marks = self.checkpoint_marks
+        if marks and marks[-1][0] == e.step and marks[-1][1] == e.epoch:
+            marks[-1] = (e.step, e.epoch, marks[-1][2] or e.best)  # last.pt and best.pt of one step
+        else:
+            marks.append((e.step, e.epoch, e.best))
+            if len(marks) > MAX_CHECKPOINT_MARKS:
+                del marks[: len(marks) - MAX_CHECKPOINT_MARKS]
+
+    def checkpoint_mark(self, now: float) -> CheckpointMark | None:
+        """The last checkpoint for the header; its age from `now` (the injected clock)."""
+        last = self.last_checkpoint
+        if last is None:
+            return None
+        best = self.best_checkpoint
+        is_best = best is not None and (best is last or (best.step == last.step and best.epoch == last.epoch))
+        age = format_age(now - last.t) if last.t is not None else ""
+        return CheckpointMark(
+            name=last.path.rsplit("/", 1)[-1] or "?", epoch=last.epoch, step=last.step, monitor=last.monitor,
+            value=last.value, best=is_best, best_value=None if is_best or best is None else best.value,
+            best_epoch=None if is_best or best is None else best.epoch, age=age)
 
     def _step_to(self, step: int | None) -> None:
         if step is not None:
@@ -287,4 +348,5 @@ class RunModel:
             run_id=self.run_id, profile=self.profile, mode=self.mode, world_size=self.world_size,
             device=self.device, state=self.state, epoch=self.epoch or 0, epochs=self.epochs, step=self.step or 0,
             total_steps=self.total_steps, samples_per_s=self.samples_per_s, elapsed_s=self.elapsed(now),
-            eta_s=self.eta(), rehearsal=self.rehearsal, paused=self.paused and self.live, health=self.health_text())
+            eta_s=self.eta(), rehearsal=self.rehearsal, paused=self.paused and self.live, health=self.health_text(),
+            checkpoint=self.checkpoint_mark(now))

@@ -114,6 +114,12 @@ def test_memory():
     check(bench_memory.run(quick=True), 3)
 
 
+def test_attach():
+    from benchmarks import bench_attach
+
+    check(bench_attach.run(quick=True), 6)
+
+
 def test_metrics():
     from benchmarks import bench_metrics
 

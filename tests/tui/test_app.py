@@ -162,7 +162,45 @@ async def test_plot_keys_change_axis_scale_smoothing_and_series(recorded_app):
         await pilot.pause()
         assert ("train", "loss/entropy") not in plot.visible_keys()
         await pilot.pause(0.1)
-        assert "x: epoch · y: log · raw" in plot.settings_text()
+        assert "x: epoch (x) · y: log (l) · raw (m)" in plot.settings_text()
+
+
+async def test_80x24_default_screen_shows_the_last_checkpoint(recorded_app):
+    """At 80x24, on the default tab, the header names the last checkpoint (its age from the
+    injected clock), the plot marks checkpoint steps and the footer fits its line."""
+    app = recorded_app(GNN)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_run_loaded(pilot)
+        await pilot.pause(0.2)
+        assert screen.query_one(TabbedContent).active == "plot"
+        shown = screen.query_one(RunHeader)
+        text = shown.render().plain
+        # The recorded run's last checkpoint: best.pt after epoch 11, 1 min before SNAPSHOT_NOW.
+        assert "ckpt best.pt ep 11 val_loss 0.8508 ★ best  1 min ago" in text, text
+        assert shown.region.height == 3 and shown.region.y == 0  # on screen, three lines
+        screen_text = "\n".join(
+            "".join(seg.text for seg in strip) for strip in app.screen._compositor.render_update(full=True).strips)
+        assert "ckpt best.pt ep 11" in screen_text
+        plot = screen.query_one(LossPlot)
+        assert len(plot.checkpoints) == 11 and all(best for _, _, best in plot.checkpoints)
+        assert screen_text.count("▼") >= 8  # the legend covers the first ones, at the top left
+        footer = screen_text.splitlines()[-1]
+        assert footer.rstrip().endswith("^p palette") and "q Quit" in footer, footer
+
+
+async def test_checkpoint_mark_without_best_names_the_best_and_its_age(recorded_app, tmp_path):
+    from tui.run_model import RunModel
+
+    model = RunModel()
+    model.apply_events([
+        {"kind": "checkpoint", "t": 100.0, "path": "checkpoints/best.pt", "epoch": 3, "step": 30,
+         "monitor": "val_loss", "value": 0.5, "best": True},
+        {"kind": "checkpoint", "t": 200.0, "path": "checkpoints/last.pt", "epoch": 4, "step": 40,
+         "monitor": "val_loss", "value": 0.6, "best": False}])
+    mark = model.checkpoint_mark(now=200.0 + 3 * 3600 + 5)
+    assert (mark.name, mark.epoch, mark.best, mark.best_value, mark.best_epoch, mark.age) == \
+        ("last.pt", 4, False, 0.5, 3, "3 h")
+    assert model.checkpoint_marks == [(30, 3, True), (40, 4, False)]
 
 
 async def test_tabs_and_rank_logs(recorded_app):
@@ -240,7 +278,7 @@ async def test_command_palette_offers_the_screen_keys(recorded_app):
     async with app.run_test(size=SIZE) as pilot:
         screen = await wait_run_loaded(pilot)
         titles = {c.title for c in app.get_system_commands(screen)}
-        assert {"Stop", "Detach", "Save now", "Pause/go", "Series", "x axis", "Log y", "Smooth", "Plot tab",
+        assert {"Stop", "Detach", "Save", "Pause", "Series", "x axis", "Log y", "Smooth", "Plot tab",
                 "Events tab", "Logs tab", "Runs", "Quit", "Save+stop", "Stacks"} <= titles
         assert "Resume" not in titles  # only for stopped or failed runs
 

@@ -212,8 +212,8 @@ class OverfitRule:
         if len(self.points) <= self.evals or self.firing:
             return []
         pts = list(self.points)
-        rising = all(b[0] > a[0] for a, b in zip(pts, pts[1:]))
-        falling = all(b[1] < a[1] for a, b in zip(pts, pts[1:]))
+        rising = all(b[0] > a[0] for a, b in zip(pts, pts[1:], strict=False))
+        falling = all(b[1] < a[1] for a, b in zip(pts, pts[1:], strict=False))
         if not (rising and falling):
             return []
         self.firing = True

@@ -88,6 +88,12 @@ class EventReader:
         self._partial = b""
         self._inode: int | None = None
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes read of a last line whose newline has not arrived: `offset - pending_bytes` is
+        the end of the last complete line."""
+        return len(self._partial)
+
     def read(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
         try:
             st = os.stat(self.path)

@@ -257,6 +257,15 @@ class Supervisor:
             self._aux.append(health)
         except Exception as exc:  # noqa: BLE001
             self._aux_failed("health monitor", exc)
+        try:
+            # The series snapshot beside events.jsonl: viewers attach in constant time.
+            from training.rundir.snapshot import SnapshotWriter
+
+            snapshots = SnapshotWriter(self.paths.events)
+            snapshots.start()
+            self._aux.append(snapshots)
+        except Exception as exc:  # noqa: BLE001
+            self._aux_failed("series snapshot", exc)
         if p.is_custom and p.metrics:
             try:
                 from training.monitor.log_metrics import LogMetricParser, LogTailer

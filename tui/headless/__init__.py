@@ -25,7 +25,14 @@ model (tui.run_model): the printer never computes training state.
 """
 
 from tui.headless.follower import EXIT_JSON_WAIT_S, START_TIMEOUT_S, Follower, follow
-from tui.headless.lines import HEALTH_EXIT, STALL_REPEAT_S, event_line, exit_code, fmt_telemetry, progress_line
+from tui.headless.lines import (
+           HEALTH_EXIT,
+           STALL_REPEAT_S,
+           event_line,
+           exit_code,
+           fmt_telemetry,
+           progress_line,
+)
 
 __all__ = ["EXIT_JSON_WAIT_S", "HEALTH_EXIT", "START_TIMEOUT_S", "STALL_REPEAT_S", "Follower", "event_line", "exit_code",
            "fmt_telemetry", "follow", "progress_line"]

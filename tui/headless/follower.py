@@ -92,7 +92,11 @@ class Follower:
                 return
 
     def catch_up(self) -> None:
-        """Apply the events already on disk to the model, silently (the summary still counts them)."""
+        """Apply the events already on disk to the model, silently (the summary still counts them):
+        the series snapshot's replay, then the tail after it."""
+        base = self.feed.start_from_snapshot()
+        if base is not None:
+            self._fold(base.replay(), quiet=True)
         self.drain(quiet=True)
 
     def elapsed(self, at: float | None = None) -> float:

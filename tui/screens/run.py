@@ -31,8 +31,8 @@ from textual.worker import Worker, WorkerState
 from training.rundir import RunPaths
 from training.rundir.series import Key, SeriesStore
 from tui import messages
-from tui.feed import RunFeed, TelemetryFeed
 from tui.describe import describe, plain_text
+from tui.feed import RunFeed, TelemetryFeed
 from tui.run_model import RunModel
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.quit_dialog import QuitDialog
@@ -54,6 +54,12 @@ LOG_POLL_S = 0.5
 # high-water mark stays in RSS: 2.1x the memory after 10^6 events vs 10^4, against 1.08x with
 # 512 KB (benchmarks/bench_memory.py, BENCHMARKS.md).
 EVENTS_CHUNK_BYTES = 512 << 10
+# Attach from the series snapshot (training/rundir/snapshot.py) plus the tail after it; False
+# reads events.jsonl from its start (benchmarks/bench_attach.py's "before").
+USE_SERIES_SNAPSHOT = True
+
+
+SERIES_LIST_MIN_WIDTH = 160  # the series list shows by default from here (beside the side log)
 
 
 class _Coalesce:
@@ -103,14 +109,15 @@ class RunScreen(Screen):
         Binding("s", "stop", "Stop"),
         Binding("d", "detach", "Detach"),
         Binding("R", "resume", "Resume"),
-        Binding("w", "save", "Save now"),
-        Binding("p", "pause", "Pause/go"),
+        Binding("w", "save", "Save"),
+        Binding("p", "pause", "Pause"),
         Binding("S", "save_stop", "Save+stop"),
         Binding("k", "dump", "Stacks"),
         Binding("t", "series", "Series"),
-        Binding("x", "x_axis", "x axis"),
-        Binding("l", "log_y", "Log y"),
-        Binding("m", "smoothing", "Smooth"),
+        # The plot's title names these keys; the footer has no room for them at 80 columns.
+        Binding("x", "x_axis", "x axis", show=False),
+        Binding("l", "log_y", "Log y", show=False),
+        Binding("m", "smoothing", "Smooth", show=False),
         Binding("1", "tab('plot')", "Plot tab", show=False),
         Binding("2", "tab('events')", "Events tab", show=False),
         Binding("3", "tab('logs')", "Logs tab", show=False),
@@ -126,6 +133,7 @@ class RunScreen(Screen):
         exit_json: dict[str, Any] | None
         caught_up: bool
         orphaned: bool = False
+        base: Any = None  # training.rundir.snapshot.Folded: the run up to the snapshot's offset
 
     @dataclass
     class TelemetryArrived(Message):
@@ -161,7 +169,7 @@ class RunScreen(Screen):
         self.loaded = False  # the events file has been read to its end once (tests wait for it)
         self.telemetry_seen = False
         # Worker-owned state: touched only inside the workers (each group runs one at a time).
-        self._feed = RunFeed(paths, chunk_bytes=EVENTS_CHUNK_BYTES)
+        self._feed = RunFeed(paths, chunk_bytes=EVENTS_CHUNK_BYTES, snapshot=USE_SERIES_SNAPSHOT)
         self._telemetry = TelemetryFeed(paths)
         self._log_path: Path | None = None
         self._log_tail: TextTail | None = None
@@ -169,6 +177,7 @@ class RunScreen(Screen):
         self._series_ids: set[str] = set()
         self._last_state = ""
         self._shown_orphaned = False
+        self._checkpoints_shown = 0
         # Coalesced redraws (main thread): new points redraw the plot at most once per
         # PLOT_REFRESH_S, new steps the header at most once per HEADER_REFRESH_S.
         self._plot_redraw = _Coalesce(self, PLOT_REFRESH_S, self._redraw_plot)
@@ -192,6 +201,8 @@ class RunScreen(Screen):
                     plot.store = self.store
                     yield plot
                     yield SelectionList[str](id="series")
+                    # From 120x36 the run's story stands beside the plot (the Events tab stays).
+                    yield EventLog(id="side-log", min_width=20)
             with TabPane("Events", id="events"):
                 yield EventLog(id="event-log")
             with TabPane("Logs", id="logs"):
@@ -200,7 +211,7 @@ class RunScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#series", SelectionList).border_title = "series (space)"
-        if self.app.size.width >= 120:
+        if self.app.size.width >= SERIES_LIST_MIN_WIDTH:
             self.add_class("-show-series")
         self._update_header()
         for poll in self._polls.values():
@@ -234,7 +245,7 @@ class RunScreen(Screen):
             EVENTS_POLL_S if self.model.live or not self._feed.posted else EVENTS_IDLE_POLL_S)
         if batch is not None:
             self.post_message(self.EventsArrived(batch.events, batch.run_json, batch.exit_json, batch.caught_up,
-                                                 batch.orphaned))
+                                                 batch.orphaned, batch.base))
 
     @work(thread=True, exclusive=True, group="telemetry", exit_on_error=False)
     def _poll_telemetry(self) -> None:
@@ -299,21 +310,33 @@ class RunScreen(Screen):
         had_exit = model.exit is not None
         model.apply_exit(message.exit_json)
         model.apply_orphaned(message.orphaned)
+        replay: list[dict[str, Any]] = []
+        if message.base is not None:
+            # Attach in constant time: the series snapshot's store and its bounded story, then
+            # the tail after its offset (message.events).
+            replay = message.base.replay()
+            self.store = self.query_one(LossPlot).store = message.base.store
+            model.apply_events(replay)
         model.apply_events(message.events)
-        log = self.query_one(EventLog)
-        if log.start_t is None:
-            log.start_t = model.created or next((e["t"] for e in message.events if "t" in e), None)
-        log.add_events(message.events, epochs=model.epochs)
-        if had_exit and model.exit is None:
-            log.shown_exit = False  # resumed: a new exit will come
-        if message.orphaned and not self._shown_orphaned:
-            log.add_orphaned(str((message.run_json.get("supervisor") or {}).get("pid", "?")), self.paths.id)
+        checkpoints = model.checkpoints
+        for log in self.query(EventLog):
+            if log.start_t is None:
+                log.start_t = model.created or next((e["t"] for e in message.events if "t" in e), None)
+            log.add_events(replay, epochs=model.epochs)
+            log.add_events(message.events, epochs=model.epochs)
+            if had_exit and model.exit is None:
+                log.shown_exit = False  # resumed: a new exit will come
+            if message.orphaned and not self._shown_orphaned:
+                log.add_orphaned(str((message.run_json.get("supervisor") or {}).get("pid", "?")), self.paths.id)
+            if model.exit is not None and message.caught_up:
+                log.add_exit(model.exit)
         self._shown_orphaned = message.orphaned
-        if model.exit is not None and message.caught_up:
-            log.add_exit(model.exit)
+        if checkpoints != self._checkpoints_shown:
+            self._checkpoints_shown = checkpoints
+            self.query_one(LossPlot).checkpoints = tuple(model.checkpoint_marks)
         # The first complete picture is drawn at once (tests and snapshots wait for `loaded`).
         first = message.caught_up and not self.loaded
-        if self.store.add_events(message.events):
+        if self.store.add_events(message.events) or message.base is not None:
             self._sync_series()
             self._plot_redraw.request()
         if first:

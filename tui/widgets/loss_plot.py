@@ -12,8 +12,10 @@ from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
 from training.rundir.series import Key, SeriesStore
+from tui.formats import format_tick, nice_bounds
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.9)
+LEGEND_CKPT_MIN_HEIGHT = 20
 # plotext colour names, assigned in series order so a series keeps its colour.
 COLOURS = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
 
@@ -41,6 +43,8 @@ class LossPlot(PlotextPlot):
     x_axis: reactive[str] = reactive("step")
     log_y: reactive[bool] = reactive(False)
     smoothing: reactive[float] = reactive(0.0)
+    checkpoints: reactive[tuple[tuple[int | None, int | None, bool], ...]] = reactive(())
+    """(step, epoch, best) of each checkpoint, marked on the plot's top edge."""
 
     def validate_x_axis(self, value: str) -> str:
         return value if value in ("step", "epoch") else "step"
@@ -73,7 +77,8 @@ class LossPlot(PlotextPlot):
 
     def settings_text(self) -> str:
         smooth = f"EMA {self.smoothing:g}" if self.smoothing else "raw"
-        return f"x: {self.x_axis} · y: {'log' if self.log_y else 'linear'} · {smooth}"
+        # The keys that change them, here rather than in the footer (80 columns hold no more).
+        return f"x: {self.x_axis} (x) · y: {'log' if self.log_y else 'linear'} (l) · {smooth} (m)"
 
     def render(self):
         plt = self.plt
@@ -82,6 +87,7 @@ class LossPlot(PlotextPlot):
         width = max(10, self.size.width - 12)  # the y tick labels take part of the width
         keys = self.visible_keys()
         all_keys = self.store.names() if self.store else []
+        drawn_x: list[float] = []
         drawn: list[float] = []
         for key in keys:
             xs, ys = self.store.view(key, width, x=self.x_axis, smoothing=self.smoothing, log_y=self.log_y)
@@ -91,6 +97,7 @@ class LossPlot(PlotextPlot):
             marker = "braille" if len(xs) > 2 else "dot"
             plt.plot(xs, ys, label=series_label(key), color=colour, marker=marker)
             drawn.extend(ys)
+            drawn_x.extend((xs[0], xs[-1]))
         plt.title(self.settings_text())
         plt.xlabel(self.x_axis)
         if not drawn:
@@ -98,16 +105,33 @@ class LossPlot(PlotextPlot):
             plt.text(message, 0.5, 0.5, alignment="center")
             plt.xlim(0, 1)
             plt.ylim(0, 1)
-        elif self.log_y:
-            self._log_ticks(min(drawn), max(drawn))
+            return super().render()
+        # Bounds widened to nice tick multiples: they stay put while points arrive inside them,
+        # so a new point moves a few cells, not the whole plot.
+        x_lo, x_hi, x_step = nice_bounds(min(drawn_x), max(drawn_x), integer=self.x_axis == "step")
+        plt.xlim(x_lo, x_hi)
+        plt.xticks(*_ticks(x_lo, x_hi, x_step))
+        # One tick per two rows of the plot area at most (plotext drops a tick that shares a row).
+        y_lo, y_hi, y_step = nice_bounds(min(drawn), max(drawn), count=max(3, min(5, (self.size.height - 6) // 2)))
+        plt.ylim(y_lo, y_hi)
+        ticks, labels = _ticks(y_lo, y_hi, y_step)
+        if self.log_y:  # the plot holds log10(y); label the ticks with y itself
+            labels = [format_tick(10 ** v) if 10 ** v >= 1 else f"{10 ** v:.2g}" for v in ticks]
+        plt.yticks(ticks, labels)
+        self._mark_checkpoints(x_lo, x_hi, y_hi)
         return super().render()
 
-    def _log_ticks(self, lo: float, hi: float) -> None:
-        """The plot holds log10(y); label the ticks with y itself."""
-        if hi - lo < 1e-9:
-            lo, hi = lo - 0.5, hi + 0.5
-        ticks = [lo + (hi - lo) * i / 4 for i in range(5)]
-        self.plt.yticks(ticks, [f"{10 ** v:.3g}" for v in ticks])
+    def _mark_checkpoints(self, x_lo: float, x_hi: float, y_top: float) -> None:
+        """A ▼ on the top edge at each checkpoint's step (or epoch); the best ones in yellow. In the
+        legend only when the plot is tall enough for it (plotext drops a legend that does not fit)."""
+        use_step = self.x_axis == "step"
+        legend = self.size.height >= LEGEND_CKPT_MIN_HEIGHT
+        for best, colour, label in ((False, "gray", "ckpt"), (True, "yellow", "best ckpt")):
+            xs = [float(step if use_step else epoch) for step, epoch, b in self.checkpoints
+                  if b == best and (step if use_step else epoch) is not None
+                  and x_lo <= (step if use_step else epoch) <= x_hi]
+            if xs:
+                self.plt.scatter(xs, [y_top] * len(xs), marker="▼", color=colour, label=label if legend else None)
 
     @staticmethod
     def next_smoothing(current: float) -> float:
@@ -115,6 +139,12 @@ class LossPlot(PlotextPlot):
             if value > current + 1e-9:
                 return value
         return SMOOTHING_STEPS[0]
+
+
+def _ticks(lo: float, hi: float, step: float) -> tuple[list[float], list[str]]:
+    n = int(round((hi - lo) / step))
+    values = [lo + i * step for i in range(n + 1)]
+    return values, [format_tick(v, step) for v in values]
 
 
 __all__ = ["LossPlot", "SMOOTHING_STEPS", "series_label", "default_shown"]

@@ -1,5 +1,6 @@
-"""The run screen's header line: run id, profile, mode, state, the newest health firing, progress, speed,
-times."""
+"""The run screen's header: run id, profile, mode, state, the newest health firing, progress, speed,
+times, and the last checkpoint (name, epoch, monitored value, best mark, age), in one line at 160
+columns, three at 80."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.formats import format_duration
+from tui.formats import format_duration, format_value
 from tui.run_model import HeaderInfo
 
 STATES = ("starting", "running", "finished", "failed", "stopped")
@@ -15,7 +16,7 @@ STATES = ("starting", "running", "finished", "failed", "stopped")
 
 class RunHeader(Widget):
     COMPONENT_CLASSES = {"run-header--id", "run-header--label", "run-header--state", "run-header--dim",
-                         "run-header--health"}
+                         "run-header--best", "run-header--health"}
 
     # Not layout=True: the header changes several times a second while a run is live, and a
     # relayout of the whole screen for a one-line text change was most of the run screen's
@@ -27,12 +28,15 @@ class RunHeader(Widget):
             self.set_class(info.state == state, f"-{state}")
         self.set_class(info.paused, "-paused")
         width = self.content_size.width  # what get_content_height is given
-        if width and (self._one_line_width(old) <= width) != (self._one_line_width(info) <= width):
+        if width and len(self._lines(old, width)) != len(self._lines(info, width)):
             self.refresh(layout=True)
 
     def render(self) -> Text:
-        """One line when it fits, else identity on the first line and progress on the second."""
-        i = self.info
+        """Identity, progress and the last checkpoint, packed into as few lines as the width allows
+        (one at 160 columns, three at 80)."""
+        return Text("\n", no_wrap=True).join(self._lines(self.info, self.size.width))
+
+    def _parts(self, i: HeaderInfo) -> list[Text]:
         label = self.get_component_rich_style("run-header--label", partial=True)
         dim = self.get_component_rich_style("run-header--dim", partial=True)
         who = Text(no_wrap=True, overflow="ellipsis")
@@ -59,22 +63,36 @@ class RunHeader(Widget):
         if i.eta_s is not None:
             progress.append("  ETA ", label)
             progress.append(format_duration(i.eta_s))
-        if who.cell_len + 2 + progress.cell_len <= self.size.width:
-            return Text.assemble(who, "  ", progress, no_wrap=True)
-        return Text.assemble(who, "\n ", progress, no_wrap=True)
+        parts = [who, progress]
+        c = i.checkpoint
+        if c is not None:
+            ckpt = Text(no_wrap=True, overflow="ellipsis")
+            ckpt.append("ckpt ", label)
+            ckpt.append(c.name, self.get_component_rich_style("run-header--id", partial=True))
+            if c.epoch is not None:
+                ckpt.append(" ep ", label)
+                ckpt.append(str(c.epoch))
+            if c.monitor and c.value is not None:
+                ckpt.append(f" {c.monitor} ", label)
+                ckpt.append(format_value(c.value))
+            if c.best:
+                ckpt.append(" ★ best", self.get_component_rich_style("run-header--best", partial=True))
+            elif c.best_value is not None:
+                ckpt.append(" best ", label)
+                ckpt.append(format_value(c.best_value) + (f" (ep {c.best_epoch})" if c.best_epoch is not None else ""))
+            if c.age:
+                ckpt.append(f"  {c.age}" + ("" if c.age == "now" else " ago"), dim)
+            parts.append(ckpt)
+        return parts
+
+    def _lines(self, info: HeaderInfo, width: int) -> list[Text]:
+        lines: list[Text] = []
+        for part in self._parts(info):
+            if lines and lines[-1].cell_len + 2 + part.cell_len <= width:
+                lines[-1] = Text.assemble(lines[-1], "  ", part, no_wrap=True)
+            else:
+                lines.append(part if not lines else Text.assemble(" ", part, no_wrap=True))
+        return lines
 
     def get_content_height(self, container, viewport, width: int) -> int:
-        return 1 if self._one_line_width() <= width else 2
-
-    def _one_line_width(self, info: HeaderInfo | None = None) -> int:
-        i = self.info if info is None else info
-        # The same text as render(), measured without styles.
-        mode = i.mode + (f"×{i.world_size}" if i.world_size > 1 else "")
-        parts = [f" {i.state}   {i.run_id}  {i.profile} · {mode}" + (f" · {i.device}" if i.device else ""),
-                 " · rehearsal" if i.rehearsal else "",
-                 f"   ⚠ {i.health} " if i.health else "",
-                 f"  epoch {i.epoch}/{i.epochs or '?'}  step {i.step:,}" + (f"/{i.total_steps:,}" if i.total_steps else ""),
-                 f"  {'--' if i.samples_per_s is None else f'{i.samples_per_s:,.0f}'} samples/s",
-                 f"  elapsed {format_duration(i.elapsed_s)}",
-                 f"  ETA {format_duration(i.eta_s)}" if i.eta_s is not None else ""]
-        return sum(len(p) for p in parts) + 2
+        return len(self._lines(self.info, width))

@@ -1,0 +1,244 @@
+"""The series snapshot: events.jsonl folded up to a byte offset, so attaching costs the same at
+10^3 or 10^7 events.
+
+    series.snapshot.npz   beside events.jsonl, atomically replaced (tmp + os.replace)
+
+It holds the `SeriesStore` (each series' bounded multi-resolution buckets and full-resolution
+tail, training/rundir/series.py), the run's last MAX_STORY events other than train metrics
+(checkpoints, epochs, validation, warnings, states) and its last train metric event (what the viewers' run model and event log fold; they are few), and where in
+events.jsonl it stops: `offset` (just after a complete line) and a fingerprint of the file's
+first line. A viewer loads it and reads events.jsonl from `offset` on.
+
+events.jsonl stays the truth. `load_or_rebuild` trusts a snapshot only when it parses, has this
+version, its offset is inside the file on a line boundary and the file's first line matches;
+anything else (missing, corrupt, from a replaced or truncated file) is rebuilt by folding
+events.jsonl from the start and saved, so the next attach is fast again. A snapshot behind the
+file (stale) is not wrong: the events after its offset are read as the tail, never hidden.
+
+The supervisor keeps it current as the run goes (`SnapshotWriter`, a helper thread saving every
+SAVE_EVERY_S while events arrive); viewers save one when the tail they had to read was long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.rundir.events import EventReader
+from training.rundir.series import Series, SeriesStore
+
+NAME = "series.snapshot.npz"
+VERSION = 1
+MAX_STORY = 5000  # non-metric events kept (the event log's max_lines)
+SAVE_EVERY_S = 5.0
+RESAVE_TAIL_BYTES = 4 << 20  # a viewer that read this much tail saves a fresh snapshot
+FINGERPRINT_BYTES = 4096
+
+
+def snapshot_path(events: Path) -> Path:
+    return Path(events).with_name(NAME)
+
+
+def fingerprint(events: Path, upto: int) -> str:
+    """A hash of events.jsonl's first bytes (at most `upto`, the folded part, which never changes
+    while the file is appended to): a replaced file has another."""
+    try:
+        with open(events, "rb") as f:
+            head = f.read(min(FINGERPRINT_BYTES, upto))
+    except OSError:
+        return ""
+    return hashlib.sha1(head).hexdigest()
+
+
+@dataclass
+class Folded:
+    """events.jsonl folded up to `offset`: the series, the story, the last metric per split."""
+
+    store: SeriesStore = field(default_factory=SeriesStore)
+    story: deque = field(default_factory=lambda: deque(maxlen=MAX_STORY))
+    last_metric: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    offset: int = 0
+    seq: int = 0  # events folded (orders the story and the last metrics for replay)
+    fingerprint: str = ""
+
+    def add(self, events: list[dict[str, Any]]) -> None:
+        self.store.add_events(events)
+        for e in events:
+            self.seq += 1
+            if e.get("kind") == "metric" and str(e.get("split") or "train") == "train":
+                self.last_metric["train"] = (self.seq, e)  # the steps: only the last one is replayed
+            else:
+                self.story.append((self.seq, e))  # validation results are part of the story
+
+    def replay(self) -> list[dict[str, Any]]:
+        """The events a viewer's model and event log fold in place of the whole file (in order)."""
+        items = list(self.story) + [m for m in self.last_metric.values()]
+        return [e for _, e in sorted(items, key=lambda item: item[0])]
+
+    # ---- the file ------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        arrays: dict[str, np.ndarray] = {}
+        series_meta = []
+        for i, (key, s) in enumerate(self.store.series.items()):
+            arrays[f"b{i}"] = s._b[: s._nb].copy()
+            arrays[f"r{i}"] = np.asarray(s.recent, dtype=np.float64).reshape(-1, 4)
+            series_meta.append({"key": list(key), "span": s.span, "open": s._open, "count": s.count,
+                                "nonfinite": s.nonfinite, "first_nonfinite_step": s.first_nonfinite_step,
+                                "last": list(s.last) if s.last else None})
+        st = self.store
+        meta = {"v": VERSION, "offset": self.offset, "seq": self.seq, "fingerprint": self.fingerprint,
+                "capacity": st.capacity, "recent": st.recent, "max_series": st.max_series,
+                "dropped_series": st.dropped_series, "last_step": st.last_step, "last_epoch": st.last_epoch,
+                "series": series_meta, "story": list(self.story),
+                "last_metric": {k: list(v) for k, v in self.last_metric.items()}}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Folded":
+        """Raises ValueError (or a zip/json/numpy error, which callers treat alike) when corrupt."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            if meta.get("v") != VERSION:
+                raise ValueError(f"snapshot version {meta.get('v')!r}")
+            store = SeriesStore(int(meta["capacity"]), int(meta["recent"]), int(meta["max_series"]))
+            store.dropped_series = int(meta["dropped_series"])
+            store.last_step, store.last_epoch = meta["last_step"], meta["last_epoch"]
+            for i, sm in enumerate(meta["series"]):
+                s = Series(store.capacity, store.recent)
+                b, r = z[f"b{i}"], z[f"r{i}"]
+                if b.ndim != 2 or b.shape[1] != 8 or len(b) > store.capacity or r.ndim != 2 or r.shape[1] != 4:
+                    raise ValueError("snapshot series shape")
+                s._b[: len(b)] = b
+                s._nb = len(b)
+                s.recent.extend(tuple(row) for row in r.tolist())
+                s.span, s._open, s.count = int(sm["span"]), sm["open"], int(sm["count"])
+                s.nonfinite, s.first_nonfinite_step = int(sm["nonfinite"]), sm["first_nonfinite_step"]
+                s.last = tuple(sm["last"]) if sm["last"] else None
+                store.series[tuple(sm["key"])] = s
+        folded = cls(store=store, offset=int(meta["offset"]), seq=int(meta["seq"]),
+                     fingerprint=str(meta["fingerprint"]))
+        folded.story.extend((int(seq), e) for seq, e in meta["story"])
+        folded.last_metric = {k: (int(v[0]), v[1]) for k, v in meta["last_metric"].items()}
+        return folded
+
+
+def save(events: Path, folded: Folded) -> None:
+    """Atomically replace the snapshot beside `events` (a reader sees the old one or the new one)."""
+    path = snapshot_path(events)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(folded.to_bytes())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def load(events: Path) -> Folded | None:
+    """The snapshot if it is trustworthy for this events.jsonl now, else None."""
+    try:
+        data = snapshot_path(events).read_bytes()
+        folded = Folded.from_bytes(data)
+        size = os.stat(events).st_size
+    except Exception:  # noqa: BLE001 - any damage means: rebuild from the truth
+        return None
+    if not 0 < folded.offset <= size or folded.fingerprint != fingerprint(events, folded.offset):
+        return None
+    try:
+        with open(events, "rb") as f:
+            f.seek(folded.offset - 1)
+            if f.read(1) != b"\n":
+                return None
+    except OSError:
+        return None
+    return folded
+
+
+def fold_file(events: Path, folded: Folded | None = None, chunk_bytes: int = 4 << 20) -> Folded:
+    """Fold events.jsonl from `folded.offset` (or the start) to its last complete line."""
+    folded = folded or Folded()
+    reader = EventReader(events, chunk_bytes=chunk_bytes)
+    reader.offset = folded.offset
+    while True:
+        batch = reader.read()
+        folded.add(batch)
+        if reader.at_end:
+            break
+    folded.offset = reader.offset - reader.pending_bytes
+    folded.fingerprint = fingerprint(events, folded.offset) if folded.offset else ""
+    return folded
+
+
+def load_or_rebuild(events: Path) -> tuple[Folded, bool]:
+    """(the folded run up to a line boundary, whether it was rebuilt). A rebuilt one is saved."""
+    folded = load(events)
+    if folded is not None:
+        try:
+            behind = os.stat(events).st_size - folded.offset
+        except OSError:
+            behind = 0
+        if behind <= RESAVE_TAIL_BYTES:
+            return folded, False
+        fold_file(events, folded)  # stale: caught up from its offset, and saved
+        save(events, folded)
+        return folded, True
+    folded = fold_file(events)
+    if folded.offset:
+        save(events, folded)
+    return folded, True
+
+
+class SnapshotWriter:
+    """The supervisor's helper: folds events.jsonl as it grows and saves the snapshot every
+    SAVE_EVERY_S when something new was folded, and once more on stop."""
+
+    def __init__(self, events: Path, every_s: float = SAVE_EVERY_S) -> None:
+        self.events = Path(events)
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="series-snapshot", daemon=True)
+        self.folded: Folded | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def step(self) -> bool:
+        """Fold what is new and save; False when there was nothing new."""
+        if self.folded is None:
+            self.folded, rebuilt = load_or_rebuild(self.events)  # a resume continues the run's
+            return rebuilt
+        before = self.folded.offset
+        try:
+            size = os.stat(self.events).st_size
+        except OSError:
+            return False
+        if size < before or (before and self.folded.fingerprint != fingerprint(self.events, before)):
+            self.folded = None  # replaced or truncated: start over from the truth
+            return self.step()
+        if size == before:
+            return False
+        fold_file(self.events, self.folded)
+        if self.folded.offset == before:
+            return False
+        save(self.events, self.folded)
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.step()
+        self.step()
