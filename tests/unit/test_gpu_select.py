@@ -152,5 +152,5 @@ def test_the_supervisor_launches_on_the_free_gpus_and_holds_them_for_the_run(run
     exit_data = read_json(paths.exit_json)
     assert exit_data["state"] == "failed" and "GPUs busy" in exit_data["message"]
     assert "GPU 0 held by pid 4190001, outside this container, 10.2 GB" in exit_data["message"]
-    assert "--queue" in exit_data["hint"]
+    assert "run.py --gpus" in exit_data["hint"]
     assert not (paths.root / "argv_env.json").exists()  # nothing was launched

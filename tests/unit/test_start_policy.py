@@ -126,13 +126,13 @@ def test_a_start_on_a_shared_box_takes_the_free_gpus(tmp_path):
     assert check_start(profile, tmp_path, backend=GpuBackend(nvml=_shared_2080ti())) == []
 
 
-def test_a_start_whose_gpus_are_busy_is_refused_naming_who_and_suggesting_queue(tmp_path):
+def test_a_start_whose_gpus_are_busy_is_refused_naming_who_and_the_fix(tmp_path):
     with pytest.raises(StartRefused) as err:
         check_start(load_profile("4x2080ti"), tmp_path, backend=GpuBackend(nvml=_shared_2080ti()))
     text = str(err.value)
     assert f"GPU 0 held by pid {os.getpid()}, user " in text and "10.2 GB" in text
     assert "GPU 2 held by pid 999999, outside this container, 2.1 GB" in text
-    assert "'run.py --profile 4x2080ti --queue'" in text and "'run.py --gpus'" in text
+    assert "'run.py --gpus'" in text and "--set hardware.gpus=N" in text
     assert "Nothing was started" in text and "\n" not in text
 
 
@@ -142,4 +142,4 @@ def test_a_select_the_box_can_never_meet_is_refused_without_suggesting_a_wait(tm
         check_start(profile, tmp_path, backend=GpuBackend(nvml=four_2080ti(pids=[])))
     text = str(err.value)
     assert "names GPU 4, but this box has 4 GPU(s)" in text and "change hardware.select" in text
-    assert "--queue" not in text
+    assert "run.py --gpus" not in text

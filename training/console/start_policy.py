@@ -3,7 +3,7 @@
     check  the box                              starting a run        the fix it names
     gpus   fewer GPUs than the profile wants    refuse                --rehearse tries it here; --set hardware.gpus=0 trains on CPU
     gpus   another GPU model than named         warn, and go on       -
-    select the GPUs it would take are held now  refuse, naming who   --queue waits for them; run.py --gpus shows who
+    select the GPUs it would take are held now  refuse, naming who   run.py --gpus shows who; start again when they are free
     select hardware.select this box cannot meet refuse               change hardware.select or hardware.gpus
     port   the explicit rdzv port is busy       refuse                free the port, or name another
     port   automatic (no rdzv_endpoint)         re-picked at launch   -
@@ -47,8 +47,9 @@ def _gpus_fix(p: Profile, _runs_dir: Path) -> str:
 
 
 def _select_busy_fix(p: Profile, _runs_dir: Path) -> str:
-    return (f"'run.py --profile {p.name} --queue' waits for them and starts when they are free; "
-            f"'run.py --gpus' shows who holds which GPU")
+    # --queue (wait for them in line, issue 20) is not built yet: do not offer it.
+    return (f"'run.py --gpus' shows who holds which GPU; start again when they are free, or ask for fewer "
+            f"with --set hardware.gpus=N")
 
 
 def _select_never_fix(_p: Profile, _runs_dir: Path) -> str:

@@ -42,13 +42,17 @@ class Holder:
 
     def describe(self) -> str:
         """"GPU 2 held by pid 4312, user alice, 10.2 GB" (the issue's words)."""
+        if self.pid is None and not self.run_id:
+            return f"GPU {self.gpu}: {self.who()}"
+        return f"GPU {self.gpu} held by {self.who()}"
+
+    def who(self) -> str:
+        """"pid 4312, user alice, python, 10.2 GB" | "traindeck run ID, user bob, pid 77"."""
         if self.run_id:
             who = f"traindeck run {self.run_id}" + (f", user {self.user}" if self.user else "")
-            if self.pid is not None:
-                who += f", pid {self.pid}"
-            return f"GPU {self.gpu} held by {who}"
+            return who + (f", pid {self.pid}" if self.pid is not None else "")
         if self.pid is None:
-            return f"GPU {self.gpu}: {_gb(self.mem_mib)} used by processes NVML does not list ({OUTSIDE}?)"
+            return self.command or f"{_gb(self.mem_mib)} used by processes NVML does not list ({OUTSIDE}?)"
         parts = [f"pid {self.pid}"]
         if self.outside:
             parts.append(OUTSIDE)
@@ -58,7 +62,7 @@ class Holder:
                 parts.append(self.command)
         if self.mem_mib is not None:
             parts.append(_gb(self.mem_mib))
-        return f"GPU {self.gpu} held by " + ", ".join(parts)
+        return ", ".join(parts)
 
 
 def _gb(mib: int | None) -> str:
@@ -145,7 +149,7 @@ def gpu_states(backend, locked: Mapping[str, Mapping] | None = None, own_pids: I
         if lock is not None:
             holders.append(Holder(s.index, pid=lock.get("pid"), user=lock.get("user"),
                                   run_id=str(lock.get("run_id") or "?")))
-            lock_pids = {int(p) for p in lock.get("pids", ()) if isinstance(p, int)}
+            lock_pids = _run_pids(lock)
         foreign = [p for p in s.processes if p.pid not in own and p.pid not in lock_pids]
         if lock is None or foreign:
             for p in foreign:
@@ -157,9 +161,22 @@ def gpu_states(backend, locked: Mapping[str, Mapping] | None = None, own_pids: I
             if used > limit:
                 holders.append(Holder(s.index, mem_mib=used))
         if s.error:
-            holders.append(Holder(s.index, command=f"NVML error: {s.error}", outside=True))
+            holders.append(Holder(s.index, command=f"NVML error: {s.error}"))
         out.append(GpuState(s.index, s.name, uuid, used, total, tuple(holders), bool(info and info.mig)))
     return out
+
+
+def _run_pids(lock: Mapping) -> set[int]:
+    """The processes of the traindeck run holding a lock: its supervisor and every descendant."""
+    import psutil
+
+    pid = lock.get("pid")
+    if not isinstance(pid, int):
+        return set()
+    try:
+        return {pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))}
+    except (psutil.Error, OSError):
+        return {pid}
 
 
 def automatic_mode(wanted: int, states: list[GpuState]) -> str:

@@ -197,7 +197,7 @@ class Supervisor:
             self.spec = self._prepare(self.profile)
         except GpusBusy as exc:
             name = self.profile.name if self.profile else "?"
-            hint = f"'run.py --profile {name} --queue' waits for them; 'run.py --gpus' shows who holds which GPU"
+            hint = f"'run.py --gpus' shows who holds which GPU; start profile {name} again when they are free"
             return RunResult(RunState.FAILED, None, None, [str(exc)], hint, f"GPUs busy: {exc}")
         except (TraindeckError, OSError) as exc:
             return RunResult(RunState.FAILED, None, None, [str(exc)], None, f"cannot launch: {exc}")
@@ -527,11 +527,13 @@ class Supervisor:
         if self.health_stop is not None:
             left = {**left, "health": dict(self.health_stop)}
             info["health"] = self.health_stop["rule"]
+        if self.gpu_claim is not None:
+            # After the sweep (nothing of the run is left on its GPUs), before exit.json: a run
+            # that has ended has let go of its GPUs.
+            self.gpu_claim.release()
         finish_run(self.paths, result.exit_record(self.started, gpu_leaks=leaks, **left),
                    processes=[r.to_json() for r in self.known.values()], status={"source": "supervisor", **info})
         self.state = result.state
-        if self.gpu_claim is not None:
-            self.gpu_claim.release()  # after the sweep: nothing of the run is left on its GPUs
         log(f"state {result.state.value}: {result.message}")
         return result
 
