@@ -4,7 +4,7 @@
     python run.py                          # the console: pick a profile, start, watch
     python run.py --profile cpu            # start a profile and watch it
     python run.py --profile cpu --headless # plain progress lines; exit code = the run's
-    python run.py --list | --check --profile 8xb200-gnn | --runs | --attach [RUN] | --stop RUN
+    python run.py --list | --check --profile 8xb200-gnn | --runs | --attach [RUN] | --stop RUN | --gpus
 
 `run.py` and the `traindeck` console script are the same entry point (`main`).
 """
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--list", action="store_true", help="list profiles with a hardware-match column")
     info.add_argument("--check", action="store_true",
                       help="preflight the --profile: GPUs wanted vs found, NCCL, disk, port; print what would run")
+    info.add_argument("--gpus", action="store_true",
+                      help="who holds which GPU of this box now: traindeck runs by run id and user, other "
+                      "processes by pid, user and memory, and the starts waiting for GPUs")
     info.add_argument("--gpu-check", action="store_true",
                       help="prove the CUDA paths on this box's GPUs in a few minutes (single, dp, ddp runs, "
                       "autocast, NVML telemetry, memory after stop, the run screen, --check of every profile); "
@@ -130,6 +133,11 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
 
     if args.list:
         print(preflight.format_profile_list())
+        return 0
+    if args.gpus:
+        from training.console.gpu_holders import format_gpu_holders
+
+        print(format_gpu_holders())
         return 0
     if args.gpu_check:
         from training.console.gpu_check import GpuCheck

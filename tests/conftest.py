@@ -47,6 +47,15 @@ class FrozenClock:
         return self.t
 
 
+@pytest.fixture(autouse=True)
+def private_gpu_lock_dir(tmp_path_factory, monkeypatch):
+    """Every test takes GPU locks in a directory of its own, never the box's /tmp one (other
+    engineers' tests share this machine); subprocesses inherit it."""
+    from training.rundir.gpu_locks import LOCK_DIR_ENV
+
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path_factory.mktemp("gpu-locks")))
+
+
 @pytest.fixture
 def clock() -> FrozenClock:
     """Frozen at SNAPSHOT_NOW: a second after the recorded running run's last telemetry sample."""

@@ -68,6 +68,11 @@ def _opt(default, help: str = "", choices: tuple | None = None, min: float | Non
 class Hardware:
     gpus: int = _opt(0, "GPUs this profile is written for (0 = runs anywhere)", min=0)
     gpu_model: str = _opt("", "substring of the GPU name expected, e.g. 'B200' or '2080 Ti'")
+    select: str = _opt("", "which GPUs of a shared box to take: \"free\" (no other process, little memory "
+                       "used), \"all\" or indices such as \"0,1\"; empty = free when the box has more GPUs "
+                       "than wanted or others hold some, else all")
+    lock_dir: str = _opt("", "directory of the per-GPU locks every traindeck user of this box shares "
+                         "(empty = $TRAINDECK_GPU_LOCK_DIR, else /tmp/traindeck-gpu-locks)")
 
 
 @dataclass
@@ -467,6 +472,20 @@ def _build(raw: dict, path: str, loc: _Locator) -> Profile:
     return Profile(**kwargs)
 
 
+def parse_select(text: str) -> str | tuple[int, ...]:
+    """`[hardware] select`: "" (automatic), "free", "all" or "0,1" -> the mode or the NVML indices."""
+    text = text.strip().lower()
+    if text in ("", "free", "all"):
+        return text
+    try:
+        indices = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"'{text}', which is not \"free\", \"all\" or a list of GPU indices such as \"0,1\"") from None
+    if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
+        raise ValueError(f"'{text}'; list each GPU index once, none negative, e.g. \"0,1\"")
+    return indices
+
+
 def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
     t = p.train
     sources = [n for n in ("task", "script", "module") if getattr(t, n)]
@@ -547,6 +566,10 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
         if why:
             raise ProfileError(f"'launch.env.{k}' ({launch.env[k]!r}) {why}.", path=path,
                                line=loc.line("launch.env", k) or loc.line("launch", "env"))
+    try:
+        parse_select(p.hardware.select)
+    except ValueError as exc:
+        raise ProfileError(f"'hardware.select' is {exc}.", path=path, line=loc.line("hardware", "select")) from None
     if launch.mode == "dp" and p.hardware.gpus > 1 and t.batch_size % p.hardware.gpus:
         raise ProfileError(f"'train.batch_size' is {t.batch_size}, which DataParallel cannot split evenly over "
                            f"hardware.gpus = {p.hardware.gpus}. Use a multiple of {p.hardware.gpus}, e.g. "

@@ -45,7 +45,8 @@ async def test_a_start_on_another_gpu_model_warns_and_starts(tmp_path, monkeypat
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     shutil.copy(PROFILES_DIR / "4x2080ti.toml", profiles / "4x2080ti.toml")
-    app = make_app(runs_dir=tmp_path / "runs", profiles_dir=profiles, gpu_backend=GpuBackend(nvml=eight_b200()))
+    # An idle 8-GPU box (no one else on it): the start takes 4 free GPUs, only the model differs.
+    app = make_app(runs_dir=tmp_path / "runs", profiles_dir=profiles, gpu_backend=GpuBackend(nvml=eight_b200(pids=[])))
     async with app.run_test(size=(100, 30)) as pilot:
         await await_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.entries)
         await pilot.press("s")

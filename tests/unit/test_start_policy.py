@@ -4,6 +4,8 @@ re-pick an automatic port. And `--check` closes with the fix that fits the failu
 
 from __future__ import annotations
 
+import os
+
 import socket
 import subprocess
 import sys
@@ -43,7 +45,7 @@ task = "tiny"
 
 def test_the_table_has_one_row_per_case():
     assert [(r.check, r.on_start) for r in START_RULES] == [
-        ("gpus", "refuse"), ("gpus", "warn"), ("port", "refuse"), ("port", "re-pick"), ("disk", "refuse")]
+        ("gpus", "refuse"), ("gpus", "warn"), ("select", "refuse"), ("select", "refuse"), ("port", "refuse"), ("port", "re-pick"), ("disk", "refuse")]
 
 
 def test_a_busy_explicit_port_is_refused_with_the_preflight_line_and_its_fix(tmp_path, busy_port):
@@ -69,7 +71,8 @@ def test_fewer_gpus_than_wanted_is_refused_with_rehearse_and_cpu_fixes(tmp_path)
 
 
 def test_another_gpu_model_warns_and_an_automatic_port_is_not_checked_for_a_start(tmp_path):
-    warnings = check_start(load_profile("4x2080ti"), tmp_path, backend=GpuBackend(nvml=eight_b200()))
+    # An idle 8-GPU box: the 4 GPUs are free to take, only the model differs.
+    warnings = check_start(load_profile("4x2080ti"), tmp_path, backend=GpuBackend(nvml=eight_b200(pids=[])))
     assert len(warnings) == 1 and "[warn] gpus: 4 wanted (2080 Ti)" in warnings[0] and "different model" in warnings[0]
     assert check_start(load_profile("cpu"), tmp_path, backend=GpuBackend(nvml=eight_b200())) == []
 
@@ -108,3 +111,35 @@ def test_run_py_refuses_a_busy_explicit_port_within_2_s(tmp_path, busy_port):
                             "--runs-dir", str(runs_dir)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert check.returncode == 1 and f"free port {busy_port}" in check.stdout
     assert "stop method on this box: " in check.stdout
+
+
+def _shared_2080ti():
+    """4 x 2080 Ti with processes of others on GPUs 0 and 2 (this test's own pid: a real, named one)."""
+    fake = four_2080ti(pids=[])
+    fake.set_processes(0, [(os.getpid(), 9_728)])
+    fake.set_processes(2, [(999_999, 2_000)])
+    return fake
+
+
+def test_a_start_on_a_shared_box_takes_the_free_gpus(tmp_path):
+    profile = load_profile("4x2080ti", ["hardware.gpus=2", "launch.nproc_per_node=2"])
+    assert check_start(profile, tmp_path, backend=GpuBackend(nvml=_shared_2080ti())) == []
+
+
+def test_a_start_whose_gpus_are_busy_is_refused_naming_who_and_the_fix(tmp_path):
+    with pytest.raises(StartRefused) as err:
+        check_start(load_profile("4x2080ti"), tmp_path, backend=GpuBackend(nvml=_shared_2080ti()))
+    text = str(err.value)
+    assert f"GPU 0 held by pid {os.getpid()}, user " in text and "10.2 GB" in text
+    assert "GPU 2 held by pid 999999, outside this container, 2.1 GB" in text
+    assert "'run.py --gpus'" in text and "--set hardware.gpus=N" in text
+    assert "Nothing was started" in text and "\n" not in text
+
+
+def test_a_select_the_box_can_never_meet_is_refused_without_suggesting_a_wait(tmp_path):
+    profile = load_profile("4x2080ti", ["hardware.gpus=2", "launch.nproc_per_node=2", "hardware.select=3,4"])
+    with pytest.raises(StartRefused) as err:
+        check_start(profile, tmp_path, backend=GpuBackend(nvml=four_2080ti(pids=[])))
+    text = str(err.value)
+    assert "names GPU 4, but this box has 4 GPU(s)" in text and "change hardware.select" in text
+    assert "run.py --gpus" not in text

@@ -33,6 +33,8 @@ class Check:
     detail: str
     # A warning does not fail the preflight (e.g. a different GPU model than the profile's).
     warning: bool = False
+    # A failure no wait can fix (the start table refuses it with another fix).
+    never: bool = False
 
     @property
     def mark(self) -> str:

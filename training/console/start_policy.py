@@ -3,6 +3,8 @@
     check  the box                              starting a run        the fix it names
     gpus   fewer GPUs than the profile wants    refuse                --rehearse tries it here; --set hardware.gpus=0 trains on CPU
     gpus   another GPU model than named         warn, and go on       -
+    select the GPUs it would take are held now  refuse, naming who   run.py --gpus shows who; start again when they are free
+    select hardware.select this box cannot meet refuse               change hardware.select or hardware.gpus
     port   the explicit rdzv port is busy       refuse                free the port, or name another
     port   automatic (no rdzv_endpoint)         re-picked at launch   -
     disk   less free than the checkpoints need  refuse                free space, or --runs-dir elsewhere
@@ -44,6 +46,16 @@ def _gpus_fix(p: Profile, _runs_dir: Path) -> str:
             f"'--set hardware.gpus=0' really trains it here on CPU")
 
 
+def _select_busy_fix(p: Profile, _runs_dir: Path) -> str:
+    # --queue (wait for them in line, issue 20) is not built yet: do not offer it.
+    return (f"'run.py --gpus' shows who holds which GPU; start again when they are free, or ask for fewer "
+            f"with --set hardware.gpus=N")
+
+
+def _select_never_fix(_p: Profile, _runs_dir: Path) -> str:
+    return "change hardware.select (\"free\", \"all\" or indices this box has) or hardware.gpus"
+
+
 def _port_fix(p: Profile, _runs_dir: Path) -> str:
     port = p.launch.rdzv_endpoint.rpartition(":")[2]
     return (f"free port {port} (ss -ltnp 'sport = :{port}' names the process holding it), or name "
@@ -58,6 +70,8 @@ def _disk_fix(_p: Profile, runs_dir: Path) -> str:
 START_RULES = (
     Rule("gpus", "fewer GPUs than the profile wants", "refuse", _gpus_fix),
     Rule("gpus", "another GPU model than named", "warn", lambda p, d: ""),
+    Rule("select", "the GPUs it would take are held by others", "refuse", _select_busy_fix),
+    Rule("select", "hardware.select this box can never meet", "refuse", _select_never_fix),
     Rule("port", "the explicit rendezvous port is busy", "refuse", _port_fix),
     Rule("port", "automatic rendezvous port", "re-pick", lambda p, d: ""),
     Rule("disk", "too little free disk", "refuse", _disk_fix),
@@ -78,10 +92,14 @@ def rule_for(check: Check) -> Rule | None:
         if not check.ok:
             return START_RULES[0]
         return START_RULES[1] if check.warning else None
+    if check.name == "select":
+        if check.ok:
+            return None
+        return START_RULES[3] if check.never else START_RULES[2]
     if check.name == "port":
-        return START_RULES[2] if not check.ok else None
-    if check.name == "disk":
         return START_RULES[4] if not check.ok else None
+    if check.name == "disk":
+        return START_RULES[6] if not check.ok else None
     return None
 
 
@@ -99,9 +117,31 @@ def closing_hint(profile: Profile, failed: list[Check], runs_dir: Path) -> str:
     return "Fix: " + "; ".join(fixes) + "."
 
 
+def select_check(profile: Profile, backend=None, gpus: Check | None = None) -> Check | None:
+    """Would the GPUs this start takes (`[hardware] select`) be free now? None when selection does
+    not apply (no GPU wanted, none on the box) or the count check already failed."""
+    from training.rundir.gpu_locks import GpuLocks, lock_dir_for
+    from training.supervise.gpu_select import applies, selection_now
+    from training.supervise.visibility import gpu_backend
+
+    backend = gpu_backend(backend)
+    if (gpus is not None and not gpus.ok) or not applies(profile, backend):
+        return None
+    held = GpuLocks(lock_dir_for(profile.hardware.lock_dir)).held()
+    sel = selection_now(profile, backend, held)
+    if sel.never:
+        return Check("select", False, sel.never, never=True)
+    if not sel.ok:
+        return Check("select", False, f"the GPUs this start would take are busy: {sel.why_busy()}")
+    taking = ",".join(map(str, sel.gpus or ()))
+    return Check("select", True, f"GPUs {taking} ({sel.mode})")
+
+
 def fast_checks(profile: Profile, runs_dir: Path, backend=None) -> list[Check]:
-    """The checks a start runs: GPUs (count and model), disk, port."""
-    return [gpu_check(profile, backend), _disk_check(Path(runs_dir)), _port_check(profile)[0]]
+    """The checks a start runs: GPUs (count and model; free ones to take), disk, port."""
+    gpus = gpu_check(profile, backend)
+    select = select_check(profile, backend, gpus)
+    return [gpus, *([select] if select else []), _disk_check(Path(runs_dir)), _port_check(profile)[0]]
 
 
 def check_start(profile: Profile, runs_dir: Path, backend=None) -> list[str]:

@@ -127,13 +127,14 @@ def _program(profile: Profile, root: Path) -> list[str]:
     return ["-m", "training.worker", str(root)]
 
 
-def gpu_visibility_env(profile: Profile, base: Mapping[str, str]) -> dict[str, str]:
+def gpu_visibility_env(profile: Profile, base: Mapping[str, str], selected: str | None = None) -> dict[str, str]:
     """What traindeck adds to a launch's environment about GPUs; the user's own setting (the
     profile's launch.env or the inherited environment) always wins, so nothing here overrides it.
 
     CUDA_DEVICE_ORDER=PCI_BUS_ID: CUDA's default order is "fastest first", NVML's (the panels',
     nvidia-smi's) is PCI bus order; on a box with mixed GPUs "cuda:0" would be another card than
     "GPU 0". CUDA_VISIBLE_DEVICES="": `hardware.gpus = 0` means no GPU at all, for every process.
+    `selected`: the GPUs the supervisor took on a shared box (training.supervise.gpu_select), "1,3".
     """
     user = {**base, **{k: str(v) for k, v in profile.launch.env.items()}}
     env: dict[str, str] = {}
@@ -141,17 +142,20 @@ def gpu_visibility_env(profile: Profile, base: Mapping[str, str]) -> dict[str, s
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     if profile.hardware.gpus == 0 and "CUDA_VISIBLE_DEVICES" not in user:
         env["CUDA_VISIBLE_DEVICES"] = ""
+    elif selected is not None and "CUDA_VISIBLE_DEVICES" not in user:
+        env["CUDA_VISIBLE_DEVICES"] = selected
     return env
 
 
-def _env(profile: Profile, root: Path, local_procs: int, base: Mapping[str, str]) -> dict[str, str]:
+def _env(profile: Profile, root: Path, local_procs: int, base: Mapping[str, str],
+         cuda_visible: str | None = None) -> dict[str, str]:
     run_dir = str(root)
     values = placeholder_values(root)
     env: dict[str, str] = {k: placeholders.fill(str(v), values) for k, v in profile.launch.env.items()}
     if "OMP_NUM_THREADS" not in env and "OMP_NUM_THREADS" not in base:
         # Without this every rank starts one OpenMP thread per core and they thrash each other.
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, local_procs)))
-    env.update(gpu_visibility_env(profile, base))
+    env.update(gpu_visibility_env(profile, base, cuda_visible))
     env[RUN_DIR_ENV] = run_dir
     env["PYTHONUNBUFFERED"] = "1"
     # The user's own PYTHONPATH stays; traindeck's root (the supervisor inherits it) does not reach
@@ -177,10 +181,11 @@ def run_cwd(profile: Profile, cwd: str | os.PathLike | None = None) -> Path:
 
 def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, port: int | None = None,
                  python: str | None = None, base_env: Mapping[str, str] | None = None,
-                 cwd: str | os.PathLike | None = None) -> LaunchSpec:
+                 cwd: str | os.PathLike | None = None, cuda_visible: str | None = None) -> LaunchSpec:
     """The launch for this profile. `port` is the rendezvous port of a single-node ddp run
     (pick it with free_port()); multi-node runs and profiles with an rdzv_endpoint use theirs.
-    `cwd` is run.json's for a run that has one (see run_cwd)."""
+    `cwd` is run.json's for a run that has one (see run_cwd). `cuda_visible`: the GPUs the
+    supervisor took (a CUDA_VISIBLE_DEVICES the user set still wins)."""
     root = _root_of(paths_or_placeholder)
     logs = root / "logs"
     python = python or sys.executable
@@ -190,7 +195,7 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
     workdir = run_cwd(profile, cwd)
     import_dir = root / IMPORT_DIR if profile.is_custom else None
     if launch.mode != "ddp":
-        env = _env(profile, root, 1, base)
+        env = _env(profile, root, 1, base, cuda_visible)
         notes = ()
         if launch.mode == "dp":
             notes = ("dp runs one process; nn.DataParallel spreads each batch over hardware.gpus of the "
@@ -227,7 +232,7 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
         # Only static rendezvous reads it (c10d assigns node ranks itself and warns if it is given).
         argv += ["--node-rank", str(launch.node_rank)]
     argv += program
-    return LaunchSpec(argv=tuple(argv), env=_env(profile, root, nproc, base), cwd=workdir,
+    return LaunchSpec(argv=tuple(argv), env=_env(profile, root, nproc, base, cuda_visible), cwd=workdir,
                       uses_torchrun=True, local_procs=nproc, port=port, torchrun_log_dir=torchrun_logs,
                       launcher_log=logs / LAUNCHER_LOG, rank_offset=launch.node_rank * nproc,
                       import_dir=import_dir)

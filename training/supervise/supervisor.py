@@ -112,6 +112,8 @@ class Supervisor:
         # the supervisor stops the run itself if the worker has not.
         self.health_stop: dict[str, str] | None = None
         self.health_deadline: float | None = None
+        # The GPUs this run took on a shared box, under their locks (released in finish()).
+        self.gpu_claim = None
 
     # -- helpers --
     def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
@@ -153,6 +155,20 @@ class Supervisor:
             raise TraindeckError(f"cannot read {self.paths.profile}: {exc}") from None
         return parse_profile(text, path=self.paths.profile)
 
+    def _claim_gpus(self, profile: Profile) -> Any:
+        """Select the run's GPUs under the box's GPU locks and hold them for the run's life
+        (training.supervise.gpu_select). Raises GpusBusy when they are taken."""
+        from training.monitor.gpu import get_backend
+        from training.supervise.gpu_select import claim_gpus
+
+        claim = claim_gpus(profile, self.paths.id, get_backend(), wait=False)
+        sel = claim.selection
+        if sel.gpus is not None:
+            update_run_json(self.paths, gpus={"select": sel.mode, "indices": list(sel.gpus),
+                                              "cuda_visible_devices": sel.cuda_visible, "lock_dir": claim.lock_dir})
+            log(f"GPUs taken ({sel.mode}): {', '.join(map(str, sel.gpus))}; locks in {claim.lock_dir}")
+        return claim
+
     def _prepare(self, profile: Profile) -> LaunchSpec:
         port = None
         if profile.launch.mode == "ddp" and not profile.launch.rdzv_endpoint:
@@ -160,7 +176,8 @@ class Supervisor:
         # A custom script runs where the run was started (run.json's "cwd", kept on --resume); a
         # run recorded before that key ran in traindeck's root, and resumes there.
         cwd = read_run_json(self.paths).get("cwd") or str(PROJECT_ROOT)
-        return build_launch(profile, self.paths, port, cwd=cwd)
+        selected = self.gpu_claim.selection.cuda_visible if self.gpu_claim is not None else None
+        return build_launch(profile, self.paths, port, cwd=cwd, cuda_visible=selected)
 
     # -- main --
     def run(self) -> RunResult:
@@ -172,9 +189,16 @@ class Supervisor:
             created=data.get("created") or round(self.started, 3), rehearsal=bool(data.get("rehearsal", False)),
             argv=data.get("argv") or [], supervisor=pg.pid_create_time(),
             launcher=None, processes=[], state=RunState.STARTING.value, state_t=round(time.time(), 3))
+        from training.supervise.gpu_select import GpusBusy
+
         try:
             self.profile = self._load_profile()
+            self.gpu_claim = self._claim_gpus(self.profile)
             self.spec = self._prepare(self.profile)
+        except GpusBusy as exc:
+            name = self.profile.name if self.profile else "?"
+            hint = f"'run.py --gpus' shows who holds which GPU; start profile {name} again when they are free"
+            return RunResult(RunState.FAILED, None, None, [str(exc)], hint, f"GPUs busy: {exc}")
         except (TraindeckError, OSError) as exc:
             return RunResult(RunState.FAILED, None, None, [str(exc)], None, f"cannot launch: {exc}")
         p, spec = self.profile, self.spec
@@ -512,6 +536,10 @@ class Supervisor:
         if self.health_stop is not None:
             left = {**left, "health": dict(self.health_stop)}
             info["health"] = self.health_stop["rule"]
+        if self.gpu_claim is not None:
+            # After the sweep (nothing of the run is left on its GPUs), before exit.json: a run
+            # that has ended has let go of its GPUs.
+            self.gpu_claim.release()
         finish_run(self.paths, result.exit_record(self.started, gpu_leaks=leaks, **left),
                    processes=[r.to_json() for r in self.known.values()], status={"source": "supervisor", **info})
         self.state = result.state

@@ -1,0 +1,43 @@
+"""`run.py --gpus`: who holds which GPU of this box now.
+
+nvidia-smi's process table with names that mean something: a traindeck run by its run id and
+user (from the GPU locks, training.rundir.gpu_locks), any other process by pid, user, command and
+memory; a pid this process table cannot resolve is "outside this container". Starts waiting for
+GPUs are listed after the table. On a box without GPUs: one line that says so.
+"""
+
+from __future__ import annotations
+
+from training.rundir.gpu_locks import GpuLocks, lock_dir_for
+from training.supervise.gpu_select import gpu_states
+from training.supervise.visibility import gpu_backend
+
+
+def _mib(mib: int | None) -> str:
+    return "?" if mib is None else f"{mib / 1024:.1f}"
+
+
+def format_gpu_holders(backend=None, lock_dir: str = "", describe=None) -> str:
+    backend = gpu_backend(backend)
+    if not backend.available:
+        return f"no GPUs on this box: {backend.error or 'NVML reports none'}"
+    locks = GpuLocks(lock_dir_for(lock_dir))
+    kwargs = {} if describe is None else {"describe": describe}
+    states = gpu_states(backend, locks.held(), **kwargs)
+    rows = [("GPU", "NAME", "MEMORY GiB", "UUID", "HELD BY")]
+    for s in states:
+        memory = f"{_mib(s.mem_used_mib)}/{_mib(s.mem_total_mib)}"
+        holders = [h.who() for h in s.holders] or ["free" + (" (MIG mode: name its instances)" if s.mig else "")]
+        rows.append((str(s.index), s.name, memory, s.uuid or "?", holders[0]))
+        rows += [("", "", "", "", more) for more in holders[1:]]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
+    queue = locks.queue()
+    if queue:
+        lines.append(f"{len(queue)} start(s) waiting for GPUs, first come first served:")
+        lines += [f"  {i}. run {t.record.get('run_id', '?')} (user {t.record.get('user', '?')}, "
+                  f"pid {t.record.get('pid', '?')})" for i, t in enumerate(queue, 1)]
+    lines.append(f"GPU locks: {locks.dir}" + ("" if locks.dir.is_dir() else " (none taken yet)"))
+    if backend.source != "nvml":
+        lines.append("(simulated GPUs: $TRAINDECK_FAKE_NVML)")
+    return "\n".join(lines)
