@@ -5,7 +5,6 @@ re-pick an automatic port. And `--check` closes with the fix that fits the failu
 from __future__ import annotations
 
 import os
-
 import socket
 import subprocess
 import sys

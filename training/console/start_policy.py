@@ -48,8 +48,8 @@ def _gpus_fix(p: Profile, _runs_dir: Path) -> str:
 
 def _select_busy_fix(p: Profile, _runs_dir: Path) -> str:
     # --queue (wait for them in line, issue 20) is not built yet: do not offer it.
-    return (f"'run.py --gpus' shows who holds which GPU; start again when they are free, or ask for fewer "
-            f"with --set hardware.gpus=N")
+    return ("'run.py --gpus' shows who holds which GPU; start again when they are free, or ask for fewer "
+            "with --set hardware.gpus=N")
 
 
 def _select_never_fix(_p: Profile, _runs_dir: Path) -> str:
