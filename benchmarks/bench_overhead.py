@@ -39,11 +39,11 @@ from benchmarks._common import (
 VARIANTS = ("bare", "headless", "tui")
 
 
-def overrides(steps: int) -> list[str]:
-    # Enough samples for `steps` steps of batch 64 on each of 2 ranks (7/8 of them are training data).
-    samples = int(steps * 64 * 2 * 8 / 7) + 1024
+def overrides(steps: int, ranks: int = 2) -> list[str]:
+    # Enough samples for `steps` steps of batch 64 on each rank (7/8 of them are training data).
+    samples = int(steps * 64 * ranks * 8 / 7) + 1024
     return [f"train.steps_per_epoch={steps}", "train.epochs=1", f"task.samples={samples}",
-            "train.log_every=5", "telemetry.interval_s=1.0"]
+            "train.log_every=5", "telemetry.interval_s=1.0", f"launch.nproc_per_node={ranks}"]
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -83,12 +83,12 @@ def _only_run(runs_dir: Path) -> Path:
     return dirs[0]
 
 
-def run_bare(tmp: Path, steps: int, timeout: float) -> tuple[Path, float, float]:
+def run_bare(tmp: Path, steps: int, timeout: float, ranks: int = 2) -> tuple[Path, float, float]:
     from training.profile import load_profile
     from training.rundir import RunPaths
     from training.supervise.launch import build_launch
 
-    profile = load_profile("cpu", overrides(steps))
+    profile = load_profile("cpu", overrides(steps, ranks))
     root = Path(tempfile.mkdtemp(prefix="bare-", dir=tmp))
     (root / "logs").mkdir()
     (root / "profile.toml").write_text(profile.to_toml())
@@ -103,10 +103,10 @@ def run_bare(tmp: Path, steps: int, timeout: float) -> tuple[Path, float, float]
     return root, t0, 0.0
 
 
-def run_headless(tmp: Path, steps: int, timeout: float) -> tuple[Path, float, float]:
+def run_headless(tmp: Path, steps: int, timeout: float, ranks: int = 2) -> tuple[Path, float, float]:
     runs = Path(tempfile.mkdtemp(prefix="headless-", dir=tmp))
     argv = [PYTHON, str(PROJECT_ROOT / "run.py"), "--runs-dir", str(runs), "--profile", "cpu", "--headless"]
-    for o in overrides(steps):
+    for o in overrides(steps, ranks):
         argv += ["--set", o]
     t0 = time.time()
     proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=base_env(), stdin=subprocess.DEVNULL,
@@ -122,10 +122,10 @@ def run_headless(tmp: Path, steps: int, timeout: float) -> tuple[Path, float, fl
     return run_dir, t0, cpu.rate(*train_window(run_dir))
 
 
-def run_tui(tmp: Path, steps: int, timeout: float) -> tuple[Path, float, float]:
+def run_tui(tmp: Path, steps: int, timeout: float, ranks: int = 2) -> tuple[Path, float, float]:
     runs = Path(tempfile.mkdtemp(prefix="tui-", dir=tmp))
     argv = [PYTHON, str(PROJECT_ROOT / "run.py"), "--runs-dir", str(runs), "--profile", "cpu"]
-    for o in overrides(steps):
+    for o in overrides(steps, ranks):
         argv += ["--set", o]
     t0 = time.time()
     pty = PtyProcess(argv, cols=120, rows=36)
@@ -257,8 +257,9 @@ def bench_heartbeat_control(seconds: float = 1.0) -> list[Result]:
 
 
 def run(quick: bool = False, rounds: int = 3, steps: int = 1000) -> list[Result]:
-    if quick:
-        rounds, steps = 1, 40
+    ranks = 2
+    if quick:  # the smoke test's size: every runner once, one rank (a torch start less per launch)
+        rounds, steps, ranks = 1, 40, 1
     timeout = 300.0
     sps: dict[str, list[float]] = {v: [] for v in VARIANTS}
     startup: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -269,7 +270,7 @@ def run(quick: bool = False, rounds: int = 3, steps: int = 1000) -> list[Result]
         for r in range(rounds):
             order = VARIANTS[r % 3:] + VARIANTS[:r % 3]  # rotate who goes first
             for v in order:
-                run_dir, t0, cpu = RUNNERS[v](tmp, steps, timeout)
+                run_dir, t0, cpu = RUNNERS[v](tmp, steps, timeout, ranks)
                 sps[v].append(steps_per_s(run_dir))
                 console[v].append(cpu)
                 startup[v].append(first_metric_t(run_dir) - t0)
