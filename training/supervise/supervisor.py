@@ -112,6 +112,7 @@ class Supervisor:
         # the supervisor stops the run itself if the worker has not.
         self.health_stop: dict[str, str] | None = None
         self.health_deadline: float | None = None
+        self.rewinds = 0  # rewinds the [health] nan rule asked of the worker (at most health.rewind_max)
 
     # -- helpers --
     def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
@@ -292,6 +293,10 @@ class Supervisor:
         custom = self.profile.is_custom
         if asked == "stop" and finding.rule == "nan" and not custom:
             asked = "save-stop"
+        if asked == "rewind":
+            asked = self._rewind_or_why(finding)
+            if asked == "rewind":
+                return asked
         if asked in ("pause", "save-stop") and not custom:
             send(self.paths, asked)
             log(f"health rule {finding.rule}: {asked} sent to the worker")
@@ -305,6 +310,27 @@ class Supervisor:
         log(f"health rule {finding.rule}: stopping the run")
         self.stop_requested.set()
         return "stop"
+
+    def _rewind_or_why(self, finding: Any) -> str:
+        """Send the worker a rewind (returns "rewind"), or the action it falls back to: save-stop
+        once health.rewind_max rewinds were done or with no checkpoints/last.pt to go back to
+        (stop for a custom script, which the profile forbids to rewind in the first place)."""
+        from training.rundir.control import send
+
+        assert self.profile is not None
+        if self.profile.is_custom:
+            return "stop"
+        limit = self.profile.health.rewind_max
+        if self.rewinds >= limit:
+            log(f"health rule {finding.rule}: {self.rewinds} rewinds done (health.rewind_max = {limit}); save-stop")
+            return "save-stop"
+        if not (self.paths.checkpoints / "last.pt").exists():
+            log(f"health rule {finding.rule}: no checkpoints/last.pt to rewind to; save-stop")
+            return "save-stop"
+        send(self.paths, "rewind")
+        self.rewinds += 1
+        log(f"health rule {finding.rule}: rewind {self.rewinds} of {limit} sent to the worker")
+        return "rewind"
 
     def _aux_failed(self, what: str, exc: Exception) -> None:
         log(f"{what} not started: {exc!r}\n{traceback.format_exc()}")
