@@ -188,6 +188,16 @@ class Health:
 
 
 @dataclass
+class Notify:
+    command: list = _opt([], "argv run (no shell) for every health firing and when a run finishes or fails; "
+                             "{rule}, {message}, {run_id} ... are filled in, the event is JSON on stdin")
+    timeout_s: float = _opt(10.0, "seconds the command may take before it is killed", min=0, min_exclusive=True)
+    min_interval_s: float = _opt(300.0, "a rule that keeps firing notifies at most once per this many seconds",
+                                 min=0)
+    on_end: bool = _opt(True, "notify when the run finishes or fails")
+
+
+@dataclass
 class Rehearse:
     nproc_cap: int = _opt(0, "most ranks to start on a CPU box (0 = auto from cores)", min=0)
     epochs: int = _opt(2, "epochs in the rehearsal", min=2)
@@ -213,6 +223,7 @@ class Profile:
     telemetry: Telemetry = field(default_factory=Telemetry)
     watchdog: Watchdog = field(default_factory=Watchdog)
     health: Health = field(default_factory=Health)
+    notify: Notify = field(default_factory=Notify)
     rehearse: Rehearse = field(default_factory=Rehearse)
     # Where the profile came from (not a TOML key).
     source: str = ""
@@ -596,6 +607,11 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
         why = placeholders.problem(p.checkpoint.watch, placeholders.RUN_PLACEHOLDERS)
         if why:
             raise ProfileError(f"'checkpoint.watch' ({p.checkpoint.watch!r}) {why}.", path=path, line=line)
+    for i, item in enumerate(p.notify.command):
+        line = loc.line("notify", "command")
+        why = placeholders.problem(item, placeholders.NOTIFY_PLACEHOLDERS)
+        if why:
+            raise ProfileError(f"'notify.command' item {i + 1} ({item!r}) {why}.", path=path, line=line)
     if p.health.nan == "rewind" and p.is_custom:
         raise ProfileError("'health.nan' is \"rewind\", which only a built-in task can do (traindeck reloads its "
                            "checkpoint); for a custom script use \"stop\" or \"save-stop\" and resume from the "

@@ -117,3 +117,44 @@ TRAINDECK_TEST_STEP_DELAY_S = "0.02"
     model.apply_events(all_events)
     assert model.rewinds == [(rewind["from_step"], 20)] and model.step == steps_after[-1]
     assert read_json(paths.exit_json).get("health") is None
+
+
+SINK = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + chr(9) + sys.stdin.read())"
+
+
+def test_a_custom_script_printing_loss_nan_fires_the_rule_and_runs_the_notify_command(runs_dir, tmp_path):
+    """The supervisor's rule reads the script's printed metrics; the [notify] command gets the event
+    as placeholders and as JSON on stdin, once for the firing and once when the run finishes."""
+    import json
+    import sys
+
+    from tests.support.profiles import custom_profile
+
+    sink = tmp_path / "notified.txt"
+    command = [sys.executable, "-c", SINK, str(sink), "{rule}|{action}|{run_id}"]
+    profile = custom_profile("prints_nan.py", mode="single", args=["--steps", "14", "--nan-at", "4"], extra=f"""
+[metrics]
+train = ['step (?P<step>\\d+) loss (?P<loss>\\S+)']
+[health]
+nan = "warn"
+[notify]
+command = {json.dumps(command)}
+""")
+    paths = runs.start_run(profile, runs_dir)
+    try:
+        summary = wait_done(paths, timeout=30)
+    finally:
+        stop_quietly(paths)
+    assert summary.state is RunState.FINISHED, paths.supervisor_log.read_text()
+    health = events(paths, "health")
+    assert [(e["rule"], e["step"], e["action"]) for e in health] == [("nan", 4, "warn")], health
+    lines = sink.read_text().splitlines()
+    assert len(lines) == 2, lines  # the firing (the NaNs after it are one incident), then the end
+    args, note = lines[0].split("\t", 1)
+    assert args == f"nan|warn|{paths.id}"
+    note = json.loads(note)
+    assert (note["kind"], note["rule"], note["step"], note["value"], note["run_id"]) == \
+        ("health", "nan", 4, "nan", paths.id)
+    assert "loss is nan at step 4" in note["message"]
+    args, note = lines[1].split("\t", 1)
+    assert args == f"finished||{paths.id}" and json.loads(note)["state"] == "finished"

@@ -113,6 +113,7 @@ class Supervisor:
         self.health_stop: dict[str, str] | None = None
         self.health_deadline: float | None = None
         self.rewinds = 0  # rewinds the [health] nan rule asked of the worker (at most health.rewind_max)
+        self.notifier: Any = None  # the [notify] command's runner (training.monitor.notify), when set
 
     # -- helpers --
     def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
@@ -175,6 +176,7 @@ class Supervisor:
             launcher=None, processes=[], state=RunState.STARTING.value, state_t=round(time.time(), 3))
         try:
             self.profile = self._load_profile()
+            self.notifier = self._make_notifier(self.profile)  # before launching: a failed launch notifies too
             self.spec = self._prepare(self.profile)
         except (TraindeckError, OSError) as exc:
             return RunResult(RunState.FAILED, None, None, [str(exc)], None, f"cannot launch: {exc}")
@@ -248,7 +250,7 @@ class Supervisor:
             from training.monitor.health import HealthMonitor
             from training.monitor.watchdog import Watchdog, telemetry_gpu_util
 
-            emit = lambda events: append_events(self.paths.events, events)  # noqa: E731
+            emit = self._emit_health
             watchdog = Watchdog(self.paths, p, emit=emit, telemetry_lookup=telemetry_gpu_util(self.paths))
             if p.health.stall_after_s > 0:
                 watchdog.hang_after_s = p.health.stall_after_s
@@ -281,6 +283,27 @@ class Supervisor:
                 self._aux.append(watcher)
             except Exception as exc:  # noqa: BLE001
                 self._aux_failed("checkpoint watch", exc)
+
+    def _make_notifier(self, p: Profile) -> Any:
+        if not p.notify.command:
+            return None
+        from training.monitor.notify import Notifier
+
+        def failed(outcome: Any) -> None:
+            message = f"notify command {list(outcome.argv)} {outcome.error}"
+            log(message)
+            append_events(self.paths.events, [make_event("log", level="warning", message=message)])
+
+        return Notifier(p.notify, run_id=self.paths.id, run_dir=str(self.paths.root), on_failure=failed)
+
+    def _emit_health(self, events: list[dict[str, Any]]) -> None:
+        """The health thread's events into events.jsonl; each firing (a `health` event, a watchdog
+        warning with its rule) to the [notify] command too."""
+        append_events(self.paths.events, events)
+        if self.notifier is not None:
+            for event in events:
+                if event.get("kind") == "health" or (event.get("kind") == "log" and event.get("rule")):
+                    self.notifier.health(event)
 
     def health_action(self, asked: str, finding: Any) -> str:
         """A health rule fired with `asked` (pause, save-stop, stop): do what this run can; returns
@@ -531,6 +554,9 @@ class Supervisor:
             info["health"] = self.health_stop["rule"]
         finish_run(self.paths, result.exit_record(self.started, gpu_leaks=leaks, **left),
                    processes=[r.to_json() for r in self.known.values()], status={"source": "supervisor", **info})
+        if self.notifier is not None:  # after exit.json: the command may read it
+            self.notifier.end(result.state.value, result.message, returncode=result.returncode)
+            self.notifier.close()
         self.state = result.state
         log(f"state {result.state.value}: {result.message}")
         return result
