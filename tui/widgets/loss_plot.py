@@ -4,6 +4,10 @@ The screen owns the `SeriesStore` and hands it down (`plot.store = ...`), then b
 when new points arrive. Everything the user can change is a reactive: which series are shown,
 x by step or epoch, linear or log y, EMA smoothing. Each redraw asks the store for a view of
 about the plot's width, so drawing costs the same at 10^2 or 10^6 steps.
+
+Health firings (training.monitor.health) are `markers`: (step, rule) pairs the screen sets from
+the run model, drawn as red vertical lines with the rule's name at the top (plotext's vline and
+text) when x is the step and the step is within the drawn range.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from textual_plotext import PlotextPlot
 from training.rundir.series import Key, SeriesStore
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.9)
+MARKER_COLOUR = "red"
+MAX_MARKERS = 20  # the newest; more would hide the curves
 # plotext colour names, assigned in series order so a series keeps its colour.
 COLOURS = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
 
@@ -41,6 +47,8 @@ class LossPlot(PlotextPlot):
     x_axis: reactive[str] = reactive("step")
     log_y: reactive[bool] = reactive(False)
     smoothing: reactive[float] = reactive(0.0)
+    markers: reactive[tuple[tuple[int, str], ...]] = reactive(())
+    """Health firings to mark: (step, rule), oldest first."""
 
     def validate_x_axis(self, value: str) -> str:
         return value if value in ("step", "epoch") else "step"
@@ -63,6 +71,16 @@ class LossPlot(PlotextPlot):
     def watch_smoothing(self) -> None:
         self.refresh()
 
+    def watch_markers(self) -> None:
+        self.refresh()
+
+    def visible_markers(self, xs: list[float]) -> list[tuple[int, str]]:
+        """The markers inside the drawn x range (by step only: a firing names no epoch)."""
+        if self.x_axis != "step" or not xs:
+            return []
+        lo, hi = min(xs), max(xs)
+        return [(step, rule) for step, rule in self.markers[-MAX_MARKERS:] if lo <= step <= hi]
+
     def visible_keys(self) -> list[Key]:
         if self.store is None:
             return []
@@ -83,6 +101,7 @@ class LossPlot(PlotextPlot):
         keys = self.visible_keys()
         all_keys = self.store.names() if self.store else []
         drawn: list[float] = []
+        drawn_x: list[float] = []
         for key in keys:
             xs, ys = self.store.view(key, width, x=self.x_axis, smoothing=self.smoothing, log_y=self.log_y)
             if not xs:
@@ -91,6 +110,12 @@ class LossPlot(PlotextPlot):
             marker = "braille" if len(xs) > 2 else "dot"
             plt.plot(xs, ys, label=series_label(key), color=colour, marker=marker)
             drawn.extend(ys)
+            drawn_x.extend(xs)
+        if drawn:
+            top = max(drawn)
+            for step, rule in self.visible_markers(drawn_x):
+                plt.vline(step, color=MARKER_COLOUR)
+                plt.text(rule, step, top, color=MARKER_COLOUR, alignment="left")
         plt.title(self.settings_text())
         plt.xlabel(self.x_axis)
         if not drawn:
