@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = p.add_argument_group("profiles")
     info.add_argument("--list", action="store_true", help="list profiles with a hardware-match column")
+    info.add_argument("--notify-test", nargs="?", const="", metavar="PROFILE",
+                      help="run the profile's [notify] command once with a test event (JSON on stdin) and say "
+                      "what it did; exit 0 when it exited 0")
     info.add_argument("--check", action="store_true",
                       help="preflight the --profile: GPUs wanted vs found, NCCL, disk, port; print what would run")
     info.add_argument("--gpus", action="store_true",
@@ -127,6 +130,27 @@ def main(argv: list[str] | None = None) -> int:
         return 141
 
 
+def _notify_test(profile, runs_dir: Path) -> int:
+    """run.py --notify-test PROFILE: the [notify] command once, as a health firing would run it."""
+    from training.monitor.notify import argv_for, notification, notify_test, test_event
+
+    source = profile.source or profile.name
+    if not profile.notify.command:
+        raise TraindeckError(f"{source}: the profile has no [notify] command to test. Add one, e.g.\n"
+                             f"[notify]\ncommand = [\"notify-send\", \"traindeck {{run_id}}\", \"{{rule}}: {{message}}\"]")
+    run_id, run_dir = "notify-test", str(runs_dir / "notify-test")
+    shown = argv_for(list(profile.notify.command), notification(test_event(run_id), run_id, run_dir))
+    print(f"running {shown} (timeout {profile.notify.timeout_s:g} s), the event as JSON on stdin")
+    outcome = notify_test(profile.notify, run_id, run_dir)
+    if outcome.output:
+        print(outcome.output)
+    if outcome.ok:
+        print("notify command exited 0")
+        return 0
+    print(f"notify command {outcome.error}. Fix [notify] command in {source}.", file=sys.stderr)
+    return 1
+
+
 def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
     from training.console import preflight
     from training.profile import load_profile
@@ -143,6 +167,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         from training.console.gpu_check import GpuCheck
 
         return GpuCheck(runs_dir, render=_run_screen_renderer()).run()
+    if args.notify_test is not None:
+        return _notify_test(load_profile(args.notify_test or args.profile or "cpu", args.overrides), runs_dir)
     if args.check:
         profile = load_profile(args.profile or "cpu", args.overrides)
         report = preflight.run_preflight(profile, runs_dir)

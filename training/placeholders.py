@@ -19,6 +19,19 @@ RUN_PLACEHOLDERS = {
     "run_id": "the run id",
 }
 
+# The names `[notify] command` may use (training.monitor.notify): the event's fields and the run's.
+NOTIFY_PLACEHOLDERS = {
+    "kind": "what is told: health, end or test",
+    "rule": "the health rule (nan, divergence, ...); for an end, the final state",
+    "message": "the event's message",
+    "action": "what was done (warn, pause, save-stop, stop, rewind)",
+    "value": "the value the rule saw",
+    "step": "the step",
+    "state": "for an end, the final state (finished, failed)",
+    "run_id": "the run id",
+    "run_dir": "the run directory",
+}
+
 _FORMATTER = string.Formatter()
 
 

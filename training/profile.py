@@ -158,6 +158,8 @@ class Watchdog:
 
 # What a [health] rule does when it fires (training.monitor.health). "off" disables the rule.
 HEALTH_ACTIONS = ("off", "warn", "pause", "save-stop", "stop")
+# The nan rule of a built-in task may also rewind: reload last.pt, skip the batches since it, go on.
+NAN_ACTIONS = HEALTH_ACTIONS + ("rewind",)
 
 
 def _action(default: str, what: str):
@@ -166,8 +168,12 @@ def _action(default: str, what: str):
 
 @dataclass
 class Health:
-    nan: str = _action("stop", "a non-finite loss* or grad norm (stop: built-in tasks save-stop, keeping the last "
-                               "good checkpoint)")
+    nan: str = _opt("stop", "a non-finite loss* or grad norm: off, warn, pause, save-stop, stop (built-in tasks "
+                            "save-stop, keeping the last good checkpoint) or rewind (built-in tasks: reload the last "
+                            "good checkpoint, skip the batches since it and go on)", choices=NAN_ACTIONS)
+    rewind_max: int = _opt(3, "rewinds at most in one run; the next non-finite value save-stops", min=1)
+    rewind_lr_factor: float = _opt(1.0, "each rewind multiplies the learning rate by this", min=0, max=1,
+                                   min_exclusive=True)
     divergence: str = _action("warn", "the train-loss EMA above divergence_factor x its best so far")
     divergence_factor: float = _opt(3.0, "how many times its best the train-loss EMA may reach", min=1,
                                     min_exclusive=True)
@@ -184,6 +190,16 @@ class Health:
     stall_after_s: float = _opt(0.0, "seconds without a step (0 = [watchdog] hang_after_s, whose 0 is auto: "
                                      "10x the median step time, at least 60 s)", min=0)
     straggler: str = _action("warn", "a rank slower than the others by [watchdog] straggler_ratio")
+
+
+@dataclass
+class Notify:
+    command: list = _opt([], "argv run (no shell) for every health firing and when a run finishes or fails; "
+                             "{rule}, {message}, {run_id} ... are filled in, the event is JSON on stdin")
+    timeout_s: float = _opt(10.0, "seconds the command may take before it is killed", min=0, min_exclusive=True)
+    min_interval_s: float = _opt(300.0, "a rule that keeps firing notifies at most once per this many seconds",
+                                 min=0)
+    on_end: bool = _opt(True, "notify when the run finishes or fails")
 
 
 @dataclass
@@ -212,6 +228,7 @@ class Profile:
     telemetry: Telemetry = field(default_factory=Telemetry)
     watchdog: Watchdog = field(default_factory=Watchdog)
     health: Health = field(default_factory=Health)
+    notify: Notify = field(default_factory=Notify)
     rehearse: Rehearse = field(default_factory=Rehearse)
     # Where the profile came from (not a TOML key).
     source: str = ""
@@ -613,6 +630,15 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
         why = placeholders.problem(p.checkpoint.watch, placeholders.RUN_PLACEHOLDERS)
         if why:
             raise ProfileError(f"'checkpoint.watch' ({p.checkpoint.watch!r}) {why}.", path=path, line=line)
+    for i, item in enumerate(p.notify.command):
+        line = loc.line("notify", "command")
+        why = placeholders.problem(item, placeholders.NOTIFY_PLACEHOLDERS)
+        if why:
+            raise ProfileError(f"'notify.command' item {i + 1} ({item!r}) {why}.", path=path, line=line)
+    if p.health.nan == "rewind" and p.is_custom:
+        raise ProfileError("'health.nan' is \"rewind\", which only a built-in task can do (traindeck reloads its "
+                           "checkpoint); for a custom script use \"stop\" or \"save-stop\" and resume from the "
+                           "script's own checkpoint.", path=path, line=loc.line("health", "nan"))
     if p.export.onnx and p.is_custom:
         raise ProfileError("[export] onnx works for built-in tasks only; a custom script exports its own model.",
                            path=path, line=loc.line("export", "onnx"))

@@ -151,6 +151,9 @@ class RunModel:
     alerts: dict[int, Alert] = field(default_factory=dict)
     # Every [health] rule that fired (training.monitor.health), oldest first.
     health: list[HealthEvent] = field(default_factory=list)
+    # Every rewind of the [health] nan rule: (from_step, to_step), oldest first. The points after
+    # to_step before it are superseded (training.rundir.series drops them from the plot).
+    rewinds: list[tuple[int, int]] = field(default_factory=list)
 
     # ---- folding ---------------------------------------------------------------------------
     def apply_run_json(self, data: dict[str, Any]) -> None:
@@ -249,8 +252,20 @@ class RunModel:
             self.errors += 1
         if e.control in ("pause", "resume"):
             self.paused = e.control == "pause"
+        elif e.control == "rewind":
+            self._rewind(e)
         elif e.watchdog:
             self._watchdog(e)
+
+    def _rewind(self, e: LogEvent) -> None:
+        """The worker went back to its last good checkpoint: the step counter continues from its
+        step, and what the superseded stretch reported is no longer the run's latest."""
+        if e.from_step is None or e.to_step is None:
+            return
+        self.rewinds.append((e.from_step, e.to_step))
+        self.step = e.to_step
+        self.last_loss = None
+        self.version += 1
 
     def _watchdog(self, e: LogEvent) -> None:
         ranks = list(e.ranks)

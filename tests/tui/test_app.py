@@ -497,3 +497,26 @@ def test_run_model_folds_health_events_and_old_watchdog_warnings_alike():
     assert [e.rule for e in model.health] == ["divergence", "nan"] and model.health[1].value == "nan"
     assert model.header(3.0).health == "nan step 50 → stop (+1)"
     assert model.warnings == 3
+
+
+async def test_health_firings_are_marked_on_the_loss_plot_by_step(recorded_app, recorded_runs_dir):
+    run = recorded_runs_dir / GNN
+    lines = (run / "events.jsonl").read_text().splitlines()
+    steps = [e["step"] for e in map(json.loads, lines) if e.get("kind") == "metric" and e.get("split") == "train"]
+    mid = steps[len(steps) // 2]
+    append_event(run, kind="health", t=json.loads(lines[-1])["t"] + 1, rule="divergence", value=9.0, step=mid,
+                 action="warn", message="the train loss is diverging")
+    app = recorded_app(run.name)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_run_loaded(pilot)
+        plot = screen.query_one(LossPlot)
+        assert plot.markers == ((mid, "divergence"),)
+        xs, _ = plot.store.view(("train", "loss"), 100)
+        assert plot.visible_markers(xs) == [(mid, "divergence")]
+        plot.render()
+        assert "divergence" in plot.plt.build()
+        # By epoch a firing has no place (it names a step): no marker.
+        await pilot.press("x")
+        assert plot.visible_markers(xs) == []
+        plot.render()
+        assert "divergence" not in plot.plt.build()

@@ -201,3 +201,73 @@ def test_the_thread_path_reads_new_events_and_emits_health_events(tmp_path):
     assert [(e["rule"], e["step"]) for e in emitted] == [("nan", 20)]
     mon.poll(T0 + 1)
     assert len(emitted) == 1
+
+
+# ---- rewind -----------------------------------------------------------------------------------
+
+def test_rewind_is_a_nan_action_for_built_in_tasks_only(tmp_path):
+    from training.profile import ProfileError
+
+    p = profile(nan="rewind", rewind_max=2, rewind_lr_factor=0.5)
+    assert (p.health.nan, p.health.rewind_max, p.health.rewind_lr_factor) == ("rewind", 2, 0.5)
+    with pytest.raises(ProfileError, match="only a built-in task"):
+        script = tmp_path / "train.py"
+        script.write_text("print('hi')\n")
+        parse_profile(f'[train]\nscript = "{script}"\n[health]\nnan = "rewind"\n')
+    with pytest.raises(ProfileError, match="health.divergence"):
+        profile(divergence="rewind")  # the other rules have nothing to rewind to
+    with pytest.raises(ProfileError, match="rewind_lr_factor"):
+        profile(rewind_lr_factor=0)
+
+
+def test_the_supervisor_rewinds_at_most_rewind_max_times_then_save_stops(tmp_path):
+    from training.monitor.health import Finding
+    from training.rundir.control import send  # noqa: F401 - the channel the rewind travels through
+    from training.supervise.supervisor import Supervisor
+
+    paths = RunPaths(tmp_path)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    sup = Supervisor(paths)
+    sup.profile = profile(nan="rewind", rewind_max=2)
+    finding = Finding("nan", "loss is nan at step 25", value="nan", step=25)
+    # No checkpoint yet: nothing to rewind to.
+    assert sup.health_action("rewind", finding) == "save-stop"
+    assert json.loads(paths.control.read_text())["action"] == "save-stop"
+    sup.health_stop = sup.health_deadline = None
+    (paths.checkpoints / "last.pt").write_bytes(b"x")
+    actions = [sup.health_action("rewind", finding) for _ in range(3)]
+    assert actions == ["rewind", "rewind", "save-stop"]
+    assert json.loads(paths.control.read_text())["action"] == "save-stop"
+    assert sup.health_stop and sup.health_stop["rule"] == "nan"
+
+
+def test_a_rewind_drops_the_superseded_points_from_the_series_and_the_run_model():
+    from training.rundir.series import SeriesStore
+    from tui.run_model import RunModel
+
+    events = [train(s, 1.0 / s) for s in range(5, 55, 5)] + [val(20, 0.4), val(40, 0.3)]
+    rewind = make_event("log", level="warning", message="rewound", control="rewind", from_step=50, to_step=20)
+    events += [rewind] + [train(s, 0.5 / s) for s in range(25, 45, 5)]
+    store = SeriesStore()
+    store.add_events(events)
+    xs, ys = store.view(("train", "loss"), width=1000)
+    assert xs == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert ys[-1] == pytest.approx(0.5 / 40)  # the kept branch's, not the superseded 1/40
+    assert store.view(("val", "loss"), width=1000)[0] == [20]
+    model = RunModel()
+    model.apply_events(events[:-4])  # up to the rewind
+    assert (model.rewinds, model.step) == ([(50, 20)], 20)
+    model.apply_events(events[-4:])
+    assert model.step == 40
+
+
+def test_a_rewind_truncates_a_series_that_has_merged_into_buckets():
+    from training.rundir.series import Series
+
+    s = Series(capacity=4, recent=4)
+    for step in range(1, 41):
+        s.add(step, 1.0, float(step), 0.0)
+    dropped = s.truncate(20)
+    assert dropped > 0 and s.last is not None and s.last[0] <= 20
+    xs, _ = s.view(1000)
+    assert max(xs) <= 20

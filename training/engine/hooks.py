@@ -4,14 +4,16 @@ the training loop reads no environment variables:
     TRAINDECK_TEST_DUMP_WEIGHTS=DIR   each rank saves its final weights to DIR/rank-<rank>.pt
     TRAINDECK_TEST_STEP_DELAY_S=0.05  sleep this long after every optimizer step
     TRAINDECK_TEST_NAN_AT_STEP=40     after optimizer step 40, every rank's weights become NaN (what a
-                                      blown-up update does): the health rules' end-to-end tests
+                                      blown-up update does), once per process: a rewind to a
+                                      checkpoint before step 40 passes it again healthy (the health
+                                      rules' end-to-end tests)
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +27,7 @@ class Hooks:
     step_delay_s: float = 0.0
     dump_weights: Path | None = None
     nan_at_step: int = 0
+    _fired: list = field(default_factory=list, compare=False, repr=False)  # the NaN, once
 
     @classmethod
     def from_environ(cls) -> Hooks:
@@ -36,7 +39,8 @@ class Hooks:
     def after_step(self, step: int, raw: nn.Module) -> None:
         if self.step_delay_s:
             time.sleep(self.step_delay_s)
-        if self.nan_at_step and step == self.nan_at_step:
+        if self.nan_at_step and step == self.nan_at_step and not self._fired:
+            self._fired.append(step)
             with torch.no_grad():
                 for p in raw.parameters():
                     p.fill_(float("nan"))

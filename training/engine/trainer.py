@@ -1,5 +1,6 @@
 """The training loop of one rank: steps, the logging interval (the one host sync), validation,
-checkpoints and the console's control requests (save, save-stop, pause, resume).
+checkpoints and the control requests (save, save-stop, pause, resume from the console; rewind from
+the supervisor's [health] nan rule).
 
 Every method that talks to other ranks is called by every rank at the same step; anything written
 to the run directory is written by rank 0 only (`self.is_main`)."""
@@ -22,6 +23,8 @@ from training.engine.checkpoint import (
     CheckpointWriteError,
     capture_rng_state,
     improved,
+    load_checkpoint,
+    load_model_weights,
     make_checkpoint,
     remove_stale_temp_files,
     serialize,
@@ -91,6 +94,7 @@ class Trainer:
         self.samples_per_step = self.T.batch_size * self.T.grad_accum * self.env.world_size
         self.control = ControlChannel(self.paths.root) if self.is_main else None
         self.skipped_save = ""  # rank 0: why the newest save was refused (non-finite weights), "" if written
+        self.rewinds = 0  # rewinds done by this process (the [health] nan rule's "rewind")
         if self.is_main:
             remove_stale_temp_files(self.paths.checkpoints)
 
@@ -343,6 +347,9 @@ class Trainer:
             report.status("stopped", message=f"stopped on request after saving step {step}", step=step,
                           epoch=self.epoch)
             raise StopRequested()
+        if action == "rewind":
+            self.rewind(seq)
+            return paused
         if action == "pause":
             report.message(f"{'already ' if paused else ''}paused at step {step}", control=action, seq=seq)
             return True
@@ -351,6 +358,54 @@ class Trainer:
                            control=action, seq=seq)
             return False
         return paused
+
+    def rewind(self, seq: int) -> None:
+        """Collective: the [health] nan rule asked to go back to checkpoints/last.pt (never written with
+        non-finite weights). The weights, optimizer, schedule and scaler come back from it and the step
+        counter continues from its step; the data stays where it is, so the batches since the
+        checkpoint are skipped, not replayed. The learning rate is scaled by
+        health.rewind_lr_factor once more per rewind. The rewind is a `log` event with
+        control="rewind", from_step and to_step: viewers drop the superseded points after to_step."""
+        from_step, last = self.step, self.ckpt_files.last
+        if not last.exists():
+            if self.is_main:
+                report.message(f"cannot rewind at step {from_step}: there is no checkpoints/last.pt yet; stopping "
+                               f"without saving the non-finite weights", level="error", control="rewind", seq=seq)
+                report.status("stopped", message=f"stopped at step {from_step}: nothing to rewind to",
+                              step=from_step, epoch=self.epoch)
+            raise StopRequested()
+        ckpt = load_checkpoint(last, map_location="cpu")
+        load_model_weights(self.raw, ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") is not None and self.precision.scaler.is_enabled():
+            self.precision.scaler.load_state_dict(ckpt["scaler"])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.rewinds += 1
+        factor = float(getattr(self.profile.health, "rewind_lr_factor", 1.0))
+        if factor != 1.0:
+            self._scale_lr(factor ** self.rewinds)
+        self.step = int(ckpt["step"])
+        self._reset_interval()
+        self.heartbeat.beat(self.step, epoch=self.epoch, state="training", force=True)
+        if self.is_main:
+            lr = self.scheduler.get_last_lr()[0]
+            report.message(f"rewound from step {from_step} to checkpoints/last.pt at step {self.step} (rewind "
+                           f"{self.rewinds}); the batches since it are skipped, lr {lr:.3g}", level="warning",
+                           control="rewind", seq=seq, from_step=from_step, to_step=self.step, rewinds=self.rewinds,
+                           lr=lr)
+
+    def _scale_lr(self, total: float) -> None:
+        """Set the learning rate to `total` x the schedule's (initial_lr is the profile's peak): the
+        checkpoint's scale, whatever earlier rewinds left in it, is replaced, not compounded."""
+        sched = self.scheduler
+        for i, group in enumerate(self.optimizer.param_groups):
+            initial = group.get("initial_lr", sched.base_lrs[i])
+            ratio = initial * total / sched.base_lrs[i] if sched.base_lrs[i] else 1.0
+            sched.base_lrs[i] = initial * total
+            group["lr"] *= ratio
+        sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def pause(self, seq: int) -> None:
         """All ranks wait here; in DDP a cheap all-reduce every PAUSE_POLL_S keeps them in step."""

@@ -21,8 +21,10 @@ A firing is recorded as one event:
     {"kind": "health", "rule": "nan", "value": "nan", "metric": "loss", "step": 40, "rank": null,
      "action": "stop", "asked": "stop", "message": "loss is nan at step 40 ..."}
 
-`asked` is the profile's action, `action` what was done: `save-stop` and `pause` travel through
-the control channel (training.rundir.control), which only the built-in worker reads, so for a
+`asked` is the profile's action, `action` what was done: `rewind` (the nan rule of a built-in
+task, opt-in) asks the worker through the control channel to reload checkpoints/last.pt and go
+on, at most health.rewind_max times (the supervisor counts), then it is save-stop; `save-stop`
+and `pause` travel through the control channel (training.rundir.control), which only the built-in worker reads, so for a
 custom script save-stop becomes stop and pause becomes warn. `stop` asks the supervisor to stop
 the run, except for the nan rule of a built-in task: there it is save-stop, which keeps the last
 good checkpoint (the worker never writes non-finite weights). Once a stopping action was taken,
@@ -353,7 +355,7 @@ class HealthMonitor:
                 for rule in self.rules:
                     rule.reset()  # a new life of the worker (resume, restart): its own baseline
                 continue
-            if kind == "log" and event.get("control") in ("pause", "resume"):
+            if kind == "log" and event.get("control") in ("pause", "resume", "rewind"):
                 for rule in self.rules:
                     if isinstance(rule, ThroughputRule):
                         rule.pause()
@@ -415,6 +417,6 @@ class HealthMonitor:
         return make_event("health", t=now, **fields)
 
 
-ACTION_WORDS = {"pause": "pausing the run", "save-stop": "saving the last good checkpoint and stopping",
+ACTION_WORDS = {"rewind": "rewinding to the last good checkpoint", "pause": "pausing the run", "save-stop": "saving the last good checkpoint and stopping",
                 "stop": "stopping the run"}
 

@@ -1,6 +1,10 @@
 """The control file: requests from the console to a running worker.
 
-    RUN_DIR/control.json = {"seq": 7, "action": "save|save-stop|pause|resume", "t": <unix s>}
+    RUN_DIR/control.json = {"seq": 7, "action": "save|save-stop|pause|resume|rewind", "t": <unix s>}
+
+`rewind` is the [health] nan rule's (sent by the supervisor, never by a console key): reload
+checkpoints/last.pt, keep the data where it is (the batches since the checkpoint are skipped) and
+go on from the checkpoint's step (training.engine.trainer.Trainer.rewind).
 
 The console calls `send(paths, action)` (or `send_and_wait`, which blocks until the worker's
 acknowledgement appears in events.jsonl). Rank 0 calls `ControlChannel(run_dir).poll()` at each
@@ -24,7 +28,7 @@ from training.rundir import RunPaths, read_json, write_json_atomic
 from training.rundir.events import EventReader
 from training.rundir.liveness import not_live_reason
 
-ACTIONS = ("save", "save-stop", "pause", "resume")
+ACTIONS = ("save", "save-stop", "pause", "resume", "rewind")
 # Codes that travel in the DDP all-reduce (0 = nothing to do).
 ACTION_CODES = {action: n for n, action in enumerate(ACTIONS, start=1)}
 CODE_ACTIONS = {n: action for action, n in ACTION_CODES.items()}

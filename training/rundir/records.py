@@ -190,6 +190,9 @@ class LogEvent:
     ranks: tuple[int, ...]
     step: int | None
     stalled_s: float | None
+    # A rewind (control "rewind"): the step it left and the checkpoint step it went back to.
+    from_step: int | None = None
+    to_step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -233,5 +236,5 @@ def parse_event(e: dict[str, Any]) -> Event | None:
             if isinstance(e.get("ranks"), list) else ()
         return LogEvent(t, _str(e.get("level")) or "info", _str(e.get("message")), as_int(e.get("rank")),
                         _str(e.get("control")), _str(e.get("watchdog")), ranks, as_int(e.get("step")),
-                        as_float(e.get("stalled_s")))
+                        as_float(e.get("stalled_s")), as_int(e.get("from_step")), as_int(e.get("to_step")))
     return None

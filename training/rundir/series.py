@@ -11,6 +11,10 @@ neighbours merge pairwise and each bucket covers twice as many points, so memory
 O(capacity + recent) at 10^3 or 10^9 points. A view reduces whatever it reads to about `width`
 groups with min and max per group (spikes stay visible), so a redraw costs the same at any
 length. Non-finite values (a loss gone NaN) are not plotted but counted, with the first step.
+
+A rewind (a `log` event with control="rewind", from_step and to_step: the [health] nan rule sent
+the worker back to its last good checkpoint) supersedes every point after to_step: each series
+drops them, so the plot shows the branch that was kept. events.jsonl keeps them.
 """
 
 from __future__ import annotations
@@ -89,6 +93,47 @@ class Series:
         self._b[: self.capacity // 2] = merged
         self._nb = self.capacity // 2
         self.span *= 2
+
+    def truncate(self, step: float) -> int:
+        """Drop the points after `step` (a rewind superseded them); returns how many were dropped.
+        Exact while the series is still held point by point; once buckets have merged, a bucket
+        that straddles `step` stays (its x range is cut at `step`)."""
+        kept = [p for p in self.recent if p[0] <= step]
+        dropped_recent = len(self.recent) - len(kept)
+        raw = self.count <= len(self.recent)
+        self.recent = deque(kept, maxlen=self.recent.maxlen)
+        rows = self._b[: self._nb]
+        keep_rows = rows[:, 0] <= step
+        dropped_buckets = float(rows[~keep_rows, 7].sum())
+        self._b[: int(keep_rows.sum())] = rows[keep_rows]
+        self._nb = int(keep_rows.sum())
+        if self._nb and self._b[self._nb - 1, 1] > step:
+            self._b[self._nb - 1, 1] = step
+        o = self._open
+        if o is not None:
+            if o[0] > step:
+                dropped_buckets += o[7]
+                self._open = None
+            elif o[1] > step:
+                o[1] = step
+        dropped = dropped_recent if raw else int(dropped_buckets)
+        self.count = max(0, self.count - dropped)
+        if raw:  # the buckets hold what the recent points hold: rebuild them exactly
+            self._b[:] = 0
+            self._nb, self.span, self._open, self.count = 0, 1, None, 0
+            self.recent = deque(maxlen=self.recent.maxlen)
+            for p in kept:
+                self.add(*p)
+        self.last = self.recent[-1] if self.recent else self._last_bucket()
+        return dropped
+
+    def _last_bucket(self) -> tuple[float, float, float, float] | None:
+        """The newest bucket as a point (step, epoch, mean value, t): `last` once no raw point is left."""
+        row = self._open if self._open is not None else (self._b[self._nb - 1] if self._nb else None)
+        if row is None:
+            return None
+        n = float(row[7])
+        return float(row[1]), float(row[2]) / n, float(row[6]) / n, float(row[3])
 
     @property
     def stored_points(self) -> int:
@@ -199,9 +244,15 @@ class SeriesStore:
         s.add(float(step), math.nan if epoch is None else float(epoch), value, t)
 
     def add_events(self, events: Iterable[dict[str, Any]]) -> int:
-        """Consume metric events (other kinds are ignored); returns the points added."""
+        """Consume metric events and rewinds (other kinds are ignored); returns the points added
+        plus those a rewind dropped (non-zero: the plot has changed)."""
         added = 0
         for e in events:
+            if e.get("kind") == "log" and e.get("control") == "rewind":
+                to_step = _num(e.get("to_step"))
+                if to_step is not None:
+                    added += self.truncate(to_step)
+                continue
             if e.get("kind") != "metric":
                 continue
             values = e.get("values")
@@ -223,6 +274,12 @@ class SeriesStore:
                 self.add(split, str(name), step, value, epoch, t)
                 added += 1
         return added
+
+    def truncate(self, step: float) -> int:
+        """A rewind to `step`: every series drops its points after it; returns how many."""
+        if self.last_step is not None and self.last_step > step:
+            self.last_step = step
+        return sum(s.truncate(step) for s in self.series.values())
 
     def names(self) -> list[Key]:
         return sorted(self.series, key=_order)

@@ -114,6 +114,8 @@ class Supervisor:
         self.health_deadline: float | None = None
         # The GPUs this run took on a shared box, under their locks (released in finish()).
         self.gpu_claim = None
+        self.rewinds = 0  # rewinds the [health] nan rule asked of the worker (at most health.rewind_max)
+        self.notifier: Any = None  # the [notify] command's runner (training.monitor.notify), when set
 
     # -- helpers --
     def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
@@ -193,6 +195,7 @@ class Supervisor:
 
         try:
             self.profile = self._load_profile()
+            self.notifier = self._make_notifier(self.profile)  # before launching: a failed launch notifies too
             self.gpu_claim = self._claim_gpus(self.profile)
             self.spec = self._prepare(self.profile)
         except GpusBusy as exc:
@@ -271,7 +274,7 @@ class Supervisor:
             from training.monitor.health import HealthMonitor
             from training.monitor.watchdog import Watchdog, telemetry_gpu_util
 
-            emit = lambda events: append_events(self.paths.events, events)  # noqa: E731
+            emit = self._emit_health
             watchdog = Watchdog(self.paths, p, emit=emit, telemetry_lookup=telemetry_gpu_util(self.paths))
             if p.health.stall_after_s > 0:
                 watchdog.hang_after_s = p.health.stall_after_s
@@ -314,6 +317,27 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001
                 self._aux_failed("checkpoint watch", exc)
 
+    def _make_notifier(self, p: Profile) -> Any:
+        if not p.notify.command:
+            return None
+        from training.monitor.notify import Notifier
+
+        def failed(outcome: Any) -> None:
+            message = f"notify command {list(outcome.argv)} {outcome.error}"
+            log(message)
+            append_events(self.paths.events, [make_event("log", level="warning", message=message)])
+
+        return Notifier(p.notify, run_id=self.paths.id, run_dir=str(self.paths.root), on_failure=failed)
+
+    def _emit_health(self, events: list[dict[str, Any]]) -> None:
+        """The health thread's events into events.jsonl; each firing (a `health` event, a watchdog
+        warning with its rule) to the [notify] command too."""
+        append_events(self.paths.events, events)
+        if self.notifier is not None:
+            for event in events:
+                if event.get("kind") == "health" or (event.get("kind") == "log" and event.get("rule")):
+                    self.notifier.health(event)
+
     def health_action(self, asked: str, finding: Any) -> str:
         """A health rule fired with `asked` (pause, save-stop, stop): do what this run can; returns
         what was done. Only the built-in worker reads control requests, so a custom script gets
@@ -325,6 +349,10 @@ class Supervisor:
         custom = self.profile.is_custom
         if asked == "stop" and finding.rule == "nan" and not custom:
             asked = "save-stop"
+        if asked == "rewind":
+            asked = self._rewind_or_why(finding)
+            if asked == "rewind":
+                return asked
         if asked in ("pause", "save-stop") and not custom:
             send(self.paths, asked)
             log(f"health rule {finding.rule}: {asked} sent to the worker")
@@ -338,6 +366,27 @@ class Supervisor:
         log(f"health rule {finding.rule}: stopping the run")
         self.stop_requested.set()
         return "stop"
+
+    def _rewind_or_why(self, finding: Any) -> str:
+        """Send the worker a rewind (returns "rewind"), or the action it falls back to: save-stop
+        once health.rewind_max rewinds were done or with no checkpoints/last.pt to go back to
+        (stop for a custom script, which the profile forbids to rewind in the first place)."""
+        from training.rundir.control import send
+
+        assert self.profile is not None
+        if self.profile.is_custom:
+            return "stop"
+        limit = self.profile.health.rewind_max
+        if self.rewinds >= limit:
+            log(f"health rule {finding.rule}: {self.rewinds} rewinds done (health.rewind_max = {limit}); save-stop")
+            return "save-stop"
+        if not (self.paths.checkpoints / "last.pt").exists():
+            log(f"health rule {finding.rule}: no checkpoints/last.pt to rewind to; save-stop")
+            return "save-stop"
+        send(self.paths, "rewind")
+        self.rewinds += 1
+        log(f"health rule {finding.rule}: rewind {self.rewinds} of {limit} sent to the worker")
+        return "rewind"
 
     def _aux_failed(self, what: str, exc: Exception) -> None:
         log(f"{what} not started: {exc!r}\n{traceback.format_exc()}")
@@ -542,6 +591,9 @@ class Supervisor:
             self.gpu_claim.release()
         finish_run(self.paths, result.exit_record(self.started, gpu_leaks=leaks, **left),
                    processes=[r.to_json() for r in self.known.values()], status={"source": "supervisor", **info})
+        if self.notifier is not None:  # after exit.json: the command may read it
+            self.notifier.end(result.state.value, result.message, returncode=result.returncode)
+            self.notifier.close()
         self.state = result.state
         log(f"state {result.state.value}: {result.message}")
         return result

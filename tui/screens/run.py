@@ -347,6 +347,8 @@ class RunScreen(Screen):
         if not self.telemetry_seen and message.caught_up and not model.live:
             grid.placeholder = "no telemetry was recorded for this run"
         health = [e for e in message.events if e.get("kind") == "health"]
+        if health:
+            self.query_one(LossPlot).markers = tuple((e.step, e.rule) for e in model.health if e.step is not None)
         if health and self.loaded and model.live:
             self._tell_health(health)  # live firings only: a replayed history rings nothing
         shown = self.query_one(RunHeader).info

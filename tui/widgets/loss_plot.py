@@ -4,6 +4,10 @@ The screen owns the `SeriesStore` and hands it down (`plot.store = ...`), then b
 when new points arrive. Everything the user can change is a reactive: which series are shown,
 x by step or epoch, linear or log y, EMA smoothing. Each redraw asks the store for a view of
 about the plot's width, so drawing costs the same at 10^2 or 10^6 steps.
+
+Health firings (training.monitor.health) are `markers`: (step, rule) pairs the screen sets from
+the run model, drawn as red vertical lines with the rule's name at the top (plotext's vline and
+text) when x is the step and the step is within the drawn range.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from tui.formats import format_tick, nice_bounds
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.9)
 LEGEND_CKPT_MIN_HEIGHT = 20
+MARKER_COLOUR = "red"
+MAX_MARKERS = 20  # the newest; more would hide the curves
 # plotext colour names, assigned in series order so a series keeps its colour.
 COLOURS = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
 
@@ -45,6 +51,8 @@ class LossPlot(PlotextPlot):
     smoothing: reactive[float] = reactive(0.0)
     checkpoints: reactive[tuple[tuple[int | None, int | None, bool], ...]] = reactive(())
     """(step, epoch, best) of each checkpoint, marked on the plot's top edge."""
+    markers: reactive[tuple[tuple[int, str], ...]] = reactive(())
+    """Health firings to mark: (step, rule), oldest first."""
 
     def validate_x_axis(self, value: str) -> str:
         return value if value in ("step", "epoch") else "step"
@@ -66,6 +74,16 @@ class LossPlot(PlotextPlot):
 
     def watch_smoothing(self) -> None:
         self.refresh()
+
+    def watch_markers(self) -> None:
+        self.refresh()
+
+    def visible_markers(self, xs: list[float]) -> list[tuple[int, str]]:
+        """The markers inside the drawn x range (by step only: a firing names no epoch)."""
+        if self.x_axis != "step" or not xs:
+            return []
+        lo, hi = min(xs), max(xs)
+        return [(step, rule) for step, rule in self.markers[-MAX_MARKERS:] if lo <= step <= hi]
 
     def visible_keys(self) -> list[Key]:
         if self.store is None:
@@ -119,6 +137,9 @@ class LossPlot(PlotextPlot):
             labels = [format_tick(10 ** v) if 10 ** v >= 1 else f"{10 ** v:.2g}" for v in ticks]
         plt.yticks(ticks, labels)
         self._mark_checkpoints(x_lo, x_hi, y_hi)
+        for step, rule in self.visible_markers(drawn_x):
+            plt.vline(step, color=MARKER_COLOUR)
+            plt.text(rule, step, y_hi, color=MARKER_COLOUR, alignment="left")
         return super().render()
 
     def _mark_checkpoints(self, x_lo: float, x_hi: float, y_top: float) -> None:
