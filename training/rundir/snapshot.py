@@ -138,7 +138,8 @@ def save(events: Path, folded: Folded) -> None:
     path = snapshot_path(events)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        # User-only like every file of a run directory, whatever the umask (0600 at creation).
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(folded.to_bytes())
         os.replace(tmp, path)
     except OSError:
