@@ -1,17 +1,18 @@
 # traindeck: one command to set up and run the demo, one to set up and run the tests.
 #   make demo   - create .venv, install, run the cpu profile headless (about a minute)
-#   make test   - create .venv, install with test extras, run the whole pytest suite on every core
-#                 (at most 4 workers), then the console tests with the clock a year ahead
+#   make test   - create .venv, install with test extras, run the whole pytest suite on two
+#                 workers, then the console tests with the clock a year ahead
 # GPU boxes: install your CUDA build of torch into .venv first (see README), then the same.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0; a GPU box that already has CUDA torch in .venv keeps it.
 TORCH_SPEC ?= torch==2.13.0
 
-# pytest-xdist workers: 0 = one process. `make test TEST_WORKERS="auto --maxprocesses 4"` spreads the
-# suite over the cores; on 2 cores it saves little (CPU-bound) and its load made the chance-based
-# kill-during-write test miss, so CI stays serial until the torch zygote lands.
-TEST_WORKERS ?= 0
+# pytest-xdist workers: two, handing out tests one at a time (worksteal), so the waits of one
+# test (grace periods, heartbeats, a stalled rank) overlap another's work. `make test
+# TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),-n 0,-n $(TEST_WORKERS) --dist worksteal)
 
 .PHONY: setup demo test test-fast test-faketime lint bench gpu-check clean
 
@@ -28,11 +29,11 @@ demo: setup
 	$(PY) run.py --profile cpu --headless
 
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) -m pytest -q $(XDIST)
 	@$(MAKE) --no-print-directory test-faketime
 
 test-fast: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 # No test may depend on the date: the console and headless tests (marked ui) run again with the
 # clock a year ahead (libfaketime, Debian package faketime). The slow ui tests start real torch
@@ -40,7 +41,7 @@ test-fast: setup
 # with real times and run in `make test` today.
 test-faketime: setup
 	@if command -v faketime >/dev/null; then \
-		faketime -f '+365d' $(PY) -m pytest -q -n $(TEST_WORKERS) -m "ui and not slow" -p no:cacheprovider; \
+		faketime -f '+365d' $(PY) -m pytest -q $(XDIST) -m "ui and not slow" -p no:cacheprovider; \
 	else \
 		echo "test-faketime skipped: faketime is not installed (apt-get install faketime)"; \
 	fi
