@@ -134,6 +134,8 @@ class GpuPanel(Widget):
     """True while the run trains (not paused, not finished): only then is a quiet GPU 'idle'."""
     alert: reactive[PanelAlert | None] = reactive(None)
     """The watchdog's mark on a rank of this device, or None."""
+    sparklines: reactive[bool] = reactive(True)
+    """False in run.py --low-bandwidth: no utilization history (it changes every sample)."""
 
     def __init__(self, device: DeviceView, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -205,7 +207,7 @@ class GpuPanel(Widget):
             t.append(f"{label:<7}", self._style("label"))
             mark = self._append_alert(t)
             tail = f" rss {num(d.mem_used_mib)} MiB  {d.threads or '?'} thr "
-            spark_w = max(0, min(16, width - 7 - mark - 16 - len(tail) - 6))
+            spark_w = max(0, min(16, width - 7 - mark - 16 - len(tail) - 6)) if self.sparklines else 0
             self._bar(t, None if d.util is None else d.util / d.util_top,
                       max(6, width - 7 - mark - 6 - len(tail) - spark_w - 3), "util")
             t.append(f"{num(d.util):>4}%")
@@ -220,7 +222,7 @@ class GpuPanel(Widget):
         ranks = "r" + ",".join(map(str, d.ranks)) if d.ranks else "-"
         fixed = 2 + mark + 5 + 4 + 1 + len(mem) + 1 + 5 + 1 + len(power) + 1 + len(ranks) + 1
         spare = max(0, width - fixed)
-        spark_w = min(16, spare // 4)
+        spark_w = min(16, spare // 4) if self.sparklines else 0
         bars = spare - spark_w - 1
         util_w = max(4, (bars - 4) * 3 // 5)
         mem_w = max(3, bars - 4 - util_w)
@@ -258,7 +260,8 @@ class GpuPanel(Widget):
             t.append("threads ", self._style("label"))
             t.append(f"{d.threads if d.threads is not None else 'N/A'}\n")
             t.append("\n")
-            t.append(sparkline(d.history, width, d.util_top), self._style("spark"))
+            if self.sparklines:
+                t.append(sparkline(d.history, width, d.util_top), self._style("spark"))
             return t
         self._line(t, "util", None if d.util is None else d.util / 100, f"{num(d.util):>4}%", width, "util")
         frac = d.mem_used_mib / d.mem_total_mib if d.mem_used_mib is not None and d.mem_total_mib else None
@@ -270,7 +273,8 @@ class GpuPanel(Widget):
                  self._style("warn") if d.throttling else None)
         clock = f"{num(d.clock_mhz)}/{num(d.clock_max_mhz)} MHz" if wide else f"{num(d.clock_mhz)}MHz"
         t.append(f"{gap}{clock}\n", self._style("warn") if d.throttling else self._style("dim"))
-        t.append(sparkline(d.history, width), self._style("spark"))
+        if self.sparklines:
+            t.append(sparkline(d.history, width), self._style("spark"))
         if d.throttle and d.throttling:
             t.append("\n")
             reasons = (r.replace("_slowdown", "").replace("_", " ") for r in d.throttle if r not in BENIGN_THROTTLE)
