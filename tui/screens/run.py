@@ -268,13 +268,18 @@ class RunScreen(Screen):
                                                     simulated=latest.get("source") == "fake-nvml"))
 
     def _devices(self, sample: dict[str, Any]) -> tuple[DeviceView, ...]:
-        history = self._telemetry.history
+        history, count = self._telemetry.history, self._telemetry.count
+
+        def hist(key: str) -> tuple[tuple[float | None, ...], int]:
+            values = tuple(history.get(key, ()))
+            return values, count.get(key, 0) - len(values)
+
         if sample.get("gpus") is not None:
-            return tuple(DeviceView.from_gpu(g, tuple(history.get(f"gpu{g.get('index', i)}", ())))
+            return tuple(DeviceView.from_gpu(g, *hist(f"gpu{g.get('index', i)}"))
                          for i, g in enumerate(sample["gpus"]) if isinstance(g, dict))
         workers = sorted((w for w in sample.get("workers") or [] if isinstance(w, dict)),
                          key=lambda w: w.get("rank") if isinstance(w.get("rank"), int) else 1 << 30)
-        return tuple(DeviceView.from_worker(w, i, tuple(history.get(f"cpu{w.get('rank', i)}", ())))
+        return tuple(DeviceView.from_worker(w, i, *hist(f"cpu{w.get('rank', i)}"))
                      for i, w in enumerate(workers))
 
     @work(thread=True, exclusive=True, group="ranklog", exit_on_error=False)
