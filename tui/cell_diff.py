@@ -36,6 +36,7 @@ class CellDiff:
         self.rows: list[list[tuple[str, Style | None] | None]] = []
         self.sent_cells = 0  # for tests and benchmarks
         self.skipped_cells = 0
+        self._sgr = [""]
 
     def reset(self, size: tuple[int, int] | None = None) -> None:
         """Forget what the terminal shows (every cell is sent again)."""
@@ -48,13 +49,22 @@ class CellDiff:
             self.reset(size)
         color_system = console._color_system or ColorSystem.TRUECOLOR
         out: list[str] = []
+        self._sgr = [""]  # the SGR the terminal has now ("" = reset)
         for x, y, segments in _fragments(update, console):
             self._fragment(x, y, segments, out, color_system)
+        if self._sgr[0]:
+            out.append("\x1b[0m")
         return "".join(out)
+
+    def _reset_sgr(self, out: list[str]) -> None:
+        if self._sgr[0]:
+            out.append("\x1b[0m")
+            self._sgr[0] = ""
 
     def _fragment(self, x: int, y: int, segments: list[Segment], out: list[str], color_system) -> None:
         width, height = self.size or (0, 0)
         if not 0 <= y < height or not 0 <= x < width:
+            self._reset_sgr(out)
             out.append(_move(x, y) + "".join(Strip.render_style(s.style, s.text, color_system) if s.style
                                              else s.text for s in segments))
             return
@@ -64,6 +74,7 @@ class CellDiff:
             if cell_len(text) != len(text):  # wide characters: send the fragment whole
                 n = sum(cell_len(s.text) for s in segments)
                 row[x:x + n] = [_UNKNOWN] * len(row[x:x + n])
+                self._reset_sgr(out)
                 out.append(_move(x, y) + "".join(Strip.render_style(s.style, s.text, color_system) if s.style
                                                  else s.text for s in segments))
                 self.sent_cells += n
@@ -89,25 +100,41 @@ class CellDiff:
                     break
                 j += 1
             out.append(_move(x + start, y))
-            out.append(_styled(cells[start:end], color_system))
+            out.append(_styled(cells[start:end], color_system, self._sgr))
             row[x + start:x + end] = cells[start:end]
             self.sent_cells += end - start
             self.skipped_cells += start - i
             i = end
 
 
-def _styled(cells: list[tuple[str, Style | None]], color_system) -> str:
+def _styled(cells: list[tuple[str, Style | None]], color_system, current: list[str]) -> str:
+    """The cells' text with an SGR only where the style changes from the one the terminal has
+    (`current[0]`, updated): no reset after every run, as Textual's own output does."""
     parts: list[str] = []
     run: list[str] = []
     style = cells[0][1]
+
+    def flush() -> None:
+        text = "".join(run)
+        if style is not None and style._link:  # a hyperlink: Textual's own rendering (ends reset)
+            if current[0]:
+                parts.append("\x1b[0m")
+            parts.append(Strip.render_style(style, text, color_system))
+            current[0] = ""
+            return
+        ansi = "" if style is None else (style._ansi if style._ansi is not None
+                                         else Strip.render_ansi(style, color_system))
+        if ansi != current[0]:
+            parts.append(f"\x1b[0;{ansi}m" if ansi else "\x1b[0m")
+            current[0] = ansi
+        parts.append(text)
+
     for ch, s in cells:
         if s != style:
-            text = "".join(run)
-            parts.append(Strip.render_style(style, text, color_system) if style else text)
+            flush()
             run, style = [], s
         run.append(ch)
-    text = "".join(run)
-    parts.append(Strip.render_style(style, text, color_system) if style else text)
+    flush()
     return "".join(parts)
 
 

@@ -31,8 +31,10 @@ class Terminal:
             if m.group(1):
                 self.y, self.x = int(m.group(1)) - 1, int(m.group(2)) - 1
             elif m.group(3) is not None:
-                self.sgr = "" if m.group(3) in ("", "0") else m.group(3)
-            elif m.group(4) not in ("\n",):
+                sgr = m.group(3)
+                sgr = sgr[2:] if sgr.startswith("0;") else sgr  # "reset, then ..." is the same
+                self.sgr = "" if sgr in ("", "0") else sgr
+            elif m.group(4) != "\n":
                 self.cells[self.y][self.x] = (m.group(4), self.sgr)
                 self.x += 1
 
