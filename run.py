@@ -76,9 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--dump", metavar="RUN", help="record the Python stacks of every rank into the run directory")
     runs.add_argument("--control", nargs=2, metavar=("RUN", "ACTION"),
                       help=f"ask a live run's workers to act at the next step boundary: {', '.join(ACTIONS)}")
+    look = p.add_argument_group("over SSH")
+    look.add_argument("--refresh", type=_seconds, default=None, metavar="SECONDS",
+                      help="redraw the run screen at most every SECONDS (header, GPU panels, plot); "
+                      "e.g. --refresh 2 on a slow link")
+    look.add_argument("--low-bandwidth", action="store_true",
+                      help="for the worst links: monochrome, no sparklines, the plot every 5 s")
     p.add_argument("--runs-dir", type=Path, default=None, metavar="DIR",
                    help=f"where run directories live (default ./runs, or ${RUNS_DIR_ENV})")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError("between 0.1 and 3600 seconds")
+    return value
 
 
 def _run_screen_renderer():
@@ -229,7 +245,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
             return follow(paths)
         from tui.app import make_app
 
-        return make_app(runs_dir=runs_dir, attach=paths).run() or 0
+        return make_app(runs_dir=runs_dir, attach=paths, **_look(args)).run() or 0
     if args.profile or headless:
         from training.console.start_policy import check_start
 
@@ -244,10 +260,14 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
             return follow(paths, stop_on_interrupt=True)
         from tui.app import make_app
 
-        return make_app(runs_dir=runs_dir, profile=profile, argv=argv).run() or 0
+        return make_app(runs_dir=runs_dir, profile=profile, argv=argv, **_look(args)).run() or 0
     from tui.app import make_app
 
-    return make_app(runs_dir=runs_dir).run() or 0
+    return make_app(runs_dir=runs_dir, **_look(args)).run() or 0
+
+
+def _look(args: argparse.Namespace) -> dict:
+    return {"refresh": args.refresh, "low_bandwidth": args.low_bandwidth}
 
 
 if __name__ == "__main__":

@@ -114,6 +114,7 @@ class PtyProcess:
         os.close(slave)
         self.master = master
         self.bytes = 0
+        self.recording: bytearray | None = None  # set to a bytearray to keep the raw output
         self._lock = threading.Lock()
         self._tail = b""
         self._reader = threading.Thread(target=self._drain, daemon=True)
@@ -130,6 +131,8 @@ class PtyProcess:
                 return
             with self._lock:
                 self.bytes += len(data)
+                if self.recording is not None:
+                    self.recording += data
                 self._tail = (self._tail + data)[-65536:]
 
     def tail(self) -> bytes:

@@ -4,6 +4,10 @@ runs, opens run screens and decides what detaching means.
     make_app(runs_dir)                          # picker
     make_app(runs_dir, profile=p, argv=argv)    # start p, then its run screen
     make_app(runs_dir, attach=paths)            # the run screen of an existing run
+
+Over SSH (issue 17): the app sends the terminal only the cells that changed (tui.cell_diff);
+`refresh` (run.py --refresh SECONDS) redraws the run screen at most that often, and
+`low_bandwidth` (run.py --low-bandwidth) is monochrome, without sparklines, the plot every 5 s.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.filter import NoColor
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from training.profile import Profile
 from training.rundir import RunPaths
 from tui import messages
+from tui.cell_diff import CellDiff, DiffedUpdate, diffable
 from tui.screens.picker import PickerScreen
 from tui.screens.run import RunScreen
 from tui.screens.runs import RunsScreen
@@ -38,8 +44,16 @@ class TraindeckApp(App[int | None]):
 
     def __init__(self, runs_dir: Path, profiles_dir: Path | None = None, profile: Profile | None = None,
                  attach: RunPaths | None = None, argv: list[str] | None = None, gpu_backend: Any = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, refresh: float | None = None,
+                 low_bandwidth: bool = False, cell_diff: bool = True) -> None:
         super().__init__()
+        self.refresh_s = refresh
+        self.low_bandwidth = low_bandwidth
+        if low_bandwidth and not self.no_color:
+            self.no_color = True
+            self._filters.append(NoColor())
+        # What the terminal shows, so that an update sends only the cells that changed.
+        self.cell_diff = CellDiff() if cell_diff else None
         self.runs_dir = Path(runs_dir)
         self.profiles_dir = profiles_dir
         self.start_profile = profile
@@ -70,7 +84,15 @@ class TraindeckApp(App[int | None]):
 
         return run_preflight(profile, runs_dir, backend=self.gpu_backend)
 
+    def _display(self, screen: Screen, renderable: Any) -> None:
+        diff = self.cell_diff
+        if diff is not None and diffable(renderable) and self._driver is not None and not self._driver.is_inline:
+            renderable = DiffedUpdate(renderable, diff, tuple(self.size))
+        super()._display(screen, renderable)
+
     def on_mount(self) -> None:
+        if self.cell_diff is not None:  # the shell drew over the screen while suspended
+            self.app_resume_signal.subscribe(self, lambda _app: self.cell_diff.reset())
         if self.attach is not None:
             self.push_screen(RunScreen(self.attach))
         elif self.start_profile is not None:
@@ -166,8 +188,12 @@ class TraindeckApp(App[int | None]):
 
 def make_app(runs_dir: Path, profiles_dir: Path | None = None, profile: Profile | None = None,
              attach: RunPaths | None = None, argv: list[str] | None = None, gpu_backend: Any = None,
-             clock: Callable[[], float] = time.time) -> TraindeckApp:
+             clock: Callable[[], float] = time.time, refresh: float | None = None,
+             low_bandwidth: bool = False, cell_diff: bool = True) -> TraindeckApp:
     """The console. Tests inject the GPU backend and the clock (wall time, compared with the run's
-    recorded times wherever a mark fades with age)."""
+    recorded times wherever a mark fades with age). `refresh`: the run screen redraws at most
+    every that many seconds; `low_bandwidth`: monochrome, no sparklines, the plot every 5 s;
+    `cell_diff`: send only the cells that changed (off: Textual's own output, line fragments)."""
     return TraindeckApp(runs_dir, profiles_dir=profiles_dir, profile=profile, attach=attach, argv=argv,
-                        gpu_backend=gpu_backend, clock=clock)
+                        gpu_backend=gpu_backend, clock=clock, refresh=refresh, low_bandwidth=low_bandwidth,
+                        cell_diff=cell_diff)

@@ -35,7 +35,7 @@ else:  # pragma: no cover
 
 # A psutil look-up costs ~0.1 ms; once a second notices a dead supervisor soon enough.
 LIVENESS_CHECK_S = 1.0
-HISTORY = 120  # telemetry samples kept per device for the sparklines
+HISTORY = 600  # telemetry samples kept per device for the sparklines (5 per cell: tui.widgets._render)
 CATCH_UP_CHUNKS = 4
 TAIL_FROM_END_BYTES = 4 << 20  # a telemetry file this large is read from its end first
 
@@ -193,6 +193,7 @@ class TelemetryFeed:
         self.paths = paths
         self.reader = EventReader(paths.telemetry)
         self.history: dict[str, deque[float | None]] = {}
+        self.count: dict[str, int] = {}  # samples ever seen per device: history[0] is sample count - len
         self._interval: float | None = None
 
     @property
@@ -251,6 +252,7 @@ class TelemetryFeed:
             items = [(f"cpu{w.get('rank', i)}", w.get("cpu_percent")) for i, w in enumerate(sample.get("workers") or [])]
         for key, value in items:
             history = self.history.setdefault(key, deque(maxlen=HISTORY))
+            self.count[key] = self.count.get(key, 0) + 1
             history.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
 
 

@@ -108,6 +108,22 @@ def test_ui_cost():
     check(bench_ui_cost.run(quick=True), 5)
 
 
+def test_ssh_bytes_by_widget_attribution():
+    from benchmarks.bench_ssh import attribute
+
+    grid = [["header"] * 4, ["gpus"] * 2 + ["plot"] * 2]
+    raw = b"\x1b[?2026h\x1b[1;1Hab\x1b[2;3H\x1b[31mxy\x1b[0m\x1b[?2026l"
+    got = attribute(raw, grid)
+    assert got["header"] == len(b"\x1b[1;1Hab") and got["plot"] == len(b"\x1b[2;3H\x1b[31mxy\x1b[0m")
+    assert sum(got.values()) == len(raw)
+
+
+def test_ssh():
+    from benchmarks import bench_ssh
+
+    check(bench_ssh.run(quick=True, variants=("after", "low-bw"), sizes=((80, 24),)), 2)
+
+
 def test_memory():
     from benchmarks import bench_memory
 

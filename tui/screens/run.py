@@ -48,6 +48,7 @@ EVENTS_POLL_S = 0.1
 EVENTS_IDLE_POLL_S = 0.5  # a finished run: only a resume (run.json) or a late event can come
 PLOT_REFRESH_S = 1.0  # a plot redraw costs ~10-20 ms (plotext); new points show within 1 s
 HEADER_REFRESH_S = 0.5  # the step count; a change of state or pause shows at once
+LOW_BANDWIDTH_PLOT_S = 5.0  # run.py --low-bandwidth: the plot at most every 5 s
 LOG_POLL_S = 0.5
 # events.jsonl is read at most this much per poll (~3,500 metric events). The reader's 4 MB
 # default makes ~27,000 event dicts per message while catching up with a long run, and that
@@ -182,6 +183,9 @@ class RunScreen(Screen):
         # PLOT_REFRESH_S, new steps the header at most once per HEADER_REFRESH_S.
         self._plot_redraw = _Coalesce(self, PLOT_REFRESH_S, self._redraw_plot)
         self._header_redraw = _Coalesce(self, HEADER_REFRESH_S, self._update_header)
+        # Telemetry snapshots reach the GPU panels at most once per --refresh (none: each sample).
+        self._grid_redraw = _Coalesce(self, 0.0, self._update_grid)
+        self._telemetry_shown: RunScreen.TelemetryArrived | None = None
         self._polls: dict[str, Callable[[], Worker]] = {
             "events": self._poll_events, "telemetry": self._poll_telemetry, "ranklog": self._poll_log}
         self._next_poll_s: dict[str, float] = {"events": EVENTS_POLL_S, "telemetry": 1.0, "ranklog": LOG_POLL_S}
@@ -210,6 +214,14 @@ class RunScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        # run.py --refresh SECONDS / --low-bandwidth (the app's settings): slower redraws.
+        refresh = getattr(self.app, "refresh_s", None) or 0.0
+        low = bool(getattr(self.app, "low_bandwidth", False))
+        self._plot_redraw.interval = max(PLOT_REFRESH_S, refresh, LOW_BANDWIDTH_PLOT_S if low else 0.0)
+        self._header_redraw.interval = max(HEADER_REFRESH_S, refresh)
+        self._grid_redraw.interval = refresh
+        if low:
+            self.query_one(GpuGrid).sparklines = False
         self.query_one("#series", SelectionList).border_title = "series (space)"
         if self.app.size.width >= SERIES_LIST_MIN_WIDTH:
             self.add_class("-show-series")
@@ -256,13 +268,18 @@ class RunScreen(Screen):
                                                     simulated=latest.get("source") == "fake-nvml"))
 
     def _devices(self, sample: dict[str, Any]) -> tuple[DeviceView, ...]:
-        history = self._telemetry.history
+        history, count = self._telemetry.history, self._telemetry.count
+
+        def hist(key: str) -> tuple[tuple[float | None, ...], int]:
+            values = tuple(history.get(key, ()))
+            return values, count.get(key, 0) - len(values)
+
         if sample.get("gpus") is not None:
-            return tuple(DeviceView.from_gpu(g, tuple(history.get(f"gpu{g.get('index', i)}", ())))
+            return tuple(DeviceView.from_gpu(g, *hist(f"gpu{g.get('index', i)}"))
                          for i, g in enumerate(sample["gpus"]) if isinstance(g, dict))
         workers = sorted((w for w in sample.get("workers") or [] if isinstance(w, dict)),
                          key=lambda w: w.get("rank") if isinstance(w.get("rank"), int) else 1 << 30)
-        return tuple(DeviceView.from_worker(w, i, tuple(history.get(f"cpu{w.get('rank', i)}", ())))
+        return tuple(DeviceView.from_worker(w, i, *hist(f"cpu{w.get('rank', i)}"))
                      for i, w in enumerate(workers))
 
     @work(thread=True, exclusive=True, group="ranklog", exit_on_error=False)
@@ -395,7 +412,17 @@ class RunScreen(Screen):
         self._apply_series_selection()
 
     def on_run_screen_telemetry_arrived(self, message: TelemetryArrived) -> None:
+        first = not self.telemetry_seen
         self.telemetry_seen = True
+        self._telemetry_shown = message
+        self._grid_redraw.request()
+        if first:
+            self._grid_redraw.flush()
+
+    def _update_grid(self) -> None:
+        message = self._telemetry_shown
+        if message is None:
+            return
         grid = self.query_one(GpuGrid)
         grid.simulated = message.simulated
         grid.devices = message.devices

@@ -21,6 +21,8 @@ class GpuGrid(VerticalScroll, can_focus=False):
     alerts: reactive[dict[int, PanelAlert]] = reactive(dict)
     placeholder: reactive[str] = reactive("waiting for the first telemetry sample…")
     simulated: reactive[bool] = reactive(False)
+    sparklines: reactive[bool] = reactive(True)
+    """False in run.py --low-bandwidth: the panels leave the utilization history out."""
     """The telemetry came from a stand-in NVML ("source": "fake-nvml"): say so above the panels."""
 
     SIMULATED_TITLE = "simulated GPUs (fake NVML): not real hardware"
@@ -39,6 +41,10 @@ class GpuGrid(VerticalScroll, can_focus=False):
     def watch_training(self, training: bool) -> None:
         for panel in self.query(GpuPanel):
             panel.training = training
+
+    def watch_sparklines(self, sparklines: bool) -> None:
+        for panel in self.query(GpuPanel):
+            panel.sparklines = sparklines
 
     def watch_alerts(self) -> None:
         for panel in self.query(GpuPanel):
@@ -63,6 +69,7 @@ class GpuGrid(VerticalScroll, can_focus=False):
             if panel is None:
                 panel = GpuPanel(device, id=f"dev-{device.key}", classes=f"-{device.kind}")
                 panel.training = self.training
+                panel.sparklines = self.sparklines
                 panel.alert = self._alert_for(device)
                 new.append(panel)
             else:
@@ -70,7 +77,7 @@ class GpuGrid(VerticalScroll, can_focus=False):
                 # equality) or its sparkline (the history, which equality leaves out).
                 current = panel.device
                 if current is not None and current == device:
-                    if current.history != device.history:
+                    if current.history != device.history and self.sparklines:
                         # Only the sparkline moved: the reactive would see no change.
                         panel.set_reactive(GpuPanel.device, device)
                         panel.refresh()

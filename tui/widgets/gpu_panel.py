@@ -17,9 +17,13 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.widgets._render import bar, gib, num, sparkline
+from tui.widgets._render import SPARK_STEP, bar, gib, num, sparkline
 
 HOT_C = 85
+# A throttle mark shows at the first throttled sample and stays until this many clean ones in a
+# row: a GPU at its power cap flips in and out of it every sample, and each flip restyles the
+# whole card (on the terminal: every cell of it, each second).
+THROTTLE_HOLD = 5
 IDLE_UTIL = 5
 # Reasons NVML reports that are not a slowdown of a busy GPU.
 BENIGN_THROTTLE = {"gpu_idle", "applications_clocks_setting", "none", ""}
@@ -50,9 +54,10 @@ class DeviceView:
     throttle: tuple[str, ...] = ()
     error: str | None = None
     history: tuple[float | None, ...] = field(default=(), compare=False)
+    history_start: int = field(default=0, compare=False)  # the absolute sample index of history[0]
 
     @classmethod
-    def from_gpu(cls, gpu: dict[str, Any], history: tuple[float | None, ...] = ()) -> DeviceView:
+    def from_gpu(cls, gpu: dict[str, Any], history: tuple[float | None, ...] = (), history_start: int = 0) -> DeviceView:
         index = int(gpu.get("index", 0))
         # "ranks" (matched by device UUID) when the sample has it; older samples: by process PID.
         by_uuid = gpu.get("ranks")
@@ -67,16 +72,16 @@ class DeviceView:
                    power_w=_f(gpu.get("power_w")), power_limit_w=_f(gpu.get("power_limit_w")),
                    clock_mhz=_f(gpu.get("sm_clock_mhz")), clock_max_mhz=_f(gpu.get("sm_clock_max_mhz")),
                    ranks=ranks, throttle=tuple(str(r) for r in gpu.get("throttle") or []),
-                   error=gpu.get("error") or None, history=history)
+                   error=gpu.get("error") or None, history=history, history_start=history_start)
 
     @classmethod
     def from_worker(cls, worker: dict[str, Any], index: int,
-                    history: tuple[float | None, ...] = ()) -> DeviceView:
+                    history: tuple[float | None, ...] = (), history_start: int = 0) -> DeviceView:
         rank = worker.get("rank")
         return cls(key=f"cpu{rank if isinstance(rank, int) else index}", kind="cpu", index=index,
                    name="CPU worker", util=_f(worker.get("cpu_percent")), mem_used_mib=_f(worker.get("rss_mib")),
                    threads=worker.get("threads") if isinstance(worker.get("threads"), int) else None,
-                   ranks=(rank,) if isinstance(rank, int) else (), history=history)
+                   ranks=(rank,) if isinstance(rank, int) else (), history=history, history_start=history_start)
 
     @property
     def short_name(self) -> str:
@@ -134,15 +139,27 @@ class GpuPanel(Widget):
     """True while the run trains (not paused, not finished): only then is a quiet GPU 'idle'."""
     alert: reactive[PanelAlert | None] = reactive(None)
     """The watchdog's mark on a rank of this device, or None."""
+    sparklines: reactive[bool] = reactive(True)
+    """False in run.py --low-bandwidth: no utilization history (it changes every sample)."""
 
     def __init__(self, device: DeviceView, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.set_reactive(GpuPanel.device, device)
+        self._throttle_left = THROTTLE_HOLD if device.throttling else 0  # samples the mark still holds
+        self._reasons = device.throttle  # the last throttled sample's reasons (shown while held)
+
+    @property
+    def throttle_shown(self) -> bool:
+        return self._throttle_left > 0
 
     def on_mount(self) -> None:
         self._update_state()
 
-    def watch_device(self) -> None:
+    def watch_device(self, device: DeviceView | None) -> None:
+        if device is not None:
+            self._throttle_left = THROTTLE_HOLD if device.throttling else max(0, self._throttle_left - 1)
+            if device.throttling:
+                self._reasons = device.throttle
         self._update_state()
 
     def watch_training(self) -> None:
@@ -167,7 +184,7 @@ class GpuPanel(Widget):
             "-stalled": alert is not None and alert.kind == "hang",
             "-straggler": alert is not None and alert.kind == "straggler",
             "-hot": d.hot,
-            "-throttle": d.throttling,
+            "-throttle": self.throttle_shown,
             "-idle": self.training and d.kind == "gpu" and bool(d.ranks) and d.util is not None
                      and d.util < IDLE_UTIL,
             "-error": d.error is not None,
@@ -205,12 +222,12 @@ class GpuPanel(Widget):
             t.append(f"{label:<7}", self._style("label"))
             mark = self._append_alert(t)
             tail = f" rss {num(d.mem_used_mib)} MiB  {d.threads or '?'} thr "
-            spark_w = max(0, min(16, width - 7 - mark - 16 - len(tail) - 6))
+            spark_w = max(0, min(16, width - 7 - mark - 16 - len(tail) - 6)) if self.sparklines else 0
             self._bar(t, None if d.util is None else d.util / d.util_top,
                       max(6, width - 7 - mark - 6 - len(tail) - spark_w - 3), "util")
             t.append(f"{num(d.util):>4}%")
             t.append(tail)
-            t.append(sparkline(d.history, spark_w, d.util_top), self._style("spark"))
+            t.append(self._spark(d, spark_w, d.util_top), self._style("spark"))
             return t
         t.append(f"{d.index:<2}", self._style("label"))
         mark = self._append_alert(t)
@@ -220,7 +237,7 @@ class GpuPanel(Widget):
         ranks = "r" + ",".join(map(str, d.ranks)) if d.ranks else "-"
         fixed = 2 + mark + 5 + 4 + 1 + len(mem) + 1 + 5 + 1 + len(power) + 1 + len(ranks) + 1
         spare = max(0, width - fixed)
-        spark_w = min(16, spare // 4)
+        spark_w = min(16, spare // 4) if self.sparklines else 0
         bars = spare - spark_w - 1
         util_w = max(4, (bars - 4) * 3 // 5)
         mem_w = max(3, bars - 4 - util_w)
@@ -232,10 +249,14 @@ class GpuPanel(Widget):
         t.append(f"{mem:>8} ")
         t.append(f"{temp:>5}", self._temp_style(d))
         t.append(" ")
-        t.append(f"{power:>9}", self._style("warn") if d.throttling else None)
+        t.append(f"{power:>9}", self._style("warn") if self.throttle_shown else None)
         t.append(f" {ranks} ", self._style("label"))
-        t.append(sparkline(d.history, spark_w), self._style("spark"))
+        t.append(self._spark(d, spark_w), self._style("spark"))
         return t
+
+    @staticmethod
+    def _spark(d: DeviceView, width: int, top: float = 100.0) -> str:
+        return sparkline(d.history, width, top, step=SPARK_STEP, start=d.history_start)
 
     def _append_alert(self, t: Text) -> int:
         """The watchdog label as a badge at the start of a row; returns the cells it took."""
@@ -258,7 +279,8 @@ class GpuPanel(Widget):
             t.append("threads ", self._style("label"))
             t.append(f"{d.threads if d.threads is not None else 'N/A'}\n")
             t.append("\n")
-            t.append(sparkline(d.history, width, d.util_top), self._style("spark"))
+            if self.sparklines:
+                t.append(self._spark(d, width, d.util_top), self._style("spark"))
             return t
         self._line(t, "util", None if d.util is None else d.util / 100, f"{num(d.util):>4}%", width, "util")
         frac = d.mem_used_mib / d.mem_total_mib if d.mem_used_mib is not None and d.mem_total_mib else None
@@ -267,13 +289,14 @@ class GpuPanel(Widget):
         gap = "  " if wide else " "
         t.append(f"{num(d.temp_c)}°C", self._temp_style(d))
         t.append(f"{gap}{num(d.power_w)}/{num(d.power_limit_w)}{' W' if wide else 'W'}",
-                 self._style("warn") if d.throttling else None)
+                 self._style("warn") if self.throttle_shown else None)
         clock = f"{num(d.clock_mhz)}/{num(d.clock_max_mhz)} MHz" if wide else f"{num(d.clock_mhz)}MHz"
-        t.append(f"{gap}{clock}\n", self._style("warn") if d.throttling else self._style("dim"))
-        t.append(sparkline(d.history, width), self._style("spark"))
-        if d.throttle and d.throttling:
+        t.append(f"{gap}{clock}\n", self._style("warn") if self.throttle_shown else self._style("dim"))
+        if self.sparklines:
+            t.append(self._spark(d, width), self._style("spark"))
+        if self._reasons and self.throttle_shown:
             t.append("\n")
-            reasons = (r.replace("_slowdown", "").replace("_", " ") for r in d.throttle if r not in BENIGN_THROTTLE)
+            reasons = (r.replace("_slowdown", "").replace("_", " ") for r in self._reasons if r not in BENIGN_THROTTLE)
             t.append("throttle: " + ", ".join(reasons), self._style("warn"))
         return t
 
