@@ -31,8 +31,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks._common import PYTHON, PROJECT_ROOT, PtyProcess, Result, SyntheticWriter, base_env, load_note, \
-    make_run_dir
+from benchmarks._common import (
+    PROJECT_ROOT,
+    PYTHON,
+    PtyProcess,
+    Result,
+    SyntheticWriter,
+    base_env,
+    load_note,
+    make_run_dir,
+)
 
 SETTLE_S = 4.0
 MOVE = re.compile(rb"\x1b\[(\d+);(\d+)H")
