@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from training.console.rehearsal_checks import (  # noqa: F401 - re-exported: the checklist's names
     FAIL,
@@ -72,8 +72,9 @@ from training.console.rehearsal_profile import (  # noqa: F401 - re-exported: th
     rehearsal_profile,
 )
 from training.profile import Profile, parse_profile
-from training.rundir import RunPaths, write_json_atomic
+from training.rundir import RunPaths, read_run_json, write_json_atomic
 from training.rundir.events import append_events, make_event
+from training.rundir.liveness import SupervisorStatus, supervisor_status
 
 RESULT_FILE = "rehearsal.json"
 # follow()'s return code when Ctrl-C stopped the run.
@@ -90,8 +91,27 @@ def _run_phase(paths: RunPaths, n: int, follow: Callable[[RunPaths, TextIO, int]
                events_before: int) -> PhaseResult:
     t0 = time.monotonic()
     rc = follow(paths, out, n)
-    events, _ = _read_events(paths)
+    events = _events_through_final_status(paths, events_before)
     return PhaseResult(rc, round(time.monotonic() - t0, 2), events[events_before:], _heartbeats(paths))
+
+
+# finish_run writes exit.json, then run.json, then the final status event: a face that stopped
+# following at exit.json can be a moment ahead of that event. The phase's events are read once
+# it is there (or once its writer is gone), so the event-stream check never judges a half-written end.
+FINAL_STATUS_WAIT_S = 5.0
+
+
+def _events_through_final_status(paths: RunPaths, events_before: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + FINAL_STATUS_WAIT_S
+    while True:
+        events, _ = _read_events(paths)
+        ended = any(e.get("kind") == "status" and e.get("state") in ("finished", "failed", "stopped")
+                    for e in events[events_before:])
+        if ended or time.monotonic() >= deadline:
+            return events
+        if supervisor_status(read_run_json(paths)) is not SupervisorStatus.ALIVE:
+            return _read_events(paths)[0]  # its last write may have landed just before it exited
+        time.sleep(0.05)
 
 
 def rehearse(profile: Profile, runs_dir: Path, follow: Callable[[RunPaths, TextIO, int], int],

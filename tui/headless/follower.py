@@ -25,6 +25,10 @@ EXIT_JSON_WAIT_S = 10.0
 # appears, and `run.py --headless` returns, within this of the run's end rather than up to a
 # whole progress interval later.
 EXIT_POLL_S = 0.2
+# finish_run writes exit.json first and the final status event a moment after it; while the
+# supervisor is still alive, the follower gives it this long so the last lines are whole.
+FINAL_STATUS_WAIT_S = 3.0
+ENDED_STATES = frozenset(s.value for s in RunState if not s.is_live)
 
 
 class Follower:
@@ -161,13 +165,24 @@ class Follower:
 
     def finish(self, exit_info: dict[str, Any] | None, stopped_by_us: bool = False,
                state: str | None = None) -> int:
-        self.drain()
+        self._drain_to_final_status()
         if self.model.version != self.printed_version:
             # The run is over: time its last line by its last event, not by the clock now.
             self.progress(at=self.model.last_t)
         code = exit_code(exit_info, stopped_by_us)
         self.summary(exit_info, code, state)
         return code
+
+    def _drain_to_final_status(self) -> None:
+        deadline = time.monotonic() + FINAL_STATUS_WAIT_S
+        while True:
+            self.drain()
+            if self.model.state in ENDED_STATES or time.monotonic() >= deadline:
+                return
+            if self.feed.supervisor(self.clock()) is not SupervisorStatus.ALIVE:
+                self.drain()  # its last write may have landed just before it exited
+                return
+            time.sleep(0.05)
 
     def wait_for_exit_json(self, timeout_s: float) -> dict[str, Any] | None:
         deadline = self.clock() + timeout_s
