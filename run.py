@@ -203,7 +203,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         from training.console.stop import format_outcome, stop_and_check
 
         paths = runs.find_run(runs_dir, args.stop)
-        outcome = stop_and_check(paths, now=args.now, progress=lambda line: print(line, flush=True))
+        # What the stop waits for goes to stderr: stdout is the outcome alone ("RUN: stopped").
+        outcome = stop_and_check(paths, now=args.now, progress=lambda line: print(line, file=sys.stderr, flush=True))
         text, code = format_outcome(paths, outcome)
         print(text, file=sys.stderr if code else sys.stdout)
         return code
