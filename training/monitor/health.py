@@ -43,12 +43,12 @@ from __future__ import annotations
 import math
 import statistics
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from training.monitor.polling import PollingThread
 from training.rundir import RunPaths
 from training.rundir.events import EventReader, make_event
 
@@ -278,7 +278,7 @@ def _setting(profile: Any, name: str, default: Any) -> Any:
     return getattr(getattr(profile, "health", None), name, default)
 
 
-class HealthMonitor(PollingThread):
+class HealthMonitor:
     """Feeds new events to the rules, runs the watchdog's checks, acts and records every firing."""
 
     def __init__(self, paths: RunPaths, profile: Any, emit: Callable[[list[dict[str, Any]]], None],
@@ -311,12 +311,32 @@ class HealthMonitor(PollingThread):
                 self.reader.offset = paths.events.stat().st_size
             except OSError:
                 pass
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error_reported = False
 
-    # ---- thread (training.monitor.polling)
-    thread_name = "traindeck-health"
+    # ---- thread
+    def start(self) -> HealthMonitor:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="traindeck-health", daemon=True)
+            self._thread.start()
+        return self
 
-    def tick(self, now: float) -> None:
-        self.poll(now)
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.poll(self.clock())
+            except Exception as exc:  # health is advisory: it never takes the supervisor down
+                if not self._error_reported:
+                    self._error_reported = True
+                    print(f"health: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     def poll(self, now: float) -> list[dict[str, Any]]:
         """Read the new events, check, emit what is due; returns what was emitted."""

@@ -37,13 +37,14 @@ import math
 import os
 import re
 import statistics
+import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from training.monitor.polling import PollingThread
 from training.rundir import RunPaths
 from training.rundir.events import make_event
 from training.rundir.heartbeat import HEARTBEAT_INTERVAL_S
@@ -130,7 +131,7 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
-class Watchdog(PollingThread):
+class Watchdog:
     def __init__(self, paths: RunPaths | str | os.PathLike, profile: Any,
                  emit: Callable[[list[dict[str, Any]]], None],
                  telemetry_lookup: Callable[[int], float | None] | None = None,
@@ -150,15 +151,37 @@ class Watchdog(PollingThread):
         self._stamps: dict[int, tuple] = {}
         self._ranks: dict[int, _RankState] = {}
         self._incidents: list[_Incident] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error_reported = False
 
-    # ---------------------------------------------------------------- thread (training.monitor.polling)
-    thread_name = "traindeck-watchdog"
+    # ---------------------------------------------------------------- thread
 
-    def tick(self, now: float) -> None:
-        events = self.check(now)
-        if events:
-            self.emit(events)
+    def start(self) -> Watchdog:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="traindeck-watchdog", daemon=True)
+            self._thread.start()
+        return self
 
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                events = self.check(self.clock())
+                if events:
+                    self.emit(events)
+            except Exception as exc:  # the watchdog is advisory: it never takes the supervisor down
+                if not self._error_reported:
+                    self._error_reported = True
+                    print(f"watchdog: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+    # ---------------------------------------------------------------- the logic
 
     def check(self, now: float) -> list[dict[str, Any]]:
         """Read changed heartbeats, return the warning/info events due at `now`."""
