@@ -144,8 +144,7 @@ def run_holds_gpu() -> RunHoldsGpu:
 
 @pytest.mark.slow
 def test_supervisor_reports_a_leak_in_exit_json_and_events(tmp_path, monkeypatch):
-    from tests.support.live_runs import stop_quietly
-    from tests.support.waiting import wait_for
+    from tests.support.live_runs import stop_quietly, wait_done
     from training.console import runs
     from training.profile import parse_profile
     from training.rundir.events import read_all
@@ -172,7 +171,8 @@ interval_s = 0.5
     profile.launch.env = {"WD_HANG_STEP": "0", "WD_STEPS": "3"}
     paths = runs.start_run(profile, runs_dir)
     try:
-        wait_for(lambda: paths.exit_json.exists(), 40, "the run to end", paths=paths)
+        # Until the supervisor is gone: finish_run writes exit.json before the final status event.
+        wait_done(paths, 40)
     finally:
         stop_quietly(paths)
     exit_data = json.loads(paths.exit_json.read_text())

@@ -128,8 +128,8 @@ def test_user_cuda_visible_comes_from_the_profile_before_the_environment():
 
 @pytest.mark.slow
 def test_the_supervisor_launches_on_the_free_gpus_and_holds_them_for_the_run(runs_dir, monkeypatch):
+    from tests.support.live_runs import wait_done
     from tests.support.profiles import custom_profile
-    from tests.support.waiting import wait_for
     from training.console import runs
     from training.monitor import gpu
     from training.rundir import read_json, read_run_json
@@ -139,7 +139,7 @@ def test_the_supervisor_launches_on_the_free_gpus_and_holds_them_for_the_run(run
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     two = custom_profile("argv_env.py", mode="single", extra="[hardware]\ngpus = 2\n")
     paths = runs.start_run(two, runs_dir)
-    wait_for(lambda: paths.exit_json.exists(), 40, "the run to end", paths=paths)
+    wait_done(paths, 40)  # the supervisor gone: its locks released, its last event written
     data = read_run_json(paths)
     assert data["env"]["CUDA_VISIBLE_DEVICES"] == "1,3"
     assert data["gpus"]["indices"] == [1, 3] and data["gpus"]["select"] == "free"
@@ -148,7 +148,7 @@ def test_the_supervisor_launches_on_the_free_gpus_and_holds_them_for_the_run(run
 
     four = custom_profile("argv_env.py", mode="single", name="four", extra="[hardware]\ngpus = 4\n")
     paths = runs.start_run(four, runs_dir)  # past the console's check: the supervisor refuses too
-    wait_for(lambda: paths.exit_json.exists(), 40, "the run to end", paths=paths)
+    wait_done(paths, 40)  # the supervisor gone: its locks released, its last event written
     exit_data = read_json(paths.exit_json)
     assert exit_data["state"] == "failed" and "GPUs busy" in exit_data["message"]
     assert "GPU 0 held by pid 4190001, outside this container, 10.2 GB" in exit_data["message"]
