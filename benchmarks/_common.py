@@ -115,6 +115,9 @@ class PtyProcess:
         self.master = master
         self.bytes = 0
         self.recording: bytearray | None = None  # set to a bytearray to keep the raw output
+        # set to a list to keep every read with its arrival time (time.time()): what the user's
+        # terminal received, and when
+        self.timed: list[tuple[float, bytes]] | None = None
         self._lock = threading.Lock()
         self._tail = b""
         self._reader = threading.Thread(target=self._drain, daemon=True)
@@ -133,6 +136,8 @@ class PtyProcess:
                 self.bytes += len(data)
                 if self.recording is not None:
                     self.recording += data
+                if self.timed is not None:
+                    self.timed.append((time.time(), data))
                 self._tail = (self._tail + data)[-65536:]
 
     def tail(self) -> bytes:

@@ -25,6 +25,10 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=3600.0)
     ap.add_argument("--telemetry", action="store_true")
     ap.add_argument("--start-step", type=int, default=1)
+    ap.add_argument("--jump-every", type=float, default=0.0,
+                    help="every this many seconds, multiply the step by --jump-factor (the plot's x bounds "
+                         "must move: bench_paint times when the new bounds are on the screen)")
+    ap.add_argument("--jump-factor", type=int, default=3)
     ap.add_argument("--via-report", action="store_true",
                     help="log through training.report (buffered, flushed by its thread) instead of raw writes")
     args = ap.parse_args()
@@ -52,7 +56,11 @@ def main() -> int:
     t_start = time.monotonic()
     written = 0
     period = 1.0 / args.rate if args.rate > 0 else 1.0
+    next_jump = args.jump_every if args.jump_every > 0 else float("inf")
     while not stop and time.monotonic() - t_start < args.duration:
+        if time.monotonic() - t_start >= next_jump:
+            step *= args.jump_factor
+            next_jump += args.jump_every
         if args.rate > 0:
             due = int((time.monotonic() - t_start) * args.rate) + 1
             if due > written and reporter is not None:

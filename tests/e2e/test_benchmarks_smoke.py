@@ -163,3 +163,27 @@ def test_main_runs_one(tmp_path):
     assert "PASS" in proc.stdout or "MISS" in proc.stdout
     data = json.loads(out.read_text())
     assert data["results"] and not data["failed"]
+
+
+def test_paint_latency_is_read_off_the_drawn_screen():
+    """bench_paint's measurement: the terminal's bytes, drawn by a terminal emulator, against the
+    times report.log() was called (no pty here: the arithmetic on a known stream)."""
+    from benchmarks.bench_paint import header_latencies, plot_latencies, replay
+
+    def at(row: int, text: str) -> bytes:
+        return f"\x1b[{row};1H{text}".encode()
+
+    chunks = [
+        (10.0, at(1, " running  step 1,000  ") + at(5, "   └┬──────┬┘") + at(6, "    0     2k ")),
+        (10.4, at(1, " running  step 1,004  ")),
+        (10.9, at(1, " running  step 3,015  ")),  # the jump is in the header first...
+        (11.6, at(6, "    0     5k ")),  # ...and on the plot's x axis later
+    ]
+    frames = replay(chunks, 40, 8)
+    assert [f[1] for f in frames] == [1000, 1004, 3015, 3015]
+    logged = [(1003, 10.1), (1004, 10.2), (3012, 10.5), (3013, 10.6), (3014, 11.5)]
+    assert header_latencies(frames, logged, 10.0, 12.0) == pytest.approx([0.3, 0.2, 0.4, 0.3, 0.1])
+    # the jump (1004 -> 3012) was logged at 10.5; the tick labels changed at 11.6
+    assert plot_latencies(frames, logged, 10.0, 12.0) == pytest.approx([1.1])
+    # a step never shown is left out, not counted as zero
+    assert header_latencies(frames, logged + [(3016, 11.7)], 10.0, 12.0) == pytest.approx([0.3, 0.2, 0.4, 0.3, 0.1])

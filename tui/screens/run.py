@@ -47,7 +47,7 @@ from tui.widgets.loss_plot import default_shown, series_label
 EVENTS_POLL_S = 0.1
 EVENTS_IDLE_POLL_S = 0.5  # a finished run: only a resume (run.json) or a late event can come
 PLOT_REFRESH_S = 1.0  # a plot redraw costs ~10-20 ms (plotext); new points show within 1 s
-HEADER_REFRESH_S = 0.5  # the step count; a change of state or pause shows at once
+HEADER_REFRESH_S = 0.25  # the step count (bench_paint: p95 at paint within 1 s); a change of state shows at once
 LOW_BANDWIDTH_PLOT_S = 5.0  # run.py --low-bandwidth: the plot at most every 5 s
 LOG_POLL_S = 0.5
 # events.jsonl is read at most this much per poll (~3,500 metric events). The reader's 4 MB
