@@ -441,3 +441,38 @@ def test_the_thread_path_reads_telemetry_jsonl_too(tmp_path):
     assert [(e["rule"], e["gpu"], e["step"]) for e in emitted] == [("throttle", 0, 10)]
     mon.poll(T0 + 201)
     assert len(emitted) == 1
+
+
+def fake_nvml_samples(tmp_path, fake, seconds, every_s=1.0):
+    """Telemetry lines as the supervisor's sampler builds them from the fake NVML, one every every_s
+    of a made-up clock (the sampler stamps the wall time; the rules read the samples' t)."""
+    from training.monitor.gpu import GpuBackend
+    from training.monitor.telemetry import TelemetrySampler
+
+    sampler = TelemetrySampler(RunPaths(tmp_path), 1.0, dict, backend=GpuBackend(nvml=fake))
+    sampler.source = "fake-nvml"  # what start() decides for this backend, without the thread
+    return [dict(sampler.sample(), t=T0 + k * every_s) for k in range(1, int(seconds / every_s) + 1)]
+
+
+def test_the_fake_nvml_box_is_quiet_and_its_hot_gpu_and_leak_trip_the_rules(tmp_path):
+    """The same rules over what training.monitor.gpu and the telemetry sampler make of NVML (the
+    test suite's fake): a normal busy B200 (at times at its power cap or 66 C) stays quiet; a GPU
+    whose cooling fails and a run that leaks memory are told."""
+    from tests.fixtures import fake_nvml
+
+    mon, _ = monitor(tmp_path)
+    samples = fake_nvml_samples(tmp_path, fake_nvml.eight_b200(pids=range(8)), 400)
+    assert any("sw_power_cap" in g["throttle"] or "sw_thermal_slowdown" in g["throttle"]
+               for s in samples for g in s["gpus"])  # the fake throttles now and then, as real GPUs do
+    ends = [epoch_end(k * 40.5, k) for k in range(1, 10)]
+    assert feed(mon, samples, ends) == []
+
+    mon, _ = monitor(tmp_path)
+    fired = mon.observe_telemetry(fake_nvml_samples(tmp_path, fake_nvml.hot_box(), 400))
+    assert [(e["rule"], e["gpu"], e["metric"]) for e in fired] == [("throttle", 1, "sw_thermal_slowdown")]
+
+    mon, _ = monitor(tmp_path)
+    samples = fake_nvml_samples(tmp_path, fake_nvml.leaky(), 250)  # +40 MiB a second, epochs of 40 s
+    fired = feed(mon, samples, [epoch_end(k * 40.5, k) for k in range(1, 7)])
+    # Epoch 1 is the warm-up; the peaks of epochs 2..5 rise 20%: told at the end of epoch 5.
+    assert [(e["rule"], e["gpu"], e["step"]) for e in fired] == [("memory_creep", 0, 500)]
