@@ -241,6 +241,41 @@ def test_the_supervisor_rewinds_at_most_rewind_max_times_then_save_stops(tmp_pat
     assert sup.health_stop and sup.health_stop["rule"] == "nan"
 
 
+def test_the_rewind_count_survives_a_resume_in_run_json(tmp_path, monkeypatch):
+    """rewind_max bounds the run, not one supervisor: the count is in run.json, which --resume keeps,
+    and the next supervisor goes on from it."""
+    from training.console import runs
+    from training.monitor.health import Finding
+    from training.rundir import read_run_json, update_run_json, write_json_atomic
+    from training.rundir.processes import ProcRef
+    from training.supervise.supervisor import Supervisor
+
+    paths = RunPaths(tmp_path / "run")
+    paths.checkpoints.mkdir(parents=True)
+    (paths.checkpoints / "last.pt").write_bytes(b"x")
+    p = profile(nan="rewind", rewind_max=2)
+    paths.profile.write_text(p.to_toml())
+    write_json_atomic(paths.run_json, {"id": paths.id, "state": "running", "supervisor": {"pid": None}})
+    finding = Finding("nan", "loss is nan at step 25", value="nan", step=25)
+    first = Supervisor(paths)
+    first.profile = p
+    assert first.health_action("rewind", finding) == "rewind"
+    assert read_run_json(paths)["health_rewinds"] == 1
+    # The run stops (the box rebooted, the user stopped it) and is resumed: a new supervisor.
+    update_run_json(paths, state="stopped")
+    monkeypatch.setattr(runs, "_spawn_supervisor", lambda paths: ProcRef(pid=1, create_time=0.0))
+    runs.resume_run(paths)
+    assert read_run_json(paths)["health_rewinds"] == 1 and read_run_json(paths)["resumes"] == 1
+    second = Supervisor(paths)
+    second.profile = p
+    assert [second.health_action("rewind", finding) for _ in range(2)] == ["rewind", "save-stop"]
+    assert read_run_json(paths)["health_rewinds"] == 2
+    # A run recorded before the count was kept reads as none done.
+    from training.rundir.records import RunRecord
+    assert RunRecord.from_json({"id": "x"}).health_rewinds == 0
+    assert RunRecord.from_json({"health_rewinds": "junk"}).health_rewinds == 0
+
+
 def test_a_rewind_drops_the_superseded_points_from_the_series_and_the_run_model():
     from training.rundir.series import SeriesStore
     from tui.run_model import RunModel
