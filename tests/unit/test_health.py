@@ -511,3 +511,18 @@ def test_the_fake_nvml_box_is_quiet_and_its_hot_gpu_and_leak_trip_the_rules(tmp_
     fired = feed(mon, samples, [epoch_end(k * 40.5, k) for k in range(1, 7)])
     # Epoch 1 is the warm-up; the peaks of epochs 2..5 rise 20%: told at the end of epoch 5.
     assert [(e["rule"], e["gpu"], e["step"]) for e in fired] == [("memory_creep", 0, 500)]
+
+
+def test_the_no_false_alarm_check_of_the_suites_healthy_runs_sees_every_firing(tmp_path):
+    from tests.support.live_runs import assert_no_health_alarms, health_firings
+
+    paths = RunPaths(tmp_path)
+    append_events(paths.events, healthy_stream(20) + [
+        make_event("log", level="info", message="rank 1 is moving again", watchdog="recovered", rank=1)])
+    assert_no_health_alarms(tmp_path)
+    append_events(paths.events, [make_event("log", level="warning", message="rank 1 is slow", watchdog="straggler",
+                                            rule="straggler", action="warn", rank=1)])
+    with pytest.raises(AssertionError, match="straggler at step None: rank 1 is slow"):
+        assert_no_health_alarms(paths)
+    append_events(paths.events, [make_event("health", rule="throttle", step=7, message="GPU 0 is throttled")])
+    assert [e["rule"] for e in health_firings(paths)] == ["straggler", "throttle"]
