@@ -186,6 +186,19 @@ class Health:
     throughput_fraction: float = _opt(0.5, "fraction of the running median samples/s", min=0, max=1,
                                       min_exclusive=True)
     throughput_for_s: float = _opt(120.0, "seconds the throughput must stay low", min=0)
+    memory_creep: str = _action("warn", "a GPU's memory (its peak per epoch) rising at each of the last "
+                                        "memory_creep_epochs epoch ends, by memory_creep_fraction in all")
+    memory_creep_fraction: float = _opt(0.1, "growth of a GPU's per-epoch memory peak over those epochs, as a "
+                                             "fraction of the first (0.1 = 10%)", min=0, min_exclusive=True)
+    memory_creep_epochs: int = _opt(3, "epochs in a row the memory peak must rise (a worker's first epoch, the "
+                                       "allocator's warm-up, is not judged)", min=1)
+    throttle: str = _action("warn", "a GPU throttled by temperature or a hardware power/thermal slowdown in "
+                                    "throttle_share of its samples over throttle_for_s")
+    throttle_for_s: float = _opt(300.0, "seconds over which a GPU's throttling is judged", min=0, min_exclusive=True)
+    throttle_share: float = _opt(0.8, "fraction of the samples in throttle_for_s that must be throttled", min=0,
+                                 max=1, min_exclusive=True)
+    throttle_power_cap: bool = _opt(False, "count the software power cap too (a GPU at its power limit, usual "
+                                           "under full load) as throttling")
     stall: str = _action("warn", "no step for stall_after_s (the watchdog's hang check)")
     stall_after_s: float = _opt(0.0, "seconds without a step (0 = [watchdog] hang_after_s, whose 0 is auto: "
                                      "10x the median step time, at least 60 s)", min=0)

@@ -120,6 +120,55 @@ TRAINDECK_TEST_STEP_DELAY_S = "0.02"
     assert read_json(paths.exit_json).get("health") is None
 
 
+def test_a_ddp_nan_run_rewinds_every_rank_and_finishes_on_the_kept_branch(runs_dir, tmp_path):
+    """The same rewind in a 2-rank gloo DDP run: both ranks go NaN at step 23, agree on the rewind in
+    the logging boundary's all-reduce, reload step 20's last.pt, and finish in step with each other,
+    the counter continuous from 20 and the loss below its pre-NaN value."""
+    dump = tmp_path / "weights"
+    profile = builtin_profile("ddp", epochs=1, steps=120, log_every=5, extra=f"""
+[checkpoint]
+every_steps = 10
+[health]
+nan = "rewind"
+[launch.env]
+OMP_NUM_THREADS = "1"
+TRAINDECK_TEST_NAN_AT_STEP = "{NAN_AT}"
+TRAINDECK_TEST_STEP_DELAY_S = "0.02"
+TRAINDECK_TEST_DUMP_WEIGHTS = "{dump}"
+""")
+    paths = runs.start_run(profile, runs_dir)
+    try:
+        summary = wait_done(paths, timeout=60)
+    finally:
+        stop_quietly(paths)
+    assert summary.state is RunState.FINISHED, paths.supervisor_log.read_text()
+    (started,) = [e for e in events(paths, "status") if e.get("state") == "running" and e.get("source") != "supervisor"]
+    assert started["world_size"] == 2 and started["backend"] == "gloo"
+    health = events(paths, "health")
+    assert [(e["rule"], e["step"], e["action"]) for e in health] == [("nan", 25, "rewind")], health
+    (rewind,) = [e for e in events(paths, "log") if e.get("control") == "rewind"]
+    assert rewind["to_step"] == 20 and rewind["from_step"] > 25
+    all_events = events(paths)
+    at = all_events.index(rewind)
+    before, after = ([e for e in part if e["kind"] == "metric" and e.get("split") == "train"]
+                     for part in (all_events[:at], all_events[at:]))
+    steps_after = [e["step"] for e in after]
+    assert steps_after == list(range(25, steps_after[-1] + 1, 5)), steps_after
+    # Each rank's share of the data goes on: the epoch ends that many steps short of its plan.
+    (epoch,) = events(paths, "epoch")
+    assert epoch["step"] == started["steps_per_epoch"] - (rewind["from_step"] - 20), (epoch, started)
+    assert all(math.isfinite(e["values"]["loss"]) and math.isfinite(e["values"]["grad_norm"]) for e in after)
+    pre_nan = [e["values"]["loss"] for e in before if e["step"] <= 20]
+    assert after[-1]["values"]["loss"] < pre_nan[-1], (pre_nan, after[-1]["values"])
+    # Every rank rewound: their final weights are finite and the same (DDP kept them in step).
+    weights = [torch.load(dump / f"rank-{r}.pt", map_location="cpu") for r in (0, 1)]
+    for name, value in weights[0].items():
+        assert torch.isfinite(value).all(), name
+        assert torch.equal(value, weights[1][name]), name
+    assert read_json(paths.run_json)["health_rewinds"] == 1
+    assert read_json(paths.exit_json).get("health") is None
+
+
 SINK = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + chr(9) + sys.stdin.read())"
 
 

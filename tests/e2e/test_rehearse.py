@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.live_runs import assert_no_health_alarms
 from tests.support.locations import DATA, ROOT
 from training.console import rehearse
 from training.console.rehearse import (
@@ -297,6 +298,7 @@ def test_every_shipped_profile_passes_its_rehearsal(name, tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["rehearsal"] is True
     logged = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert any(e.get("kind") == "log" and e.get("checklist") for e in logged), "the TUI sees the checklist"
+    assert_no_health_alarms(run_dir)  # both phases of a healthy rehearsal: no rule fired
     print(f"{name}: rehearsal {seconds:.1f} s")
     assert seconds < BUDGET_S, f"{name} took {seconds:.0f} s; a rehearsal must stay cheap"
 

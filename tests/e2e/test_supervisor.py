@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.support.live_runs import statuses, wait_done, wait_running
+from tests.support.live_runs import assert_no_health_alarms, statuses, wait_done, wait_running
 from tests.support.locations import ROOT
 from tests.support.processes import assert_nothing_left, recorded
 from tests.support.profiles import custom_profile, tiny_cpu_profile
@@ -146,6 +146,7 @@ def test_builtin_cpu_profile_ddp_finishes(runs_dir):
     assert len(running) == 1 and running[0].get("world_size") == 2  # the worker's own event, not ours too
     assert read_run_json(paths)["state"] == "finished"
     assert (paths.checkpoints / "last.pt").exists()
+    assert_no_health_alarms(paths)
     assert_nothing_left(paths)
 
 
@@ -164,6 +165,7 @@ def test_builtin_single_run_resumes_in_its_own_directory(runs_dir):
     logs = [e for e in read_all(paths.events) if e["kind"] == "log" and e.get("source") == "console"]
     assert logs[-1]["message"] == f"resumed from step {steps_before}"
     assert [e["state"] for e in statuses(paths)].count("finished") == 2
+    assert_no_health_alarms(paths)  # both lives, the resumed one with its own baselines
     assert_nothing_left(paths)
 
 

@@ -15,6 +15,20 @@ def events(paths: RunPaths, kind: str | None = None) -> list[dict]:
     return [e for e in read_all(paths.events) if kind is None or e.get("kind") == kind]
 
 
+def health_firings(paths: RunPaths | Path) -> list[dict]:
+    """Every firing of a [health] rule in a run: `health` events, and the watchdog's hang and
+    straggler warnings (`log` events that carry their rule; its all-clear carries none)."""
+    paths = paths if isinstance(paths, RunPaths) else RunPaths(Path(paths))
+    return [e for e in events(paths) if e.get("kind") == "health" or (e.get("kind") == "log" and e.get("rule"))]
+
+
+def assert_no_health_alarms(paths: RunPaths | Path) -> None:
+    """No false alarms: a healthy run (the suite's full-length cpu-profile runs) fires no rule."""
+    fired = health_firings(paths)
+    assert not fired, "a healthy run fired health rules:\n" + "\n".join(
+        f"  {e.get('rule')} at step {e.get('step')}: {e.get('message')}" for e in fired)
+
+
 def statuses(paths: RunPaths) -> list[dict]:
     return events(paths, "status")
 

@@ -241,6 +241,41 @@ def test_the_supervisor_rewinds_at_most_rewind_max_times_then_save_stops(tmp_pat
     assert sup.health_stop and sup.health_stop["rule"] == "nan"
 
 
+def test_the_rewind_count_survives_a_resume_in_run_json(tmp_path, monkeypatch):
+    """rewind_max bounds the run, not one supervisor: the count is in run.json, which --resume keeps,
+    and the next supervisor goes on from it."""
+    from training.console import runs
+    from training.monitor.health import Finding
+    from training.rundir import read_run_json, update_run_json, write_json_atomic
+    from training.rundir.processes import ProcRef
+    from training.supervise.supervisor import Supervisor
+
+    paths = RunPaths(tmp_path / "run")
+    paths.checkpoints.mkdir(parents=True)
+    (paths.checkpoints / "last.pt").write_bytes(b"x")
+    p = profile(nan="rewind", rewind_max=2)
+    paths.profile.write_text(p.to_toml())
+    write_json_atomic(paths.run_json, {"id": paths.id, "state": "running", "supervisor": {"pid": None}})
+    finding = Finding("nan", "loss is nan at step 25", value="nan", step=25)
+    first = Supervisor(paths)
+    first.profile = p
+    assert first.health_action("rewind", finding) == "rewind"
+    assert read_run_json(paths)["health_rewinds"] == 1
+    # The run stops (the box rebooted, the user stopped it) and is resumed: a new supervisor.
+    update_run_json(paths, state="stopped")
+    monkeypatch.setattr(runs, "_spawn_supervisor", lambda paths: ProcRef(pid=1, create_time=0.0))
+    runs.resume_run(paths)
+    assert read_run_json(paths)["health_rewinds"] == 1 and read_run_json(paths)["resumes"] == 1
+    second = Supervisor(paths)
+    second.profile = p
+    assert [second.health_action("rewind", finding) for _ in range(2)] == ["rewind", "save-stop"]
+    assert read_run_json(paths)["health_rewinds"] == 2
+    # A run recorded before the count was kept reads as none done.
+    from training.rundir.records import RunRecord
+    assert RunRecord.from_json({"id": "x"}).health_rewinds == 0
+    assert RunRecord.from_json({"health_rewinds": "junk"}).health_rewinds == 0
+
+
 def test_a_rewind_drops_the_superseded_points_from_the_series_and_the_run_model():
     from training.rundir.series import SeriesStore
     from tui.run_model import RunModel
@@ -271,3 +306,223 @@ def test_a_rewind_truncates_a_series_that_has_merged_into_buckets():
     assert dropped > 0 and s.last is not None and s.last[0] <= 20
     xs, _ = s.view(1000)
     assert max(xs) <= 20
+
+
+# ---- the telemetry rules: memory creep and throttling ------------------------------------------
+
+def gpu(index, mem=20_000.0, throttle=(), **extra):
+    return {"index": index, "name": "NVIDIA B200", "mem_used_mib": mem, "mem_total_mib": 183_000,
+            "sm_clock_mhz": 1980, "sm_clock_max_mhz": 1980, "temp_c": 60,
+            "throttle": None if throttle is None else list(throttle), "error": None, "ranks": [index], **extra}
+
+
+def sample(t, *gpus):
+    return make_event("telemetry", t=T0 + t, source="nvml", host={}, gpus=list(gpus))
+
+
+def epoch_end(t, epoch, step=None):
+    return make_event("epoch", t=T0 + t, epoch=epoch, epochs=20, step=step or epoch * 100, seconds=10.0)
+
+
+def epochs_stream(peaks, seed=0, every_s=1.0, epoch_s=10.0, gpu1=None):
+    """(samples, epoch events): GPU 0's memory wobbles under each epoch's peak (`peaks[i]` in epoch
+    i+1; the first epoch climbs to it from a quarter, the allocator filling); GPU 1 holds `gpu1`."""
+    rng = random.Random(seed)
+    samples, ends = [], []
+    t = 0.0
+    for i, peak in enumerate(peaks):
+        n = int(epoch_s / every_s)
+        for k in range(n):
+            t += every_s
+            mem = peak * (0.25 + 0.75 * (k + 1) / n) if i == 0 else peak * rng.uniform(0.97, 1.0)
+            if k == n // 2:
+                mem = peak
+            gpus = [gpu(0, round(mem))] + ([gpu(1, gpu1)] if gpu1 is not None else [])
+            samples.append(sample(t, *gpus))
+        ends.append(epoch_end(t + 0.1, i + 1))
+    return samples, ends
+
+
+def feed(mon, samples, events):
+    """Telemetry and events in time order, as the supervisor's polls interleave them."""
+    out = []
+    for item in sorted(samples + events, key=lambda e: e["t"]):
+        out += mon.observe_telemetry([item]) if item["kind"] == "telemetry" else mon.observe([item])
+    return out
+
+
+def test_memory_creeping_up_across_epochs_fires_once_per_gpu_that_leaks(tmp_path):
+    mon, act = monitor(tmp_path, memory_creep="pause")
+    # +5% per epoch from epoch 2 on; GPU 1 flat. Epochs 2..5 rise 15.8% in all (limit 10% over 3).
+    peaks = [20_000 * 1.05 ** max(0, i - 1) for i in range(1, 9)]
+    samples, ends = epochs_stream(peaks, gpu1=30_000)
+    fired = feed(mon, samples, ends)
+    assert [(e["rule"], e["gpu"], e["rank"], e["step"], e["action"]) for e in fired] == \
+        [("memory_creep", 0, 0, 500, "pause")], fired
+    assert "GPU 0 (rank 0) memory crept up 16% over 3 epochs" in fired[0]["message"]
+    assert fired[0]["value"] == pytest.approx(peaks[4], abs=1)
+    assert act.calls == [("pause", "memory_creep")]
+
+
+def test_memory_that_levels_off_after_the_first_epoch_or_creeps_slowly_is_quiet(tmp_path):
+    mon, _ = monitor(tmp_path)
+    # The allocator fills during epoch 1 (a quarter to full), then the peak wobbles or grows 1% an epoch.
+    assert feed(mon, *epochs_stream([30_000] + [30_000 + (i % 3) * 50 for i in range(12)], seed=1)) == []
+    mon, _ = monitor(tmp_path)
+    assert feed(mon, *epochs_stream([30_000 * 1.01 ** i for i in range(12)], seed=2)) == []
+    # Epoch 2 higher than epoch 1 (the warm-up ran over the boundary) is no creep either.
+    mon, _ = monitor(tmp_path)
+    assert feed(mon, *epochs_stream([10_000, 16_000, 16_000, 16_100, 16_050, 16_000], seed=3)) == []
+
+
+def test_memory_creep_rearms_after_an_epoch_that_did_not_rise(tmp_path):
+    mon, _ = monitor(tmp_path, memory_creep_epochs=2, memory_creep_fraction=0.05)
+    peaks = [10_000, 10_000, 11_000, 12_000, 13_000, 12_500, 13_500, 14_500, 15_500]
+    fired = feed(mon, *epochs_stream(peaks))
+    # Epochs 2->4 rise 20%: fires at epoch 4; still rising at 5: the same incident; 6 falls: re-armed;
+    # 6->8 rise 16%: a second incident.
+    assert [e["step"] for e in fired] == [400, 800]
+
+
+def test_an_epoch_ends_at_its_time_the_samples_after_it_are_the_next_epochs(tmp_path):
+    mon, _ = monitor(tmp_path, memory_creep_epochs=2)
+    samples, ends = epochs_stream([10_000, 10_000, 10_000, 10_000])
+    # A spike just after each epoch's end (the next epoch's start) read before that end's event.
+    spikes = [sample(e["t"] - T0 + 0.05, gpu(0, 10_000 * (1.3 + 0.2 * i))) for i, e in enumerate(ends)]
+    out, fed = [], 0
+    for end, spike in zip(ends, spikes, strict=True):
+        upto = sum(1 for s in samples if s["t"] <= end["t"])
+        out += mon.observe_telemetry(samples[fed:upto] + [spike]) + mon.observe([end])
+        fed = upto
+    # Each spike counts in the epoch after it: peaks 10k | 13k | 15k | 17k (epoch 1 not judged), not
+    # 13k | 15k | 17k | 19k as it would if the samples read before an end's event all counted in it.
+    assert [e["value"] for e in out] == [17_000.0]
+
+
+def throttle_stream(seconds, reasons_at, index=0, every_s=1.0, start=0.0):
+    """A sample per second of one GPU; reasons_at(t) -> its throttle reasons then."""
+    return [sample(start + k * every_s, gpu(index, throttle=reasons_at(start + k * every_s)))
+            for k in range(int(seconds / every_s))]
+
+
+def test_sustained_thermal_throttling_fires_once_after_the_time(tmp_path):
+    mon, act = monitor(tmp_path, throttle="warn", throttle_for_s=300)
+    # Hot for 400 s, with one clean sample in ten (the clocks come back for a moment).
+    samples = throttle_stream(400, lambda t: () if int(t) % 10 == 0 else ("sw_thermal_slowdown",))
+    mon.observe([train(1200, 1.0)])
+    fired = mon.observe_telemetry(samples)
+    assert [(e["rule"], e["gpu"], e["step"], e["action"]) for e in fired] == [("throttle", 0, 1200, "warn")]
+    assert fired[0]["t"] - T0 < 400  # it fired as soon as 300 s were covered, not at the end
+    assert "GPU 0 (rank 0) is throttled (sw_thermal_slowdown) in 90% of its samples" in fired[0]["message"]
+    assert act.calls == []
+
+
+def test_brief_or_intermittent_throttling_idle_and_the_power_cap_are_quiet(tmp_path):
+    mon, _ = monitor(tmp_path, throttle_for_s=300)
+    healthy = []
+    healthy += throttle_stream(200, lambda t: ("gpu_idle",) if t < 20 else ())  # idle at the start
+    healthy += throttle_stream(60, lambda t: ("hw_thermal_slowdown",), start=200)  # a minute hot
+    healthy += throttle_stream(600, lambda t: ("sw_thermal_slowdown",) if int(t) % 2 else (), start=260)  # half
+    healthy += throttle_stream(900, lambda t: ("sw_power_cap",), index=1)  # at its power limit all along
+    healthy += throttle_stream(900, lambda t: None, index=2)  # N/A: no throttle reasons on this GPU
+    healthy.sort(key=lambda s: s["t"])
+    assert mon.observe_telemetry(healthy) == []
+    # The power cap counts when the profile says so.
+    mon, _ = monitor(tmp_path, throttle_for_s=300, throttle_power_cap=True)
+    fired = mon.observe_telemetry(healthy)
+    assert [(e["gpu"], e["metric"]) for e in fired] == [(1, "sw_power_cap")]
+
+
+def test_throttling_rearms_only_when_the_gpu_cooled_down(tmp_path):
+    mon, _ = monitor(tmp_path, throttle_for_s=100)
+    hot = ("hw_slowdown", "hw_power_brake_slowdown")
+    stream = (throttle_stream(200, lambda t: hot)
+              + throttle_stream(60, lambda t: hot if int(t) % 3 else (), start=200)  # 67%: not over
+              + throttle_stream(100, lambda t: (), start=260)  # cool: re-armed
+              + throttle_stream(150, lambda t: hot, start=360))
+    fired = mon.observe_telemetry(stream)
+    # The first at 100 s; the second once 80% of the 100 s before it are hot again (360..440 of 340..440).
+    assert [round(e["t"] - T0) for e in fired] == [100, 440]
+    assert fired[0]["metric"] == "hw_slowdown, hw_power_brake_slowdown"
+
+
+def test_the_telemetry_rules_set_off_are_silent_and_a_healthy_run_with_telemetry_is_quiet(tmp_path):
+    mon, _ = monitor(tmp_path, memory_creep="off", throttle="off")
+    samples, ends = epochs_stream([10_000 * 1.2 ** i for i in range(8)])
+    assert feed(mon, samples, ends) == []
+    assert mon.observe_telemetry(throttle_stream(400, lambda t: ("sw_thermal_slowdown",))) == []
+    # Every rule at its defaults over a healthy run's events and telemetry together.
+    mon, act = monitor(tmp_path)
+    events = healthy_stream()
+    t_end = events[-1]["t"] - T0
+    ends = [epoch_end(t_end * k / 10, k) for k in range(1, 11)]
+    rng = random.Random(4)
+    samples = [sample(float(t), gpu(0, 40_000 * rng.uniform(0.97, 1.0), throttle=("sw_power_cap",) if t % 4 else ()),
+                      gpu(1, 40_000 * rng.uniform(0.97, 1.0), throttle=()))
+               for t in range(1, int(t_end))]
+    assert feed(mon, samples, events + ends) == []
+    assert act.calls == []
+
+
+def test_the_thread_path_reads_telemetry_jsonl_too(tmp_path):
+    paths = RunPaths(tmp_path)
+    append_events(paths.telemetry, throttle_stream(50, lambda t: ("sw_thermal_slowdown",)))  # an earlier life
+    emitted = []
+    mon = HealthMonitor(paths, profile(throttle_for_s=30), emit=emitted.extend)
+    append_events(paths.events, [train(10, 1.0)])
+    assert mon.poll(T0 + 100) == []
+    append_events(paths.telemetry, throttle_stream(40, lambda t: ("sw_thermal_slowdown",), start=100))
+    mon.poll(T0 + 200)
+    assert [(e["rule"], e["gpu"], e["step"]) for e in emitted] == [("throttle", 0, 10)]
+    mon.poll(T0 + 201)
+    assert len(emitted) == 1
+
+
+def fake_nvml_samples(tmp_path, fake, seconds, every_s=1.0):
+    """Telemetry lines as the supervisor's sampler builds them from the fake NVML, one every every_s
+    of a made-up clock (the sampler stamps the wall time; the rules read the samples' t)."""
+    from training.monitor.gpu import GpuBackend
+    from training.monitor.telemetry import TelemetrySampler
+
+    sampler = TelemetrySampler(RunPaths(tmp_path), 1.0, dict, backend=GpuBackend(nvml=fake))
+    sampler.source = "fake-nvml"  # what start() decides for this backend, without the thread
+    return [dict(sampler.sample(), t=T0 + k * every_s) for k in range(1, int(seconds / every_s) + 1)]
+
+
+def test_the_fake_nvml_box_is_quiet_and_its_hot_gpu_and_leak_trip_the_rules(tmp_path):
+    """The same rules over what training.monitor.gpu and the telemetry sampler make of NVML (the
+    test suite's fake): a normal busy B200 (at times at its power cap or 66 C) stays quiet; a GPU
+    whose cooling fails and a run that leaks memory are told."""
+    from tests.fixtures import fake_nvml
+
+    mon, _ = monitor(tmp_path)
+    samples = fake_nvml_samples(tmp_path, fake_nvml.eight_b200(pids=range(8)), 400)
+    assert any("sw_power_cap" in g["throttle"] or "sw_thermal_slowdown" in g["throttle"]
+               for s in samples for g in s["gpus"])  # the fake throttles now and then, as real GPUs do
+    ends = [epoch_end(k * 40.5, k) for k in range(1, 10)]
+    assert feed(mon, samples, ends) == []
+
+    mon, _ = monitor(tmp_path)
+    fired = mon.observe_telemetry(fake_nvml_samples(tmp_path, fake_nvml.hot_box(), 400))
+    assert [(e["rule"], e["gpu"], e["metric"]) for e in fired] == [("throttle", 1, "sw_thermal_slowdown")]
+
+    mon, _ = monitor(tmp_path)
+    samples = fake_nvml_samples(tmp_path, fake_nvml.leaky(), 250)  # +40 MiB a second, epochs of 40 s
+    fired = feed(mon, samples, [epoch_end(k * 40.5, k) for k in range(1, 7)])
+    # Epoch 1 is the warm-up; the peaks of epochs 2..5 rise 20%: told at the end of epoch 5.
+    assert [(e["rule"], e["gpu"], e["step"]) for e in fired] == [("memory_creep", 0, 500)]
+
+
+def test_the_no_false_alarm_check_of_the_suites_healthy_runs_sees_every_firing(tmp_path):
+    from tests.support.live_runs import assert_no_health_alarms, health_firings
+
+    paths = RunPaths(tmp_path)
+    append_events(paths.events, healthy_stream(20) + [
+        make_event("log", level="info", message="rank 1 is moving again", watchdog="recovered", rank=1)])
+    assert_no_health_alarms(tmp_path)
+    append_events(paths.events, [make_event("log", level="warning", message="rank 1 is slow", watchdog="straggler",
+                                            rule="straggler", action="warn", rank=1)])
+    with pytest.raises(AssertionError, match="straggler at step None: rank 1 is slow"):
+        assert_no_health_alarms(paths)
+    append_events(paths.events, [make_event("health", rule="throttle", step=7, message="GPU 0 is throttled")])
+    assert [e["rule"] for e in health_firings(paths)] == ["straggler", "throttle"]

@@ -11,10 +11,20 @@ overfit     the val loss rising for overfit_evals evaluations in a row while the
 throughput  train samples/s below throughput_fraction of its running median for throughput_for_s
 stall       no step for stall_after_s: the watchdog's hang check (training.monitor.watchdog)
 straggler   a rank slower than the others: the watchdog's straggler check
+memory_creep  a GPU's memory (its peak per epoch, from telemetry.jsonl) rose at each of the last
+            memory_creep_epochs epoch ends, by memory_creep_fraction or more in all (the first epoch
+            of a worker's life, when the caching allocator fills, is not judged)
+throttle    a GPU throttled by temperature or a hardware power/thermal slowdown (NVML's clocks-event
+            reasons in telemetry.jsonl; the software power cap only with throttle_power_cap) in
+            throttle_share of its samples over throttle_for_s
+
+The first four read events.jsonl, the last two telemetry.jsonl (the supervisor's own sampler
+writes it, so they watch custom scripts' GPUs too); each telemetry rule judges every GPU apart.
 
 A rule fires once per incident, not once per poll: it re-arms only when what it watches is
 healthy again (a finite loss, an EMA back under the bar, a val loss that fell, throughput back
-above the fraction, a rank moving again).
+above the fraction, a rank moving again, an epoch whose memory peak did not rise, a GPU throttled
+in at most half the share).
 
 A firing is recorded as one event:
 
@@ -35,11 +45,13 @@ viewer read them so) and gain `rule` and `action` fields.
 
     monitor = HealthMonitor(paths, profile, emit=..., act=supervisor.health_action)
     monitor.start() ... monitor.stop()
-    monitor.observe(events) / monitor.check(now)   # the logic, no thread: what the unit tests drive
+    monitor.observe(events) / monitor.observe_telemetry(samples) / monitor.check(now)
+                                                   # the logic, no thread: what the unit tests drive
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import sys
@@ -58,6 +70,17 @@ NONFINITE_STRINGS = frozenset({"nan", "inf", "-inf", "+inf", "infinity", "-infin
 # once it has this many.
 THROUGHPUT_HISTORY = 50
 THROUGHPUT_MIN_POINTS = 5
+# Memory creep: telemetry samples not yet known to be before or after the next epoch end are
+# held back (the events and telemetry files are read one after the other); older ones are folded
+# into the epoch's running peak.
+MEMORY_PENDING = 64
+# NVML clocks-event reasons (training.monitor.gpu.THROTTLE_REASONS) that are throttling: the GPU
+# is too hot, or hardware cut its clocks (power brake, HW slowdown). sw_power_cap, a GPU at its
+# power limit, is the normal state of many GPUs under full load: counted only with
+# health.throttle_power_cap. Idle, application clocks, sync boost, display clocks never count.
+THROTTLE_THERMAL = ("sw_thermal_slowdown", "hw_thermal_slowdown")
+THROTTLE_HARDWARE = ("hw_slowdown", "hw_power_brake_slowdown")
+THROTTLE_POWER_CAP = ("sw_power_cap",)
 STOPPING = ("stop", "save-stop")
 
 
@@ -92,6 +115,7 @@ class Finding:
     rank: int | None = None
     metric: str = ""
     threshold: float | None = None
+    gpu: int | None = None  # the GPU's index, for the telemetry rules
 
 
 def _step(event: dict[str, Any]) -> int | None:
@@ -112,6 +136,7 @@ def _fmt(value: float) -> str:
 
 class NonFiniteRule:
     name = "nan"
+    kinds = ("metric",)
 
     def __init__(self) -> None:
         self.firing = False
@@ -144,6 +169,7 @@ class NonFiniteRule:
 
 class DivergenceRule:
     name = "divergence"
+    kinds = ("metric",)
 
     def __init__(self, factor: float, smoothing: float, warmup: int) -> None:
         self.factor, self.smoothing, self.warmup = factor, smoothing, warmup
@@ -187,6 +213,7 @@ class DivergenceRule:
 
 class OverfitRule:
     name = "overfit"
+    kinds = ("metric",)
 
     def __init__(self, evals: int) -> None:
         self.evals = evals
@@ -228,6 +255,7 @@ class OverfitRule:
 
 class ThroughputRule:
     name = "throughput"
+    kinds = ("metric",)
 
     def __init__(self, fraction: float, for_s: float) -> None:
         self.fraction, self.for_s = fraction, for_s
@@ -272,6 +300,158 @@ class ThroughputRule:
                         threshold=round(bar, 3))]
 
 
+# ---- the rules over telemetry ----------------------------------------------------------------
+
+def _gpus(sample: dict[str, Any]) -> list[dict[str, Any]]:
+    """The GPU entries of a telemetry sample that measured something (no error, an index)."""
+    gpus = sample.get("gpus")
+    if not isinstance(gpus, list):
+        return []
+    return [g for g in gpus if isinstance(g, dict) and not g.get("error")
+            and isinstance(g.get("index"), int) and not isinstance(g.get("index"), bool)]
+
+
+def _gpu_rank(gpu: dict[str, Any]) -> int | None:
+    ranks = gpu.get("ranks")
+    if isinstance(ranks, list) and ranks and isinstance(ranks[0], int) and not isinstance(ranks[0], bool):
+        return ranks[0]
+    return None
+
+
+def _gpu_label(gpu: dict[str, Any]) -> str:
+    rank = _gpu_rank(gpu)
+    return f"GPU {gpu['index']}" + (f" (rank {rank})" if rank is not None else "")
+
+
+class MemoryCreepRule:
+    """Each GPU's peak memory per epoch (telemetry samples up to an `epoch` event's time): it fires
+    when the peak rose at each of the last `epochs` epoch ends and by `fraction` of the first in all.
+    A healthy run's memory (PyTorch's caching allocator) levels off within its first epoch, which
+    is therefore not judged; a leak (tensors kept across steps, a growing cache) keeps rising."""
+
+    name = "memory_creep"
+    kinds = ("epoch",)
+
+    def __init__(self, fraction: float, epochs: int) -> None:
+        self.fraction, self.epochs = fraction, epochs
+        self.reset()
+
+    def reset(self) -> None:
+        self.pending: deque[tuple[float, dict[int, tuple[float, dict[str, Any]]]]] = deque()
+        self.bucket: dict[int, tuple[float, dict[str, Any]]] = {}  # GPU -> (peak MiB, its entry) this epoch
+        self.epochs_seen = 0
+        self.history: dict[int, deque[tuple[int | None, float]]] = {}  # GPU -> (epoch, peak MiB)
+        self.firing: set[int] = set()
+
+    def _fold(self, mems: dict[int, tuple[float, dict[str, Any]]]) -> None:
+        for index, (mib, gpu) in mems.items():
+            if index not in self.bucket or mib > self.bucket[index][0]:
+                self.bucket[index] = (mib, gpu)
+
+    def observe_sample(self, sample: dict[str, Any]) -> list[Finding]:
+        t = finite_number(sample.get("t"))
+        mems = {g["index"]: (float(m), g) for g in _gpus(sample)
+                if (m := finite_number(g.get("mem_used_mib"))) is not None}
+        if t is None or not mems:
+            return []
+        self.pending.append((t, mems))
+        while len(self.pending) > MEMORY_PENDING:
+            self._fold(self.pending.popleft()[1])
+        return []
+
+    def observe(self, event: dict[str, Any]) -> list[Finding]:
+        t = finite_number(event.get("t"))
+        if event.get("kind") != "epoch" or t is None:
+            return []
+        while self.pending and self.pending[0][0] <= t:
+            self._fold(self.pending.popleft()[1])
+        peaks, self.bucket = self.bucket, {}
+        if not peaks:
+            return []  # an epoch without a sample (shorter than the interval): nothing to compare
+        self.epochs_seen += 1
+        if self.epochs_seen == 1:
+            return []  # the allocator's warm-up
+        epoch = event.get("epoch") if isinstance(event.get("epoch"), int) else None
+        out = []
+        for index, (mib, gpu) in sorted(peaks.items()):
+            history = self.history.setdefault(index, deque(maxlen=self.epochs + 1))
+            if history and mib <= history[-1][1]:
+                self.firing.discard(index)  # it did not rise: a new climb is a new incident
+            history.append((epoch, mib))
+            if len(history) <= self.epochs or index in self.firing:
+                continue
+            points = [p[1] for p in history]
+            rising = all(b > a for a, b in zip(points, points[1:], strict=False))
+            if not rising or points[0] <= 0 or (points[-1] - points[0]) / points[0] < self.fraction:
+                continue
+            self.firing.add(index)
+            growth = (points[-1] - points[0]) / points[0]
+            message = (f"{_gpu_label(gpu)} memory crept up {growth:.0%} over {self.epochs} epochs "
+                       f"({' -> '.join(f'{p:,.0f}' for p in points)} MiB, each epoch's peak; limit "
+                       f"{self.fraction:.0%}) by the end of epoch {epoch if epoch is not None else '?'}")
+            out.append(Finding(self.name, message, value=round(mib, 1), step=_step(event), rank=_gpu_rank(gpu),
+                               metric="mem_used_mib", threshold=round(points[0] * (1 + self.fraction), 1),
+                               gpu=index))
+        return out
+
+
+class ThrottleRule:
+    """Each GPU's clocks-event reasons: it fires when a throttling reason was set in at least `share`
+    of the GPU's samples over the last `for_s` seconds (throttling comes and goes with the load,
+    so one clean sample does not end an incident); it re-arms below half the share."""
+
+    name = "throttle"
+    kinds: tuple[str, ...] = ()
+
+    def __init__(self, for_s: float, share: float, power_cap: bool) -> None:
+        self.for_s, self.share = for_s, share
+        self.reasons = frozenset(THROTTLE_THERMAL + THROTTLE_HARDWARE + (THROTTLE_POWER_CAP if power_cap else ()))
+        self.reset()
+
+    def reset(self) -> None:
+        self.windows: dict[int, deque[tuple[float, tuple[str, ...]]]] = {}  # GPU -> (t, reasons that count)
+        self.firing: set[int] = set()
+
+    def observe(self, event: dict[str, Any]) -> list[Finding]:
+        return []
+
+    def observe_sample(self, sample: dict[str, Any]) -> list[Finding]:
+        t = finite_number(sample.get("t"))
+        if t is None:
+            return []
+        out = []
+        for gpu in _gpus(sample):
+            reasons = gpu.get("throttle")
+            if not isinstance(reasons, list):
+                continue  # N/A: neither throttled nor clean
+            index = gpu["index"]
+            window = self.windows.setdefault(index, deque())
+            window.append((t, tuple(r for r in reasons if r in self.reasons)))
+            while len(window) >= 2 and window[1][0] <= t - self.for_s:
+                window.popleft()
+            span = t - window[0][0]
+            throttled = [r for _, r in window if r]
+            share = len(throttled) / len(window)
+            if share <= self.share / 2:
+                self.firing.discard(index)
+            if span < self.for_s or share < self.share or index in self.firing:
+                continue
+            self.firing.add(index)
+            counts: dict[str, int] = {}
+            for names in throttled:
+                for name in names:
+                    counts[name] = counts.get(name, 0) + 1
+            why = ", ".join(sorted(counts, key=lambda n: -counts[n]))
+            clock, top = gpu.get("sm_clock_mhz"), gpu.get("sm_clock_max_mhz")
+            clocks = f", SM clock {clock}/{top} MHz" if isinstance(clock, int) and isinstance(top, int) else ""
+            temp = f", {gpu['temp_c']} C" if isinstance(gpu.get("temp_c"), int) else ""
+            message = (f"{_gpu_label(gpu)} is throttled ({why}) in {share:.0%} of its samples over {span:.0f} s "
+                       f"(limit {self.share:.0%} over {self.for_s:g} s{clocks}{temp})")
+            out.append(Finding(self.name, message, value=round(share, 3), rank=_gpu_rank(gpu), metric=why,
+                               threshold=self.share, gpu=index))
+        return out
+
+
 # ---- the engine -----------------------------------------------------------------------------
 
 def _setting(profile: Any, name: str, default: Any) -> Any:
@@ -291,7 +471,8 @@ class HealthMonitor:
         self.clock = clock
         self.interval_s = interval_s
         self.actions = {name: str(_setting(profile, name, "warn")) for name in
-                        ("nan", "divergence", "overfit", "throughput", "stall", "straggler")}
+                        ("nan", "divergence", "overfit", "throughput", "memory_creep", "throttle", "stall",
+                         "straggler")}
         self.actions["nan"] = str(_setting(profile, "nan", "stop"))
         self.rules = [
             NonFiniteRule(),
@@ -301,16 +482,24 @@ class HealthMonitor:
             OverfitRule(int(_setting(profile, "overfit_evals", 3))),
             ThroughputRule(float(_setting(profile, "throughput_fraction", 0.5)),
                            float(_setting(profile, "throughput_for_s", 120.0))),
+            MemoryCreepRule(float(_setting(profile, "memory_creep_fraction", 0.1)),
+                            int(_setting(profile, "memory_creep_epochs", 3))),
+            ThrottleRule(float(_setting(profile, "throttle_for_s", 300.0)),
+                         float(_setting(profile, "throttle_share", 0.8)),
+                         bool(_setting(profile, "throttle_power_cap", False))),
         ]
+        self.last_step: int | None = None  # the newest step of the events: where a telemetry finding is
         self.watchdog = watchdog
         self.stopping = False  # a stopping action was taken: later firings are only told
         self.reader = EventReader(paths.events)
+        self.telemetry_reader = EventReader(paths.telemetry)
         if not from_start:
-            # Events from before this supervisor (a resumed run) are an earlier life's.
-            try:
-                self.reader.offset = paths.events.stat().st_size
-            except OSError:
-                pass
+            # Events and samples from before this supervisor (a resumed run) are an earlier life's.
+            for reader in (self.reader, self.telemetry_reader):
+                try:
+                    reader.offset = reader.path.stat().st_size
+                except OSError:
+                    pass
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error_reported = False
@@ -339,8 +528,11 @@ class HealthMonitor:
                     print(f"health: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     def poll(self, now: float) -> list[dict[str, Any]]:
-        """Read the new events, check, emit what is due; returns what was emitted."""
-        out = self.observe(self.reader.read(), now) + self.check(now)
+        """Read the new events, check, emit what is due; returns what was emitted. Telemetry is read
+        after the events and fed first, so an epoch's end finds every sample taken before it."""
+        events = self.reader.read()
+        samples = [s for s in self.telemetry_reader.read() if s.get("kind") == "telemetry"]
+        out = self.observe_telemetry(samples, now) + self.observe(events, now) + self.check(now)
         if out:
             self.emit(out)
         return out
@@ -360,13 +552,28 @@ class HealthMonitor:
                     if isinstance(rule, ThroughputRule):
                         rule.pause()
                 continue
-            if kind != "metric":
-                continue
+            if kind in ("metric", "epoch") and _step(event) is not None:
+                self.last_step = _step(event)
             for rule in self.rules:
-                if self.actions.get(rule.name) == "off":
+                if kind not in rule.kinds or self.actions.get(rule.name) == "off":
                     continue
                 for finding in rule.observe(event):
                     out.append(self._fire(finding, now if now is not None else self.clock()))
+        return out
+
+    def observe_telemetry(self, samples: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+        """The health events these telemetry samples cause (the memory and throttle rules), at `now`
+        or, without it, at the time of the sample that tripped the rule."""
+        out: list[dict[str, Any]] = []
+        for sample in samples:
+            for rule in self.rules:
+                observe = getattr(rule, "observe_sample", None)
+                if observe is None or self.actions.get(rule.name) == "off":
+                    continue
+                for finding in observe(sample):
+                    if finding.step is None and self.last_step is not None:
+                        finding = dataclasses.replace(finding, step=self.last_step)
+                    out.append(self._fire(finding, now if now is not None else float(sample["t"])))
         return out
 
     def check(self, now: float) -> list[dict[str, Any]]:
@@ -414,6 +621,8 @@ class HealthMonitor:
             fields["metric"] = finding.metric
         if finding.threshold is not None:
             fields["threshold"] = finding.threshold
+        if finding.gpu is not None:
+            fields["gpu"] = finding.gpu
         return make_event("health", t=now, **fields)
 
 

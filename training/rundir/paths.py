@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -120,11 +121,17 @@ def read_run_json(paths: RunPaths) -> dict[str, Any]:
     return read_json(paths.run_json, {}) or {}
 
 
+# The supervisor's threads (its main loop, the health thread counting rewinds) merge into run.json
+# one at a time, so neither read-modify-write loses the other's fields.
+_RUN_JSON_LOCK = threading.Lock()
+
+
 def update_run_json(paths: RunPaths, **fields: Any) -> dict[str, Any]:
     """Merge fields into run.json. Only the supervisor (or a --stop cleaning up after it) writes."""
-    data = read_run_json(paths)
-    data.update(fields)
-    write_json_atomic(paths.run_json, data)
+    with _RUN_JSON_LOCK:
+        data = read_run_json(paths)
+        data.update(fields)
+        write_json_atomic(paths.run_json, data)
     return data
 
 

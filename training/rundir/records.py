@@ -55,6 +55,9 @@ class RunRecord:
     supervisor: ProcRef | None = None  # None until start_run records the pid
     argv: tuple[str, ...] = ()
     cwd: str = ""
+    # Rewinds the [health] nan rule asked in this run, over every supervisor it had (--resume,
+    # take-over): health.rewind_max bounds the run, not one supervisor's life.
+    health_rewinds: int = 0
 
     @classmethod
     def from_json(cls, data: Any) -> RunRecord:
@@ -65,7 +68,8 @@ class RunRecord:
                    created=as_float(data.get("created")), state=_str(data.get("state")),
                    state_t=as_float(data.get("state_t")), rehearsal=bool(data.get("rehearsal")),
                    supervisor=ProcRef.from_json(data.get("supervisor"), "supervisor"),
-                   argv=tuple(str(a) for a in argv), cwd=_str(data.get("cwd")))
+                   argv=tuple(str(a) for a in argv), cwd=_str(data.get("cwd")),
+                   health_rewinds=max(0, as_int(data.get("health_rewinds")) or 0))
 
 
 # ---- exit.json --------------------------------------------------------------------------

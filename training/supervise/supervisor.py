@@ -39,7 +39,7 @@ from training.rundir import (
 from training.rundir import processes as pg
 from training.rundir.events import EventReader, append_events, make_event
 from training.rundir.logs import rank0_stdout
-from training.rundir.records import ExitRecord, finish_run
+from training.rundir.records import ExitRecord, RunRecord, finish_run
 from training.supervise.containment import Containment
 from training.supervise.diagnosis import diagnose, rank_text, traceback_summary
 from training.supervise.launch import (
@@ -114,7 +114,9 @@ class Supervisor:
         self.health_deadline: float | None = None
         # The GPUs this run took on a shared box, under their locks (released in finish()).
         self.gpu_claim = None
-        self.rewinds = 0  # rewinds the [health] nan rule asked of the worker (at most health.rewind_max)
+        # Rewinds the [health] nan rule asked of the worker in this run (at most health.rewind_max),
+        # kept in run.json's "health_rewinds" so a resumed run goes on counting.
+        self.rewinds = 0
         self.notifier: Any = None  # the [notify] command's runner (training.monitor.notify), when set
 
     # -- helpers --
@@ -377,6 +379,8 @@ class Supervisor:
         if self.profile.is_custom:
             return "stop"
         limit = self.profile.health.rewind_max
+        # An earlier supervisor of this run (before --resume) may have rewound it already.
+        self.rewinds = max(self.rewinds, RunRecord.from_json(read_run_json(self.paths)).health_rewinds)
         if self.rewinds >= limit:
             log(f"health rule {finding.rule}: {self.rewinds} rewinds done (health.rewind_max = {limit}); save-stop")
             return "save-stop"
@@ -385,6 +389,7 @@ class Supervisor:
             return "save-stop"
         send(self.paths, "rewind")
         self.rewinds += 1
+        update_run_json(self.paths, health_rewinds=self.rewinds)
         log(f"health rule {finding.rule}: rewind {self.rewinds} of {limit} sent to the worker")
         return "rewind"
 
