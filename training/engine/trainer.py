@@ -33,9 +33,10 @@ from training.engine.data import Data, _batch_to
 from training.engine.hooks import Hooks
 from training.engine.resume import StartPoint
 from training.engine.setup import Environment, Notes, Precision
-from training.rundir import RunPaths
+from training.rundir import RunPaths, read_run_json
 from training.rundir.control import CODE_ACTIONS, ControlChannel
 from training.rundir.heartbeat import Heartbeat
+from training.rundir.records import RunRecord
 
 PAUSE_POLL_S = 0.5
 
@@ -94,7 +95,10 @@ class Trainer:
         self.samples_per_step = self.T.batch_size * self.T.grad_accum * self.env.world_size
         self.control = ControlChannel(self.paths.root) if self.is_main else None
         self.skipped_save = ""  # rank 0: why the newest save was refused (non-finite weights), "" if written
-        self.rewinds = 0  # rewinds done by this process (the [health] nan rule's "rewind")
+        # Rewinds of this run so far (the [health] nan rule's "rewind"), for rewind_lr_factor ** n:
+        # an earlier life of the run (before --resume) counts too. The supervisor keeps the count
+        # in run.json and changes it only when it sends a rewind, long after every rank read it here.
+        self.rewinds = RunRecord.from_json(read_run_json(self.paths)).health_rewinds
         if self.is_main:
             remove_stale_temp_files(self.paths.checkpoints)
 
