@@ -64,7 +64,7 @@ async def test_picker_lists_profiles_with_hardware_match_and_preflight(tmp_path,
         assert any(p.startswith("4x2080ti  ~ 8/4") or p.startswith("4x2080ti  ") for p in prompts)
         assert any(p.startswith("cpu  any") for p in prompts)
         # cpu is highlighted first: its TOML and its preflight are shown.
-        await await_for(pilot, lambda: picker.preflight_ready)
+        await await_for(pilot, lambda: picker.preflight_ready, timeout=30)  # imports torch: seconds on a loaded box
         assert 'name = "cpu"' in picker.query_one(TextArea).text
         preflight = str(picker.query_one("#preflight").render())
         assert "preflight passed" in preflight

@@ -1,9 +1,11 @@
 """The run screen: one run directory, live or finished, shown from its files only.
 
-Three polling workers read the run directory and post one message per batch:
+One reader thread (a long-lived worker) polls the run directory and posts one message per batch:
 events (run.json, exit.json, events.jsonl; every 0.1 s, a few stats when nothing changed and
 then no message), telemetry (telemetry.jsonl; every telemetry interval; snapshots replace each
-other) and the chosen log file (every 0.5 s). Handlers fold batches into the `RunModel` and the
+other) and the chosen log file (every 0.5 s). One thread, not a worker per poll: a worker per
+poll (12 a second) cost a thread hand-off, three state-change messages and a timer each, more
+CPU than the reading itself. Handlers fold batches into the `RunModel` and the
 `SeriesStore` and hand the results down to the widgets: the event log at once, the header at
 most once per `HEADER_REFRESH_S` (at once for a change of state), the loss plot at most once
 per `PLOT_REFRESH_S` (its redraw is the expensive part: ~10-20 ms). Attaching to a finished run
@@ -12,6 +14,7 @@ reads everything from the start, so it shows the whole history.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +29,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, SelectionList, TabbedContent, TabPane
 from textual.widgets.selection_list import Selection
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from training.rundir import RunPaths
 from training.rundir.series import Key, SeriesStore
@@ -50,6 +53,7 @@ PLOT_REFRESH_S = 1.0  # a plot redraw costs ~10-20 ms (plotext); new points show
 HEADER_REFRESH_S = 0.25  # the step count (bench_paint: p95 at paint within 1 s); a change of state shows at once
 LOW_BANDWIDTH_PLOT_S = 5.0  # run.py --low-bandwidth: the plot at most every 5 s
 LOG_POLL_S = 0.5
+READER_MAX_SLEEP_S = 0.5
 # events.jsonl is read at most this much per poll (~3,500 metric events). The reader's 4 MB
 # default makes ~27,000 event dicts per message while catching up with a long run, and that
 # high-water mark stays in RSS: 2.1x the memory after 10^6 events vs 10^4, against 1.08x with
@@ -169,7 +173,7 @@ class RunScreen(Screen):
         self.store = SeriesStore()
         self.loaded = False  # the events file has been read to its end once (tests wait for it)
         self.telemetry_seen = False
-        # Worker-owned state: touched only inside the workers (each group runs one at a time).
+        # The reader thread's state: touched only inside _read_run_dir's polls.
         self._feed = RunFeed(paths, chunk_bytes=EVENTS_CHUNK_BYTES, snapshot=USE_SERIES_SNAPSHOT)
         self._telemetry = TelemetryFeed(paths)
         self._log_path: Path | None = None
@@ -186,8 +190,10 @@ class RunScreen(Screen):
         # Telemetry snapshots reach the GPU panels at most once per --refresh (none: each sample).
         self._grid_redraw = _Coalesce(self, 0.0, self._update_grid)
         self._telemetry_shown: RunScreen.TelemetryArrived | None = None
-        self._polls: dict[str, Callable[[], Worker]] = {
+        self._polls: dict[str, Callable[[], None]] = {
             "events": self._poll_events, "telemetry": self._poll_telemetry, "ranklog": self._poll_log}
+        self._wake_reader = threading.Event()  # set: poll everything now (or notice the end)
+        self._closing = False
         self._next_poll_s: dict[str, float] = {"events": EVENTS_POLL_S, "telemetry": 1.0, "ranklog": LOG_POLL_S}
 
     def now(self) -> float:
@@ -226,9 +232,12 @@ class RunScreen(Screen):
         if self.app.size.width >= SERIES_LIST_MIN_WIDTH:
             self.add_class("-show-series")
         self._update_header()
-        for poll in self._polls.values():
-            poll()
+        self._read_run_dir()
         self.set_interval(1.0, self._tick)
+
+    def on_unmount(self) -> None:
+        self._closing = True
+        self._wake_reader.set()  # the reader ends now, not at its next poll
 
     def _tick(self) -> None:
         if self.model.live:
@@ -246,8 +255,32 @@ class RunScreen(Screen):
         if self.sub_title != self.paths.id:
             self.sub_title = self.paths.id
 
-    # ---- workers ----------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="events", exit_on_error=False)
+    # ---- the reader thread --------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="reader", exit_on_error=False)
+    def _read_run_dir(self) -> None:
+        """Each poll when it is due (its interval set by the poll itself), until the screen goes."""
+        worker = get_current_worker()
+        due = dict.fromkeys(self._polls, 0.0)
+        failed: set[str] = set()
+        while not (worker.is_cancelled or self._closing):
+            for name, poll in self._polls.items():
+                if time.monotonic() < due[name]:
+                    continue
+                try:
+                    poll()
+                    failed.discard(name)
+                except Exception as exc:  # noqa: BLE001 - shown, and the poll tried again
+                    if name not in failed:  # once per outage, not once per poll
+                        self.app.call_from_thread(self.notify, f"reading {name}: {exc}", severity="error", timeout=6)
+                    failed.add(name)
+                    self._next_poll_s[name] = max(self._next_poll_s[name], 1.0)
+                due[name] = time.monotonic() + max(0.01, self._next_poll_s[name])
+            # At most READER_MAX_SLEEP_S: a cancelled worker (the app exiting) has no other way in.
+            self._wake_reader.wait(min(READER_MAX_SLEEP_S, max(0.0, min(due.values()) - time.monotonic())))
+            if self._wake_reader.is_set():
+                self._wake_reader.clear()
+                due = dict.fromkeys(self._polls, 0.0)
+
     def _poll_events(self) -> None:
         # The feed re-reads run.json and exit.json only when they changed, events.jsonl only when
         # it grew, and checks the supervisor at most once a second: an idle poll posts nothing.
@@ -259,7 +292,6 @@ class RunScreen(Screen):
             self.post_message(self.EventsArrived(batch.events, batch.run_json, batch.exit_json, batch.caught_up,
                                                  batch.orphaned, batch.base))
 
-    @work(thread=True, exclusive=True, group="telemetry", exit_on_error=False)
     def _poll_telemetry(self) -> None:
         latest = self._telemetry.poll()
         self._next_poll_s["telemetry"] = self._telemetry.interval_s if self._telemetry.at_end else 0.0
@@ -282,7 +314,6 @@ class RunScreen(Screen):
         return tuple(DeviceView.from_worker(w, i, *hist(f"cpu{w.get('rank', i)}"))
                      for i, w in enumerate(workers))
 
-    @work(thread=True, exclusive=True, group="ranklog", exit_on_error=False)
     def _poll_log(self) -> None:
         sources = self._log_sources()
         path = self._log_path
@@ -312,12 +343,7 @@ class RunScreen(Screen):
         return sources
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        group = event.worker.group
-        if group in self._polls and event.state in (WorkerState.SUCCESS, WorkerState.ERROR):
-            if event.state == WorkerState.ERROR:
-                self.notify(f"reading {group}: {event.worker.error}", severity="error", timeout=6)
-            self.set_timer(max(0.01, self._next_poll_s[group]), self._polls[group])
-        elif event.state == WorkerState.ERROR:
+        if event.state == WorkerState.ERROR:
             self.notify(str(event.worker.error), title=event.worker.name, severity="error", timeout=10)
 
     # ---- folding the batches into the widgets ------------------------------------------------
@@ -429,6 +455,7 @@ class RunScreen(Screen):
 
     def on_rank_log_source_selected(self, message: RankLog.SourceSelected) -> None:
         self._log_path = message.path
+        self._wake_reader.set()  # the chosen log shows now, not at the next log poll
 
     def on_run_screen_log_arrived(self, message: LogArrived) -> None:
         rank_log = self.query_one(RankLog)
