@@ -95,7 +95,6 @@ def test_a_queued_run_survives_its_console_killed_and_starts_when_the_gpus_free_
 
         shared_box.free()
         wait_for(lambda: paths.exit_json.exists(), 60, "the run to start and finish", paths=paths)
-
     finally:
         if console.poll() is None:
             console.kill()
@@ -140,3 +139,27 @@ def test_a_two_gpu_start_takes_1_and_3_and_stop_cancels_a_queued_run_and_frees_i
     assert exit_data["nothing_left"] is True
     assert holder.queue() == []  # its ticket is gone: the next in line is not held up
     assert read_run_json(paths).get("launcher") is None  # nothing was ever launched
+
+
+def test_ctrl_c_on_a_headless_queued_run_cancels_it(tmp_path, runs_dir, shared_box):
+    four = _profile_file(tmp_path, 4, "four")
+    out = tmp_path / "console.out"
+    with open(out, "w") as sink:
+        console = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--profile", str(four), "--queue",
+                                    "--headless", "--runs-dir", str(runs_dir)], cwd=ROOT, stdout=sink,
+                                   stderr=subprocess.STDOUT, text=True)
+    try:
+        paths = wait_for(lambda: next(iter(list_run_dirs(runs_dir)), None), 30, "the run directory")
+        wait_for(lambda: read_run_json(paths).get("state") == "queued", 30, "the run to queue", paths=paths)
+        wait_for(lambda: "status queued" in out.read_text(), 20, "the console's waiting line")
+        console.send_signal(signal.SIGINT)
+        console.wait(30)
+    finally:
+        if console.poll() is None:
+            console.kill()
+            console.wait(10)
+    text = out.read_text()
+    assert f"stopping run {paths.id} (Ctrl-C)" in text and "Traceback" not in text
+    exit_data = read_json(paths.exit_json)
+    assert exit_data["state"] == "stopped" and "cancelled while queued" in exit_data["message"]
+    assert GpuLocks(lock_dir_for()).queue() == []

@@ -248,9 +248,6 @@ class Waiting:
     # drifts on every look (the supervisor rewrites the run's record only when this changes).
     key: tuple
 
-    def describe(self) -> str:
-        return f"#{self.place}, waiting for {self.why}"
-
 
 def _waiting(place: int, payload: object) -> Waiting:
     if isinstance(payload, Selection):

@@ -196,7 +196,7 @@ class Supervisor:
             self.queued_since = now
         place = GpuQueuePlace(waiting.place, waiting.why, self.queued_since, now)
         update_run_json(self.paths, gpu_queue=place.to_json())
-        self.set_state(RunState.QUEUED, f"{place.describe()}", place=waiting.place, waiting_for=waiting.why)
+        self.set_state(RunState.QUEUED, place.describe(), place=waiting.place, waiting_for=waiting.why)
 
     def _prepare(self, profile: Profile) -> LaunchSpec:
         port = None
