@@ -172,3 +172,22 @@ def test_run_py_rejects_queue_without_a_start_to_queue(capsys):
 
     assert run.main(["--queue", "--attach", "x", "--runs-dir", str(ROOT / "nonexistent-runs")]) == 2
     assert "--queue goes with --profile NAME or --resume RUN" in capsys.readouterr().err
+
+
+def test_resume_claims_gpus_afresh_through_the_same_check(tmp_path, monkeypatch, capsys):
+    """The GPUs a stopped run had may be someone else's now: --resume is refused like a start (and
+    told about --queue), before anything is spawned."""
+    import run
+
+    monkeypatch.setenv(gpu.FAKE_NVML_ENV, "tests.fixtures.fake_nvml:shared_2080ti")
+    gpu.reset_backend()
+    paths = make_run_dir(tmp_path, "20260101-000000-4x2080ti", state="stopped",
+                         profile_toml=_four_gpus().to_toml(), supervisor={"pid": 999_999, "create_time": 1.0})
+    (paths.checkpoints / "last.pt").write_bytes(b"")
+    try:
+        code = run.main(["--resume", paths.id, "--headless", "--runs-dir", str(tmp_path)])
+    finally:
+        gpu.reset_backend()
+    err = capsys.readouterr().err
+    assert code == 2 and WAITING_FOR in err and "--queue' waits for them in line" in err
+    assert read_run_json(paths)["state"] == "stopped" and read_run_json(paths).get("resumes") is None
