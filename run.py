@@ -4,6 +4,7 @@
     python run.py                          # the console: pick a profile, start, watch
     python run.py --profile cpu            # start a profile and watch it
     python run.py --profile cpu --headless # plain progress lines; exit code = the run's
+    python run.py --profile 4x2080ti --queue   # a shared box: wait in line for busy GPUs
     python run.py --list | --check --profile 8xb200-gnn | --runs | --attach [RUN] | --stop RUN | --gpus
 
 `run.py` and the `traindeck` console script are the same entry point (`main`).
@@ -49,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "resume/export steps, scaled down; prints a checklist, exit 0 only if all pass")
     start.add_argument("--resume", metavar="RUN",
                        help="restart a stopped or failed run in its own directory from its last.pt")
+    start.add_argument("--queue", action="store_true",
+                       help="with --profile or --resume on a shared box: when the GPUs are busy, wait in line "
+                       "for them (state 'queued', first come first served) instead of refusing; the wait goes "
+                       "on without the console, --stop cancels it")
 
     info = p.add_argument_group("profiles")
     info.add_argument("--list", action="store_true", help="list profiles with a hardware-match column")
@@ -187,7 +192,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         return _notify_test(load_profile(args.notify_test or args.profile or "cpu", args.overrides), runs_dir)
     if args.check:
         profile = load_profile(args.profile or "cpu", args.overrides)
-        report = preflight.run_preflight(profile, runs_dir)
+        report = preflight.run_preflight(profile, runs_dir, holders=True)
         print(report.format())
         from training.rundir.cgroups import detect
 
@@ -229,6 +234,10 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
     from training.console import runs
 
     headless = args.headless or not _interactive()
+    starts = args.resume or (args.attach is None and not args.rehearse and (args.profile or headless))
+    if args.queue and not starts:
+        raise TraindeckError("--queue goes with --profile NAME or --resume RUN (it makes a start wait for busy "
+                             "GPUs), e.g. 'run.py --profile 4x2080ti --queue'; the picker's key for it is w.")
     runs.reap_orphans(runs_dir)
     if args.rehearse:
         from training.console import rehearse
@@ -237,7 +246,9 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         return rehearse.rehearse(profile, runs_dir, _print_phase, argv=argv, out=sys.stdout)
     if args.attach is not None or args.resume:
         if args.resume:
-            paths = runs.resume_run(runs.find_run(runs_dir, args.resume))
+            paths = runs.find_run(runs_dir, args.resume)
+            _check_resume(paths, runs_dir, args.queue)
+            paths = runs.resume_run(paths, queue=args.queue)
         else:
             paths = runs.find_run(runs_dir, args.attach or None, live_only=not args.attach)
         if headless:
@@ -252,19 +263,37 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
 
         profile = load_profile(args.profile or "cpu", args.overrides)
         # What --check already knows refuses the start now, not minutes into a launch.
-        for warning in check_start(profile, runs_dir):
+        for warning in check_start(profile, runs_dir, queue=args.queue):
             print(f"traindeck: {warning}", file=sys.stderr)
         if headless:
             from tui.headless import follow
 
-            paths = runs.start_run(profile, runs_dir, argv=argv)
+            paths = runs.start_run(profile, runs_dir, argv=argv, queue=args.queue)
+            # Ctrl-C stops the run, and cancels it while it is still queued.
             return follow(paths, stop_on_interrupt=True)
         from tui.app import make_app
 
-        return make_app(runs_dir=runs_dir, profile=profile, argv=argv, **_look(args)).run() or 0
+        return make_app(runs_dir=runs_dir, profile=profile, argv=argv, queue=args.queue, **_look(args)).run() or 0
     from tui.app import make_app
 
     return make_app(runs_dir=runs_dir, **_look(args)).run() or 0
+
+
+def _check_resume(paths, runs_dir: Path, queue: bool) -> None:
+    """A resume claims GPUs afresh (the run's may be someone else's now): the start table applies
+    to it as to a new start, with the profile the run recorded."""
+    from training.console.runs import is_live
+    from training.console.start_policy import check_start
+    from training.profile import ProfileError, parse_profile
+
+    if is_live(paths):
+        return  # resume_run refuses it, naming its state
+    try:
+        profile = parse_profile(paths.profile.read_text(encoding="utf-8"), path=paths.profile)
+    except (OSError, ProfileError):
+        return  # resume_run says what is wrong with the run directory
+    for warning in check_start(profile, runs_dir, queue=queue):
+        print(f"traindeck: {warning}", file=sys.stderr)
 
 
 def _look(args: argparse.Namespace) -> dict:

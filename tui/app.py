@@ -2,7 +2,7 @@
 runs, opens run screens and decides what detaching means.
 
     make_app(runs_dir)                          # picker
-    make_app(runs_dir, profile=p, argv=argv)    # start p, then its run screen
+    make_app(runs_dir, profile=p, argv=argv)    # start p, then its run screen (queue=True: run.py --queue)
     make_app(runs_dir, attach=paths)            # the run screen of an existing run
 
 Over SSH (issue 17): the app sends the terminal only the cells that changed (tui.cell_diff);
@@ -45,8 +45,9 @@ class TraindeckApp(App[int | None]):
     def __init__(self, runs_dir: Path, profiles_dir: Path | None = None, profile: Profile | None = None,
                  attach: RunPaths | None = None, argv: list[str] | None = None, gpu_backend: Any = None,
                  clock: Callable[[], float] = time.time, refresh: float | None = None,
-                 low_bandwidth: bool = False, cell_diff: bool = True) -> None:
+                 low_bandwidth: bool = False, cell_diff: bool = True, queue: bool = False) -> None:
         super().__init__()
+        self.start_queued = queue  # run.py --profile X --queue: the start waits for busy GPUs
         self.refresh_s = refresh
         self.low_bandwidth = low_bandwidth
         if low_bandwidth and not self.no_color:
@@ -96,17 +97,18 @@ class TraindeckApp(App[int | None]):
         if self.attach is not None:
             self.push_screen(RunScreen(self.attach))
         elif self.start_profile is not None:
-            self._start_run(self.start_profile, False, self.argv)
+            self._start_run(self.start_profile, False, self.argv, self.start_queued)
         else:
             self.push_screen(PickerScreen(self.profiles_dir, self.runs_dir))
 
     # ---- what the screens ask for --------------------------------------------------------------
     def on_start_run(self, message: messages.StartRun) -> None:
-        argv = self.argv or ["--profile", message.profile.name] + (["--rehearse"] if message.rehearsal else [])
-        self._start_run(message.profile, message.rehearsal, argv)
+        argv = self.argv or ["--profile", message.profile.name] + (["--rehearse"] if message.rehearsal else []) \
+            + (["--queue"] if message.queue else [])
+        self._start_run(message.profile, message.rehearsal, argv, message.queue)
 
     @work(thread=True, exclusive=True, group="start", exit_on_error=False)
-    def _start_run(self, profile: Profile, rehearsal: bool, argv: list[str] | None) -> None:
+    def _start_run(self, profile: Profile, rehearsal: bool, argv: list[str] | None, queue: bool = False) -> None:
         from training.console import runs
 
         if rehearsal:
@@ -116,9 +118,10 @@ class TraindeckApp(App[int | None]):
 
         # The start table (training.console.start_policy): a refusal is this worker's error,
         # shown as a notification; a warning is shown and the run starts.
-        for warning in check_start(profile, self.runs_dir, backend=self.gpu_backend):
+        # Queued (busy GPUs waited for): the run screen's header shows its place and what it waits for.
+        for warning in check_start(profile, self.runs_dir, backend=self.gpu_backend, queue=queue):
             self.call_from_thread(self.notify, warning, title="start", severity="warning", timeout=8)
-        self.post_message(messages.OpenRun(runs.start_run(profile, self.runs_dir, argv=argv)))
+        self.post_message(messages.OpenRun(runs.start_run(profile, self.runs_dir, argv=argv, queue=queue)))
 
     def _rehearse(self, profile: Profile, argv: list[str] | None) -> None:
         """The same checklist as `run.py --rehearse` (training.console.rehearse), shown on the run
@@ -189,11 +192,12 @@ class TraindeckApp(App[int | None]):
 def make_app(runs_dir: Path, profiles_dir: Path | None = None, profile: Profile | None = None,
              attach: RunPaths | None = None, argv: list[str] | None = None, gpu_backend: Any = None,
              clock: Callable[[], float] = time.time, refresh: float | None = None,
-             low_bandwidth: bool = False, cell_diff: bool = True) -> TraindeckApp:
+             low_bandwidth: bool = False, cell_diff: bool = True, queue: bool = False) -> TraindeckApp:
     """The console. Tests inject the GPU backend and the clock (wall time, compared with the run's
     recorded times wherever a mark fades with age). `refresh`: the run screen redraws at most
     every that many seconds; `low_bandwidth`: monochrome, no sparklines, the plot every 5 s;
-    `cell_diff`: send only the cells that changed (off: Textual's own output, line fragments)."""
+    `cell_diff`: send only the cells that changed (off: Textual's own output, line fragments);
+    `queue`: the `profile` start waits in line for busy GPUs (run.py --queue)."""
     return TraindeckApp(runs_dir, profiles_dir=profiles_dir, profile=profile, attach=attach, argv=argv,
                         gpu_backend=gpu_backend, clock=clock, refresh=refresh, low_bandwidth=low_bandwidth,
-                        cell_diff=cell_diff)
+                        cell_diff=cell_diff, queue=queue)

@@ -15,7 +15,7 @@ from typing import Any
 from tui.formats import clean_text, format_bytes, format_stall, format_value, integer, number
 
 STATE_STYLES = {"running": "bold green", "finished": "bold green", "failed": "bold red",
-                "stopped": "bold yellow", "starting": "dim"}
+                "stopped": "bold yellow", "starting": "dim", "queued": "dim"}
 WATCHDOG_BADGES = {"hang": "HANG", "straggler": "SLOW", "recovered": "MOVING"}
 LEVEL_MARKS = {"warning": ("⚠ ", "bold yellow"), "error": ("✖ ", "bold red")}
 

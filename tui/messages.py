@@ -12,10 +12,12 @@ from training.rundir import RunPaths
 
 @dataclass
 class StartRun(Message):
-    """Start this profile as a new run (rehearsal: the scaled-down rehearsal of it)."""
+    """Start this profile as a new run (rehearsal: the scaled-down rehearsal of it; queue: wait in
+    line for busy GPUs, run.py --queue)."""
 
     profile: Profile
     rehearsal: bool = False
+    queue: bool = False
 
 
 @dataclass

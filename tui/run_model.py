@@ -26,7 +26,7 @@ from training.rundir.records import (
 )
 from tui.formats import format_stall
 
-LIVE_STATES = ("starting", "running")
+LIVE_STATES = ("queued", "starting", "running")
 # The watchdog repeats a straggler warning at most every 5 min while the rank stays slow and has
 # no "recovered" event for it: a straggler mark older than this has gone quiet and is dropped.
 STRAGGLER_SHOW_S = 330.0
@@ -103,6 +103,8 @@ class HeaderInfo:
     paused: bool = False
     health: str = ""  # the newest [health] firing, short: "nan step 25 → save-stop"
     checkpoint: CheckpointMark | None = None
+    # A queued run: "#2, waiting for GPU 2 held by pid 4312, user alice, 10.2 GB" ("" otherwise).
+    waiting: str = ""
 
 
 @dataclass
@@ -154,6 +156,10 @@ class RunModel:
     # Every rewind of the [health] nan rule: (from_step, to_step), oldest first. The points after
     # to_step before it are superseded (training.rundir.series drops them from the plot).
     rewinds: list[tuple[int, int]] = field(default_factory=list)
+    # While queued for GPUs: its place and what it waits for (run.json's gpu_queue, else the last
+    # `queued` status event).
+    queue_place: int | None = None
+    waiting_for: str = ""
 
     # ---- folding ---------------------------------------------------------------------------
     def apply_run_json(self, data: dict[str, Any]) -> None:
@@ -167,6 +173,8 @@ class RunModel:
         if run.state:
             self.run_json_state = run.state
             self.state_t = run.state_t or self.state_t
+        if run.gpu_queue is not None:
+            self.queue_place, self.waiting_for = run.gpu_queue.place, run.gpu_queue.waiting_for
 
     def apply_exit(self, data: dict[str, Any] | None) -> None:
         """exit.json's content, or None when there is none (again, after a resume)."""
@@ -310,6 +318,8 @@ class RunModel:
             self.device = e.device or self.device
             self.start_step = e.start_step or 0
         self._step_to(e.start_step)
+        if e.state == "queued":
+            self.queue_place, self.waiting_for = e.place, e.waiting_for or self.waiting_for
         self.event_state = e.state
         if self.run_json_state is None:
             self.state_t = e.t
@@ -348,6 +358,13 @@ class RunModel:
             return None
         return max(0.0, (self.total_steps - (self.step or 0)) * spent / done)
 
+    def waiting_text(self) -> str:
+        """A queued run's place and what it waits for ("" unless it is queued now)."""
+        if self.state != "queued":
+            return ""
+        place = f"#{self.queue_place}" if self.queue_place is not None else "in line"
+        return f"{place}, waiting for {self.waiting_for}" if self.waiting_for else place
+
     def health_text(self) -> str:
         """The newest health firing as the header shows it ("" when none)."""
         if not self.health:
@@ -364,4 +381,4 @@ class RunModel:
             device=self.device, state=self.state, epoch=self.epoch or 0, epochs=self.epochs, step=self.step or 0,
             total_steps=self.total_steps, samples_per_s=self.samples_per_s, elapsed_s=self.elapsed(now),
             eta_s=self.eta(), rehearsal=self.rehearsal, paused=self.paused and self.live, health=self.health_text(),
-            checkpoint=self.checkpoint_mark(now))
+            checkpoint=self.checkpoint_mark(now), waiting=self.waiting_text())

@@ -37,7 +37,7 @@ def main() -> None:
         time.sleep(0.001)
     waited = 0
     for _ in range(rounds):
-        def on_wait(place, why):
+        def on_wait(waiting):
             nonlocal waited
             waited += 1
         claim = claim_gpus(profile, name, backend, wait=True, poll_s=0.002, on_wait=on_wait)

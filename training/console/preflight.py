@@ -227,7 +227,36 @@ def _cores_check(profile: Profile, gpus_found: int) -> Check | None:
                  warning=ranks > cores)
 
 
-def run_preflight(profile: Profile, runs_dir: Path, backend=None) -> PreflightReport:
+def select_check(profile: Profile, backend=None, gpus: Check | None = None) -> Check | None:
+    """Would the GPUs this start takes (`[hardware] select`) be free now? None when selection does
+    not apply (no GPU wanted, none on the box) or the count check already failed."""
+    from training.rundir.gpu_locks import GpuLocks, lock_dir_for
+    from training.supervise.gpu_select import applies, selection_now
+
+    backend = gpu_backend(backend)
+    if (gpus is not None and not gpus.ok) or not applies(profile, backend):
+        return None
+    locks = GpuLocks(lock_dir_for(profile.hardware.lock_dir))
+    sel = selection_now(profile, backend, locks.held())
+    if sel.never:
+        return Check("select", False, sel.never, never=True)
+    if not sel.ok:
+        return Check("select", False, f"the GPUs this start would take are busy: {sel.why_busy()}")
+    waiting = locks.queue()
+    if waiting:
+        # Free GPUs, but others queued first: a start that does not queue would jump the line.
+        first = waiting[0].record
+        return Check("select", False, f"GPUs {','.join(map(str, sel.gpus or ()))} are free, but {len(waiting)} "
+                     f"start(s) already wait for GPUs on this box (first: run {first.get('run_id', '?')}, "
+                     f"user {first.get('user', '?')})")
+    taking = ",".join(map(str, sel.gpus or ()))
+    return Check("select", True, f"GPUs {taking} ({sel.mode})")
+
+
+def run_preflight(profile: Profile, runs_dir: Path, backend=None, holders: bool = False) -> PreflightReport:
+    """Every check of `run.py --check`. `holders`: also whether the GPUs the start would take are
+    free now (`select_check`: NVML's processes and traindeck's GPU locks), as a start checks; the
+    picker's pane leaves it out (it is redrawn as the cursor moves, the lock directory is shared)."""
     from training.rundir import RunPaths
     from training.supervise.launch import build_launch, format_command
 
@@ -235,6 +264,9 @@ def run_preflight(profile: Profile, runs_dir: Path, backend=None) -> PreflightRe
     report = PreflightReport(profile, runs_dir=Path(runs_dir))
     gpus = gpu_check(profile, backend)
     report.checks.append(gpus)
+    select = select_check(profile, backend, gpus) if holders else None
+    if select is not None:
+        report.checks.append(select)
     visible = run_gpus(profile, backend)
     torch_found = torch_check(profile, backend.device_count() if backend.available else 0)
     report.versions = torch_found.detail.split("; ")[0]

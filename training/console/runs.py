@@ -46,6 +46,7 @@ from training.rundir.records import (
     EpochEvent,
     ExitRecord,
     MetricEvent,
+    RunRecord,
     StatusEvent,
     as_float,
     as_int,
@@ -81,6 +82,8 @@ class RunSummary:
     # "orphaned" when run.json says live but its supervisor is gone.
     note: str = ""
     returncode: int | None = None
+    # A queued run (live): "#2, waiting for GPU 2 held by pid 4312, user alice, 10.2 GB".
+    waiting: str = ""
 
 
 # ---- small readers ----------------------------------------------------------------------
@@ -124,13 +127,15 @@ def run_summary(paths: RunPaths) -> RunSummary:
     if epochs is None:
         epochs = as_int((prof.get("train") or {}).get("epochs"))
     exit_data = read_json(paths.exit_json, {}) or {}
+    place = RunRecord.from_json(data).gpu_queue
+    waiting = place.describe() if live and state is RunState.QUEUED and place is not None else ""
     return RunSummary(
         id=paths.id, path=paths.root, profile=str(data.get("profile") or prof.get("name") or "?"),
         mode=str(data.get("mode") or (prof.get("launch") or {}).get("mode") or "?"),
         state=state, live=live, created=data.get("created"), step=progress["step"],
         epoch=progress["epoch"], epochs=epochs, last_loss=progress["last_loss"],
         rehearsal=bool(data.get("rehearsal")), note=note,
-        returncode=exit_data.get("returncode") if not live else None)
+        returncode=exit_data.get("returncode") if not live else None, waiting=waiting)
 
 
 def list_runs(runs_dir: Path) -> list[RunSummary]:
@@ -157,9 +162,12 @@ def format_runs_table(summaries: Iterable[RunSummary]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     right = {5, 6, 7}  # numbers line up on the right
     lines = []
-    for r in [header, *rows]:
+    for r, s in zip([header, *rows], [None, *summaries], strict=True):
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
+        if s is not None and s.waiting:
+            # Below its row: what a queued run waits for is longer than any column.
+            lines.append(f"  queued {s.waiting}")
     return "\n".join(lines)
 
 
@@ -232,9 +240,11 @@ def _write_profile(paths: RunPaths, profile: Profile) -> None:
 
 
 def start_run(profile: Profile, runs_dir: Path, argv: list[str] | None = None,
-              rehearsal: bool = False, cwd: str | os.PathLike | None = None) -> RunPaths:
+              rehearsal: bool = False, cwd: str | os.PathLike | None = None, queue: bool = False) -> RunPaths:
     """`cwd`: where a custom script runs when the profile sets no `[train] cwd` (default: ours,
-    the directory run.py was started from). Recorded in run.json, so --resume runs there too."""
+    the directory run.py was started from). Recorded in run.json, so --resume runs there too.
+    `queue`: the supervisor waits in the box's GPU queue while the GPUs are busy (state `queued`)
+    instead of failing the run; recorded in run.json ("queue": true)."""
     from training.supervise.launch import run_cwd
 
     paths = create_run_dir(Path(runs_dir), profile.name)
@@ -246,7 +256,7 @@ def start_run(profile: Profile, runs_dir: Path, argv: list[str] | None = None,
         "world_size": profile.world_size, "argv": list(argv or []), "host": hostname(), "created": now,
         "rehearsal": bool(rehearsal), "supervisor": {"pid": None, "create_time": None}, "launcher": None,
         "processes": [], "port": None, "env": {}, "state": RunState.STARTING.value, "state_t": now,
-        "cwd": str(run_cwd(profile, cwd if cwd is None else Path(cwd).resolve())),
+        "cwd": str(run_cwd(profile, cwd if cwd is None else Path(cwd).resolve())), "queue": bool(queue),
     })
     ref = _spawn_supervisor(paths)
     update_run_json(paths, supervisor={"pid": ref.pid, "create_time": ref.create_time})
@@ -261,7 +271,9 @@ def _last_checkpoint_step(paths: RunPaths) -> int | None:
     return step
 
 
-def resume_run(paths: RunPaths) -> RunPaths:
+def resume_run(paths: RunPaths, queue: bool = False) -> RunPaths:
+    """Start the run's supervisor again in its directory. It claims GPUs afresh (the ones the run
+    had may be someone else's now); `queue` waits for them in line as on a first start."""
     state, live, note = verified_state(paths)
     if live:
         raise TraindeckError(f"run {paths.id} is still {state.value}; stop it first (run.py --stop {paths.id}) "
@@ -281,7 +293,7 @@ def resume_run(paths: RunPaths) -> RunPaths:
     now = round(time.time(), 3)
     update_run_json(paths, state=RunState.STARTING.value, state_t=now, host=hostname(),
                     supervisor={"pid": None, "create_time": None}, launcher=None, processes=[],
-                    resumes=int(data.get("resumes") or 0) + 1, resumed_at=now)
+                    resumes=int(data.get("resumes") or 0) + 1, resumed_at=now, queue=bool(queue), gpu_queue=None)
     what = f"step {step}" if step is not None else "checkpoints/last.pt"
     append_events(paths.events, [make_event("log", level="info", message=f"resumed from {what}",
                                             step=step, source="console")])

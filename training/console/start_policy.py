@@ -3,7 +3,8 @@
     check  the box                              starting a run        the fix it names
     gpus   fewer GPUs than the profile wants    refuse                --rehearse tries it here; --set hardware.gpus=0 trains on CPU
     gpus   another GPU model than named         warn, and go on       -
-    select the GPUs it would take are held now  refuse, naming who   run.py --gpus shows who; start again when they are free
+    select the GPUs it would take are held now  refuse, naming who   --queue waits for them; run.py --gpus shows who
+           (or others are queued for GPUs)      (--queue: wait)
     select hardware.select this box cannot meet refuse               change hardware.select or hardware.gpus
     port   the explicit rdzv port is busy       refuse                free the port, or name another
     port   automatic (no rdzv_endpoint)         re-picked at launch   -
@@ -24,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from training.console.preflight import MIN_FREE_DISK_GIB, Check, _disk_check, _port_check, gpu_check
+from training.console.preflight import (  # noqa: F401 - select_check: start's name for it too
+    MIN_FREE_DISK_GIB,
+    Check,
+    _disk_check,
+    _port_check,
+    gpu_check,
+    select_check,
+)
 from training.errors import TraindeckError
 from training.profile import Profile
 
@@ -47,9 +55,8 @@ def _gpus_fix(p: Profile, _runs_dir: Path) -> str:
 
 
 def _select_busy_fix(p: Profile, _runs_dir: Path) -> str:
-    # --queue (wait for them in line, issue 20) is not built yet: do not offer it.
-    return ("'run.py --gpus' shows who holds which GPU; start again when they are free, or ask for fewer "
-            "with --set hardware.gpus=N")
+    return (f"'run.py --profile {p.name} --queue' waits for them in line (first come, first served); "
+            f"'run.py --gpus' shows who holds which GPU; or ask for fewer with --set hardware.gpus=N")
 
 
 def _select_never_fix(_p: Profile, _runs_dir: Path) -> str:
@@ -70,7 +77,8 @@ def _disk_fix(_p: Profile, runs_dir: Path) -> str:
 START_RULES = (
     Rule("gpus", "fewer GPUs than the profile wants", "refuse", _gpus_fix),
     Rule("gpus", "another GPU model than named", "warn", lambda p, d: ""),
-    Rule("select", "the GPUs it would take are held by others", "refuse", _select_busy_fix),
+    Rule("select", "the GPUs it would take are held by others (with --queue: wait in line)", "refuse",
+         _select_busy_fix),
     Rule("select", "hardware.select this box can never meet", "refuse", _select_never_fix),
     Rule("port", "the explicit rendezvous port is busy", "refuse", _port_fix),
     Rule("port", "automatic rendezvous port", "re-pick", lambda p, d: ""),
@@ -117,26 +125,6 @@ def closing_hint(profile: Profile, failed: list[Check], runs_dir: Path) -> str:
     return "Fix: " + "; ".join(fixes) + "."
 
 
-def select_check(profile: Profile, backend=None, gpus: Check | None = None) -> Check | None:
-    """Would the GPUs this start takes (`[hardware] select`) be free now? None when selection does
-    not apply (no GPU wanted, none on the box) or the count check already failed."""
-    from training.rundir.gpu_locks import GpuLocks, lock_dir_for
-    from training.supervise.gpu_select import applies, selection_now
-    from training.supervise.visibility import gpu_backend
-
-    backend = gpu_backend(backend)
-    if (gpus is not None and not gpus.ok) or not applies(profile, backend):
-        return None
-    held = GpuLocks(lock_dir_for(profile.hardware.lock_dir)).held()
-    sel = selection_now(profile, backend, held)
-    if sel.never:
-        return Check("select", False, sel.never, never=True)
-    if not sel.ok:
-        return Check("select", False, f"the GPUs this start would take are busy: {sel.why_busy()}")
-    taking = ",".join(map(str, sel.gpus or ()))
-    return Check("select", True, f"GPUs {taking} ({sel.mode})")
-
-
 def fast_checks(profile: Profile, runs_dir: Path, backend=None) -> list[Check]:
     """The checks a start runs: GPUs (count and model; free ones to take), disk, port."""
     gpus = gpu_check(profile, backend)
@@ -144,14 +132,21 @@ def fast_checks(profile: Profile, runs_dir: Path, backend=None) -> list[Check]:
     return [gpus, *([select] if select else []), _disk_check(Path(runs_dir)), _port_check(profile)[0]]
 
 
-def check_start(profile: Profile, runs_dir: Path, backend=None) -> list[str]:
-    """Apply the table: raise StartRefused for a refusing row, return the warnings to show."""
+def check_start(profile: Profile, runs_dir: Path, backend=None, queue: bool = False) -> list[str]:
+    """Apply the table: raise StartRefused for a refusing row, return the warnings to show.
+    `queue` (run.py --queue): busy GPUs are waited for by the supervisor instead of refused; what
+    the box can never give (too few GPUs, a select it cannot meet) is refused all the same."""
     checks = fast_checks(profile, runs_dir, backend)
-    refused = [c for c in checks if (r := rule_for(c)) is not None and r.on_start == "refuse"]
+    busy = START_RULES[2]
+    refused = [c for c in checks if (r := rule_for(c)) is not None and r.on_start == "refuse"
+               and not (queue and r is busy)]
     if refused:
         lines = " ".join(f"[{c.mark}] {c.name}: {c.detail.rstrip('. ')}." for c in refused)
         fixes = closing_hint(profile, refused, runs_dir)
-        raise StartRefused(f"not starting profile {profile.name}: {lines} {fixes} Nothing was started "
+        never = queue and any(c.name in ("gpus", "select") for c in refused)
+        wait = " Waiting in the queue (--queue) cannot help: this box will never have what it asks for." \
+            if never else ""
+        raise StartRefused(f"not starting profile {profile.name}: {lines}{wait} {fixes} Nothing was started "
                            f"('run.py --check --profile {profile.name}' shows every check).")
     return [f"warning: profile {profile.name}: [{c.mark}] {c.name}: {c.detail}" for c in checks
             if (r := rule_for(c)) is not None and r.on_start == "warn"]

@@ -1,5 +1,6 @@
 """Whether a run is live: the one check, used by the console, both viewers and the control file.
 
+`queued` (a supervisor waiting for its GPUs) is live like `starting` and `running`.
 run.json's `state` is a claim, not a fact: a supervisor killed with SIGKILL (or an OOM kill, or
 a reboot) never writes its end. A run is live only while its recorded supervisor (pid +
 create_time, checked with psutil) is. Every reader asks here:
@@ -102,4 +103,7 @@ def not_live_reason(paths: RunPaths) -> str | None:
     if supervisor_status(data) is SupervisorStatus.DEAD:
         sup = data.get("supervisor") or {}
         return f"its supervisor (pid {sup.get('pid')}) is gone"
+    if state == RunState.QUEUED.value:
+        # Live, but nothing of it runs yet: no worker would ever read the request.
+        return "it is queued for its GPUs and has no workers yet (run.py --stop cancels it)"
     return None

@@ -2,7 +2,8 @@
 
     runs/<YYYYmmdd-HHMMSS>-<profile>/
         profile.toml      resolved profile (overrides applied)
-        run.json          id, profile, mode, argv, host, supervisor pid + create_time, state, processes
+        run.json          id, profile, mode, argv, host, supervisor pid + create_time, state, processes;
+                          a queued run: "queue": true and "gpu_queue" (its place, what it waits for)
         events.jsonl      append-only event stream (training.rundir.events)
         telemetry.jsonl   one line per sample (training.monitor.telemetry)
         logs/             per-rank stdout/stderr
@@ -34,6 +35,9 @@ RUNS_DIR_ENV = "TRAINDECK_RUNS_DIR"
 
 
 class RunState(str, Enum):
+    # queued: the supervisor waits for the run's GPUs on a shared box (run.py --queue); nothing
+    # of the run is launched yet, but it is live (its supervisor holds a place in the line).
+    QUEUED = "queued"
     STARTING = "starting"
     RUNNING = "running"
     FINISHED = "finished"
@@ -42,7 +46,7 @@ class RunState(str, Enum):
 
     @property
     def is_live(self) -> bool:
-        return self in (RunState.STARTING, RunState.RUNNING)
+        return self in (RunState.QUEUED, RunState.STARTING, RunState.RUNNING)
 
 
 def default_runs_dir() -> Path:

@@ -4,6 +4,7 @@ Readers take these instead of re-checking "a number but not a bool" in every mod
 keys stay exactly as they are (older runs and outside tools read them):
 
     RunRecord.from_json(run.json)     id, profile, mode, world_size, host, created, state, supervisor ...
+                                      (a queued run's place: GpuQueuePlace)
     ExitRecord.from_json(exit.json)   returncode, state, failed_rank, error, hint, message, t, seconds
     parse_event(line)                 MetricEvent | EpochEvent | CheckpointEvent | StatusEvent | LogEvent
                                       | HealthEvent
@@ -58,6 +59,8 @@ class RunRecord:
     # Rewinds the [health] nan rule asked in this run, over every supervisor it had (--resume,
     # take-over): health.rewind_max bounds the run, not one supervisor's life.
     health_rewinds: int = 0
+    queue: bool = False  # started with --queue: the supervisor waits for busy GPUs
+    gpu_queue: GpuQueuePlace | None = None  # while queued: its place and what it waits for
 
     @classmethod
     def from_json(cls, data: Any) -> RunRecord:
@@ -69,7 +72,35 @@ class RunRecord:
                    state_t=as_float(data.get("state_t")), rehearsal=bool(data.get("rehearsal")),
                    supervisor=ProcRef.from_json(data.get("supervisor"), "supervisor"),
                    argv=tuple(str(a) for a in argv), cwd=_str(data.get("cwd")),
-                   health_rewinds=max(0, as_int(data.get("health_rewinds")) or 0))
+                   health_rewinds=max(0, as_int(data.get("health_rewinds")) or 0),
+                   queue=data.get("queue") is True, gpu_queue=GpuQueuePlace.from_json(data.get("gpu_queue")))
+
+
+@dataclass(frozen=True)
+class GpuQueuePlace:
+    """run.json's "gpu_queue" while a run waits for its GPUs (the supervisor rewrites it when its
+    place or what it waits for changes): {"place": 2, "waiting_for": "GPU 2 held by ...",
+    "since": t, "t": t}. Place 1 is next in line."""
+
+    place: int | None
+    waiting_for: str
+    since: float | None = None
+    t: float | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> GpuQueuePlace | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(as_int(data.get("place")), _str(data.get("waiting_for")), as_float(data.get("since")),
+                   as_float(data.get("t")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"place": self.place, "waiting_for": self.waiting_for, "since": self.since, "t": self.t}
+
+    def describe(self) -> str:
+        """"#2, waiting for GPU 2 held by pid 4312, user alice, 10.2 GB" (the header's, --runs' words)."""
+        place = f"#{self.place}" if self.place is not None else "in line"
+        return f"{place}, waiting for {self.waiting_for}" if self.waiting_for else place
 
 
 # ---- exit.json --------------------------------------------------------------------------
@@ -181,6 +212,9 @@ class StatusEvent:
     start_step: int | None
     world_size: int | None
     device: str
+    # A `queued` status: the place in the box's GPU queue and what the run waits for.
+    place: int | None = None
+    waiting_for: str = ""
 
 
 @dataclass(frozen=True)
@@ -231,7 +265,8 @@ def parse_event(e: dict[str, Any]) -> Event | None:
     if kind == "status":
         return StatusEvent(t, _str(e.get("state")), _str(e.get("message")), as_int(e.get("epochs")),
                            as_int(e.get("steps_per_epoch")), as_int(e.get("start_step")),
-                           as_int(e.get("world_size")), _str(e.get("device")))
+                           as_int(e.get("world_size")), _str(e.get("device")), as_int(e.get("place")),
+                           _str(e.get("waiting_for")))
     if kind == "health":
         return HealthEvent(t, _str(e.get("rule")), e.get("value"), as_int(e.get("step")), as_int(e.get("rank")),
                            _str(e.get("action")) or "warn", _str(e.get("message")))

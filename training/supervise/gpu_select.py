@@ -17,7 +17,7 @@ sets CUDA_VISIBLE_DEVICES for the launch to what it took.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from training.profile import parse_select  # noqa: F401 - the one parser of [hardware] select
 
@@ -234,6 +234,28 @@ class GpusBusy(Exception):
     """The GPUs a start needs are held now (the message names by whom)."""
 
 
+class QueueLeft(Exception):
+    """A queued start was asked to stop (run.py --stop, Ctrl-C) before it got its GPUs."""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What a queued start waits for: its place in the box's line (1 = next) and the holders' words."""
+
+    place: int
+    why: str
+    # What makes it a different wait: the place and who holds the GPUs, not their memory, which
+    # drifts on every look (the supervisor rewrites the run's record only when this changes).
+    key: tuple
+
+
+def _waiting(place: int, payload: object) -> Waiting:
+    if isinstance(payload, Selection):
+        holders = tuple((h.gpu, h.pid, h.run_id, h.outside, h.pid is None and h.command) for h in payload.busy)
+        return Waiting(place, payload.why_busy(), (place, holders))
+    return Waiting(place, str(payload), (place, str(payload)))
+
+
 @dataclass(frozen=True)
 class Claim:
     """What the supervisor took: the selection and the locks that hold it (None: nothing to take)."""
@@ -271,10 +293,14 @@ def selection_now(profile, backend, held: Mapping[str, Mapping] | None = None,
                        user_cuda_visible(profile, environ))
 
 
-def claim_gpus(profile, run_id: str, backend, wait: bool, on_wait=None, should_stop=None,
-               environ: Mapping[str, str] | None = None, poll_s: float | None = None) -> Claim:
-    """Select under the GPU locks and take them all at once. Raises GpusBusy (not waiting, or a
-    box that can never fit the profile: TraindeckError)."""
+def claim_gpus(profile, run_id: str, backend, wait: bool, on_wait: Callable[[Waiting], None] | None = None,
+               should_stop: Callable[[], bool] | None = None, environ: Mapping[str, str] | None = None,
+               poll_s: float | None = None, sleep: Callable[[float], object] | None = None) -> Claim:
+    """Select under the GPU locks and take them all at once. wait=True queues (a ticket in the
+    lock directory) and calls `on_wait(Waiting)` after every look that found them busy; `sleep`
+    between looks (the supervisor's wakes at once on a stop). Raises GpusBusy (not waiting),
+    QueueLeft (`should_stop()` said so while queued) or TraindeckError (a box that can never fit
+    the profile: refused at once, never waited for)."""
     from training.errors import TraindeckError
     from training.rundir.gpu_locks import POLL_S, GpuLocks, lock_dir_for
 
@@ -291,12 +317,18 @@ def claim_gpus(profile, run_id: str, backend, wait: bool, on_wait=None, should_s
             raise TraindeckError(f"profile {profile.name} can never start on this box: {sel.never}. "
                                  f"Change hardware.select or hardware.gpus.")
         if not sel.ok:
-            return None, sel.why_busy()
+            return None, sel
         by_index = {s.index: s for s in states}
         return [lock_key(i, by_index[i].uuid) for i in sel.gpus or ()], sel
 
-    hold, payload = locks.acquire(choose, {"run_id": run_id}, wait=wait, on_wait=on_wait,
-                                  should_stop=should_stop, poll_s=POLL_S if poll_s is None else poll_s)
+    if wait:
+        choose({})  # what the box can never fit is refused before taking a place in line
+    report = None if on_wait is None else (lambda place, payload: on_wait(_waiting(place, payload)))
+    extra = {} if sleep is None else {"sleep": sleep}
+    hold, payload = locks.acquire(choose, {"run_id": run_id}, wait=wait, on_wait=report,
+                                  should_stop=should_stop, poll_s=POLL_S if poll_s is None else poll_s, **extra)
     if hold is None:
-        raise GpusBusy(str(payload))
+        if wait and should_stop is not None and should_stop():
+            raise QueueLeft(f"left the GPU queue: {payload}")
+        raise GpusBusy(payload.why_busy() if isinstance(payload, Selection) else str(payload))
     return Claim(payload, hold, str(locks.dir))

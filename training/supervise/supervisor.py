@@ -1,7 +1,10 @@
 """`python -m training.supervisor RUN_DIR`: one run's state machine, from launch to exit.json.
 
-    starting --workers up / worker's `status running`--> running --launcher exits--> finished | failed
-        \\------------------------- SIGTERM (stop) ------------------------------> stopped
+    [queued --its GPUs free-->] starting --workers up / worker's `status running`--> running
+        --launcher exits--> finished | failed;  SIGTERM (stop) in any state --> stopped
+
+    queued: run.py --queue on a shared box whose GPUs are busy; the supervisor holds a ticket in
+    the box's GPU queue (training.rundir.gpu_locks) until they are free, nothing launched yet.
 
 Like torch elastic's agent: a validated launch config (`training.supervise.launch.LaunchSpec`), a
 `RunState`, and a monitor loop that returns a `RunResult`. The supervisor is the only writer of
@@ -39,7 +42,7 @@ from training.rundir import (
 from training.rundir import processes as pg
 from training.rundir.events import EventReader, append_events, make_event
 from training.rundir.logs import rank0_stdout
-from training.rundir.records import ExitRecord, RunRecord, finish_run
+from training.rundir.records import ExitRecord, GpuQueuePlace, RunRecord, finish_run
 from training.supervise.containment import Containment
 from training.supervise.diagnosis import diagnose, rank_text, traceback_summary
 from training.supervise.launch import (
@@ -114,6 +117,9 @@ class Supervisor:
         self.health_deadline: float | None = None
         # The GPUs this run took on a shared box, under their locks (released in finish()).
         self.gpu_claim = None
+        # While queued for them (run.py --queue): since when, and the last place + holders written.
+        self.queued_since: float | None = None
+        self.queue_key: tuple | None = None
         # Rewinds the [health] nan rule asked of the worker in this run (at most health.rewind_max),
         # kept in run.json's "health_rewinds" so a resumed run goes on counting.
         self.rewinds = 0
@@ -159,19 +165,40 @@ class Supervisor:
             raise TraindeckError(f"cannot read {self.paths.profile}: {exc}") from None
         return parse_profile(text, path=self.paths.profile)
 
-    def _claim_gpus(self, profile: Profile) -> Any:
+    def _claim_gpus(self, profile: Profile, queue: bool) -> Any:
         """Select the run's GPUs under the box's GPU locks and hold them for the run's life
-        (training.supervise.gpu_select). Raises GpusBusy when they are taken."""
+        (training.supervise.gpu_select). Without `queue` one look: GpusBusy when they are taken.
+        With it, wait in the box's line (state `queued`) until they are free; a stop while
+        waiting (SIGTERM: --stop, Ctrl-C of a headless console) leaves the line (QueueLeft)."""
         from training.monitor.gpu import get_backend
         from training.supervise.gpu_select import claim_gpus
 
-        claim = claim_gpus(profile, self.paths.id, get_backend(), wait=False)
+        claim = claim_gpus(profile, self.paths.id, get_backend(), wait=queue, on_wait=self._queued,
+                           should_stop=self.stop_requested.is_set, sleep=self.stop_requested.wait)
+        if self.queued_since is not None:
+            waited = round(time.time() - self.queued_since, 3)
+            update_run_json(self.paths, gpu_queue=None, queued_s=waited)
+            log(f"left the GPU queue after {waited:.0f} s: the GPUs are free")
         sel = claim.selection
         if sel.gpus is not None:
             update_run_json(self.paths, gpus={"select": sel.mode, "indices": list(sel.gpus),
                                               "cuda_visible_devices": sel.cuda_visible, "lock_dir": claim.lock_dir})
             log(f"GPUs taken ({sel.mode}): {', '.join(map(str, sel.gpus))}; locks in {claim.lock_dir}")
         return claim
+
+    def _queued(self, waiting: Any) -> None:
+        """One look of a queued start found its GPUs busy. Viewers read the place and what it waits
+        for from run.json ("gpu_queue") and a `queued` status event, written when either changes,
+        not on every look (a queue can last hours)."""
+        if waiting.key == self.queue_key:
+            return
+        self.queue_key = waiting.key
+        now = round(time.time(), 3)
+        if self.queued_since is None:
+            self.queued_since = now
+        place = GpuQueuePlace(waiting.place, waiting.why, self.queued_since, now)
+        update_run_json(self.paths, gpu_queue=place.to_json())
+        self.set_state(RunState.QUEUED, place.describe(), place=waiting.place, waiting_for=waiting.why)
 
     def _prepare(self, profile: Profile) -> LaunchSpec:
         port = None
@@ -193,17 +220,20 @@ class Supervisor:
             created=data.get("created") or round(self.started, 3), rehearsal=bool(data.get("rehearsal", False)),
             argv=data.get("argv") or [], supervisor=pg.pid_create_time(),
             launcher=None, processes=[], state=RunState.STARTING.value, state_t=round(time.time(), 3))
-        from training.supervise.gpu_select import GpusBusy
+        from training.supervise.gpu_select import GpusBusy, QueueLeft
 
         try:
             self.profile = self._load_profile()
             self.notifier = self._make_notifier(self.profile)  # before launching: a failed launch notifies too
-            self.gpu_claim = self._claim_gpus(self.profile)
+            self.gpu_claim = self._claim_gpus(self.profile, queue=data.get("queue") is True)
             self.spec = self._prepare(self.profile)
         except GpusBusy as exc:
             name = self.profile.name if self.profile else "?"
-            hint = f"'run.py --gpus' shows who holds which GPU; start profile {name} again when they are free"
+            hint = (f"'run.py --gpus' shows who holds which GPU; 'run.py --profile {name} --queue' waits for "
+                    f"them in line")
             return RunResult(RunState.FAILED, None, None, [str(exc)], hint, f"GPUs busy: {exc}")
+        except QueueLeft:
+            return RunResult(RunState.STOPPED, None, message="cancelled while queued for GPUs: nothing was launched")
         except (TraindeckError, OSError) as exc:
             return RunResult(RunState.FAILED, None, None, [str(exc)], None, f"cannot launch: {exc}")
         p, spec = self.profile, self.spec

@@ -101,7 +101,11 @@ def progress_line(model: RunModel, elapsed_s: float, telemetry: dict[str, Any] |
     state = model.event_state or "starting"
     head = " ".join(p for p in (epoch_text(model), f"step {model.step}" if model.step is not None else "",
                                 values_text(model)) if p)
-    if not head and last_output:
+    waiting = model.waiting_text()
+    if waiting:
+        # Nothing is launched while queued: no step to wait for, no stall to report.
+        head, stalled_s = f"queued {waiting}", 0.0
+    elif not head and last_output:
         head = f"{state}, no metric yet; rank 0: {last_output}"
     elif not head:
         head = f"waiting for the first step ({state})"

@@ -57,6 +57,7 @@ def _match_style(match: str) -> str:
 class PickerScreen(Screen):
     BINDINGS = [
         Binding("s", "start", "Start"),
+        Binding("w", "start_queued", "Start queued"),
         Binding("r", "rehearse", "Rehearse"),
         Binding("a", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
@@ -217,6 +218,12 @@ class PickerScreen(Screen):
         profile = self._startable()
         if profile is not None:
             self.post_message(messages.StartRun(profile))
+
+    def action_start_queued(self) -> None:
+        """Start, waiting in line while the GPUs it takes are busy (run.py --queue)."""
+        profile = self._startable()
+        if profile is not None:
+            self.post_message(messages.StartRun(profile, queue=True))
 
     def action_rehearse(self) -> None:
         profile = self._startable()

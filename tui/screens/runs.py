@@ -1,5 +1,5 @@
-"""Every run in the runs directory, newest first: state, profile, progress, last loss.
-Enter opens one (live or finished) on the run screen."""
+"""Every run in the runs directory, newest first: state, profile, progress, last loss (a queued
+run: its place in line and what it waits for, in the note). Enter opens one (live or finished) on the run screen."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from training.rundir import RunPaths
 from tui import messages
 
 POLL_S = 2.0
-STATE_STYLES = {"running": "bold green", "starting": "green", "finished": "cyan", "failed": "bold red",
+STATE_STYLES = {"running": "bold green", "starting": "green", "queued": "dim green", "finished": "cyan", "failed": "bold red",
                 "stopped": "yellow"}
 
 
@@ -86,7 +86,8 @@ class RunsScreen(Screen):
             if s.step is not None:
                 progress += f"  step {s.step:,}"
             loss = "" if s.last_loss is None else f"{s.last_loss:.4g}"
-            note = " ".join(x for x in ("rehearsal" if s.rehearsal else "", s.note,
+            # A queued run's note: its place in line and what it waits for.
+            note = " ".join(x for x in ("rehearsal" if s.rehearsal else "", s.note, s.waiting,
                                         f"rc {s.returncode}" if s.returncode not in (None, 0) else "") if x)
             table.add_row(s.id, Text(state, STATE_STYLES.get(state, "")), s.profile, s.mode, progress,
                           Text(loss, justify="right"), note, key=str(s.path))

@@ -1,5 +1,5 @@
 """The run screen's header: run id, profile, mode, state, the newest health firing, progress, speed,
-times, and the last checkpoint (name, epoch, monitored value, best mark, age), in one line at 160
+times (a queued run: its place in line and what it waits for), and the last checkpoint (name, epoch, monitored value, best mark, age), in one line at 160
 columns, three at 80."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from textual.widget import Widget
 from tui.formats import format_duration, format_value
 from tui.run_model import HeaderInfo
 
-STATES = ("starting", "running", "finished", "failed", "stopped")
+STATES = ("queued", "starting", "running", "finished", "failed", "stopped")
 
 
 class RunHeader(Widget):
@@ -63,6 +63,13 @@ class RunHeader(Widget):
         if i.eta_s is not None:
             progress.append("  ETA ", label)
             progress.append(format_duration(i.eta_s))
+        if i.waiting:
+            # Nothing runs yet: the place in line and what it waits for say more than a zero step.
+            progress = Text(no_wrap=True, overflow="ellipsis")
+            progress.append("queued: ", label)
+            progress.append(i.waiting)
+            progress.append("  elapsed ", label)
+            progress.append(format_duration(i.elapsed_s))
         parts = [who, progress]
         c = i.checkpoint
         if c is not None:
