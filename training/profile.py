@@ -83,7 +83,8 @@ class Launch:
     node_rank: int = _opt(0, "this node's rank for static multi-node rendezvous", min=0)
     rdzv_backend: str = _opt("c10d", "torchrun rendezvous backend", choices=("c10d", "static", "etcd", "etcd-v2"))
     rdzv_endpoint: str = _opt("", "host:port of the rendezvous; empty = this box, a free port is picked")
-    rdzv_id: str = _opt("", "rendezvous job id shared by all nodes; empty = the run id")
+    rdzv_id: str = _opt("", "rendezvous job id shared by all nodes; empty = the run id on one node, and on several a "
+                     "hash of the profile name, rdzv_endpoint, nnodes and nproc_per_node (the same on every node)")
     max_restarts: int = _opt(0, "torchrun --max-restarts", min=0)
     backend: str = _opt("auto", "process-group backend: auto (nccl on CUDA, gloo on CPU), nccl or gloo",
                         choices=("auto", "nccl", "gloo"))

@@ -207,6 +207,11 @@ def _port_check(profile: Profile) -> tuple[Check, int]:
                 with socket.socket() as s:
                     s.bind((host or "0.0.0.0", int(port)))
             except OSError as exc:
+                if profile.launch.nnodes > 1 and profile.launch.rdzv_backend == "c10d":
+                    # Another node of the run, started first on this machine, hosts the
+                    # rendezvous there: this node joins it (torchrun's c10d does exactly that).
+                    return Check("port", True, f"rendezvous at {profile.launch.rdzv_endpoint} is open already "
+                                 f"(a node started before this one hosts it; this node joins)"), int(port)
                 return Check("port", False, f"rendezvous {profile.launch.rdzv_endpoint} cannot be bound here: "
                              f"{exc.strerror}. Is another run using it?"), int(port)
         return Check("port", True, f"rendezvous at {profile.launch.rdzv_endpoint} (torchrun's)"), \

@@ -52,6 +52,7 @@ from training.rundir.records import (
     finish_run,
     parse_event,
 )
+from training.rundir.rendezvous import rendezvous_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -124,6 +125,9 @@ def run_summary(paths: RunPaths) -> RunSummary:
     if epochs is None:
         epochs = as_int((prof.get("train") or {}).get("epochs"))
     exit_data = read_json(paths.exit_json, {}) or {}
+    rendezvous = rendezvous_of(data)
+    if live and not note and rendezvous is not None and rendezvous.pending:
+        note = rendezvous.describe(time.time())
     return RunSummary(
         id=paths.id, path=paths.root, profile=str(data.get("profile") or prof.get("name") or "?"),
         mode=str(data.get("mode") or (prof.get("launch") or {}).get("mode") or "?"),

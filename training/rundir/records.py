@@ -21,6 +21,7 @@ from typing import Any, Union
 from training.rundir.events import append_events, make_event
 from training.rundir.paths import RunPaths, update_run_json, write_json_atomic
 from training.rundir.processes import ProcRef
+from training.rundir.rendezvous import RendezvousRecord, rendezvous_of
 
 
 def as_int(value: Any) -> int | None:
@@ -55,6 +56,8 @@ class RunRecord:
     supervisor: ProcRef | None = None  # None until start_run records the pid
     argv: tuple[str, ...] = ()
     cwd: str = ""
+    # A multi-node run's rendezvous (training.rundir.rendezvous), None for one node.
+    rendezvous: RendezvousRecord | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> RunRecord:
@@ -65,7 +68,8 @@ class RunRecord:
                    created=as_float(data.get("created")), state=_str(data.get("state")),
                    state_t=as_float(data.get("state_t")), rehearsal=bool(data.get("rehearsal")),
                    supervisor=ProcRef.from_json(data.get("supervisor"), "supervisor"),
-                   argv=tuple(str(a) for a in argv), cwd=_str(data.get("cwd")))
+                   argv=tuple(str(a) for a in argv), cwd=_str(data.get("cwd")),
+                   rendezvous=rendezvous_of(data))
 
 
 # ---- exit.json --------------------------------------------------------------------------
