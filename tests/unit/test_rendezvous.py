@@ -130,3 +130,59 @@ def test_an_endpoint_on_this_machine_is_opening_not_unreachable():
     clock.t += 60
     watch.poll_once()
     assert watch.current().state == "waiting"  # our own torchrun opens it, however slowly
+
+
+# ---- [launch] hosts: the nodes, the head, the SSH commands ---------------------------------
+
+def hosts_profile(extra: str = ""):
+    return profile_from(f"""
+[launch]
+mode = "ddp"
+backend = "gloo"
+hosts = ["gpu-a", "me@gpu-b"]
+{extra}
+[train]
+task = "tiny"
+""", name="pair")
+
+
+def test_nnodes_follows_hosts_and_the_head_hosts_the_rendezvous():
+    from training.supervise.launch import build_launch
+
+    p = hosts_profile()
+    assert p.launch.nnodes == 2 and p.world_size == 2
+    spec = build_launch(p, NODE_A, 29600)
+    argv = list(spec.argv)
+    assert argv[argv.index("--rdzv-endpoint") + 1] == "gpu-a:29600"
+    assert rdzv_id(spec) == NODE_A.id  # the head's run id, handed to every other node
+
+
+def test_a_hostfile_becomes_the_hosts(tmp_path):
+    from training.profile import parse_profile
+
+    (tmp_path / "nodes.txt").write_text("# the lab\ngpu-a\n\ngpu-b  # the new one\n")
+    p = parse_profile('[launch]\nmode = "ddp"\nhostfile = "nodes.txt"\n[train]\ntask = "tiny"\n',
+                      path=str(tmp_path / "p.toml"))
+    assert p.launch.hosts == ["gpu-a", "gpu-b"] and p.launch.hostfile == "" and p.launch.nnodes == 2
+    # The resolved profile (profile.toml in the run) loads again, wherever it is.
+    again = parse_profile(p.to_toml(), path="/elsewhere/profile.toml")
+    assert again.launch.hosts == ["gpu-a", "gpu-b"]
+
+
+def test_every_other_node_runs_the_profile_as_a_node_started_by_hand(monkeypatch):
+    from training.supervise.nodes import node_profile, node_ssh, remote_nodes
+
+    monkeypatch.delenv("TRAINDECK_SSH", raising=False)
+    p = hosts_profile('ssh_options = ["-F", "/cfg/ssh"]\nremote_runs_dir = "/data/runs"\nremote_python = "/opt/py"\n'
+                      'remote_root = "/opt/traindeck dir"')
+    (node,) = remote_nodes(p, "20260101-000000-pair", Path("/head/runs"))
+    assert node.host == "me@gpu-b" and node.run_dir == "/data/runs/20260101-000000-pair/nodes/me@gpu-b"
+    theirs = node_profile(p, "gpu-a:29600", "20260101-000000-pair")
+    assert theirs.launch.hosts == [] and theirs.launch.nnodes == 2
+    assert (theirs.launch.rdzv_endpoint, theirs.launch.rdzv_id) == ("gpu-a:29600", "20260101-000000-pair")
+    assert p.launch.hosts == ["gpu-a", "me@gpu-b"]  # the head's own profile is untouched
+    argv = node_ssh(p.launch, node, "stop", node.run_dir)
+    assert argv[:5] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    assert argv[5:8] == ["-F", "/cfg/ssh", "me@gpu-b"]
+    assert argv[8] == ("cd '/opt/traindeck dir' && exec /opt/py -m training.console.remote_node stop "
+                       "/data/runs/20260101-000000-pair/nodes/me@gpu-b")

@@ -243,14 +243,30 @@ def start_run(profile: Profile, runs_dir: Path, argv: list[str] | None = None,
 
     paths = create_run_dir(Path(runs_dir), profile.name)
     paths = RunPaths(paths.root.resolve())
+    return _record_and_spawn(paths, profile, argv, rehearsal, run_cwd(profile, cwd if cwd is None else Path(cwd).resolve()))
+
+
+def start_node_run(profile: Profile, root: Path, run_id: str, cwd: str, node: dict[str, Any]) -> RunPaths:
+    """One other node of a `[launch] hosts` run (training.console.remote_node, over SSH from the
+    head): its run directory is RUNS_DIR/<run id>/nodes/<host>, run.json says whose node it is."""
+    paths = RunPaths(Path(root).resolve())
+    if paths.run_json.exists():
+        raise TraindeckError(f"{paths.root} holds a run already; a node is started once per run.")
+    for sub in (paths.root, paths.logs, paths.checkpoints, paths.heartbeats):
+        sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return _record_and_spawn(paths, profile, [], False, cwd, run_id=run_id, node=node)
+
+
+def _record_and_spawn(paths: RunPaths, profile: Profile, argv: list[str] | None, rehearsal: bool, cwd: Any,
+                      run_id: str | None = None, **extra: Any) -> RunPaths:
     _write_profile(paths, profile)
     now = round(time.time(), 3)
     write_json_atomic(paths.run_json, {
-        "id": paths.id, "profile": profile.name, "mode": profile.launch.mode,
+        "id": run_id or paths.id, "profile": profile.name, "mode": profile.launch.mode,
         "world_size": profile.world_size, "argv": list(argv or []), "host": hostname(), "created": now,
         "rehearsal": bool(rehearsal), "supervisor": {"pid": None, "create_time": None}, "launcher": None,
         "processes": [], "port": None, "env": {}, "state": RunState.STARTING.value, "state_t": now,
-        "cwd": str(run_cwd(profile, cwd if cwd is None else Path(cwd).resolve())),
+        "cwd": str(cwd), **extra,
     })
     ref = _spawn_supervisor(paths)
     update_run_json(paths, supervisor={"pid": ref.pid, "create_time": ref.create_time})

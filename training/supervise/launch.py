@@ -223,6 +223,12 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
         endpoint = launch.rdzv_endpoint
         host, endpoint_port = parse_endpoint(endpoint)
         port = endpoint_port if endpoint_port is not None else port
+    elif launch.hosts and launch.nnodes > 1:
+        # The head (the first host) hosts the rendezvous, on a port free there (the supervisor
+        # picks it; every other node is told this endpoint).
+        if port is None:
+            port = free_port()
+        endpoint = f"{launch.hosts[0].rpartition('@')[2]}:{port}"
     else:
         if launch.nnodes > 1:
             raise TraindeckError("multi-node runs need launch.rdzv_endpoint = \"HOST:PORT\" of node 0.")
@@ -231,6 +237,8 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
         endpoint = f"127.0.0.1:{port}"
     if launch.rdzv_id:
         rdzv_id = launch.rdzv_id
+    elif launch.hosts:
+        rdzv_id = root.name  # the head's run id; the other nodes get it as their rdzv_id
     elif launch.nnodes > 1:
         rdzv_id = shared_rdzv_id(profile, endpoint)
     else:

@@ -120,6 +120,8 @@ class Supervisor:
         # and the record last written to run.json.
         self.rendezvous: Any = None
         self.rendezvous_written: Any = None
+        # `[launch] hosts`: the other nodes this head started over SSH (training.supervise.nodes).
+        self.remote_nodes: list[Any] = []
 
     # -- helpers --
     def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
@@ -219,6 +221,12 @@ class Supervisor:
             append_events(self.paths.events, [make_event("log", level="info", message=note)])
         if self.stop_requested.is_set():
             return RunResult(RunState.STOPPED, None, message="stopped before launch")
+        try:
+            self._start_other_nodes(p, spec)
+        except TraindeckError as exc:
+            return RunResult(RunState.FAILED, None, None, [str(exc)],
+                             "check that `ssh -o BatchMode=yes HOST` logs in without a password from this box; "
+                             f"`run.py --check --profile {p.name}` checks every host", f"cannot start the nodes: {exc}")
         try:
             self._spawn(spec)
         except OSError as exc:
@@ -322,6 +330,46 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001
                 self._aux_failed("checkpoint watch", exc)
 
+    def _start_other_nodes(self, p: Profile, spec: LaunchSpec) -> None:
+        """`[launch] hosts`: start every other host's node over SSH, each with its own supervisor in
+        its own session there, all meeting at this node's rendezvous. Any failure stops the ones
+        already started and fails the run before this node launches anything."""
+        from training.supervise.nodes import node_profile, remote_nodes, start_node
+
+        if len(p.launch.hosts) < 2:
+            return
+        argv = list(spec.argv)
+        endpoint = argv[argv.index("--rdzv-endpoint") + 1]
+        for_nodes = node_profile(p, endpoint, spec.rdzv_id or self.paths.id)
+        for node in remote_nodes(p, self.paths.id, self.paths.root.parent):
+            try:
+                answer = start_node(for_nodes, node, self.paths.id, head=hostname(), cwd=str(spec.cwd))
+            except TraindeckError:
+                self._stop_other_nodes(grace_s=1.0)
+                raise
+            self.remote_nodes.append(node)
+            message = f"node {node.host} started: supervisor pid {answer.get('pid')}, run directory {node.run_dir}"
+            log(message)
+            append_events(self.paths.events, [make_event("log", level="info", message=message, node=node.host)])
+            update_run_json(self.paths, nodes=[{"host": n.host, "run_dir": n.run_dir} for n in self.remote_nodes])
+
+    def _stop_other_nodes(self, grace_s: float) -> None:
+        """Stop every node this head started, all at once (each waits out its own grace)."""
+        from training.supervise.nodes import stop_node
+
+        if not self.remote_nodes or self.profile is None:
+            return
+        problems: list[str] = []
+        threads = [threading.Thread(target=lambda n=n: problems.append(stop_node(self.profile, n, grace_s)))
+                   for n in self.remote_nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for problem in filter(None, problems):
+            log(problem)
+            append_events(self.paths.events, [make_event("log", level="warning", message=problem)])
+
     def _watch_rendezvous(self, p: Profile, spec: LaunchSpec) -> None:
         """A multi-node c10d launch waits for the other nodes before any worker starts: watch that
         wait so every viewer can say what it waits for (and whether the endpoint answers at all)."""
@@ -330,7 +378,8 @@ class Supervisor:
         from training.supervise.launch import parse_endpoint
         from training.supervise.rendezvous import RendezvousWatch
 
-        host, _ = parse_endpoint(p.launch.rdzv_endpoint)
+        argv = list(spec.argv)
+        host, _ = parse_endpoint(argv[argv.index("--rdzv-endpoint") + 1])
         self.rendezvous = RendezvousWatch(host, spec.port, spec.rdzv_id or "", p.launch.nnodes).start()
         self._publish_rendezvous()
 
@@ -565,7 +614,10 @@ class Supervisor:
         assert self.profile is not None
         grace = self.profile.launch.stop_grace_s
         log(f"stop: SIGTERM to the launcher, {grace}s grace, then SIGKILL")
+        stopping = threading.Thread(target=self._stop_other_nodes, args=(grace,))
+        stopping.start()
         self._kill_everything(grace)
+        stopping.join()
         rc = self.launcher.returncode if self.launcher else None
         if self.health_stop is not None:
             return self._result(rc)
@@ -624,6 +676,9 @@ class Supervisor:
 
     def finish(self, result: RunResult) -> RunResult:
         """No process of the run may outlive it: sweep, then write exit.json and the final state."""
+        if result.state is RunState.FAILED and self.remote_nodes:
+            # torchrun's semantics: one node failing ends the run on every node.
+            self._stop_other_nodes(grace_s=self.profile.launch.stop_grace_s if self.profile else 5.0)
         leftovers = pg.alive(self.known.values())
         if leftovers:
             log(f"{len(leftovers)} process(es) outlived the launcher: {[r.pid for r in leftovers]}")
