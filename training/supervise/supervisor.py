@@ -343,7 +343,7 @@ class Supervisor:
         for_nodes = node_profile(p, endpoint, spec.rdzv_id or self.paths.id)
         for node in remote_nodes(p, self.paths.id, self.paths.root.parent):
             try:
-                answer = start_node(for_nodes, node, self.paths.id, head=hostname(), cwd=str(spec.cwd))
+                answer = start_node(for_nodes, node, self.paths.id, head=p.launch.hosts[0], cwd=str(spec.cwd))
             except TraindeckError:
                 self._stop_other_nodes(grace_s=1.0)
                 raise
