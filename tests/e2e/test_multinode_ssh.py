@@ -140,3 +140,38 @@ def test_a_node_ssh_cannot_reach_fails_the_run_naming_the_host(tmp_path, runs_di
     assert "Traceback" not in done.stdout + done.stderr
     (paths,) = list_run_dirs(runs_dir)
     assert not (paths.logs / "launcher.log").exists()  # this node launched nothing either
+
+
+def test_stop_from_a_new_session_stops_every_node(tmp_path, runs_dir, sshd, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    remote_runs = tmp_path / "remote-runs"
+    # Slow steps (the worker's documented test knob, in launch.env so the other node gets it too):
+    # the run is still training when --stop comes.
+    sets = [*SMALL, "train.epochs=50", 'launch.hosts=["127.0.0.1", "127.0.0.2"]', f'launch.ssh_options=["-F", "{sshd}"]',
+            f'launch.remote_runs_dir="{remote_runs}"', 'launch.env={TRAINDECK_TEST_STEP_DELAY_S = "0.05"}',
+            "launch.stop_grace_s=3"]
+    head = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--profile", "cpu", "--headless", "--runs-dir",
+                             str(runs_dir), *[a for s in sets for a in ("--set", s)]],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        paths = wait_for(lambda: (found := list_run_dirs(runs_dir)) and found[0], 30, "the head's run")
+        node = RunPaths(remote_runs / paths.id / "nodes" / "127.0.0.2")
+        wait_for(lambda: read_run_json(paths).get("state") == "running" and node.run_json.exists()
+                 and read_run_json(node).get("state") == "running", 120, "both nodes running", paths=paths)
+        stop = subprocess.run([sys.executable, str(ROOT / "run.py"), "--runs-dir", str(runs_dir), "--stop", paths.id],
+                              capture_output=True, text=True, timeout=90, start_new_session=True)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert (read_json(paths.exit_json) or {}).get("state") == "stopped"
+        wait_for(lambda: node.exit_json.exists(), 30, "the other node's exit.json", paths=node)
+        # The other node ends stopped, or failed when its rendezvous partner went first: either
+        # way it ended, and nothing of it is left.
+        assert (read_json(node.exit_json) or {}).get("state") in ("stopped", "failed")
+        assert_no_processes_of(paths.root)
+        assert_no_processes_of(node.root)
+        assert head.wait(timeout=30) is not None
+    finally:
+        if head.poll() is None:
+            head.kill()
+            head.wait()
+        kill_everything_of(remote_runs)
