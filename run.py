@@ -193,6 +193,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
     if args.check:
         profile = load_profile(args.profile or "cpu", args.overrides)
         report = preflight.run_preflight(profile, runs_dir, holders=True)
+        preflight.node_checks(report)  # [launch] hosts: every other host over SSH
         print(report.format())
         from training.rundir.cgroups import detect
 

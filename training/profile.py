@@ -83,13 +83,24 @@ class Launch:
     node_rank: int = _opt(0, "this node's rank for static multi-node rendezvous", min=0)
     rdzv_backend: str = _opt("c10d", "torchrun rendezvous backend", choices=("c10d", "static", "etcd", "etcd-v2"))
     rdzv_endpoint: str = _opt("", "host:port of the rendezvous; empty = this box, a free port is picked")
-    rdzv_id: str = _opt("", "rendezvous job id shared by all nodes; empty = the run id")
+    rdzv_id: str = _opt("", "rendezvous job id shared by all nodes; empty = the run id on one node, and on several a "
+                     "hash of the profile name, rdzv_endpoint, nnodes and nproc_per_node (the same on every node)")
     max_restarts: int = _opt(0, "torchrun --max-restarts", min=0)
     backend: str = _opt("auto", "process-group backend: auto (nccl on CUDA, gloo on CPU), nccl or gloo",
                         choices=("auto", "nccl", "gloo"))
     stop_grace_s: float = _opt(30.0, "seconds between SIGTERM and SIGKILL when a run is stopped", min=0)
     env: dict = _opt({}, "environment for the launcher and workers, e.g. NCCL_IB_DISABLE = \"1\"; values may "
                      "use {run_dir}, {checkpoints} and {run_id}")
+    hosts: list = _opt([], "the nodes of a multi-node run, e.g. [\"gpu-a\", \"gpu-b\"]: the first is the head, where "
+                       "run.py starts the run; the others are started over SSH; nnodes follows")
+    hostfile: str = _opt("", "a file naming the nodes instead of hosts: one per line, # comments (relative to the "
+                         "profile's directory)")
+    ssh_options: list = _opt([], "extra options for ssh to the other hosts, e.g. [\"-F\", \"~/.ssh/cluster\"] "
+                             "(BatchMode=yes is always on: keys or an agent, never a password)")
+    remote_root: str = _opt("", "traindeck's directory on the other hosts (empty = the head's)")
+    remote_python: str = _opt("", "the Python interpreter on the other hosts (empty = the head's)")
+    remote_runs_dir: str = _opt("", "the runs directory on the other hosts (empty = the head's); each node "
+                                "writes RUNS_DIR/<run id>/nodes/<host>/")
 
 
 @dataclass
@@ -574,6 +585,7 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
                                path=path, line=loc.line("train", "script"))
         t.script = str(found.resolve())
     launch = p.launch
+    _check_hosts(p, raw, base, path, loc)
     if launch.mode != "ddp" and (launch.nnodes > 1):
         raise ProfileError(f"'launch.nnodes' is {launch.nnodes} but mode is '{launch.mode}'; multi-node needs mode = \"ddp\".",
                            path=path, line=loc.line("launch", "nnodes"))
@@ -581,7 +593,7 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
         raise ProfileError(f"'launch.nproc_per_node' is {launch.nproc_per_node} but mode is '{launch.mode}', which runs one "
                            f"process. Use mode = \"ddp\" for several processes, or remove nproc_per_node.",
                            path=path, line=loc.line("launch", "nproc_per_node"))
-    if launch.nnodes > 1 and not launch.rdzv_endpoint:
+    if launch.nnodes > 1 and not launch.rdzv_endpoint and not launch.hosts:
         raise ProfileError("multi-node runs (launch.nnodes > 1) need launch.rdzv_endpoint = \"HOST:PORT\" of node 0, "
                            "the same on every node.", path=path, line=loc.line("launch", "nnodes"))
     if launch.node_rank >= launch.nnodes:
@@ -655,6 +667,57 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
     if p.export.onnx and p.is_custom:
         raise ProfileError("[export] onnx works for built-in tasks only; a custom script exports its own model.",
                            path=path, line=loc.line("export", "onnx"))
+
+
+# A host as ssh takes it: [user@]name or address, never an option ("-oProxyCommand=...").
+_HOST = re.compile(r"[A-Za-z0-9_.@\[\]:%][A-Za-z0-9_.@\[\]:%-]*")
+
+
+def _read_hostfile(p: Profile, base: Path, path: str, line: int | None) -> list[str]:
+    hostfile = base / Path(p.launch.hostfile).expanduser()
+    try:
+        text = hostfile.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"'launch.hostfile' names '{p.launch.hostfile}', which cannot be read ({exc}; relative "
+                           f"paths start at the profile's directory, {base}). Fix the path, or list the nodes in "
+                           f"launch.hosts.", path=path, line=line) from None
+    hosts = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+    return [h for h in hosts if h]
+
+
+def _check_hosts(p: Profile, raw: dict, base: Path, path: str, loc: _Locator) -> None:
+    """[launch] hosts / hostfile: the nodes, the first the head. The resolved profile keeps the
+    list in `hosts` (a hostfile is read here, once, and cleared), and `nnodes` follows from it."""
+    launch = p.launch
+    line = loc.line("launch", "hosts")
+    if launch.hostfile:
+        line = loc.line("launch", "hostfile")
+        if launch.hosts:
+            raise ProfileError("[launch] sets both hosts and hostfile; keep one of them.", path=path, line=line)
+        launch.hosts = _read_hostfile(p, base, path, line)
+        launch.hostfile = ""
+        if not launch.hosts:
+            raise ProfileError("'launch.hostfile' names no host; write one host name per line.", path=path, line=line)
+    if not launch.hosts:
+        return
+    for host in launch.hosts:
+        if not _HOST.fullmatch(host):
+            raise ProfileError(f"'launch.hosts' has {host!r}, which is not a host name or address (letters, digits, "
+                               f"'.', '-', '_', user@ before it); e.g. hosts = [\"gpu-a\", \"gpu-b\"].",
+                               path=path, line=line)
+    if len(set(launch.hosts)) != len(launch.hosts):
+        twice = next(h for h in launch.hosts if launch.hosts.count(h) > 1)
+        raise ProfileError(f"'launch.hosts' names '{twice}' twice; list each node once (nproc_per_node sets the "
+                           f"processes on each).", path=path, line=line)
+    given = (raw.get("launch") or {}).get("nnodes")
+    if given is not None and given != len(launch.hosts):
+        raise ProfileError(f"'launch.nnodes' is {given} but launch.hosts names {len(launch.hosts)} node(s); nnodes "
+                           f"follows from hosts, remove it.", path=path, line=loc.line("launch", "nnodes"))
+    launch.nnodes = len(launch.hosts)
+    if launch.nnodes > 1 and launch.rdzv_backend != "c10d":
+        raise ProfileError(f"'launch.hosts' starts every node through torchrun's c10d rendezvous; rdzv_backend is "
+                           f"'{launch.rdzv_backend}'. Remove launch.rdzv_backend.", path=path,
+                           line=loc.line("launch", "rdzv_backend"))
 
 
 def _check_presets(names: list, path: str, line: int | None) -> list[str]:

@@ -19,6 +19,7 @@ from training.rundir.records import (
     HealthEvent,
     LogEvent,
     MetricEvent,
+    RendezvousRecord,
     RunRecord,
     StatusEvent,
     as_float,
@@ -105,6 +106,8 @@ class HeaderInfo:
     checkpoint: CheckpointMark | None = None
     # A queued run: "#2, waiting for GPU 2 held by pid 4312, user alice, 10.2 GB" ("" otherwise).
     waiting: str = ""
+    # While a multi-node run's nodes have not met: "waiting for 1 of 2 nodes at HOST:PORT (12 s)".
+    rendezvous: str = ""
 
 
 @dataclass
@@ -116,6 +119,7 @@ class RunModel:
     device: str = ""
     rehearsal: bool = False
     created: float | None = None
+    rendezvous: RendezvousRecord | None = None  # run.json's, a multi-node run only
     # The state comes from exit.json once it exists, else from the liveness check (a supervisor
     # that died without writing its end: failed), else from run.json (the supervisor's state
     # machine), else from the last status event (a run directory without a supervisor).
@@ -170,6 +174,7 @@ class RunModel:
         self.world_size = run.world_size or self.world_size
         self.rehearsal = run.rehearsal if "rehearsal" in data else self.rehearsal
         self.created = run.created or self.created
+        self.rendezvous = run.rendezvous or self.rendezvous
         if run.state:
             self.run_json_state = run.state
             self.state_t = run.state_t or self.state_t
@@ -365,6 +370,13 @@ class RunModel:
         place = f"#{self.queue_place}" if self.queue_place is not None else "in line"
         return f"{place}, waiting for {self.waiting_for}" if self.waiting_for else place
 
+    def rendezvous_text(self, now: float) -> str:
+        """What a live run's nodes are waiting for ("" once they met, or for one node)."""
+        r = self.rendezvous
+        if r is None or not self.live or not (r.pending or r.state == "failed"):
+            return ""
+        return r.describe(now)
+
     def health_text(self) -> str:
         """The newest health firing as the header shows it ("" when none)."""
         if not self.health:
@@ -381,4 +393,4 @@ class RunModel:
             device=self.device, state=self.state, epoch=self.epoch or 0, epochs=self.epochs, step=self.step or 0,
             total_steps=self.total_steps, samples_per_s=self.samples_per_s, elapsed_s=self.elapsed(now),
             eta_s=self.eta(), rehearsal=self.rehearsal, paused=self.paused and self.live, health=self.health_text(),
-            checkpoint=self.checkpoint_mark(now), waiting=self.waiting_text())
+            checkpoint=self.checkpoint_mark(now), waiting=self.waiting_text(), rendezvous=self.rendezvous_text(now))

@@ -8,6 +8,7 @@ prints the exact command that would run.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class PreflightReport:
     # (the picker's pane), which must not change with the installed torch.
     versions: str = ""
     runs_dir: Path = Path("runs")
+    # `[launch] hosts`: what the head would run on every other node (`run.py --check` only).
+    node_commands: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -64,6 +67,7 @@ class PreflightReport:
         out += [f"[{c.mark}] {c.name}: {c.detail}" for c in self.checks]
         if self.command:
             out.append(f"would run: {self.command}")
+        out += self.node_commands
         failed = [c for c in self.checks if not c.ok]
         if failed:
             # The fix fits the failure (training.console.start_policy: the table starts use too).
@@ -207,6 +211,11 @@ def _port_check(profile: Profile) -> tuple[Check, int]:
                 with socket.socket() as s:
                     s.bind((host or "0.0.0.0", int(port)))
             except OSError as exc:
+                if profile.launch.nnodes > 1 and profile.launch.rdzv_backend == "c10d":
+                    # Another node of the run, started first on this machine, hosts the
+                    # rendezvous there: this node joins it (torchrun's c10d does exactly that).
+                    return Check("port", True, f"rendezvous at {profile.launch.rdzv_endpoint} is open already "
+                                 f"(a node started before this one hosts it; this node joins)"), int(port)
                 return Check("port", False, f"rendezvous {profile.launch.rdzv_endpoint} cannot be bound here: "
                              f"{exc.strerror}. Is another run using it?"), int(port)
         return Check("port", True, f"rendezvous at {profile.launch.rdzv_endpoint} (torchrun's)"), \
@@ -305,3 +314,59 @@ def format_profile_list(profiles_dir: Path | None = None, backend=None) -> str:
     if not backend.available:
         lines.append(f"(GPUs: {backend.error or 'none found'})")
     return "\n".join(lines)
+
+
+def head_check(profile: Profile) -> Check | None:
+    """`[launch] hosts`: run.py starts the run on the first host, the head (it hosts the rendezvous)."""
+    from training.supervise.rendezvous import is_this_machine
+
+    hosts = profile.launch.hosts
+    if len(hosts) < 2:
+        return None
+    head = hosts[0].rpartition("@")[2]
+    if is_this_machine(head):
+        return Check("head", True, f"{head} is this machine: the run starts here and on {', '.join(hosts[1:])} "
+                     f"over SSH")
+    return Check("head", False, f"the first of launch.hosts, {head}, is not this machine; start the run on {head} "
+                 f"(the head hosts the rendezvous), or put this machine's name first", never=True)
+
+
+def node_checks(report: PreflightReport) -> None:
+    """`run.py --check` on a `[launch] hosts` profile: every other host over SSH (reachable, the
+    same traindeck version, GPUs wanted vs found), and the commands the head would run there."""
+    from training import traindeck_version
+    from training.supervise.nodes import check_node, node_profile, node_ssh, remote_nodes
+
+    profile = report.profile
+    head = head_check(profile)
+    if head is None:
+        return
+    report.checks.append(head)
+    ours = traindeck_version()
+    for_nodes = node_profile(profile, f"{profile.launch.hosts[0].rpartition('@')[2]}:PORT", "RUN_ID")
+    for node in remote_nodes(profile, "RUN_ID", report.runs_dir):
+        info, problem = check_node(profile, node)
+        if info is None:
+            report.checks.append(Check(f"node {node.host}", False, problem))
+        else:
+            wanted, found = profile.hardware.gpus, int(info.get("gpus") or 0)
+            version = str(info.get("version"))
+            problems = []
+            if version != ours:
+                problems.append(f"traindeck {version} there, {ours} here: install the same version on every node")
+            if wanted and found < wanted:
+                problems.append(f"{found} GPU(s) found, the profile wants {wanted}")
+            names = ", ".join(sorted(set(info.get("gpu_names") or []))) or "no GPU"
+            detail = (f"reachable over SSH ({info.get('hostname')}), traindeck {version}, {found} GPU(s) "
+                      f"({names}), wants {wanted}; runs go to {node.run_dir}")
+            report.checks.append(Check(f"node {node.host}", not problems, "; ".join(problems) or detail))
+        start = node_ssh(profile.launch, node, "start", node.run_dir, "--run-id", "RUN_ID", "--head",
+                         profile.launch.hosts[0], "--cwd", str(Path.cwd()))
+        report.node_commands.append(f"would run on {node.host}: {shlex.join(start)}  "
+                                    f"(profile.toml on stdin; there: {_node_torchrun(for_nodes)})")
+
+
+def _node_torchrun(profile: Profile) -> str:
+    p = profile.launch
+    return (f"torchrun --nnodes {p.nnodes} --nproc-per-node {p.nproc_per_node} --rdzv-backend c10d "
+            f"--rdzv-endpoint {p.rdzv_endpoint} --rdzv-id {p.rdzv_id}")

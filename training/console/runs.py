@@ -53,6 +53,7 @@ from training.rundir.records import (
     finish_run,
     parse_event,
 )
+from training.rundir.rendezvous import rendezvous_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -129,6 +130,9 @@ def run_summary(paths: RunPaths) -> RunSummary:
     exit_data = read_json(paths.exit_json, {}) or {}
     place = RunRecord.from_json(data).gpu_queue
     waiting = place.describe() if live and state is RunState.QUEUED and place is not None else ""
+    rendezvous = rendezvous_of(data)
+    if live and not note and rendezvous is not None and rendezvous.pending:
+        note = rendezvous.describe(time.time())
     return RunSummary(
         id=paths.id, path=paths.root, profile=str(data.get("profile") or prof.get("name") or "?"),
         mode=str(data.get("mode") or (prof.get("launch") or {}).get("mode") or "?"),
@@ -249,14 +253,31 @@ def start_run(profile: Profile, runs_dir: Path, argv: list[str] | None = None,
 
     paths = create_run_dir(Path(runs_dir), profile.name)
     paths = RunPaths(paths.root.resolve())
+    return _record_and_spawn(paths, profile, argv, rehearsal, run_cwd(profile, cwd if cwd is None else Path(cwd).resolve()),
+                             queue=bool(queue))
+
+
+def start_node_run(profile: Profile, root: Path, run_id: str, cwd: str, node: dict[str, Any]) -> RunPaths:
+    """One other node of a `[launch] hosts` run (training.console.remote_node, over SSH from the
+    head): its run directory is RUNS_DIR/<run id>/nodes/<host>, run.json says whose node it is."""
+    paths = RunPaths(Path(root).resolve())
+    if paths.run_json.exists():
+        raise TraindeckError(f"{paths.root} holds a run already; a node is started once per run.")
+    for sub in (paths.root, paths.logs, paths.checkpoints, paths.heartbeats):
+        sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return _record_and_spawn(paths, profile, [], False, cwd, run_id=run_id, node=node)
+
+
+def _record_and_spawn(paths: RunPaths, profile: Profile, argv: list[str] | None, rehearsal: bool, cwd: Any,
+                      run_id: str | None = None, **extra: Any) -> RunPaths:
     _write_profile(paths, profile)
     now = round(time.time(), 3)
     write_json_atomic(paths.run_json, {
-        "id": paths.id, "profile": profile.name, "mode": profile.launch.mode,
+        "id": run_id or paths.id, "profile": profile.name, "mode": profile.launch.mode,
         "world_size": profile.world_size, "argv": list(argv or []), "host": hostname(), "created": now,
         "rehearsal": bool(rehearsal), "supervisor": {"pid": None, "create_time": None}, "launcher": None,
         "processes": [], "port": None, "env": {}, "state": RunState.STARTING.value, "state_t": now,
-        "cwd": str(run_cwd(profile, cwd if cwd is None else Path(cwd).resolve())), "queue": bool(queue),
+        "cwd": str(cwd), **extra,
     })
     ref = _spawn_supervisor(paths)
     update_run_json(paths, supervisor={"pid": ref.pid, "create_time": ref.create_time})

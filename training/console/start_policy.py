@@ -115,6 +115,12 @@ def fix_for(check: Check, profile: Profile, runs_dir: Path) -> str:
     rule = rule_for(check)
     if rule is not None and rule.on_start == "refuse":
         return rule.fix(profile, Path(runs_dir))
+    if check.name.startswith("node "):
+        host = check.name[5:]
+        return (f"make `ssh -o BatchMode=yes {host} true` work from this box (a key or an agent; [launch] "
+                f"ssh_options for another config) with the same traindeck at [launch] remote_root there")
+    if check.name == "head":
+        return f"start the run on {profile.launch.hosts[0]}, the first of launch.hosts"
     other = _OTHER_FIXES.get(check.name)
     return other(profile, Path(runs_dir)) if other else _gpus_fix(profile, Path(runs_dir))
 
@@ -136,6 +142,11 @@ def check_start(profile: Profile, runs_dir: Path, backend=None, queue: bool = Fa
     """Apply the table: raise StartRefused for a refusing row, return the warnings to show.
     `queue` (run.py --queue): busy GPUs are waited for by the supervisor instead of refused; what
     the box can never give (too few GPUs, a select it cannot meet) is refused all the same."""
+    from training.console.preflight import head_check
+
+    head = head_check(profile)
+    if head is not None and not head.ok:
+        raise StartRefused(f"not starting profile {profile.name}: {head.detail}. Nothing was started.")
     checks = fast_checks(profile, runs_dir, backend)
     busy = START_RULES[2]
     refused = [c for c in checks if (r := rule_for(c)) is not None and r.on_start == "refuse"

@@ -22,6 +22,7 @@ from typing import Any, Union
 from training.rundir.events import append_events, make_event
 from training.rundir.paths import RunPaths, update_run_json, write_json_atomic
 from training.rundir.processes import ProcRef
+from training.rundir.rendezvous import RendezvousRecord, rendezvous_of
 
 
 def as_int(value: Any) -> int | None:
@@ -61,6 +62,8 @@ class RunRecord:
     health_rewinds: int = 0
     queue: bool = False  # started with --queue: the supervisor waits for busy GPUs
     gpu_queue: GpuQueuePlace | None = None  # while queued: its place and what it waits for
+    # A multi-node run's rendezvous (training.rundir.rendezvous), None for one node.
+    rendezvous: RendezvousRecord | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> RunRecord:
@@ -73,7 +76,8 @@ class RunRecord:
                    supervisor=ProcRef.from_json(data.get("supervisor"), "supervisor"),
                    argv=tuple(str(a) for a in argv), cwd=_str(data.get("cwd")),
                    health_rewinds=max(0, as_int(data.get("health_rewinds")) or 0),
-                   queue=data.get("queue") is True, gpu_queue=GpuQueuePlace.from_json(data.get("gpu_queue")))
+                   queue=data.get("queue") is True, gpu_queue=GpuQueuePlace.from_json(data.get("gpu_queue")),
+                   rendezvous=rendezvous_of(data))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ stdout+stderr to logs/rank-0.log. `training.rundir.logs.rank_logs` maps both lay
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shlex
@@ -76,6 +77,8 @@ class LaunchSpec:
     torchrun_log_dir: Path | None = None
     launcher_log: Path | None = None
     rank_offset: int = 0
+    # torchrun's --rdzv-id (None for a direct launch).
+    rdzv_id: str | None = None
     notes: tuple[str, ...] = field(default=())
     # Custom launches: the folder on PYTHONPATH that must hold the traindeck package before exec
     # (expose_traindeck makes it).
@@ -102,6 +105,18 @@ def parse_endpoint(endpoint: str) -> tuple[str, int | None]:
         return host.strip("[]"), int(port)
     except ValueError:
         raise TraindeckError(f"launch.rdzv_endpoint '{endpoint}' must be HOST:PORT, e.g. 10.0.0.1:29500.") from None
+
+
+def shared_rdzv_id(profile: Profile, endpoint: str) -> str:
+    """The rendezvous id of a multi-node run whose profile names none: derived from what every node
+    of the run shares (the profile's name, the endpoint, nnodes, nproc_per_node), so the same
+    command started by hand on each node, at whatever second, joins one rendezvous. A node's run
+    id (its start time) cannot serve: nodes started a second apart would each wait for the others
+    under their own id. Reusing the id for the next run is harmless: the rendezvous state lives in
+    the store of the host node's torchrun and ends with it; two different jobs on one endpoint
+    differ in name or size, so they do not mix."""
+    shared = f"{profile.name}|{endpoint}|{profile.launch.nnodes}|{profile.launch.nproc_per_node}"
+    return "traindeck-" + hashlib.sha256(shared.encode()).hexdigest()[:12]
 
 
 def _root_of(paths_or_placeholder: RunPaths | Path | str) -> Path:
@@ -208,13 +223,26 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
         endpoint = launch.rdzv_endpoint
         host, endpoint_port = parse_endpoint(endpoint)
         port = endpoint_port if endpoint_port is not None else port
+    elif launch.hosts and launch.nnodes > 1:
+        # The head (the first host) hosts the rendezvous, on a port free there (the supervisor
+        # picks it; every other node is told this endpoint).
+        if port is None:
+            port = free_port()
+        endpoint = f"{launch.hosts[0].rpartition('@')[2]}:{port}"
     else:
         if launch.nnodes > 1:
             raise TraindeckError("multi-node runs need launch.rdzv_endpoint = \"HOST:PORT\" of node 0.")
         if port is None:
             port = free_port()
         endpoint = f"127.0.0.1:{port}"
-    rdzv_id = launch.rdzv_id or root.name
+    if launch.rdzv_id:
+        rdzv_id = launch.rdzv_id
+    elif launch.hosts:
+        rdzv_id = root.name  # the head's run id; the other nodes get it as their rdzv_id
+    elif launch.nnodes > 1:
+        rdzv_id = shared_rdzv_id(profile, endpoint)
+    else:
+        rdzv_id = root.name
     torchrun_logs = logs / TORCHRUN_LOG_SUBDIR
     argv = [
         python, "-m", "torch.distributed.run",
@@ -234,7 +262,7 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
     argv += program
     return LaunchSpec(argv=tuple(argv), env=_env(profile, root, nproc, base, cuda_visible), cwd=workdir,
                       uses_torchrun=True, local_procs=nproc, port=port, torchrun_log_dir=torchrun_logs,
-                      launcher_log=logs / LAUNCHER_LOG, rank_offset=launch.node_rank * nproc,
+                      launcher_log=logs / LAUNCHER_LOG, rank_offset=launch.node_rank * nproc, rdzv_id=rdzv_id,
                       import_dir=import_dir)
 
 

@@ -124,6 +124,12 @@ class Supervisor:
         # kept in run.json's "health_rewinds" so a resumed run goes on counting.
         self.rewinds = 0
         self.notifier: Any = None  # the [notify] command's runner (training.monitor.notify), when set
+        # A multi-node run's rendezvous until its workers are up (training.supervise.rendezvous),
+        # and the record last written to run.json.
+        self.rendezvous: Any = None
+        self.rendezvous_written: Any = None
+        # `[launch] hosts`: the other nodes this head started over SSH (training.supervise.nodes).
+        self.remote_nodes: list[Any] = []
 
     # -- helpers --
     def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
@@ -248,10 +254,17 @@ class Supervisor:
         if self.stop_requested.is_set():
             return RunResult(RunState.STOPPED, None, message="stopped before launch")
         try:
+            self._start_other_nodes(p, spec)
+        except TraindeckError as exc:
+            return RunResult(RunState.FAILED, None, None, [str(exc)],
+                             "check that `ssh -o BatchMode=yes HOST` logs in without a password from this box; "
+                             f"`run.py --check --profile {p.name}` checks every host", f"cannot start the nodes: {exc}")
+        try:
             self._spawn(spec)
         except OSError as exc:
             return RunResult(RunState.FAILED, None, None, [str(exc)], None, f"cannot start {spec.argv[0]}: {exc}")
         self._start_aux(p)
+        self._watch_rendezvous(p, spec)
         try:
             return self._monitor()
         finally:
@@ -349,6 +362,90 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001
                 self._aux_failed("checkpoint watch", exc)
 
+    def _start_other_nodes(self, p: Profile, spec: LaunchSpec) -> None:
+        """`[launch] hosts`: start every other host's node over SSH, each with its own supervisor in
+        its own session there, all meeting at this node's rendezvous. Any failure stops the ones
+        already started and fails the run before this node launches anything."""
+        from training.supervise.nodes import node_profile, remote_nodes, start_node
+
+        if len(p.launch.hosts) < 2:
+            return
+        argv = list(spec.argv)
+        endpoint = argv[argv.index("--rdzv-endpoint") + 1]
+        for_nodes = node_profile(p, endpoint, spec.rdzv_id or self.paths.id)
+        for node in remote_nodes(p, self.paths.id, self.paths.root.parent):
+            try:
+                answer = start_node(for_nodes, node, self.paths.id, head=p.launch.hosts[0], cwd=str(spec.cwd))
+            except TraindeckError:
+                self._stop_other_nodes(grace_s=1.0)
+                raise
+            self.remote_nodes.append(node)
+            message = f"node {node.host} started: supervisor pid {answer.get('pid')}, run directory {node.run_dir}"
+            log(message)
+            append_events(self.paths.events, [make_event("log", level="info", message=message, node=node.host)])
+            update_run_json(self.paths, nodes=[{"host": n.host, "run_dir": n.run_dir} for n in self.remote_nodes])
+
+    def _stop_other_nodes(self, grace_s: float) -> None:
+        """Stop every node this head started, all at once (each waits out its own grace)."""
+        from training.supervise.nodes import stop_node
+
+        if not self.remote_nodes or self.profile is None:
+            return
+        problems: list[str] = []
+        threads = [threading.Thread(target=lambda n=n: problems.append(stop_node(self.profile, n, grace_s)))
+                   for n in self.remote_nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for problem in filter(None, problems):
+            log(problem)
+            append_events(self.paths.events, [make_event("log", level="warning", message=problem)])
+
+    def _watch_rendezvous(self, p: Profile, spec: LaunchSpec) -> None:
+        """A multi-node c10d launch waits for the other nodes before any worker starts: watch that
+        wait so every viewer can say what it waits for (and whether the endpoint answers at all)."""
+        if not spec.uses_torchrun or p.launch.nnodes < 2 or p.launch.rdzv_backend != "c10d" or spec.port is None:
+            return
+        from training.supervise.launch import parse_endpoint
+        from training.supervise.rendezvous import RendezvousWatch
+
+        argv = list(spec.argv)
+        host, _ = parse_endpoint(argv[argv.index("--rdzv-endpoint") + 1])
+        self.rendezvous = RendezvousWatch(host, spec.port, spec.rdzv_id or "", p.launch.nnodes).start()
+        self._publish_rendezvous()
+
+    def _publish_rendezvous(self, workers_up: bool = False, ended: str = "") -> None:
+        """run.json's "rendezvous" when a fact changed, and a status event when its state did."""
+        watch = self.rendezvous
+        if watch is None:
+            return
+        record = watch.finish(met=True) if workers_up else watch.finish(met=False, error=ended) if ended \
+            else watch.current()
+        last = self.rendezvous_written
+        if record == last:
+            return
+        self.rendezvous_written = record
+        update_run_json(self.paths, rendezvous=record.to_json())
+        if last is None or last.state != record.state:
+            text = record.describe(time.time())
+            log(f"rendezvous: {text}")
+            state = RunState.STARTING.value if record.pending else None
+            event = make_event("status", state=state, message=text, source="supervisor",
+                               rendezvous=record.state) if state else \
+                make_event("log", level="info" if record.state == "met" else "error", message=text,
+                           rendezvous=record.state)
+            append_events(self.paths.events, [event])
+        if workers_up or ended:
+            self.rendezvous = None
+
+    def _local_ranks_beating(self) -> list[int]:
+        """The global ranks of this node's workers that wrote a heartbeat (they are training)."""
+        from training.rundir.heartbeat import read_heartbeats
+
+        mine = set(self.ranks_by_pid().values())
+        return sorted(r for r in read_heartbeats(self.paths.root) if r in mine)
+
     def _make_notifier(self, p: Profile) -> Any:
         if not p.notify.command:
             return None
@@ -428,6 +525,8 @@ class Supervisor:
         append_events(self.paths.events, [make_event("log", level="warning", message=f"{what} not started: {exc}")])
 
     def _stop_aux(self) -> None:
+        if self.rendezvous is not None:
+            self.rendezvous.stop()
         for helper in reversed(self._aux):
             try:
                 helper.stop()
@@ -502,12 +601,21 @@ class Supervisor:
                 last_refresh = now
                 self._refresh_procs()
             self._read_worker_events(reader)
+            if self.rendezvous is not None:
+                # torchrun starts the workers once every node joined: the first one ends the wait.
+                self._publish_rendezvous(workers_up=any(r.role == "worker" for r in self.procs))
             if self.state is RunState.STARTING:
                 if self.worker_running:
                     self.set_state(RunState.RUNNING, "the worker reported running", emit=False)
                 elif self.profile.is_custom and self._workers_up():
                     workers = sum(1 for r in self.procs if r.role == "worker")
                     self.set_state(RunState.RUNNING, f"{workers} worker process(es) up")
+                elif self.profile.launch.nnodes > 1 and self._workers_up() and (beating := self._local_ranks_beating()):
+                    # Rank 0 (which reports metrics) may live on another node: this node's
+                    # ranks training is what "running" means here.
+                    where = "" if 0 in beating else "; the node with rank 0 reports the metrics"
+                    self.set_state(RunState.RUNNING, f"rank(s) {', '.join(map(str, beating))} training on "
+                                   f"this node{where}")
             if self.health_deadline is not None and now > self.health_deadline:
                 log("the worker did not save-stop for the health rule in time: stopping it")
                 self.health_deadline = None
@@ -518,6 +626,10 @@ class Supervisor:
                 self._kill_everything(grace_s=0.5)
             self.stop_requested.wait(POLL_S)
         self._read_worker_events(reader)
+        if self.rendezvous is not None:
+            record = self.rendezvous.current()
+            self._publish_rendezvous(ended=record.error or f"the launcher exited with {rc} before all "
+                                     f"{record.nnodes} nodes joined")
         return self._result(rc)
 
     def _kill_everything(self, grace_s: float) -> None:
@@ -537,7 +649,10 @@ class Supervisor:
         assert self.profile is not None
         grace = self.profile.launch.stop_grace_s
         log(f"stop: SIGTERM to the launcher, {grace}s grace, then SIGKILL")
+        stopping = threading.Thread(target=self._stop_other_nodes, args=(grace,))
+        stopping.start()
         self._kill_everything(grace)
+        stopping.join()
         rc = self.launcher.returncode if self.launcher else None
         if self.health_stop is not None:
             return self._result(rc)
@@ -560,6 +675,12 @@ class Supervisor:
         d = diagnose(self.paths, self.profile, rc, self.first_exit_rank)
         first = d.error[0] if d.error else f"exit code {rc}"
         who = f"rank {d.failed_rank}" if d.failed_rank is not None else "the launcher"
+        rdzv = self.rendezvous_written
+        if rdzv is not None and rdzv.state == "failed":
+            # No worker ever started: the nodes never met, and that is the story.
+            return RunResult(RunState.FAILED, rc, None, d.error, d.hint or "start every node with the same profile "
+                             "and rdzv_endpoint; the endpoint is HOST:PORT of the first node",
+                             f"{rdzv.describe(time.time())}; {first}")
         return RunResult(RunState.FAILED, rc, d.failed_rank, d.error, d.hint, f"{who} failed: {first}")
 
     def _take_gpu_baseline(self) -> dict[str, list[int]] | None:
@@ -590,6 +711,9 @@ class Supervisor:
 
     def finish(self, result: RunResult) -> RunResult:
         """No process of the run may outlive it: sweep, then write exit.json and the final state."""
+        if result.state is RunState.FAILED and self.remote_nodes:
+            # torchrun's semantics: one node failing ends the run on every node.
+            self._stop_other_nodes(grace_s=self.profile.launch.stop_grace_s if self.profile else 5.0)
         leftovers = pg.alive(self.known.values())
         if leftovers:
             log(f"{len(leftovers)} process(es) outlived the launcher: {[r.pid for r in leftovers]}")

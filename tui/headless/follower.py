@@ -12,6 +12,7 @@ from typing import Any, Callable, TextIO
 from training.rundir import RunPaths, RunState
 from training.rundir.liveness import SupervisorStatus
 from training.rundir.logs import rank_logs
+from training.rundir.rendezvous import rendezvous_of
 from tui.feed import RunFeed, read_last_json_line
 from tui.formats import clean_text, number, strip_control
 from tui.headless.lines import STALL_REPEAT_S, event_line, exit_code, progress_line, summary_lines
@@ -137,6 +138,11 @@ class Follower:
         """Read what is new, print its lines, and the progress line if due."""
         self.drain()
         now = self.clock()
+        rendezvous = rendezvous_of(self.run_json())
+        if rendezvous != self.model.rendezvous:
+            # A multi-node run's nodes joined, or the endpoint stopped answering: say so now.
+            self.model.rendezvous = rendezvous
+            self.model.version += 1
         if self.model.step != self.last_step:
             self.last_step, self.last_move_t = self.model.step, now
         size, stdout = self.rank0_output()
@@ -151,7 +157,8 @@ class Follower:
     def progress(self, stalled_s: float = 0.0, at: float | None = None, stdout: Path | None = None) -> None:
         telemetry = read_last_json_line(self.paths.telemetry)
         last = self.last_output_line(stdout) if self.model.step is None else ""
-        self.say(progress_line(self.model, self.elapsed(at), telemetry, stalled_s, last_output=last))
+        self.say(progress_line(self.model, self.elapsed(at), telemetry, stalled_s, last_output=last,
+                               now=self.clock() if at is None else at))
         self.printed_version = self.model.version
         self.last_progress_t = self.clock()
 

@@ -97,14 +97,17 @@ def values_text(model: RunModel) -> str:
 
 
 def progress_line(model: RunModel, elapsed_s: float, telemetry: dict[str, Any] | None, stalled_s: float = 0.0,
-                  last_output: str = "") -> str:
+                  last_output: str = "", now: float | None = None) -> str:
     state = model.event_state or "starting"
     head = " ".join(p for p in (epoch_text(model), f"step {model.step}" if model.step is not None else "",
                                 values_text(model)) if p)
     waiting = model.waiting_text()
+    rendezvous = model.rendezvous_text(now) if now is not None and not head else ""
     if waiting:
         # Nothing is launched while queued: no step to wait for, no stall to report.
         head, stalled_s = f"queued {waiting}", 0.0
+    elif rendezvous:
+        head = rendezvous
     elif not head and last_output:
         head = f"{state}, no metric yet; rank 0: {last_output}"
     elif not head:

@@ -71,6 +71,10 @@ class RunHeader(Widget):
             progress.append("  elapsed ", label)
             progress.append(format_duration(i.elapsed_s))
         parts = [who, progress]
+        if i.rendezvous:
+            waiting = Text(no_wrap=True, overflow="ellipsis")
+            waiting.append(i.rendezvous, self.get_component_rich_style("run-header--health"))
+            parts.insert(1, waiting)
         c = i.checkpoint
         if c is not None:
             ckpt = Text(no_wrap=True, overflow="ellipsis")

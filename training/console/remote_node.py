@@ -1,0 +1,86 @@
+"""`python -m training.console.remote_node start|stop|check ...`: what the head runs on every other
+node of a `[launch] hosts` run, over SSH (training.supervise.nodes builds the command).
+
+    start RUN_DIR --run-id ID --head HOST --cwd DIR   (profile.toml on stdin)
+        validate the profile here, create RUN_DIR (RUNS_DIR/<run id>/nodes/<host>), start this
+        node's supervisor in its own session, print {"run_dir", "pid", "hostname"} and return:
+        the supervisor outlives the SSH connection, as a run started by run.py outlives its console
+    stop RUN_DIR [--grace S]    the run there stopped as `run.py --stop` would; prints its state
+    check                       {"version", "hostname", "python", "gpus", "gpu_names"} of this node
+
+Errors go to stderr as one paragraph and exit 2; the head shows them with the host's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from pathlib import Path
+
+from training import traindeck_version
+from training.errors import TraindeckError
+
+
+def _start(args: argparse.Namespace) -> int:
+    from training.console.runs import start_node_run
+    from training.profile import parse_profile
+
+    root = Path(args.run_dir)
+    text = sys.stdin.read()
+    profile = parse_profile(text, path=str(root / "profile.toml"))
+    paths = start_node_run(profile, root, args.run_id, args.cwd, node={"head": args.head})
+    from training.rundir import read_run_json
+
+    pid = (read_run_json(paths).get("supervisor") or {}).get("pid")
+    print(json.dumps({"run_dir": str(paths.root), "pid": pid, "hostname": socket.gethostname()}))
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from training.console.runs import stop_run
+    from training.rundir import RunPaths
+
+    paths = RunPaths(Path(args.run_dir))
+    if not paths.run_json.exists():
+        raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}")
+    state = stop_run(paths, grace_s=args.grace)
+    print(json.dumps({"state": state.value}))
+    return 0
+
+
+def _check(_args: argparse.Namespace) -> int:
+    from training.monitor.gpu import get_backend
+
+    backend = get_backend()
+    devices = backend.devices() if backend.available else []
+    count = len(devices)
+    names = [getattr(d, "name", "?") for d in devices]
+    print(json.dumps({"version": traindeck_version(), "hostname": socket.gethostname(), "python": sys.executable,
+                      "gpus": count, "gpu_names": names, "gpu_error": None if backend.available else backend.error}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.console.remote_node")
+    sub = parser.add_subparsers(dest="action", required=True)
+    start = sub.add_parser("start")
+    start.add_argument("run_dir")
+    start.add_argument("--run-id", required=True)
+    start.add_argument("--head", required=True)
+    start.add_argument("--cwd", required=True)
+    stop = sub.add_parser("stop")
+    stop.add_argument("run_dir")
+    stop.add_argument("--grace", type=float, default=None)
+    sub.add_parser("check")
+    args = parser.parse_args(argv)
+    try:
+        return {"start": _start, "stop": _stop, "check": _check}[args.action](args)
+    except TraindeckError as exc:
+        print(f"traindeck on {socket.gethostname()}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The other nodes of a `[launch] hosts` run, reached through the user's own OpenSSH client.
+
+    head (hosts[0], where run.py runs)                 every other host
+    supervisor --ssh HOST 'cd ROOT && exec PY -m training.console.remote_node start DIR'-->
+                  profile.toml on stdin                    creates DIR, spawns its own supervisor
+                                                           (new session: the SSH connection may go)
+    each node: torchrun --nnodes N --rdzv-endpoint HEAD:PORT --rdzv-id RUN_ID  (c10d, torchrun's own)
+
+Every other node runs the profile as a node started by hand would: `hosts` cleared, `nnodes`,
+`rdzv_endpoint` (the head's name and a port free there) and `rdzv_id` (the run id) filled in.
+Its run directory is REMOTE_RUNS_DIR/<run id>/nodes/<host>/ on its own disk (on a filesystem the
+head shares, that is already the head's `<run>/nodes/<host>/`).
+
+ssh runs with BatchMode=yes (keys or an agent, never a password prompt that would hang a
+supervisor without a terminal), the user's ~/.ssh/config, `[launch] ssh_options`, and
+$TRAINDECK_SSH naming another ssh binary. Hosts are validated by the profile loader (never an
+option); the remote command is one shell string of quoted words (ssh sends a string).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training import PROJECT_ROOT
+from training.errors import TraindeckError
+from training.profile import Launch, Profile
+
+SSH_ENV = "TRAINDECK_SSH"
+REMOTE_MODULE = "training.console.remote_node"
+CONNECT_TIMEOUT_S = 10
+START_TIMEOUT_S = 60.0
+# The first node is the head; the others write here, below their runs directory.
+NODES_DIR = "nodes"
+
+
+@dataclass(frozen=True)
+class RemoteNode:
+    host: str
+    run_dir: str  # on that host
+    runs_dir: str
+    root: str
+    python: str
+
+
+def other_hosts(profile: Profile) -> list[str]:
+    return list(profile.launch.hosts[1:])
+
+
+def node_run_dir(runs_dir: str, run_id: str, host: str) -> str:
+    return f"{runs_dir.rstrip('/')}/{run_id}/{NODES_DIR}/{host}"
+
+
+def remote_nodes(profile: Profile, run_id: str, head_runs_dir: Path) -> list[RemoteNode]:
+    launch = profile.launch
+    runs_dir = launch.remote_runs_dir or str(Path(head_runs_dir).resolve())
+    root = launch.remote_root or str(PROJECT_ROOT)
+    python = launch.remote_python or sys.executable
+    return [RemoteNode(h, node_run_dir(runs_dir, run_id, h), runs_dir, root, python) for h in other_hosts(profile)]
+
+
+def remote_words(node: RemoteNode, action: str, *args: str) -> list[str]:
+    """The command run on the node, as words: ssh joins them into the one string it sends."""
+    return ["cd", node.root, "&&", "exec", node.python, "-m", REMOTE_MODULE, action, *args]
+
+
+def remote_shell(node: RemoteNode, action: str, *args: str) -> str:
+    words = remote_words(node, action, *args)
+    # `&&` must reach the remote shell as an operator, the rest as quoted words.
+    return " ".join(w if w == "&&" else shlex.quote(w) for w in words)
+
+
+def node_ssh(launch: Launch, node: RemoteNode, action: str, *args: str) -> list[str]:
+    ssh = os.environ.get(SSH_ENV) or "ssh"
+    return [ssh, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+            *[os.path.expanduser(o) for o in launch.ssh_options], node.host, remote_shell(node, action, *args)]
+
+
+def node_profile(profile: Profile, endpoint: str, rdzv_id: str) -> Profile:
+    """The profile every other node runs: a node started by hand, with the head's rendezvous."""
+    p = copy.deepcopy(profile)
+    p.launch.nnodes = len(profile.launch.hosts)
+    p.launch.hosts = []
+    p.launch.hostfile = ""
+    p.launch.rdzv_endpoint = endpoint
+    p.launch.rdzv_id = rdzv_id
+    return p
+
+
+def _failure(host: str, what: str, done: subprocess.CompletedProcess | None, exc: Exception | None = None) -> str:
+    if exc is not None:
+        why = str(exc)
+    else:
+        lines = [ln for ln in (done.stderr or "").splitlines() if ln.strip()] if done is not None else []
+        why = " / ".join(lines[-3:]) or f"ssh exited {done.returncode if done else '?'}"
+    return f"{what} on {host} over SSH failed: {why}"
+
+
+def run_ssh(argv: list[str], stdin: str = "", timeout_s: float = START_TIMEOUT_S) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout_s,
+                          start_new_session=True)
+
+
+def start_node(profile: Profile, node: RemoteNode, run_id: str, head: str, cwd: str) -> dict[str, Any]:
+    """Create the node's run directory and start its supervisor there; its answer (JSON) back."""
+    argv = node_ssh(profile.launch, node, "start", node.run_dir, "--run-id", run_id, "--head", head, "--cwd", cwd)
+    try:
+        done = run_ssh(argv, stdin=profile.to_toml())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TraindeckError(_failure(node.host, "starting the node", None, exc)) from None
+    if done.returncode != 0:
+        raise TraindeckError(_failure(node.host, "starting the node", done))
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise TraindeckError(f"starting the node on {node.host}: no answer from {REMOTE_MODULE} "
+                             f"(got {done.stdout[-200:]!r})") from None
+
+
+def stop_node(profile: Profile, node: RemoteNode, grace_s: float) -> str:
+    """`--stop` on the node's run, there; '' when it went well, else why not."""
+    argv = node_ssh(profile.launch, node, "stop", node.run_dir, "--grace", f"{grace_s:g}")
+    try:
+        done = run_ssh(argv, timeout_s=grace_s + 30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return _failure(node.host, "stopping the node", None, exc)
+    return "" if done.returncode == 0 else _failure(node.host, "stopping the node", done)
+
+
+def check_node(profile: Profile, node: RemoteNode) -> tuple[dict[str, Any] | None, str]:
+    """What the node says about itself (version, GPUs, hostname), or why it could not say."""
+    argv = node_ssh(profile.launch, node, "check")
+    try:
+        done = run_ssh(argv, timeout_s=CONNECT_TIMEOUT_S + 30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, _failure(node.host, "checking the node", None, exc)
+    if done.returncode != 0:
+        return None, _failure(node.host, "checking the node", done)
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1]), ""
+    except (ValueError, IndexError):
+        return None, f"checking the node on {node.host}: no answer from {REMOTE_MODULE}"
