@@ -31,6 +31,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if tui in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.ui)
+    _longest_first(config, items)
+
+
+def _longest_first(config, items) -> None:
+    """Under xdist: the slowest tests (tests/slowest.txt, then the other slow-marked ones) first,
+    dealt alternately to the workers. xdist's worksteal hands each worker a contiguous share of this
+    order and moves the tail of a busy worker's share to an idle one, so a long test collected last
+    would run alone at the end while the other worker idles."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 0))
+    if workers < 2:
+        return  # serial (or the xdist controller, which does not collect): the order as written
+    rank = {name: i for i, name in enumerate(
+        line.strip() for line in (TESTS / "slowest.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#"))}
+    unknown_slow = len(rank)
+
+    def weight(pair):
+        index, item = pair
+        if item.nodeid in rank:
+            return (rank[item.nodeid], index)
+        return (unknown_slow if item.get_closest_marker("slow") else unknown_slow + 1, index)
+
+    ordered = [item for _, item in sorted(enumerate(items), key=weight)]
+    dealt = [item for w in range(workers) for item in ordered[w::workers]]
+    items[:] = dealt
 
 
 class FrozenClock:
