@@ -171,7 +171,7 @@ interval_s = 0.5
     profile.launch.env = {"WD_HANG_STEP": "0", "WD_STEPS": "3"}
     paths = runs.start_run(profile, runs_dir)
     try:
-        # Until the supervisor is gone: finish_run writes exit.json before the final status event.
+        # Until the supervisor is gone: it releases its GPU locks and checks for leaks at its end.
         wait_done(paths, 40)
     finally:
         stop_quietly(paths)

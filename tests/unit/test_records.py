@@ -43,3 +43,31 @@ def test_finish_run_writes_exit_json_run_json_state_and_the_status_event(tmp_pat
     assert run.state == "stopped" and run.state_t is not None and read_run_json(paths)["processes"] == []
     events = [json.loads(line) for line in paths.events.read_text().splitlines()]
     assert events[-1]["kind"] == "status" and events[-1]["state"] == "stopped" and events[-1]["source"] == "console"
+
+
+def test_finish_run_writes_the_final_status_before_either_file_says_the_run_ended(tmp_path, monkeypatch):
+    """A reader that stops at exit.json, or at run.json's final state (`--runs`, a viewer, a test's
+    wait for the run to end), must find the final status event already in events.jsonl."""
+    from training.rundir import records
+
+    paths = make_run_dir(tmp_path, "20261124-183000-cpu", state="running")
+    seen: dict[str, list[str]] = {}
+
+    def final_statuses() -> list[str]:
+        return [e["state"] for e in map(json.loads, paths.events.read_text().splitlines())
+                if e.get("kind") == "status" and e.get("state") == "failed"]
+
+    real_write, real_update = records.write_json_atomic, records.update_run_json
+
+    def write_json_atomic(path, data, *a, **k):
+        seen.setdefault(path.name, final_statuses())
+        return real_write(path, data, *a, **k)
+
+    def update_run_json(p, **fields):
+        seen.setdefault("run.json", final_statuses())
+        return real_update(p, **fields)
+
+    monkeypatch.setattr(records, "write_json_atomic", write_json_atomic)
+    monkeypatch.setattr(records, "update_run_json", update_run_json)
+    finish_run(paths, ExitRecord(state="failed", message="rank 1 died"), status={"source": "supervisor"})
+    assert seen == {"exit.json": ["failed"], "run.json": ["failed"]}

@@ -95,9 +95,10 @@ def _run_phase(paths: RunPaths, n: int, follow: Callable[[RunPaths, TextIO, int]
     return PhaseResult(rc, round(time.monotonic() - t0, 2), events[events_before:], _heartbeats(paths))
 
 
-# finish_run writes exit.json, then run.json, then the final status event: a face that stopped
-# following at exit.json can be a moment ahead of that event. The phase's events are read once
-# it is there (or once its writer is gone), so the event-stream check never judges a half-written end.
+# finish_run writes the final status event before exit.json and run.json's end, but an exit.json
+# from another writer (or from a traindeck that wrote the event last) can be a moment ahead of
+# that event. The phase's events are read once it is there (or once its writer is gone), so the
+# event-stream check never judges a half-written end.
 FINAL_STATUS_WAIT_S = 5.0
 
 

@@ -8,8 +8,8 @@ keys stay exactly as they are (older runs and outside tools read them):
     ExitRecord.from_json(exit.json)   returncode, state, failed_rank, error, hint, message, t, seconds
     parse_event(line)                 MetricEvent | EpochEvent | CheckpointEvent | StatusEvent | LogEvent
                                       | HealthEvent
-    finish_run(paths, record)         the end of a run: exit.json, run.json's final state, the status
-                                      event; every writer (supervisor, --stop, orphan reaping, gpu-check)
+    finish_run(paths, record)         the end of a run: the status event, exit.json, run.json's final
+                                      state; every writer (supervisor, --stop, orphan reaping, gpu-check)
 """
 
 from __future__ import annotations
@@ -155,20 +155,23 @@ class ExitRecord:
 
 def finish_run(paths: RunPaths, record: ExitRecord, *, write_exit: bool = True,
                status: dict[str, Any] | None = None, processes: list[dict[str, Any]] | None = None) -> ExitRecord:
-    """Record the end of a run, in the order readers rely on: exit.json first (viewers stop on it),
-    then run.json's final state (and its processes, when given), then the status event.
+    """Record the end of a run, in the order readers rely on: the status event first, then
+    exit.json, then run.json's final state (and its processes, when given). A reader that stops at
+    either file's end (exit.json exists, run.json's state is final: `--runs`, a viewer, a test's
+    wait) finds the whole event stream, final status included, already written; a reader that
+    sees the final status first finds the files a poll later.
     `status`: the status event's extra fields, or None for no event (the caller has none to add)."""
     now = round(time.time(), 3)
     if record.t is None:
         record = ExitRecord(**{**record.__dict__, "t": now})
+    if status is not None:
+        append_events(paths.events, [make_event("status", state=record.state, message=record.message, **status)])
     if write_exit:
         write_json_atomic(paths.exit_json, record.to_json())
     fields: dict[str, Any] = {"state": record.state, "state_t": now}
     if processes is not None:
         fields["processes"] = processes
     update_run_json(paths, **fields)
-    if status is not None:
-        append_events(paths.events, [make_event("status", state=record.state, message=record.message, **status)])
     return record
 
 

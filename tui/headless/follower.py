@@ -26,8 +26,9 @@ EXIT_JSON_WAIT_S = 10.0
 # appears, and `run.py --headless` returns, within this of the run's end rather than up to a
 # whole progress interval later.
 EXIT_POLL_S = 0.2
-# finish_run writes exit.json first and the final status event a moment after it; while the
-# supervisor is still alive, the follower gives it this long so the last lines are whole.
+# finish_run writes the final status event before exit.json, but a run directory of an older
+# traindeck (which wrote it after) or one whose exit.json another writer made may be a moment
+# ahead of it; while the supervisor is still alive, the follower gives it this long.
 FINAL_STATUS_WAIT_S = 3.0
 ENDED_STATES = frozenset(s.value for s in RunState if not s.is_live)
 
