@@ -134,6 +134,8 @@ class NodeFollower:
                     break
         except MirrorGap as exc:
             self.log(f"following node {self.node.host}: {exc}; resuming from the copy")
+        except OSError as exc:  # the copy could not be written (a full disk): try again, never die silently
+            self.log(f"following node {self.node.host}: writing the copy failed: {exc}")
         finally:
             self._hang_up(proc)
         return heard, f"the connection ended (ssh exit {proc.returncode})"
