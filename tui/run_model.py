@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from training.rundir.nodes import NodeView
 from training.rundir.records import (
     CheckpointEvent,
     EpochEvent,
@@ -108,6 +109,8 @@ class HeaderInfo:
     waiting: str = ""
     # While a multi-node run's nodes have not met: "waiting for 1 of 2 nodes at HOST:PORT (12 s)".
     rendezvous: str = ""
+    # A `[launch] hosts` run's nodes: "127.0.0.1 head · 127.0.0.2 running" ("" for one node).
+    nodes: str = ""
 
 
 @dataclass
@@ -120,6 +123,8 @@ class RunModel:
     rehearsal: bool = False
     created: float | None = None
     rendezvous: RendezvousRecord | None = None  # run.json's, a multi-node run only
+    # A `[launch] hosts` run's nodes (training.rundir.nodes), the head first; () for one node.
+    nodes: tuple[NodeView, ...] = ()
     # The state comes from exit.json once it exists, else from the liveness check (a supervisor
     # that died without writing its end: failed), else from run.json (the supervisor's state
     # machine), else from the last status event (a run directory without a supervisor).
@@ -393,4 +398,9 @@ class RunModel:
             device=self.device, state=self.state, epoch=self.epoch or 0, epochs=self.epochs, step=self.step or 0,
             total_steps=self.total_steps, samples_per_s=self.samples_per_s, elapsed_s=self.elapsed(now),
             eta_s=self.eta(), rehearsal=self.rehearsal, paused=self.paused and self.live, health=self.health_text(),
-            checkpoint=self.checkpoint_mark(now), waiting=self.waiting_text(), rendezvous=self.rendezvous_text(now))
+            checkpoint=self.checkpoint_mark(now), waiting=self.waiting_text(), rendezvous=self.rendezvous_text(now),
+            nodes=self.nodes_text())
+
+    def nodes_text(self) -> str:
+        """The nodes by name, each other node with its own state (the head's is the run's)."""
+        return " · ".join(f"{v.host} head" if v.head else f"{v.host} {v.state}" for v in self.nodes)

@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,21 @@ def test_hosts_run_starts_the_other_node_over_ssh_and_finishes(tmp_path, runs_di
         assert ranks == {0, 1} and read_run_json(paths)["world_size"] == 2
         started = [json.loads(line) for line in paths.events.read_text().splitlines() if '"node":' in line]
         assert started and started[0]["node"] == "127.0.0.2"
+        # One run, one view: the other node's files copied into the head's run directory over the
+        # follower's SSH connection, byte for byte, its end included, before the head's exit.json.
+        copy = paths.node("127.0.0.2")
+        assert copy.events.read_bytes() == node.events.read_bytes()
+        assert copy.telemetry.read_bytes() == node.telemetry.read_bytes()
+        assert set(read_heartbeats(copy.root)) == set(read_heartbeats(node.root))
+        assert read_json(copy.exit_json) == read_json(node.exit_json)
+        assert '"kind":"metric"' in paths.events.read_text().replace(" ", "")  # rank 0 reports wherever it is
+        ranks_seen = {w.get("rank") for p in (paths, copy) for line in p.telemetry.read_text().splitlines()
+                      for w in json.loads(line).get("workers") or []}
+        assert ranks_seen == {0, 1}, "both hosts' telemetry in the head's run directory"
+        assert "node 127.0.0.2 (rank " in head.stdout and "): finished" in head.stdout, head.stdout[-2000:]
+        runs = subprocess.run([sys.executable, str(ROOT / "run.py"), "--runs-dir", str(runs_dir), "--runs"],
+                              capture_output=True, text=True, timeout=60)
+        assert "node 127.0.0.1 head" in runs.stdout and "node 127.0.0.2 (rank " in runs.stdout, runs.stdout
         assert_no_processes_of(paths.root)
         assert_no_processes_of(node.root)
     finally:
@@ -170,6 +186,45 @@ def test_stop_from_a_new_session_stops_every_node(tmp_path, runs_dir, sshd, monk
         assert_no_processes_of(paths.root)
         assert_no_processes_of(node.root)
         assert head.wait(timeout=30) is not None
+    finally:
+        if head.poll() is None:
+            head.kill()
+            head.wait()
+        kill_everything_of(remote_runs)
+
+
+def test_a_node_whose_supervisor_is_killed_fails_the_run_everywhere_naming_it(tmp_path, runs_dir, sshd,
+                                                                              monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    remote_runs = tmp_path / "remote-runs"
+    sets = [*SMALL, "train.epochs=50", 'launch.hosts=["127.0.0.1", "127.0.0.2"]', f'launch.ssh_options=["-F", "{sshd}"]',
+            f'launch.remote_runs_dir="{remote_runs}"', 'launch.env={TRAINDECK_TEST_STEP_DELAY_S = "0.05"}',
+            "launch.stop_grace_s=3"]
+    head = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--profile", "cpu", "--headless", "--runs-dir",
+                             str(runs_dir), *[a for s in sets for a in ("--set", s)]],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    try:
+        paths = wait_for(lambda: (found := list_run_dirs(runs_dir)) and found[0], 30, "the head's run")
+        node = RunPaths(remote_runs / paths.id / "nodes" / "127.0.0.2")
+        # Training on both hosts, and the head has the other node's heartbeat (its rank) copied.
+        wait_for(lambda: read_run_json(paths).get("state") == "running" and node.run_json.exists()
+                 and read_run_json(node).get("state") == "running" and read_heartbeats(paths.node("127.0.0.2").root),
+                 120, "both nodes running", paths=paths)
+        (rank,) = read_heartbeats(node.root)
+        os.kill(read_run_json(node)["supervisor"]["pid"], signal.SIGKILL)
+        out, _ = head.communicate(timeout=120)
+        assert head.returncode == 1, out[-3000:]
+        exit_info = read_json(paths.exit_json) or {}
+        assert exit_info.get("state") == "failed" and exit_info.get("failed_node") == "127.0.0.2", exit_info
+        assert exit_info.get("failed_rank") == rank
+        assert exit_info["message"].startswith(f"node 127.0.0.2 (rank {rank}) dropped out: its supervisor is gone")
+        assert f"failed rank: {rank} on node 127.0.0.2" in out and "Traceback" not in out, out[-3000:]
+        # The head stopped the node (taking over from its dead supervisor there), and copied its end.
+        assert (read_json(node.exit_json) or {}).get("state") in ("stopped", "failed")
+        assert read_json(paths.node("127.0.0.2").exit_json) == read_json(node.exit_json)
+        assert_no_processes_of(paths.root)
+        assert_no_processes_of(node.root)
     finally:
         if head.poll() is None:
             head.kill()

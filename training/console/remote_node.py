@@ -7,6 +7,9 @@ node of a `[launch] hosts` run, over SSH (training.supervise.nodes builds the co
         the supervisor outlives the SSH connection, as a run started by run.py outlives its console
     stop RUN_DIR [--grace S]    the run there stopped as `run.py --stop` would; prints its state
     check                       {"version", "hostname", "python", "gpus", "gpu_names"} of this node
+    follow RUN_DIR [--events-offset N] [--telemetry-offset N] [--no-files]
+        the node's run directory as a stream of JSON lines on stdout (training.rundir.node_stream)
+        until its exit.json is sent; the head's supervisor keeps one such SSH connection per node
 
 Errors go to stderr as one paragraph and exit 2; the head shows them with the host's name.
 """
@@ -15,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from pathlib import Path
 
 from training import traindeck_version
 from training.errors import TraindeckError
+
+# How often `follow` looks at the run directory: the delay the head's copy adds to what it shows.
+FOLLOW_POLL_S = 0.25
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -50,6 +57,30 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _follow(args: argparse.Namespace) -> int:
+    import time
+
+    from training.rundir import RunPaths
+    from training.rundir.node_stream import NodeStream, encode
+
+    paths = RunPaths(Path(args.run_dir))
+    if not paths.run_json.exists():
+        raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}: nothing to follow")
+    stream = NodeStream(paths.root, {"events.jsonl": args.events_offset, "telemetry.jsonl": args.telemetry_offset},
+                        files=not args.no_files)
+    try:
+        while not stream.ended:
+            lines = [encode(m) for m in stream.poll()]
+            if lines:
+                sys.stdout.write("\n".join(lines) + "\n")
+                sys.stdout.flush()
+            time.sleep(FOLLOW_POLL_S)
+    except BrokenPipeError:
+        # The head went (its console closed the connection, or it reconnects): nothing to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def _check(_args: argparse.Namespace) -> int:
     from training.monitor.gpu import get_backend
 
@@ -74,9 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     stop.add_argument("run_dir")
     stop.add_argument("--grace", type=float, default=None)
     sub.add_parser("check")
+    follow = sub.add_parser("follow")
+    follow.add_argument("run_dir")
+    follow.add_argument("--events-offset", type=int, default=0)
+    follow.add_argument("--telemetry-offset", type=int, default=0)
+    follow.add_argument("--no-files", action="store_true", help="the head shares this directory: liveness only")
     args = parser.parse_args(argv)
     try:
-        return {"start": _start, "stop": _stop, "check": _check}[args.action](args)
+        return {"start": _start, "stop": _stop, "check": _check, "follow": _follow}[args.action](args)
     except TraindeckError as exc:
         print(f"traindeck on {socket.gethostname()}: {exc}", file=sys.stderr)
         return 2

@@ -41,6 +41,7 @@ from training.rundir.liveness import (  # noqa: F401 - verified_state, is_live: 
     supervisor_status,
     verified_state,
 )
+from training.rundir.nodes import node_views
 from training.rundir.records import (
     CheckpointEvent,
     EpochEvent,
@@ -85,6 +86,8 @@ class RunSummary:
     returncode: int | None = None
     # A queued run (live): "#2, waiting for GPU 2 held by pid 4312, user alice, 10.2 GB".
     waiting: str = ""
+    # A `[launch] hosts` run: one line per node, the head first ("127.0.0.2 (rank 1): running").
+    nodes: tuple[str, ...] = ()
 
 
 # ---- small readers ----------------------------------------------------------------------
@@ -139,7 +142,8 @@ def run_summary(paths: RunPaths) -> RunSummary:
         state=state, live=live, created=data.get("created"), step=progress["step"],
         epoch=progress["epoch"], epochs=epochs, last_loss=progress["last_loss"],
         rehearsal=bool(data.get("rehearsal")), note=note,
-        returncode=exit_data.get("returncode") if not live else None, waiting=waiting)
+        returncode=exit_data.get("returncode") if not live else None, waiting=waiting,
+        nodes=tuple(v.describe() for v in node_views(paths, data, head_state=state.value)))
 
 
 def list_runs(runs_dir: Path) -> list[RunSummary]:
@@ -172,6 +176,8 @@ def format_runs_table(summaries: Iterable[RunSummary]) -> str:
         if s is not None and s.waiting:
             # Below its row: what a queued run waits for is longer than any column.
             lines.append(f"  queued {s.waiting}")
+        for node in s.nodes if s is not None else ():
+            lines.append(f"  node {node}")
     return "\n".join(lines)
 
 

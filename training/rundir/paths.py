@@ -11,6 +11,7 @@
         heartbeats/       rank-N.json, rewritten ~1/s by every rank
         control.json      requests from the console to the workers (training.rundir.control)
         exit.json         return code, failed rank, first error lines
+        nodes/<host>/     a multi-node run's other nodes, each in this layout (the head's copy)
 
 Everything here is created user-only (0700 dirs, 0600 files): logs and checkpoints of a
 rented box are nobody else's business.
@@ -32,6 +33,8 @@ from typing import Any
 from traindeck import RUN_DIR_ENV  # noqa: F401 - the one definition, re-exported here
 
 RUNS_DIR_ENV = "TRAINDECK_RUNS_DIR"
+# A multi-node run's other nodes, one directory each: <run>/nodes/<host>/ (the node's own layout).
+NODES_DIR = "nodes"
 
 
 class RunState(str, Enum):
@@ -74,6 +77,11 @@ class RunPaths:
     exit_json = property(lambda self: self.root / "exit.json")
     supervisor_log = property(lambda self: self.root / "logs" / "supervisor.log")
     dumps = property(lambda self: self.root / "dumps")
+
+    def node(self, host: str) -> RunPaths:
+        """Another node's files on this machine: the head's copy, or the node's own directory on a
+        shared filesystem."""
+        return RunPaths(self.root / NODES_DIR / host)
 
 
 def create_run_dir(runs_dir: Path, profile_name: str, now: float | None = None) -> RunPaths:

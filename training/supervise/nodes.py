@@ -32,13 +32,13 @@ from typing import Any
 from training import PROJECT_ROOT
 from training.errors import TraindeckError
 from training.profile import Launch, Profile
+from training.rundir.paths import NODES_DIR  # the first node is the head; the others write below it
 
 SSH_ENV = "TRAINDECK_SSH"
 REMOTE_MODULE = "training.console.remote_node"
 CONNECT_TIMEOUT_S = 10
 START_TIMEOUT_S = 60.0
-# The first node is the head; the others write here, below their runs directory.
-NODES_DIR = "nodes"
+KEEPALIVE_S = 5
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,12 @@ def remote_shell(node: RemoteNode, action: str, *args: str) -> str:
     return " ".join(w if w == "&&" else shlex.quote(w) for w in words)
 
 
-def node_ssh(launch: Launch, node: RemoteNode, action: str, *args: str) -> list[str]:
+def node_ssh(launch: Launch, node: RemoteNode, action: str, *args: str, keepalive: bool = False) -> list[str]:
+    """The ssh argv; `keepalive` for a connection that stays open (the follower): ssh itself ends
+    a connection whose peer stopped answering, so a dead link is noticed and reconnected."""
     ssh = os.environ.get(SSH_ENV) or "ssh"
-    return [ssh, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+    alive = ["-o", f"ServerAliveInterval={KEEPALIVE_S}", "-o", "ServerAliveCountMax=3"] if keepalive else []
+    return [ssh, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", *alive,
             *[os.path.expanduser(o) for o in launch.ssh_options], node.host, remote_shell(node, action, *args)]
 
 

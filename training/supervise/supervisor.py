@@ -65,6 +65,9 @@ HANDOFF_TIMEOUT_S = 5.0
 # A health rule's save-stop goes to the worker at its next logging boundary; a worker that has
 # not stopped this long after is stopped by the supervisor.
 HEALTH_SAVE_STOP_S = 300.0
+# At the end of a multi-node run, how long the head waits for each other node's end (its exit.json
+# copied into <run>/nodes/<host>/) before writing its own.
+NODE_DRAIN_S = 30.0
 
 
 def log(message: str) -> None:
@@ -130,6 +133,11 @@ class Supervisor:
         self.rendezvous_written: Any = None
         # `[launch] hosts`: the other nodes this head started over SSH (training.supervise.nodes).
         self.remote_nodes: list[Any] = []
+        # One follower per other node (training.supervise.node_follow), and the first node that
+        # dropped out (its host, what happened), which fails the run on every node.
+        self.followers: list[Any] = []
+        self.node_lost: Any = None
+        self.dropped_node: str | None = None  # the node that failed this run (exit.json's "failed_node")
 
     # -- helpers --
     def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
@@ -383,7 +391,30 @@ class Supervisor:
             message = f"node {node.host} started: supervisor pid {answer.get('pid')}, run directory {node.run_dir}"
             log(message)
             append_events(self.paths.events, [make_event("log", level="info", message=message, node=node.host)])
-            update_run_json(self.paths, nodes=[{"host": n.host, "run_dir": n.run_dir} for n in self.remote_nodes])
+            update_run_json(self.paths, head_host=p.launch.hosts[0],
+                            nodes=[{"host": n.host, "run_dir": n.run_dir} for n in self.remote_nodes])
+            self._follow_node(p, node, answer.get("pid"))
+
+    def _follow_node(self, p: Profile, node: Any, supervisor_pid: Any) -> None:
+        """One SSH connection that copies the node's files into <run>/nodes/<host>/ and reports
+        its liveness and end (nothing is copied when that directory is the node's own)."""
+        from training.supervise.node_follow import NodeFollower, shares_run_dir
+
+        copy = self.paths.node(node.host)
+        shared = shares_run_dir(copy, self.paths.id, supervisor_pid)
+        log(f"following node {node.host}: " + ("its run directory is this one (shared filesystem), liveness only"
+                                               if shared else f"copying its files into {copy.root}"))
+        self.followers.append(NodeFollower(p.launch, node, copy, shared, self._node_news, log).start())
+
+    def _node_news(self, news: Any) -> None:
+        """A follower's report (its thread): a node that dropped out or failed ends the run on every
+        node, as torchrun's semantics say; the main loop acts on it."""
+        log(f"node {news.host}: {news.what} {news.state or ''} {news.message}".rstrip())
+        if news.what == "unreachable":
+            append_events(self.paths.events, [make_event("log", level="warning", message=news.message,
+                                                         node=news.host)])
+        elif self.node_lost is None and (news.what == "lost" or news.state == RunState.FAILED.value):
+            self.node_lost = news
 
     def _stop_other_nodes(self, grace_s: float) -> None:
         """Stop every node this head started, all at once (each waits out its own grace)."""
@@ -401,6 +432,15 @@ class Supervisor:
         for problem in filter(None, problems):
             log(problem)
             append_events(self.paths.events, [make_event("log", level="warning", message=problem)])
+
+    def _close_followers(self) -> None:
+        """Each node's end copied (or NODE_DRAIN_S gone by), then the connections closed: once the
+        head writes exit.json, <run>/nodes/ holds what the other nodes had to say."""
+        deadline = time.monotonic() + NODE_DRAIN_S
+        for follower in self.followers:
+            if not follower.close(max(0.0, deadline - time.monotonic())):
+                log(f"node {follower.node.host}: its end did not arrive within {NODE_DRAIN_S:g} s")
+        self.followers.clear()
 
     def _watch_rendezvous(self, p: Profile, spec: LaunchSpec) -> None:
         """A multi-node c10d launch waits for the other nodes before any worker starts: watch that
@@ -596,6 +636,8 @@ class Supervisor:
                 break
             if self.stop_requested.is_set():
                 return self._stop()
+            if self.node_lost is not None:
+                return self._node_dropped(self.node_lost)
             now = time.monotonic()
             if now - last_refresh >= REFRESH_PROCS_S:
                 last_refresh = now
@@ -658,6 +700,27 @@ class Supervisor:
             return self._result(rc)
         return RunResult(RunState.STOPPED, rc, message="stopped on request")
 
+    def _node_dropped(self, news: Any) -> RunResult:
+        """Another node's supervisor is gone (or its run failed) while this one trains: end this
+        node's ranks first (so its failure is not mistaken for theirs), then finish() stops the
+        other nodes. The message names the node and its ranks (from its copied heartbeats)."""
+        from training.rundir.heartbeat import read_heartbeats
+
+        self._kill_everything(grace_s=1.0)
+        self.dropped_node = news.host
+        ranks = sorted(read_heartbeats(self.paths.node(news.host).root))
+        rank = news.failed_rank if news.failed_rank is not None else (ranks[0] if ranks else None)
+        on = f"rank {', '.join(map(str, ranks))}" if len(ranks) <= 1 else f"ranks {', '.join(map(str, ranks))}"
+        where = f"node {news.host} ({on})" if ranks else f"node {news.host}"
+        what = "dropped out" if news.what == "lost" else "failed"
+        message = f"{where} {what}: {news.message}"
+        hint = (f"logs/supervisor.log of the node's run directory on {news.host} says why; every node was stopped"
+                if news.what == "lost" else f"nodes/{news.host}/exit.json has the node's error; every node was stopped")
+        # No returncode: this node's launcher ended because we killed it, which is not why the run
+        # failed (a headless console exits 1, not 137).
+        log(f"launcher exit {self.launcher.returncode if self.launcher else None} (killed: {message})")
+        return RunResult(RunState.FAILED, None, rank, [], hint, message)
+
     def _result(self, rc: int) -> RunResult:
         assert self.profile is not None
         if self.health_stop is not None:
@@ -714,6 +777,7 @@ class Supervisor:
         if result.state is RunState.FAILED and self.remote_nodes:
             # torchrun's semantics: one node failing ends the run on every node.
             self._stop_other_nodes(grace_s=self.profile.launch.stop_grace_s if self.profile else 5.0)
+        self._close_followers()
         leftovers = pg.alive(self.known.values())
         if leftovers:
             log(f"{len(leftovers)} process(es) outlived the launcher: {[r.pid for r in leftovers]}")
@@ -740,6 +804,9 @@ class Supervisor:
             info["rank"] = result.failed_rank
         if result.hint:
             info["hint"] = result.hint
+        if self.dropped_node is not None:
+            info["node"] = self.dropped_node
+            left = {**left, "failed_node": self.dropped_node}
         # Keep every process the run ever had (all gone now): post-mortems and tests walk them.
         if self.health_stop is not None:
             left = {**left, "health": dict(self.health_stop)}

@@ -12,6 +12,7 @@ from typing import Any, Callable, TextIO
 from training.rundir import RunPaths, RunState
 from training.rundir.liveness import SupervisorStatus
 from training.rundir.logs import rank_logs
+from training.rundir.nodes import node_views
 from training.rundir.rendezvous import rendezvous_of
 from tui.feed import RunFeed, read_last_json_line
 from tui.formats import clean_text, number, strip_control
@@ -49,6 +50,7 @@ class Follower:
         self.last_move_t = clock()
         self.last_step: int | None = None
         self.output_size = 0
+        self.node_lines: dict[str, str] = {}  # a multi-node run: each other node's state, as last printed
         # What a dead supervisor's run gets (follow() sets it): the orphan reaper.
         self.reap_fn: Callable[[RunPaths], Any] = _default_reap
 
@@ -135,9 +137,18 @@ class Follower:
         last = next((x for x in reversed(lines) if x), "")
         return last if len(last) <= max_chars else last[:max_chars - 3] + "..."
 
+    def say_nodes(self) -> None:
+        """A multi-node run: a line for each other node whose state (or ranks) changed."""
+        for view in node_views(self.paths, self.run_json())[1:]:
+            line = view.describe()
+            if self.node_lines.get(view.host) != line:
+                self.node_lines[view.host] = line
+                self.say(f"node {line}")
+
     def tick(self) -> None:
         """Read what is new, print its lines, and the progress line if due."""
         self.drain()
+        self.say_nodes()
         now = self.clock()
         rendezvous = rendezvous_of(self.run_json())
         if rendezvous != self.model.rendezvous:
@@ -178,6 +189,7 @@ class Follower:
             # The run is over: time its last line by its last event, not by the clock now.
             self.progress(at=self.model.last_t)
         code = exit_code(exit_info, stopped_by_us)
+        self.say_nodes()
         self.summary(exit_info, code, state)
         return code
 

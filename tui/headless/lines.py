@@ -188,7 +188,8 @@ def summary_lines(model: RunModel, run_id: str, exit_info: dict[str, Any] | None
         head += f" (exit {code})"
     lines = [f"{head}: {', '.join(parts)}"]
     if info.get("failed_rank") is not None:
-        lines.append(f"  failed rank: {info['failed_rank']}")
+        on = f" on node {info['failed_node']}" if info.get("failed_node") else ""
+        lines.append(f"  failed rank: {info['failed_rank']}{on}")
     if state == RunState.FAILED.value or info.get("failed_rank") is not None:
         lines += [f"  | {line}" for line in (info.get("error") or [])[:20]]
     if info.get("message") and state != RunState.FINISHED.value:

@@ -32,6 +32,7 @@ from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from training.rundir import RunPaths
+from training.rundir.nodes import NodeView, head_host, node_views, other_hosts
 from training.rundir.series import Key, SeriesStore
 from tui import messages
 from tui.describe import describe, plain_text
@@ -152,6 +153,12 @@ class RunScreen(Screen):
             return isinstance(message, RunScreen.TelemetryArrived)
 
     @dataclass
+    class NodesChanged(Message):
+        """A `[launch] hosts` run's nodes, the head first, when one's state or ranks changed."""
+
+        nodes: tuple[NodeView, ...]
+
+    @dataclass
     class DumpWritten(Message):
         """A stack dump landed in dumps/: show it in the Logs tab."""
 
@@ -176,6 +183,11 @@ class RunScreen(Screen):
         # The reader thread's state: touched only inside _read_run_dir's polls.
         self._feed = RunFeed(paths, chunk_bytes=EVENTS_CHUNK_BYTES, snapshot=USE_SERIES_SNAPSHOT)
         self._telemetry = TelemetryFeed(paths)
+        # A `[launch] hosts` run's other nodes: host -> its telemetry in nodes/<host>/, the newest
+        # sample of each node (with its feed), and the node states last posted.
+        self._node_telemetry: dict[str, TelemetryFeed] = {}
+        self._latest_samples: dict[str, tuple[dict[str, Any], TelemetryFeed]] = {}
+        self._nodes_posted: tuple[NodeView, ...] = ()
         self._log_path: Path | None = None
         self._log_tail: TextTail | None = None
         self._log_sources_posted: list[tuple[str, Path]] | None = None
@@ -297,25 +309,48 @@ class RunScreen(Screen):
                                                  batch.orphaned, batch.base))
 
     def _poll_telemetry(self) -> None:
-        latest = self._telemetry.poll()
-        self._next_poll_s["telemetry"] = self._telemetry.interval_s if self._telemetry.at_end else 0.0
-        if latest is not None:
-            self.post_message(self.TelemetryArrived(self._devices(latest), latest.get("t"),
-                                                    simulated=latest.get("source") == "fake-nvml"))
+        # A `[launch] hosts` run: every other node's telemetry too, from the head's copy in
+        # nodes/<host>/ (run.json names the nodes; the feed re-reads it only when it changed).
+        run_json = self._feed.run_json()
+        hosts = other_hosts(run_json)
+        for host in hosts:
+            if host not in self._node_telemetry:
+                self._node_telemetry[host] = TelemetryFeed(self.paths.node(host))
+        feeds = [(head_host(run_json) if hosts else "", self._telemetry), *self._node_telemetry.items()]
+        new = False
+        for host, feed in feeds:
+            latest = feed.poll()
+            if latest is not None:
+                self._latest_samples[host] = (latest, feed)
+                new = True
+        at_end = all(feed.at_end for _, feed in feeds)
+        self._next_poll_s["telemetry"] = self._telemetry.interval_s if at_end else 0.0
+        if hosts:
+            views = tuple(node_views(self.paths, run_json))
+            if views != self._nodes_posted:
+                self._nodes_posted = views
+                self.post_message(self.NodesChanged(views))
+        if new:
+            # Grouped by node, the head first, in the order run.json names them.
+            shown = [(h, *self._latest_samples[h]) for h, _ in feeds if h in self._latest_samples]
+            devices = tuple(d for host, sample, feed in shown for d in self._devices(sample, feed, host))
+            self.post_message(self.TelemetryArrived(devices, shown[0][1].get("t"),
+                                                    simulated=any(s.get("source") == "fake-nvml" for _, s, _ in shown)))
 
-    def _devices(self, sample: dict[str, Any]) -> tuple[DeviceView, ...]:
-        history, count = self._telemetry.history, self._telemetry.count
+    def _devices(self, sample: dict[str, Any], feed: TelemetryFeed | None = None, host: str = "") -> tuple[DeviceView, ...]:
+        feed = feed or self._telemetry
+        history, count = feed.history, feed.count
 
         def hist(key: str) -> tuple[tuple[float | None, ...], int]:
             values = tuple(history.get(key, ()))
             return values, count.get(key, 0) - len(values)
 
         if sample.get("gpus") is not None:
-            return tuple(DeviceView.from_gpu(g, *hist(f"gpu{g.get('index', i)}"))
+            return tuple(DeviceView.from_gpu(g, *hist(f"gpu{g.get('index', i)}"), host=host)
                          for i, g in enumerate(sample["gpus"]) if isinstance(g, dict))
         workers = sorted((w for w in sample.get("workers") or [] if isinstance(w, dict)),
                          key=lambda w: w.get("rank") if isinstance(w.get("rank"), int) else 1 << 30)
-        return tuple(DeviceView.from_worker(w, i, *hist(f"cpu{w.get('rank', i)}"))
+        return tuple(DeviceView.from_worker(w, i, *hist(f"cpu{w.get('rank', i)}"), host=host)
                      for i, w in enumerate(workers))
 
     def _poll_log(self) -> None:
@@ -448,6 +483,11 @@ class RunScreen(Screen):
         self._grid_redraw.request()
         if first:
             self._grid_redraw.flush()
+
+    def on_run_screen_nodes_changed(self, message: NodesChanged) -> None:
+        self.model.nodes = message.nodes
+        self._header_redraw.request()
+        self._header_redraw.flush()
 
     def _update_grid(self) -> None:
         message = self._telemetry_shown

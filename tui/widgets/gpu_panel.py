@@ -10,6 +10,7 @@ label ("HUNG 1:32", "slow") in the row or the card's border.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,11 @@ BENIGN_THROTTLE = {"gpu_idle", "applications_clocks_setting", "none", ""}
 
 def _f(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _host_key(host: str, device: str) -> str:
+    """A device's key, which is also its panel's widget id: letters, digits, - and _ only."""
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', host)}-{device}" if host else device
 
 
 @dataclass(frozen=True)
@@ -55,9 +61,13 @@ class DeviceView:
     error: str | None = None
     history: tuple[float | None, ...] = field(default=(), compare=False)
     history_start: int = field(default=0, compare=False)  # the absolute sample index of history[0]
+    # The node it is on, in a `[launch] hosts` run ("" for one node): in the title, and in the key
+    # (two nodes both have a GPU 0).
+    host: str = ""
 
     @classmethod
-    def from_gpu(cls, gpu: dict[str, Any], history: tuple[float | None, ...] = (), history_start: int = 0) -> DeviceView:
+    def from_gpu(cls, gpu: dict[str, Any], history: tuple[float | None, ...] = (), history_start: int = 0,
+                 host: str = "") -> DeviceView:
         index = int(gpu.get("index", 0))
         # "ranks" (matched by device UUID) when the sample has it; older samples: by process PID.
         by_uuid = gpu.get("ranks")
@@ -66,22 +76,23 @@ class DeviceView:
         else:
             ranks = tuple(sorted({p["rank"] for p in gpu.get("processes") or []
                                   if isinstance(p, dict) and isinstance(p.get("rank"), int)}))
-        return cls(key=f"gpu{index}", kind="gpu", index=index, name=str(gpu.get("name") or ""),
+        return cls(key=_host_key(host, f"gpu{index}"), kind="gpu", index=index, name=str(gpu.get("name") or ""),
                    util=_f(gpu.get("util")), mem_used_mib=_f(gpu.get("mem_used_mib")),
                    mem_total_mib=_f(gpu.get("mem_total_mib")), temp_c=_f(gpu.get("temp_c")),
                    power_w=_f(gpu.get("power_w")), power_limit_w=_f(gpu.get("power_limit_w")),
                    clock_mhz=_f(gpu.get("sm_clock_mhz")), clock_max_mhz=_f(gpu.get("sm_clock_max_mhz")),
                    ranks=ranks, throttle=tuple(str(r) for r in gpu.get("throttle") or []),
-                   error=gpu.get("error") or None, history=history, history_start=history_start)
+                   error=gpu.get("error") or None, history=history, history_start=history_start, host=host)
 
     @classmethod
-    def from_worker(cls, worker: dict[str, Any], index: int,
-                    history: tuple[float | None, ...] = (), history_start: int = 0) -> DeviceView:
+    def from_worker(cls, worker: dict[str, Any], index: int, history: tuple[float | None, ...] = (),
+                    history_start: int = 0, host: str = "") -> DeviceView:
         rank = worker.get("rank")
-        return cls(key=f"cpu{rank if isinstance(rank, int) else index}", kind="cpu", index=index,
+        return cls(key=_host_key(host, f"cpu{rank if isinstance(rank, int) else index}"), kind="cpu", index=index,
                    name="CPU worker", util=_f(worker.get("cpu_percent")), mem_used_mib=_f(worker.get("rss_mib")),
                    threads=worker.get("threads") if isinstance(worker.get("threads"), int) else None,
-                   ranks=(rank,) if isinstance(rank, int) else (), history=history, history_start=history_start)
+                   ranks=(rank,) if isinstance(rank, int) else (), history=history, history_start=history_start,
+                   host=host)
 
     @property
     def short_name(self) -> str:
@@ -89,10 +100,11 @@ class DeviceView:
 
     @property
     def title(self) -> str:
+        on = f"{self.host} · " if self.host else ""
         if self.kind == "cpu":
             rank = f" (rank {self.ranks[0]})" if self.ranks else ""
-            return f"CPU worker {self.index}{rank}"
-        return f"GPU {self.index} · {self.short_name}" if self.name else f"GPU {self.index}"
+            return f"{on}CPU worker {self.index}{rank}"
+        return f"{on}GPU {self.index} · {self.short_name}" if self.name else f"{on}GPU {self.index}"
 
     @property
     def ranks_text(self) -> str:

@@ -50,6 +50,9 @@ class RunHeader(Widget):
         if i.health:
             who.append("  ")
             who.append(f" ⚠ {i.health} ", self.get_component_rich_style("run-header--health"))
+        if i.nodes:
+            who.append("  nodes ", label)
+            who.append(i.nodes, dim)
         progress = Text(no_wrap=True, overflow="ellipsis")
         progress.append("epoch ", label)
         progress.append(f"{i.epoch}/{i.epochs or '?'}")
