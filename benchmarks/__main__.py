@@ -29,6 +29,7 @@ BENCHES = {
     "latency": "benchmarks.bench_latency",    # 3: write -> UI latency, burst recovery
     "ui": "benchmarks.bench_ui_cost",         # 4 + 8: TUI CPU live/idle, terminal bytes
     "ssh": "benchmarks.bench_ssh",            # issue 17: terminal bytes beside htop, by widget (no --before here)
+    "paint": "benchmarks.bench_paint",        # issue 17: report.log -> header / plot, timed at paint (pyte)
     "memory": "benchmarks.bench_memory",      # 6: RSS after 10^6 vs 10^4 events
     "attach": "benchmarks.bench_attach",      # issue 17: attach to 10^6 events, before/after the snapshot
     "input": "benchmarks.bench_input",        # issue 15: data share of step time, num_workers 0 vs 2
