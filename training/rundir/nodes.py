@@ -34,6 +34,28 @@ class NodeView:
         return f"{self.host}{role}{ranks}: {self.state}{tail}"
 
 
+@dataclass(frozen=True)
+class NodeDir:
+    """Where one node's files are on the head: the head's own run directory, or `nodes/<host>/`.
+    `host` is None in a run of one node, whose findings name no host."""
+
+    host: str | None
+    paths: RunPaths
+
+
+def node_dirs(paths: RunPaths, hosts: list[str] | tuple[str, ...] = ()) -> list[NodeDir]:
+    """Every node's files for the checks that judge the whole run (watchdog, health, leaks): the
+    head (hosts[0]) in `paths`, each other host in `paths.node(host)`; one unnamed node without hosts."""
+    if len(hosts) < 2:
+        return [NodeDir(None, paths)]
+    return [NodeDir(hosts[0], paths), *(NodeDir(h, paths.node(h)) for h in hosts[1:])]
+
+
+def on_host(host: str | None) -> str:
+    """` on gpu-b` for a finding's text, nothing in a run of one node."""
+    return f" on {host}" if host else ""
+
+
 def other_hosts(run_json: dict[str, Any]) -> list[str]:
     nodes = run_json.get("nodes") if isinstance(run_json, dict) else None
     return [str(n["host"]) for n in nodes or [] if isinstance(n, dict) and isinstance(n.get("host"), str)]

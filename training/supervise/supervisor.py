@@ -36,6 +36,7 @@ from training.rundir import (
     RunPaths,
     RunState,
     hostname,
+    read_json,
     read_run_json,
     update_run_json,
 )
@@ -324,17 +325,7 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001 - any failure here must not stop training
                 self._aux_failed("telemetry", exc)
         try:
-            from training.monitor.health import HealthMonitor
-            from training.monitor.watchdog import Watchdog, telemetry_gpu_util
-
-            emit = self._emit_health
-            watchdog = Watchdog(self.paths, p, emit=emit, telemetry_lookup=telemetry_gpu_util(self.paths))
-            if p.health.stall_after_s > 0:
-                watchdog.hang_after_s = p.health.stall_after_s
-            # The watchdog's checks are rules of the health engine, which runs them in its thread.
-            health = HealthMonitor(self.paths, p, emit=emit, act=self.health_action, watchdog=watchdog)
-            health.start()
-            self._aux.append(health)
+            self._start_health(p)
         except Exception as exc:  # noqa: BLE001
             self._aux_failed("health monitor", exc)
         try:
@@ -369,6 +360,28 @@ class Supervisor:
                 self._aux.append(watcher)
             except Exception as exc:  # noqa: BLE001
                 self._aux_failed("checkpoint watch", exc)
+
+    def _start_health(self, p: Profile) -> None:
+        """The health rules and the watchdog, over every node of a `[launch] hosts` run (its files
+        in nodes/<host>/). A node the head started runs none: the head judges the whole run, so a
+        hang is told once, and from the one place that sees every rank."""
+        from training.monitor.health import HealthMonitor
+        from training.monitor.watchdog import Watchdog, telemetry_gpu_util
+        from training.rundir.nodes import node_dirs
+
+        if read_run_json(self.paths).get("node"):
+            log("health rules and watchdog: the head judges every node of this run")
+            return
+        nodes = node_dirs(self.paths, p.launch.hosts)
+        emit = self._emit_health
+        watchdog = Watchdog(self.paths, p, emit=emit, telemetry_lookup=telemetry_gpu_util(self.paths, nodes),
+                            nodes=nodes)
+        if p.health.stall_after_s > 0:
+            watchdog.hang_after_s = p.health.stall_after_s
+        # The watchdog's checks are rules of the health engine, which runs them in its thread.
+        health = HealthMonitor(self.paths, p, emit=emit, act=self.health_action, watchdog=watchdog, nodes=nodes)
+        health.start()
+        self._aux.append(health)
 
     def _start_other_nodes(self, p: Profile, spec: LaunchSpec) -> None:
         """`[launch] hosts`: start every other host's node over SSH, each with its own supervisor in
@@ -766,11 +779,26 @@ class Supervisor:
 
             run_uuids = [d.get("uuid") for beat in read_heartbeats(self.paths.root).values()
                          for d in beat.get("devices") or [] if isinstance(d, dict) and d.get("uuid")]
-            return gpu_leaks_after_exit(get_backend(), [r.to_json() for r in self.known.values()],
-                                        run_uuids=run_uuids, baseline=self.gpu_baseline)
+            leaks = gpu_leaks_after_exit(get_backend(), [r.to_json() for r in self.known.values()],
+                                         run_uuids=run_uuids, baseline=self.gpu_baseline)
+            head = self.profile.launch.hosts[0] if self.profile and self.remote_nodes else None
+            return [{**leak, "node": head} for leak in leaks] if head else leaks
         except Exception as exc:  # noqa: BLE001 - a failed check must not cost the run its exit.json
             log(f"GPU leak check failed: {exc!r}")
             return []
+
+    def _other_nodes_gpu_leaks(self) -> list[dict[str, Any]]:
+        """Every other node checks its own GPUs at its end (its exit.json's gpu_leaks, copied here by
+        the drain): the head's exit.json lists them with their host, and so do its events. This
+        node's own leaks name the head in a multi-node run."""
+        if not self.remote_nodes or self.profile is None:
+            return []
+        leaks = []
+        for node in self.remote_nodes:
+            data = read_json(self.paths.node(node.host).exit_json)
+            found = data.get("gpu_leaks") if isinstance(data, dict) else None
+            leaks += [{**leak, "node": node.host} for leak in found or [] if isinstance(leak, dict)]
+        return leaks
 
     def finish(self, result: RunResult) -> RunResult:
         """No process of the run may outlive it: sweep, then write exit.json and the final state."""
@@ -794,7 +822,7 @@ class Supervisor:
         # the process table, the records (training.supervise.containment).
         containment = self.containment or Containment(self.paths, log)
         left = containment.final_check(self.known.values())
-        leaks = self._gpu_leaks()
+        leaks = self._gpu_leaks() + self._other_nodes_gpu_leaks()
         if leaks:
             from training.monitor.gpu_leaks import leak_events
 
