@@ -66,6 +66,18 @@ def head_host(run_json: dict[str, Any]) -> str:
     return value if isinstance(value, str) and value else str((run_json or {}).get("host") or "head")
 
 
+def rank0_host(paths: RunPaths, run_json: dict[str, Any] | None = None) -> str | None:
+    """The other node whose files hold rank 0's heartbeat (rank 0 reads control requests on its
+    own node's disk); None for this directory's own node, or when no rank has beaten yet."""
+    run_json = read_run_json(paths) if run_json is None else run_json
+    if (paths.heartbeats / "rank-0.json").exists():
+        return None
+    for host in other_hosts(run_json):
+        if (paths.node(host).heartbeats / "rank-0.json").exists():
+            return host
+    return None
+
+
 def node_view(copy: RunPaths, host: str, head: bool = False, state: str | None = None) -> NodeView:
     exit_data = read_json(copy.exit_json) if copy.exit_json.exists() else None
     run_data = read_run_json(copy) if state is None else {}

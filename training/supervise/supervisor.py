@@ -525,7 +525,6 @@ class Supervisor:
         what was done. Only the built-in worker reads control requests, so a custom script gets
         stop for save-stop and a warning for pause. The nan rule's stop is save-stop for a built-in
         task: the worker refuses non-finite weights, so last.pt stays the last good checkpoint."""
-        from training.rundir.control import send
 
         assert self.profile is not None
         custom = self.profile.is_custom
@@ -536,7 +535,7 @@ class Supervisor:
             if asked == "rewind":
                 return asked
         if asked in ("pause", "save-stop") and not custom:
-            send(self.paths, asked)
+            self._send_control(asked)
             log(f"health rule {finding.rule}: {asked} sent to the worker")
             if asked == "save-stop":
                 self.health_stop = {"rule": finding.rule, "message": finding.message, "action": asked}
@@ -549,11 +548,25 @@ class Supervisor:
         self.stop_requested.set()
         return "stop"
 
+    def _send_control(self, action: str) -> None:
+        """A control request to rank 0, which reads it on its own node: here, or over SSH on the
+        other node of a `[launch] hosts` run where c10d put rank 0 (found by its heartbeat)."""
+        from training.rundir.control import send
+        from training.rundir.nodes import rank0_host
+        from training.supervise.nodes import control_node
+
+        host = rank0_host(self.paths) if self.remote_nodes else None
+        node = next((n for n in self.remote_nodes if n.host == host), None)
+        if node is None or self.profile is None:
+            send(self.paths, action)
+            return
+        control_node(self.profile, node, action, wait_s=None)
+        log(f"control '{action}' sent to rank 0 on {host}")
+
     def _rewind_or_why(self, finding: Any) -> str:
         """Send the worker a rewind (returns "rewind"), or the action it falls back to: save-stop
         once health.rewind_max rewinds were done or with no checkpoints/last.pt to go back to
         (stop for a custom script, which the profile forbids to rewind in the first place)."""
-        from training.rundir.control import send
 
         assert self.profile is not None
         if self.profile.is_custom:
@@ -567,7 +580,7 @@ class Supervisor:
         if not (self.paths.checkpoints / "last.pt").exists():
             log(f"health rule {finding.rule}: no checkpoints/last.pt to rewind to; save-stop")
             return "save-stop"
-        send(self.paths, "rewind")
+        self._send_control("rewind")
         self.rewinds += 1
         update_run_json(self.paths, health_rewinds=self.rewinds)
         log(f"health rule {finding.rule}: rewind {self.rewinds} of {limit} sent to the worker")
