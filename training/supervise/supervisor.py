@@ -800,6 +800,27 @@ class Supervisor:
             log(f"GPU leak check failed: {exc!r}")
             return []
 
+    def _named_by_the_node_where_it_started(self, result: RunResult) -> RunResult:
+        """After the drain, every node's exit.json is here: a failure that began on another node
+        but reached the head first as its own rank's lost peer is named by that node and rank
+        (training.supervise.diagnosis.node_root_cause)."""
+        from training.supervise.diagnosis import node_root_cause
+
+        if result.state is not RunState.FAILED or not self.remote_nodes:
+            return result
+        exits = {n.host: read_json(self.paths.node(n.host).exit_json) for n in self.remote_nodes}
+        cause = node_root_cause(result.error, exits)
+        if cause is None or cause[0] == self.dropped_node:
+            return result
+        host, data = cause
+        error = [str(x) for x in data.get("error") or []]
+        rank = data["failed_rank"]
+        self.dropped_node = host
+        log(f"the failure started on node {host} (rank {rank}); this node's error was collateral: {result.message}")
+        return RunResult(RunState.FAILED, result.returncode, rank, error,
+                         data.get("hint") or f"nodes/{host}/exit.json has the node's error; every node was stopped",
+                         f"rank {rank} on node {host} failed: {error[0]}")
+
     def _other_nodes_gpu_leaks(self) -> list[dict[str, Any]]:
         """Every other node checks its own GPUs at its end (its exit.json's gpu_leaks, copied here by
         the drain): the head's exit.json lists them with their host, and so do its events. This
@@ -819,6 +840,7 @@ class Supervisor:
             # torchrun's semantics: one node failing ends the run on every node.
             self._stop_other_nodes(grace_s=self.profile.launch.stop_grace_s if self.profile else 5.0)
         self._close_followers()
+        result = self._named_by_the_node_where_it_started(result)
         leftovers = pg.alive(self.known.values())
         if leftovers:
             log(f"{len(leftovers)} process(es) outlived the launcher: {[r.pid for r in leftovers]}")
