@@ -216,19 +216,20 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         return code
     if args.control:
         from training.console import runs
-        from training.rundir import control
+        from training.console.node_reach import control_run
 
         spec, action = args.control
         if action not in ACTIONS:
             raise TraindeckError(f"unknown control action '{action}'; use one of {', '.join(ACTIONS)}.")
         paths = runs.find_run(runs_dir, spec)
-        print(control.send_and_wait(paths, action))
+        print(control_run(paths, action))
         return 0
     if args.dump:
-        from training.console import runs, stackdump
+        from training.console import runs
+        from training.console.node_reach import dump_run
 
         paths = runs.find_run(runs_dir, args.dump)
-        for line in stackdump.dump_stacks(paths):
+        for line in dump_run(paths):
             print(line)
         return 0
 

@@ -42,3 +42,44 @@ def test_ranks_torchrun_stopped_with_sigterm_are_not_the_cause(tmp_path):
     (paths.logs / "rank-2.log").write_text("")
     (paths.logs / "launcher.log").write_text(_torchrun_summary({0: 1, 1: -15, 2: -9}, root_cause=0))
     assert diagnose(paths, None, 1, first_exit_rank=None).failed_rank == 2
+
+
+# ---- a multi-node run: the failure is named by the node where it started -------------------------
+
+LOST_PEER = ["torch.distributed.DistNetworkError: Connection closed by peer [127.0.0.2]:29500"]
+REAL = ["ValueError: bad batch at step 12"]
+
+
+def test_a_lost_peer_on_the_head_is_named_by_the_node_with_the_real_error():
+    from training.supervise.diagnosis import node_root_cause
+
+    exits = {"gpu-b": {"state": "failed", "failed_rank": 3, "error": REAL, "t": 20.0},
+             "gpu-c": {"state": "failed", "failed_rank": 4, "error": LOST_PEER, "t": 19.0},
+             "gpu-d": {"state": "stopped", "failed_rank": None, "error": []}}
+    assert node_root_cause(LOST_PEER, exits) == ("gpu-b", exits["gpu-b"])
+    assert node_root_cause(REAL, exits) is None  # the head's own real error is the story
+    assert node_root_cause(LOST_PEER, {"gpu-c": exits["gpu-c"], "gpu-e": None}) is None
+
+
+def test_the_heads_exit_names_the_node_after_the_drain(tmp_path):
+    from training.profile import parse_profile
+    from training.rundir import RunPaths, RunState, write_json_atomic
+    from training.supervise.nodes import remote_nodes
+    from training.supervise.supervisor import RunResult, Supervisor
+
+    paths = RunPaths(tmp_path / "runs" / "20261124-183000-cpu")
+    paths.root.mkdir(parents=True)
+    sup = Supervisor(paths)
+    sup.profile = parse_profile('[train]\ntask = "tiny"\n[launch]\nmode = "ddp"\nhosts = ["gpu-a", "gpu-b"]\n')
+    sup.remote_nodes = remote_nodes(sup.profile, paths.id, paths.root.parent)
+    paths.node("gpu-b").root.mkdir(parents=True)
+    write_json_atomic(paths.node("gpu-b").exit_json, {"state": "failed", "failed_rank": 3, "error": REAL,
+                                                      "hint": None, "t": 20.0})
+    head = RunResult(RunState.FAILED, 1, 0, LOST_PEER, None, f"rank 0 failed: {LOST_PEER[0]}")
+    named = sup._named_by_the_node_where_it_started(head)
+    assert (named.failed_rank, named.error, sup.dropped_node) == (3, REAL, "gpu-b")
+    assert named.message == "rank 3 on node gpu-b failed: ValueError: bad batch at step 12"
+    # A genuine error of the head's own rank keeps its name.
+    sup.dropped_node = None
+    own = RunResult(RunState.FAILED, 1, 0, REAL, None, "rank 0 failed")
+    assert sup._named_by_the_node_where_it_started(own) is own and sup.dropped_node is None

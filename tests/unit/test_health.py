@@ -526,3 +526,52 @@ def test_the_no_false_alarm_check_of_the_suites_healthy_runs_sees_every_firing(t
         assert_no_health_alarms(paths)
     append_events(paths.events, [make_event("health", rule="throttle", step=7, message="GPU 0 is throttled")])
     assert [e["rule"] for e in health_firings(paths)] == ["straggler", "throttle"]
+
+
+# ---- a multi-node run: the head's monitor reads every node's files ------------------------------
+
+def two_nodes(tmp_path, **health):
+    """The head (gpu-a) and gpu-b's copy in nodes/gpu-b/, the monitor over both."""
+    from training.rundir.nodes import node_dirs
+
+    paths = RunPaths(tmp_path)
+    nodes = node_dirs(paths, ["gpu-a", "gpu-b"])
+    nodes[1].paths.root.mkdir(parents=True)
+    emitted = []
+    mon = HealthMonitor(paths, profile(**health), emit=emitted.extend, nodes=nodes)
+    return mon, nodes[0].paths, nodes[1].paths, emitted
+
+
+def test_gpu_0_of_each_node_is_its_own_gpu_and_a_finding_names_the_host(tmp_path):
+    mon, head, node_b, emitted = two_nodes(tmp_path, memory_creep="warn")
+    peaks = [20_000 * 1.05 ** max(0, i - 1) for i in range(1, 9)]
+    creeping, ends = epochs_stream(peaks)
+    flat, _ = epochs_stream([20_000] * 8)
+    # Both nodes' GPU 0 (rank 0 on gpu-a, rank 2 on gpu-b); only gpu-b's creeps. Rank 0 writes the epochs.
+    for s in flat:
+        s["gpus"][0]["ranks"] = [0]
+    for s in creeping:
+        s["gpus"][0]["ranks"] = [2]
+    append_events(head.telemetry, flat)
+    append_events(node_b.telemetry, creeping)
+    append_events(head.events, ends)
+    mon.poll(T0 + 1000)
+    [fired] = emitted
+    assert (fired["rule"], fired["gpu"], fired["rank"], fired["node"]) == ("memory_creep", 0, 2, "gpu-b")
+    assert fired["message"].startswith("GPU 0 (rank 2) on gpu-b memory crept up")
+
+
+def test_rank_0s_metrics_on_another_node_are_judged_by_the_head(tmp_path):
+    mon, head, node_b, emitted = two_nodes(tmp_path, nan="warn")
+    append_events(node_b.events, [train(10, 1.0), train(20, "nan")])
+    mon.poll(T0)
+    assert [(e["rule"], e["step"]) for e in emitted] == [("nan", 20)]
+
+
+def test_a_watchdog_finding_on_another_node_keeps_its_host(tmp_path):
+    wd = FakeWatchdog()
+    mon, act = monitor(tmp_path, watchdog=wd, stall="warn")
+    wd.due = [make_event("log", level="warning", message="rank 2 on gpu-b has not finished a step for 61 s",
+                         watchdog="hang", rank=2, ranks=[2], step=7, stalled_s=61.0, node="gpu-b")]
+    (e,) = mon.check(T0)
+    assert (e["rule"], e["rank"], e["node"]) == ("stall", 2, "gpu-b")

@@ -358,3 +358,82 @@ def test_gpu_util_lookup_reads_the_newest_telemetry_sample(tmp_path):
     assert (lookup(0), lookup(1), lookup(2), lookup(3)) == (99.0, 0.0, None, None)
     paths.telemetry.write_text(json.dumps({"v": 1, "kind": "telemetry", "t": 3.0, "source": "cpu", "workers": [{"rank": 0}]}) + "\n")
     assert lookup(0) is None  # CPU runs have no GPU utilisation
+
+
+# ---- a multi-node run: the head's watchdog reads every node's heartbeats ---------------------
+
+class Nodes:
+    """A head run directory with gpu-a's ranks 0, 1 in heartbeats/ and gpu-b's 2, 3 in
+    nodes/gpu-b/heartbeats/ (where the head's follower copies them), as they are written there."""
+
+    def __init__(self, tmp_path: Path, hang_after_s: float = 5.0, utils=None):
+        from training.rundir.nodes import node_dirs
+
+        self.paths = create_run_dir(tmp_path / "runs", "multi")
+        nodes = node_dirs(self.paths, ["gpu-a", "gpu-b"])
+        self.dirs = {n.host: n.paths for n in nodes}
+        lookup = (lambda rank: utils.get(rank)) if utils is not None else None
+        self.wd = Watchdog(self.paths, make_profile(hang_after_s), emit=lambda evs: None, since=0.0,
+                           telemetry_lookup=lookup, nodes=nodes)
+
+    def beat(self, rank: int, step: int, t: float) -> None:
+        host = "gpu-a" if rank < 2 else "gpu-b"
+        self.dirs[host].heartbeats.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.dirs[host].heartbeats / f"rank-{rank}.json",
+                          {"rank": rank, "pid": 1000 + rank, "step": step, "epoch": 1, "t": t, "state": "training"})
+
+
+def test_a_hung_rank_on_another_node_is_named_with_its_host(tmp_path):
+    nodes = Nodes(tmp_path, hang_after_s=60.0)
+    for step in range(1, 5):
+        for rank in range(4):
+            nodes.beat(rank, step, 1000.0 + step)
+        assert nodes.wd.check(1000.0 + step) == []
+    # Rank 2 (gpu-b) stops at step 4; the others wait for it one step on, in lock-step DDP.
+    for rank in (0, 1, 3):
+        nodes.beat(rank, 5, 1005.0)
+    events = []
+    for now in (1030.0, 1060.0, 1066.0):
+        events += nodes.wd.check(now)
+    [warning] = hangs(events)
+    assert warning["rank"] == 2 and warning["node"] == "gpu-b"
+    assert warning["message"].startswith("rank 2 on gpu-b has not finished a step for 62 s (stuck at step 4)")
+    assert "ranks 0, 1 on gpu-a and rank 3 on gpu-b at step 5 are waiting" in warning["message"]
+
+
+def test_a_node_whose_heartbeats_have_not_arrived_yet_is_no_error(tmp_path):
+    nodes = Nodes(tmp_path, hang_after_s=5.0)
+    nodes.beat(0, 1, 1000.0)
+    nodes.beat(1, 1, 1000.0)
+    assert not nodes.dirs["gpu-b"].heartbeats.exists()
+    [warning] = hangs(nodes.wd.check(1010.0))
+    assert "ranks 0, 1 on gpu-a" in warning["message"] and warning["node"] == "gpu-a"
+
+
+def test_a_straggler_on_another_node_is_named_with_its_host(tmp_path):
+    nodes = Nodes(tmp_path, hang_after_s=600.0)
+    events = []
+    for i in range(40):
+        t = 1000.0 + i
+        for rank in (0, 1, 2):
+            nodes.beat(rank, i * 2, t)
+        nodes.beat(3, i, t)  # half the others' rate
+        events += nodes.wd.check(t)
+    [slow] = [e for e in events if e.get("watchdog") == "straggler"]
+    assert slow["rank"] == 3 and slow["node"] == "gpu-b"
+    assert slow["message"].startswith("rank 3 on gpu-b is a straggler")
+
+
+def test_gpu_util_lookup_reads_every_nodes_telemetry(tmp_path):
+    from training.monitor.watchdog import telemetry_gpu_util
+    from training.rundir.nodes import node_dirs
+
+    paths = create_run_dir(tmp_path / "runs", "tel")
+    nodes = node_dirs(paths, ["gpu-a", "gpu-b"])
+    lookup = telemetry_gpu_util(paths, nodes)
+    nodes[1].paths.root.mkdir(parents=True)
+    nodes[1].paths.telemetry.write_text(json.dumps({"v": 1, "kind": "telemetry", "t": 2.0, "source": "nvml", "gpus": [
+        {"index": 0, "util": 3, "ranks": [2]}]}) + "\n")
+    paths.telemetry.write_text(json.dumps({"v": 1, "kind": "telemetry", "t": 2.0, "source": "nvml", "gpus": [
+        {"index": 0, "util": 97, "ranks": [0]}]}) + "\n")
+    assert (lookup(0), lookup(2), lookup(1)) == (97.0, 3.0, None)

@@ -4,7 +4,11 @@ node of a `[launch] hosts` run, over SSH (training.supervise.nodes builds the co
     start RUN_DIR --run-id ID --head HOST --cwd DIR   (profile.toml on stdin)
         validate the profile here, create RUN_DIR (RUNS_DIR/<run id>/nodes/<host>), start this
         node's supervisor in its own session, print {"run_dir", "pid", "hostname"} and return:
-        the supervisor outlives the SSH connection, as a run started by run.py outlives its console
+        the supervisor outlives the SSH connection, as a run started by run.py outlives its console;
+        a RUN_DIR that holds this run, ended, is started again (the head's --resume)
+    control RUN_DIR ACTION [--timeout S | --no-wait]
+        a control request to the ranks here (rank 0 polls control.json); prints {"ack"}
+    dump RUN_DIR                the ranks' stacks here, as `run.py --dump`; prints {"lines"}
     stop RUN_DIR [--grace S]    the run there stopped as `run.py --stop` would; prints its state
     check                       {"version", "hostname", "python", "gpus", "gpu_names"} of this node
     follow RUN_DIR [--events-offset N] [--telemetry-offset N] [--no-files]
@@ -37,7 +41,7 @@ def _start(args: argparse.Namespace) -> int:
     root = Path(args.run_dir)
     text = sys.stdin.read()
     profile = parse_profile(text, path=str(root / "profile.toml"))
-    paths = start_node_run(profile, root, args.run_id, args.cwd, node={"head": args.head})
+    paths = start_node_run(profile, root, args.run_id, args.cwd, node={"head": args.head})  # or resumes it
     from training.rundir import read_run_json
 
     pid = (read_run_json(paths).get("supervisor") or {}).get("pid")
@@ -54,6 +58,32 @@ def _stop(args: argparse.Namespace) -> int:
         raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}")
     state = stop_run(paths, grace_s=args.grace)
     print(json.dumps({"state": state.value}))
+    return 0
+
+
+def _control(args: argparse.Namespace) -> int:
+    from training.rundir import RunPaths
+    from training.rundir.control import send, send_and_wait
+
+    paths = RunPaths(Path(args.run_dir))
+    if not paths.run_json.exists():
+        raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}")
+    if args.no_wait:
+        ack = f"request {send(paths, args.request)} sent"
+    else:
+        ack = send_and_wait(paths, args.request, timeout_s=args.timeout)
+    print(json.dumps({"ack": ack}))
+    return 0
+
+
+def _dump(args: argparse.Namespace) -> int:
+    from training.console.stackdump import dump_stacks
+    from training.rundir import RunPaths
+
+    paths = RunPaths(Path(args.run_dir))
+    if not paths.run_json.exists():
+        raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}")
+    print(json.dumps({"lines": dump_stacks(paths)}))
     return 0
 
 
@@ -105,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     stop.add_argument("run_dir")
     stop.add_argument("--grace", type=float, default=None)
     sub.add_parser("check")
+    control = sub.add_parser("control")
+    control.add_argument("run_dir")
+    control.add_argument("request", metavar="ACTION")  # not "action": that is the subcommand's dest
+    control.add_argument("--timeout", type=float, default=30.0)
+    control.add_argument("--no-wait", action="store_true", help="send only (the head's health rules)")
+    dump = sub.add_parser("dump")
+    dump.add_argument("run_dir")
     follow = sub.add_parser("follow")
     follow.add_argument("run_dir")
     follow.add_argument("--events-offset", type=int, default=0)
@@ -112,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     follow.add_argument("--no-files", action="store_true", help="the head shares this directory: liveness only")
     args = parser.parse_args(argv)
     try:
-        return {"start": _start, "stop": _stop, "check": _check, "follow": _follow}[args.action](args)
+        return {"start": _start, "stop": _stop, "check": _check, "follow": _follow, "control": _control,
+                "dump": _dump}[args.action](args)
     except TraindeckError as exc:
         print(f"traindeck on {socket.gethostname()}: {exc}", file=sys.stderr)
         return 2

@@ -41,7 +41,7 @@ from training.rundir.liveness import (  # noqa: F401 - verified_state, is_live: 
     supervisor_status,
     verified_state,
 )
-from training.rundir.nodes import node_views
+from training.rundir.nodes import node_views, other_hosts
 from training.rundir.records import (
     CheckpointEvent,
     EpochEvent,
@@ -268,10 +268,37 @@ def start_node_run(profile: Profile, root: Path, run_id: str, cwd: str, node: di
     head): its run directory is RUNS_DIR/<run id>/nodes/<host>, run.json says whose node it is."""
     paths = RunPaths(Path(root).resolve())
     if paths.run_json.exists():
-        raise TraindeckError(f"{paths.root} holds a run already; a node is started once per run.")
+        return _restart_node_run(paths, profile, run_id, cwd)
     for sub in (paths.root, paths.logs, paths.checkpoints, paths.heartbeats):
         sub.mkdir(parents=True, exist_ok=True, mode=0o700)
     return _record_and_spawn(paths, profile, [], False, cwd, run_id=run_id, node=node)
+
+
+def _restart_node_run(paths: RunPaths, profile: Profile, run_id: str, cwd: str) -> RunPaths:
+    """The head's `--resume` starts every node again the way it first started them: the node's
+    directory of this run, ended, gets the head's new profile (a new rendezvous port) and a new
+    supervisor; its ranks resume from their checkpoints as the head's do."""
+    data = read_run_json(paths)
+    if data.get("id") != run_id:
+        raise TraindeckError(f"{paths.root} holds another run ({data.get('id')}), not {run_id}; a node is "
+                             f"started once per run.")
+    state, live, _ = verified_state(paths)
+    if live:
+        raise TraindeckError(f"{paths.root} holds run {run_id} still {state.value} on this node; stop it first.")
+    _write_profile(paths, profile)
+    try:
+        paths.exit_json.unlink()
+    except FileNotFoundError:
+        pass
+    now = round(time.time(), 3)
+    update_run_json(paths, state=RunState.STARTING.value, state_t=now, host=hostname(), cwd=str(cwd),
+                    supervisor={"pid": None, "create_time": None}, launcher=None, processes=[],
+                    resumes=int(data.get("resumes") or 0) + 1, resumed_at=now)
+    append_events(paths.events, [make_event("log", level="info", message="node started again (resume)",
+                                            source="console")])
+    ref = _spawn_supervisor(paths)
+    update_run_json(paths, supervisor={"pid": ref.pid, "create_time": ref.create_time})
+    return paths
 
 
 def _record_and_spawn(paths: RunPaths, profile: Profile, argv: list[str] | None, rehearsal: bool, cwd: Any,
@@ -306,17 +333,26 @@ def resume_run(paths: RunPaths, queue: bool = False) -> RunPaths:
         raise TraindeckError(f"run {paths.id} is still {state.value}; stop it first (run.py --stop {paths.id}) "
                              f"or attach to it (run.py --attach {paths.id}).")
     last = paths.checkpoints / "last.pt"
-    if not last.exists():
+    data = read_run_json(paths)
+    # A `[launch] hosts` run: rank 0 (which saves) may have lived on another node, whose last.pt is
+    # on its own disk; the head knows it from that node's copied checkpoint events.
+    saved_elsewhere = any(_last_checkpoint_step(paths.node(h)) is not None for h in other_hosts(data))
+    if not last.exists() and not saved_elsewhere:
         raise TraindeckError(f"run {paths.id} has no checkpoint to resume from ({last} does not exist); "
                              f"start a new run with run.py --profile instead.")
     if not paths.profile.exists():
         raise TraindeckError(f"run {paths.id} has no profile.toml; it cannot be resumed.")
     step = _last_checkpoint_step(paths)
-    data = read_run_json(paths)
-    try:
-        paths.exit_json.unlink()
-    except FileNotFoundError:
-        pass
+    if step is None:
+        step = max((s for h in other_hosts(data) if (s := _last_checkpoint_step(paths.node(h))) is not None),
+                   default=None)
+    # The copies of the other nodes' ends belong to the run's earlier life: the head's supervisor
+    # starts every node again (training.supervise.nodes.start_node) and follows their new ends.
+    for stale in [paths.exit_json] + [paths.node(h).exit_json for h in other_hosts(data)]:
+        try:
+            stale.unlink()
+        except FileNotFoundError:
+            pass
     now = round(time.time(), 3)
     update_run_json(paths, state=RunState.STARTING.value, state_t=now, host=hostname(),
                     supervisor={"pid": None, "create_time": None}, launcher=None, processes=[],

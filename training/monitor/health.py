@@ -40,6 +40,12 @@ the run, except for the nan rule of a built-in task: there it is save-stop, whic
 good checkpoint (the worker never writes non-finite weights). Once a stopping action was taken,
 later firings are only told (action "warn").
 
+A multi-node run (`[launch] hosts`): the head's monitor reads every node's events.jsonl and
+telemetry.jsonl (its own, and each other node's in nodes/<host>/), so the event rules judge rank 0's
+metrics wherever c10d put it and the telemetry rules judge every node's GPUs (keyed by host and
+index, named "GPU 0 (rank 2) on gpu-b"); a finding on a named host carries `"node"`. The other
+nodes' supervisors run no monitor of their own: one judge per run.
+
 The watchdog's hang and straggler warnings keep their `log` event form (recorded runs and every
 viewer read them so) and gain `rule` and `action` fields.
 
@@ -63,6 +69,7 @@ from typing import Any, Callable
 
 from training.rundir import RunPaths
 from training.rundir.events import EventReader, make_event
+from training.rundir.nodes import NodeDir, on_host
 
 CHECK_INTERVAL_S = 1.0
 NONFINITE_STRINGS = frozenset({"nan", "inf", "-inf", "+inf", "infinity", "-infinity"})
@@ -116,6 +123,7 @@ class Finding:
     metric: str = ""
     threshold: float | None = None
     gpu: int | None = None  # the GPU's index, for the telemetry rules
+    host: str | None = None  # the node it happened on, in a multi-node run
 
 
 def _step(event: dict[str, Any]) -> int | None:
@@ -303,12 +311,21 @@ class ThroughputRule:
 # ---- the rules over telemetry ----------------------------------------------------------------
 
 def _gpus(sample: dict[str, Any]) -> list[dict[str, Any]]:
-    """The GPU entries of a telemetry sample that measured something (no error, an index)."""
+    """The GPU entries of a telemetry sample that measured something (no error, an index), each
+    with the sample's "node" (the host it came from, in a multi-node run)."""
     gpus = sample.get("gpus")
     if not isinstance(gpus, list):
         return []
-    return [g for g in gpus if isinstance(g, dict) and not g.get("error")
+    host = sample.get("node") if isinstance(sample.get("node"), str) else None
+    return [dict(g, node=host) if host else g for g in gpus if isinstance(g, dict) and not g.get("error")
             and isinstance(g.get("index"), int) and not isinstance(g.get("index"), bool)]
+
+
+GpuKey = tuple[str, int]  # (host or "", index): GPU 0 of two nodes are two GPUs
+
+
+def _gpu_key(gpu: dict[str, Any]) -> GpuKey:
+    return (gpu.get("node") or "", gpu["index"])
 
 
 def _gpu_rank(gpu: dict[str, Any]) -> int | None:
@@ -320,7 +337,7 @@ def _gpu_rank(gpu: dict[str, Any]) -> int | None:
 
 def _gpu_label(gpu: dict[str, Any]) -> str:
     rank = _gpu_rank(gpu)
-    return f"GPU {gpu['index']}" + (f" (rank {rank})" if rank is not None else "")
+    return f"GPU {gpu['index']}" + (f" (rank {rank})" if rank is not None else "") + on_host(gpu.get("node"))
 
 
 class MemoryCreepRule:
@@ -337,20 +354,20 @@ class MemoryCreepRule:
         self.reset()
 
     def reset(self) -> None:
-        self.pending: deque[tuple[float, dict[int, tuple[float, dict[str, Any]]]]] = deque()
-        self.bucket: dict[int, tuple[float, dict[str, Any]]] = {}  # GPU -> (peak MiB, its entry) this epoch
+        self.pending: deque[tuple[float, dict[GpuKey, tuple[float, dict[str, Any]]]]] = deque()
+        self.bucket: dict[GpuKey, tuple[float, dict[str, Any]]] = {}  # GPU -> (peak MiB, its entry) this epoch
         self.epochs_seen = 0
-        self.history: dict[int, deque[tuple[int | None, float]]] = {}  # GPU -> (epoch, peak MiB)
-        self.firing: set[int] = set()
+        self.history: dict[GpuKey, deque[tuple[int | None, float]]] = {}  # GPU -> (epoch, peak MiB)
+        self.firing: set[GpuKey] = set()
 
-    def _fold(self, mems: dict[int, tuple[float, dict[str, Any]]]) -> None:
+    def _fold(self, mems: dict[GpuKey, tuple[float, dict[str, Any]]]) -> None:
         for index, (mib, gpu) in mems.items():
             if index not in self.bucket or mib > self.bucket[index][0]:
                 self.bucket[index] = (mib, gpu)
 
     def observe_sample(self, sample: dict[str, Any]) -> list[Finding]:
         t = finite_number(sample.get("t"))
-        mems = {g["index"]: (float(m), g) for g in _gpus(sample)
+        mems = {_gpu_key(g): (float(m), g) for g in _gpus(sample)
                 if (m := finite_number(g.get("mem_used_mib"))) is not None}
         if t is None or not mems:
             return []
@@ -391,7 +408,7 @@ class MemoryCreepRule:
                        f"{self.fraction:.0%}) by the end of epoch {epoch if epoch is not None else '?'}")
             out.append(Finding(self.name, message, value=round(mib, 1), step=_step(event), rank=_gpu_rank(gpu),
                                metric="mem_used_mib", threshold=round(points[0] * (1 + self.fraction), 1),
-                               gpu=index))
+                               gpu=gpu["index"], host=gpu.get("node")))
         return out
 
 
@@ -409,8 +426,8 @@ class ThrottleRule:
         self.reset()
 
     def reset(self) -> None:
-        self.windows: dict[int, deque[tuple[float, tuple[str, ...]]]] = {}  # GPU -> (t, reasons that count)
-        self.firing: set[int] = set()
+        self.windows: dict[GpuKey, deque[tuple[float, tuple[str, ...]]]] = {}  # GPU -> (t, reasons that count)
+        self.firing: set[GpuKey] = set()
 
     def observe(self, event: dict[str, Any]) -> list[Finding]:
         return []
@@ -424,7 +441,7 @@ class ThrottleRule:
             reasons = gpu.get("throttle")
             if not isinstance(reasons, list):
                 continue  # N/A: neither throttled nor clean
-            index = gpu["index"]
+            index = _gpu_key(gpu)
             window = self.windows.setdefault(index, deque())
             window.append((t, tuple(r for r in reasons if r in self.reasons)))
             while len(window) >= 2 and window[1][0] <= t - self.for_s:
@@ -448,7 +465,7 @@ class ThrottleRule:
             message = (f"{_gpu_label(gpu)} is throttled ({why}) in {share:.0%} of its samples over {span:.0f} s "
                        f"(limit {self.share:.0%} over {self.for_s:g} s{clocks}{temp})")
             out.append(Finding(self.name, message, value=round(share, 3), rank=_gpu_rank(gpu), metric=why,
-                               threshold=self.share, gpu=index))
+                               threshold=self.share, gpu=gpu["index"], host=gpu.get("node")))
         return out
 
 
@@ -464,7 +481,7 @@ class HealthMonitor:
     def __init__(self, paths: RunPaths, profile: Any, emit: Callable[[list[dict[str, Any]]], None],
                  act: Callable[[str, Finding], str] | None = None, watchdog: Any = None,
                  clock: Callable[[], float] = time.time, interval_s: float = CHECK_INTERVAL_S,
-                 from_start: bool = False):
+                 from_start: bool = False, nodes: list[NodeDir] | None = None):
         self.paths = paths
         self.emit = emit
         self.act = act or (lambda action, finding: "warn" if action == "off" else action)
@@ -491,11 +508,13 @@ class HealthMonitor:
         self.last_step: int | None = None  # the newest step of the events: where a telemetry finding is
         self.watchdog = watchdog
         self.stopping = False  # a stopping action was taken: later firings are only told
-        self.reader = EventReader(paths.events)
-        self.telemetry_reader = EventReader(paths.telemetry)
+        # (host, reader) per node: this run directory alone, or every node of a multi-node run.
+        nodes = nodes or [NodeDir(None, paths)]
+        self.readers = [(n.host, EventReader(n.paths.events)) for n in nodes]
+        self.telemetry_readers = [(n.host, EventReader(n.paths.telemetry)) for n in nodes]
         if not from_start:
             # Events and samples from before this supervisor (a resumed run) are an earlier life's.
-            for reader in (self.reader, self.telemetry_reader):
+            for _, reader in self.readers + self.telemetry_readers:
                 try:
                     reader.offset = reader.path.stat().st_size
                 except OSError:
@@ -530,8 +549,9 @@ class HealthMonitor:
     def poll(self, now: float) -> list[dict[str, Any]]:
         """Read the new events, check, emit what is due; returns what was emitted. Telemetry is read
         after the events and fed first, so an epoch's end finds every sample taken before it."""
-        events = self.reader.read()
-        samples = [s for s in self.telemetry_reader.read() if s.get("kind") == "telemetry"]
+        events = [e for _, reader in self.readers for e in reader.read()]
+        samples = [dict(s, node=host) if host else s for host, reader in self.telemetry_readers
+                   for s in reader.read() if s.get("kind") == "telemetry"]
         out = self.observe_telemetry(samples, now) + self.observe(events, now) + self.check(now)
         if out:
             self.emit(out)
@@ -592,7 +612,7 @@ class HealthMonitor:
             if asked == "off":
                 continue
             finding = Finding(rule, str(event.get("message") or ""), value=event.get("stalled_s", event.get("ratio")),
-                              step=_step(event), rank=_rank(event))
+                              step=_step(event), rank=_rank(event), host=event.get("node"))
             event = dict(event, rule=rule, asked=asked, action=self._take(asked, finding))
             out.append(event)
         return out
@@ -623,6 +643,8 @@ class HealthMonitor:
             fields["threshold"] = finding.threshold
         if finding.gpu is not None:
             fields["gpu"] = finding.gpu
+        if finding.host:
+            fields["node"] = finding.host
         return make_event("health", t=now, **fields)
 
 

@@ -34,6 +34,28 @@ class NodeView:
         return f"{self.host}{role}{ranks}: {self.state}{tail}"
 
 
+@dataclass(frozen=True)
+class NodeDir:
+    """Where one node's files are on the head: the head's own run directory, or `nodes/<host>/`.
+    `host` is None in a run of one node, whose findings name no host."""
+
+    host: str | None
+    paths: RunPaths
+
+
+def node_dirs(paths: RunPaths, hosts: list[str] | tuple[str, ...] = ()) -> list[NodeDir]:
+    """Every node's files for the checks that judge the whole run (watchdog, health, leaks): the
+    head (hosts[0]) in `paths`, each other host in `paths.node(host)`; one unnamed node without hosts."""
+    if len(hosts) < 2:
+        return [NodeDir(None, paths)]
+    return [NodeDir(hosts[0], paths), *(NodeDir(h, paths.node(h)) for h in hosts[1:])]
+
+
+def on_host(host: str | None) -> str:
+    """` on gpu-b` for a finding's text, nothing in a run of one node."""
+    return f" on {host}" if host else ""
+
+
 def other_hosts(run_json: dict[str, Any]) -> list[str]:
     nodes = run_json.get("nodes") if isinstance(run_json, dict) else None
     return [str(n["host"]) for n in nodes or [] if isinstance(n, dict) and isinstance(n.get("host"), str)]
@@ -42,6 +64,18 @@ def other_hosts(run_json: dict[str, Any]) -> list[str]:
 def head_host(run_json: dict[str, Any]) -> str:
     value = run_json.get("head_host") if isinstance(run_json, dict) else None
     return value if isinstance(value, str) and value else str((run_json or {}).get("host") or "head")
+
+
+def rank0_host(paths: RunPaths, run_json: dict[str, Any] | None = None) -> str | None:
+    """The other node whose files hold rank 0's heartbeat (rank 0 reads control requests on its
+    own node's disk); None for this directory's own node, or when no rank has beaten yet."""
+    run_json = read_run_json(paths) if run_json is None else run_json
+    if (paths.heartbeats / "rank-0.json").exists():
+        return None
+    for host in other_hosts(run_json):
+        if (paths.node(host).heartbeats / "rank-0.json").exists():
+            return host
+    return None
 
 
 def node_view(copy: RunPaths, host: str, head: bool = False, state: str | None = None) -> NodeView:

@@ -15,6 +15,7 @@ import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from training.profile import Profile
 from training.rundir import RunPaths, read_json, read_run_json
@@ -157,6 +158,32 @@ def _torchrun_error_files(paths: RunPaths) -> dict[int, tuple[float, list[str]]]
 def _root_cause_rank(launcher_text: str) -> int | None:
     m = re.search(r"Root Cause.*?rank\s*:\s*(\d+)", launcher_text, re.DOTALL)
     return int(m.group(1)) if m else None
+
+
+def is_collateral(error: list[str] | tuple[str, ...]) -> bool:
+    """The error a rank reports because another rank went first (a lost peer, a timeout)."""
+    return bool(_COLLATERAL.search(" ".join(error)))
+
+
+def node_root_cause(error: list[str] | tuple[str, ...], node_exits: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """A multi-node run whose head saw only a lost peer: the node (host, its exit.json) where the
+    failure started, if one failed with a genuine error and its rank. The single-box rule across
+    nodes: a real traceback wins over the survivors' "connection closed by peer", even when the
+    survivor's failure reached the head first. The earliest such node's end (its `t`) wins."""
+    if error and not is_collateral(error):
+        return None  # the head's own rank has a real error: it is the story
+    found = []
+    for host, data in node_exits.items():
+        if not isinstance(data, dict) or data.get("state") != "failed" or data.get("failed_rank") is None:
+            continue
+        lines = [str(x) for x in data.get("error") or []]
+        if lines and not is_collateral(lines):
+            t = data.get("t")
+            found.append((t if isinstance(t, (int, float)) else float("inf"), host, data))
+    if not found:
+        return None
+    _, host, data = min(found, key=lambda f: (f[0], f[1]))
+    return host, data
 
 
 def diagnose(paths: RunPaths, profile: Profile | None, returncode: int | None,

@@ -137,6 +137,38 @@ def stop_node(profile: Profile, node: RemoteNode, grace_s: float) -> str:
     return "" if done.returncode == 0 else _failure(node.host, "stopping the node", done)
 
 
+def ask_node(profile: Profile, node: RemoteNode, what: str, action: str, *args: str,
+             timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
+    """One `remote_node ACTION` on the node; its JSON answer, or a TraindeckError naming the host."""
+    argv = node_ssh(profile.launch, node, action, *args)
+    try:
+        done = run_ssh(argv, timeout_s=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TraindeckError(_failure(node.host, what, None, exc)) from None
+    if done.returncode != 0:
+        raise TraindeckError(_failure(node.host, what, done))
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise TraindeckError(f"{what} on {node.host}: no answer from {REMOTE_MODULE}") from None
+
+
+def control_node(profile: Profile, node: RemoteNode, action: str, wait_s: float | None = 30.0) -> str:
+    """A control request to the node's rank 0 (it polls control.json on its own disk); the
+    acknowledgement, or with `wait_s=None` the request's sequence number, as text."""
+    args = [node.run_dir, action] + (["--timeout", f"{wait_s:g}"] if wait_s is not None else ["--no-wait"])
+    answer = ask_node(profile, node, f"sending '{action}' to rank 0", "control", *args,
+                      timeout_s=(wait_s or 0.0) + CONNECT_TIMEOUT_S + 30)
+    return str(answer.get("ack") or "")
+
+
+def dump_node(profile: Profile, node: RemoteNode) -> list[str]:
+    """`--dump` of the node's ranks, there (the dump file stays in its run directory's dumps/)."""
+    answer = ask_node(profile, node, "dumping the ranks' stacks", "dump", node.run_dir,
+                      timeout_s=CONNECT_TIMEOUT_S + 60)
+    return [str(line) for line in answer.get("lines") or []]
+
+
 def check_node(profile: Profile, node: RemoteNode) -> tuple[dict[str, Any] | None, str]:
     """What the node says about itself (version, GPUs, hostname), or why it could not say."""
     argv = node_ssh(profile.launch, node, "check")

@@ -36,6 +36,7 @@ from training.rundir import (
     RunPaths,
     RunState,
     hostname,
+    read_json,
     read_run_json,
     update_run_json,
 )
@@ -324,17 +325,7 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001 - any failure here must not stop training
                 self._aux_failed("telemetry", exc)
         try:
-            from training.monitor.health import HealthMonitor
-            from training.monitor.watchdog import Watchdog, telemetry_gpu_util
-
-            emit = self._emit_health
-            watchdog = Watchdog(self.paths, p, emit=emit, telemetry_lookup=telemetry_gpu_util(self.paths))
-            if p.health.stall_after_s > 0:
-                watchdog.hang_after_s = p.health.stall_after_s
-            # The watchdog's checks are rules of the health engine, which runs them in its thread.
-            health = HealthMonitor(self.paths, p, emit=emit, act=self.health_action, watchdog=watchdog)
-            health.start()
-            self._aux.append(health)
+            self._start_health(p)
         except Exception as exc:  # noqa: BLE001
             self._aux_failed("health monitor", exc)
         try:
@@ -369,6 +360,28 @@ class Supervisor:
                 self._aux.append(watcher)
             except Exception as exc:  # noqa: BLE001
                 self._aux_failed("checkpoint watch", exc)
+
+    def _start_health(self, p: Profile) -> None:
+        """The health rules and the watchdog, over every node of a `[launch] hosts` run (its files
+        in nodes/<host>/). A node the head started runs none: the head judges the whole run, so a
+        hang is told once, and from the one place that sees every rank."""
+        from training.monitor.health import HealthMonitor
+        from training.monitor.watchdog import Watchdog, telemetry_gpu_util
+        from training.rundir.nodes import node_dirs
+
+        if read_run_json(self.paths).get("node"):
+            log("health rules and watchdog: the head judges every node of this run")
+            return
+        nodes = node_dirs(self.paths, p.launch.hosts)
+        emit = self._emit_health
+        watchdog = Watchdog(self.paths, p, emit=emit, telemetry_lookup=telemetry_gpu_util(self.paths, nodes),
+                            nodes=nodes)
+        if p.health.stall_after_s > 0:
+            watchdog.hang_after_s = p.health.stall_after_s
+        # The watchdog's checks are rules of the health engine, which runs them in its thread.
+        health = HealthMonitor(self.paths, p, emit=emit, act=self.health_action, watchdog=watchdog, nodes=nodes)
+        health.start()
+        self._aux.append(health)
 
     def _start_other_nodes(self, p: Profile, spec: LaunchSpec) -> None:
         """`[launch] hosts`: start every other host's node over SSH, each with its own supervisor in
@@ -512,7 +525,6 @@ class Supervisor:
         what was done. Only the built-in worker reads control requests, so a custom script gets
         stop for save-stop and a warning for pause. The nan rule's stop is save-stop for a built-in
         task: the worker refuses non-finite weights, so last.pt stays the last good checkpoint."""
-        from training.rundir.control import send
 
         assert self.profile is not None
         custom = self.profile.is_custom
@@ -523,7 +535,7 @@ class Supervisor:
             if asked == "rewind":
                 return asked
         if asked in ("pause", "save-stop") and not custom:
-            send(self.paths, asked)
+            self._send_control(asked)
             log(f"health rule {finding.rule}: {asked} sent to the worker")
             if asked == "save-stop":
                 self.health_stop = {"rule": finding.rule, "message": finding.message, "action": asked}
@@ -536,11 +548,25 @@ class Supervisor:
         self.stop_requested.set()
         return "stop"
 
+    def _send_control(self, action: str) -> None:
+        """A control request to rank 0, which reads it on its own node: here, or over SSH on the
+        other node of a `[launch] hosts` run where c10d put rank 0 (found by its heartbeat)."""
+        from training.rundir.control import send
+        from training.rundir.nodes import rank0_host
+        from training.supervise.nodes import control_node
+
+        host = rank0_host(self.paths) if self.remote_nodes else None
+        node = next((n for n in self.remote_nodes if n.host == host), None)
+        if node is None or self.profile is None:
+            send(self.paths, action)
+            return
+        control_node(self.profile, node, action, wait_s=None)
+        log(f"control '{action}' sent to rank 0 on {host}")
+
     def _rewind_or_why(self, finding: Any) -> str:
         """Send the worker a rewind (returns "rewind"), or the action it falls back to: save-stop
         once health.rewind_max rewinds were done or with no checkpoints/last.pt to go back to
         (stop for a custom script, which the profile forbids to rewind in the first place)."""
-        from training.rundir.control import send
 
         assert self.profile is not None
         if self.profile.is_custom:
@@ -554,7 +580,7 @@ class Supervisor:
         if not (self.paths.checkpoints / "last.pt").exists():
             log(f"health rule {finding.rule}: no checkpoints/last.pt to rewind to; save-stop")
             return "save-stop"
-        send(self.paths, "rewind")
+        self._send_control("rewind")
         self.rewinds += 1
         update_run_json(self.paths, health_rewinds=self.rewinds)
         log(f"health rule {finding.rule}: rewind {self.rewinds} of {limit} sent to the worker")
@@ -766,11 +792,47 @@ class Supervisor:
 
             run_uuids = [d.get("uuid") for beat in read_heartbeats(self.paths.root).values()
                          for d in beat.get("devices") or [] if isinstance(d, dict) and d.get("uuid")]
-            return gpu_leaks_after_exit(get_backend(), [r.to_json() for r in self.known.values()],
-                                        run_uuids=run_uuids, baseline=self.gpu_baseline)
+            leaks = gpu_leaks_after_exit(get_backend(), [r.to_json() for r in self.known.values()],
+                                         run_uuids=run_uuids, baseline=self.gpu_baseline)
+            head = self.profile.launch.hosts[0] if self.profile and self.remote_nodes else None
+            return [{**leak, "node": head} for leak in leaks] if head else leaks
         except Exception as exc:  # noqa: BLE001 - a failed check must not cost the run its exit.json
             log(f"GPU leak check failed: {exc!r}")
             return []
+
+    def _named_by_the_node_where_it_started(self, result: RunResult) -> RunResult:
+        """After the drain, every node's exit.json is here: a failure that began on another node
+        but reached the head first as its own rank's lost peer is named by that node and rank
+        (training.supervise.diagnosis.node_root_cause)."""
+        from training.supervise.diagnosis import node_root_cause
+
+        if result.state is not RunState.FAILED or not self.remote_nodes:
+            return result
+        exits = {n.host: read_json(self.paths.node(n.host).exit_json) for n in self.remote_nodes}
+        cause = node_root_cause(result.error, exits)
+        if cause is None or cause[0] == self.dropped_node:
+            return result
+        host, data = cause
+        error = [str(x) for x in data.get("error") or []]
+        rank = data["failed_rank"]
+        self.dropped_node = host
+        log(f"the failure started on node {host} (rank {rank}); this node's error was collateral: {result.message}")
+        return RunResult(RunState.FAILED, result.returncode, rank, error,
+                         data.get("hint") or f"nodes/{host}/exit.json has the node's error; every node was stopped",
+                         f"rank {rank} on node {host} failed: {error[0]}")
+
+    def _other_nodes_gpu_leaks(self) -> list[dict[str, Any]]:
+        """Every other node checks its own GPUs at its end (its exit.json's gpu_leaks, copied here by
+        the drain): the head's exit.json lists them with their host, and so do its events. This
+        node's own leaks name the head in a multi-node run."""
+        if not self.remote_nodes or self.profile is None:
+            return []
+        leaks = []
+        for node in self.remote_nodes:
+            data = read_json(self.paths.node(node.host).exit_json)
+            found = data.get("gpu_leaks") if isinstance(data, dict) else None
+            leaks += [{**leak, "node": node.host} for leak in found or [] if isinstance(leak, dict)]
+        return leaks
 
     def finish(self, result: RunResult) -> RunResult:
         """No process of the run may outlive it: sweep, then write exit.json and the final state."""
@@ -778,6 +840,7 @@ class Supervisor:
             # torchrun's semantics: one node failing ends the run on every node.
             self._stop_other_nodes(grace_s=self.profile.launch.stop_grace_s if self.profile else 5.0)
         self._close_followers()
+        result = self._named_by_the_node_where_it_started(result)
         leftovers = pg.alive(self.known.values())
         if leftovers:
             log(f"{len(leftovers)} process(es) outlived the launcher: {[r.pid for r in leftovers]}")
@@ -794,7 +857,7 @@ class Supervisor:
         # the process table, the records (training.supervise.containment).
         containment = self.containment or Containment(self.paths, log)
         left = containment.final_check(self.known.values())
-        leaks = self._gpu_leaks()
+        leaks = self._gpu_leaks() + self._other_nodes_gpu_leaks()
         if leaks:
             from training.monitor.gpu_leaks import leak_events
 
