@@ -9,6 +9,7 @@ remote_runs_dir. One gloo rank per node, both through torchrun's c10d rendezvous
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import os
@@ -22,7 +23,7 @@ import pytest
 
 from tests.support.locations import ROOT
 from tests.support.processes import assert_no_processes_of, kill_everything_of
-from tests.support.waiting import wait_for
+from tests.support.waiting import await_for, wait_for
 from training.rundir import RunPaths, list_run_dirs, read_json, read_run_json
 from training.rundir.heartbeat import read_heartbeats
 from training.supervise.launch import free_port
@@ -97,7 +98,9 @@ Host 127.0.0.2
 def test_hosts_run_starts_the_other_node_over_ssh_and_finishes(tmp_path, runs_dir, sshd, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     remote_runs = tmp_path / "remote-runs"
-    sets = [*SMALL, 'launch.hosts=["127.0.0.1", "127.0.0.2"]', f'launch.ssh_options=["-F", "{sshd}"]',
+    # Two gloo ranks on each host: a world of 4 across the two nodes.
+    small = [item for item in SMALL if not item.startswith("launch.nproc_per_node=")] + ["launch.nproc_per_node=2"]
+    sets = [*small, 'launch.hosts=["127.0.0.1", "127.0.0.2"]', f'launch.ssh_options=["-F", "{sshd}"]',
             f'launch.remote_runs_dir="{remote_runs}"']
     check = subprocess.run([sys.executable, str(ROOT / "run.py"), "--check", "--profile", "cpu", "--runs-dir",
                             str(runs_dir), *[a for s in sets for a in ("--set", s)]],
@@ -118,9 +121,9 @@ def test_hosts_run_starts_the_other_node_over_ssh_and_finishes(tmp_path, runs_di
             rendezvous = read_run_json(p)["rendezvous"]
             assert rendezvous["state"] == "met" and rendezvous["joined"] == 2
         assert read_run_json(node)["id"] == paths.id and read_run_json(node)["node"] == {"head": "127.0.0.1"}
-        # Every rank of the world trained, one on each host.
-        ranks = set(read_heartbeats(paths.root)) | set(read_heartbeats(node.root))
-        assert ranks == {0, 1} and read_run_json(paths)["world_size"] == 2
+        # Every rank of the world trained, two on each host.
+        assert set(read_heartbeats(paths.root)) == {0, 1} and set(read_heartbeats(node.root)) == {2, 3}
+        assert read_run_json(paths)["world_size"] == 4
         started = [json.loads(line) for line in paths.events.read_text().splitlines() if '"node":' in line]
         assert started and started[0]["node"] == "127.0.0.2"
         # One run, one view: the other node's files copied into the head's run directory over the
@@ -133,15 +136,30 @@ def test_hosts_run_starts_the_other_node_over_ssh_and_finishes(tmp_path, runs_di
         assert '"kind":"metric"' in paths.events.read_text().replace(" ", "")  # rank 0 reports wherever it is
         ranks_seen = {w.get("rank") for p in (paths, copy) for line in p.telemetry.read_text().splitlines()
                       for w in json.loads(line).get("workers") or []}
-        assert ranks_seen == {0, 1}, "both hosts' telemetry in the head's run directory"
-        assert "node 127.0.0.2 (rank " in head.stdout and "): finished" in head.stdout, head.stdout[-2000:]
+        assert ranks_seen == {0, 1, 2, 3}, "both hosts' telemetry in the head's run directory"
+        assert asyncio.run(_panel_titles(paths)) == ["127.0.0.1"] * 2 + ["127.0.0.2"] * 2
+        assert "node 127.0.0.2 (ranks 2,3): finished" in head.stdout, head.stdout[-2000:]
         runs = subprocess.run([sys.executable, str(ROOT / "run.py"), "--runs-dir", str(runs_dir), "--runs"],
                               capture_output=True, text=True, timeout=60)
-        assert "node 127.0.0.1 head" in runs.stdout and "node 127.0.0.2 (rank " in runs.stdout, runs.stdout
+        assert "node 127.0.0.1 head (ranks 0,1)" in runs.stdout and "node 127.0.0.2 (ranks 2,3)" in runs.stdout, \
+            runs.stdout
         assert_no_processes_of(paths.root)
         assert_no_processes_of(node.root)
     finally:
         kill_everything_of(remote_runs)
+
+
+async def _panel_titles(paths: RunPaths) -> list[str]:
+    """The console on the head's run directory: one panel per rank, grouped by host."""
+    from tui.app import make_app
+    from tui.screens.run import RunScreen
+    from tui.widgets import GpuPanel
+
+    app = make_app(runs_dir=paths.root.parent, attach=paths)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await await_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded, 30)
+        await await_for(pilot, lambda: len(app.screen.query(GpuPanel)) == 4, 30, what="4 rank panels")
+        return [panel.device.title.split(" · ")[0] for panel in app.screen.query(GpuPanel)]
 
 
 def test_a_node_ssh_cannot_reach_fails_the_run_naming_the_host(tmp_path, runs_dir):
@@ -175,6 +193,13 @@ def test_stop_from_a_new_session_stops_every_node(tmp_path, runs_dir, sshd, monk
         node = RunPaths(remote_runs / paths.id / "nodes" / "127.0.0.2")
         wait_for(lambda: read_run_json(paths).get("state") == "running" and node.run_json.exists()
                  and read_run_json(node).get("state") == "running", 120, "both nodes running", paths=paths)
+        # --dump from the head: every node's live ranks, the other node's over SSH, under its host.
+        dump = subprocess.run([sys.executable, str(ROOT / "run.py"), "--runs-dir", str(runs_dir), "--dump", paths.id],
+                              capture_output=True, text=True, timeout=90)
+        assert dump.returncode == 0, dump.stdout + dump.stderr
+        assert "node 127.0.0.1:" in dump.stdout and "node 127.0.0.2:" in dump.stdout, dump.stdout
+        assert "no stack" not in dump.stdout and dump.stdout.count("stack dump of 1 rank:") == 2, dump.stdout
+        assert "rank 0 (pid" in dump.stdout and "rank 1 (pid" in dump.stdout, dump.stdout
         stop = subprocess.run([sys.executable, str(ROOT / "run.py"), "--runs-dir", str(runs_dir), "--stop", paths.id],
                               capture_output=True, text=True, timeout=90, start_new_session=True)
         assert stop.returncode == 0, stop.stdout + stop.stderr
