@@ -5,9 +5,8 @@ from tests.support.workers import workers
 
 
 def test_an_idle_box_gets_a_worker_more_than_its_cores():
-    assert workers(2, busy_fraction=0.05, load1=0.3) == 3
+    assert workers(2, busy_fraction=0.05) == 3
 
 
 def test_a_busy_box_gets_one_per_core():
-    assert workers(2, busy_fraction=0.9, load1=0.3) == 2  # busy right now
-    assert workers(2, busy_fraction=0.1, load1=2.5) == 2  # busy this last minute (another suite between tests)
+    assert workers(2, busy_fraction=0.9) == 2  # another suite beside this one
