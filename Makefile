@@ -8,15 +8,13 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0; a GPU box that already has CUDA torch in .venv keeps it.
 TORCH_SPEC ?= torch==2.13.0
 
-# pytest-xdist workers, handing out tests one at a time (worksteal), so the waits of one test
-# (grace periods, heartbeats, a stalled rank) overlap another's work: one per core plus one on an
-# idle box (two workers kept 2 cores 60% busy: 662 s; three, 574 s), one per core on a busy one
-# (another suite beside it: more workers would only stretch the timing-sensitive tests).
+# pytest-xdist workers: two, handing out tests one at a time (worksteal), so the waits of one
+# test (grace periods, heartbeats, a stalled rank) overlap another's work. Three were quicker on
+# an idle box (574 s against 662 s) but not reliable: a fresh-clone run on three failed two tests
+# (a 40 s deadline for two DDP runs at once, an SVG snapshot taken before the screen settled).
 # `make test TEST_WORKERS=0` runs in one process.
-# Empty: chosen when the tests start (tests/support/workers.py; the venv exists by then).
-TEST_WORKERS ?=
-XDIST = $$(n="$(TEST_WORKERS)"; [ -n "$$n" ] || n=$$($(PY) -m tests.support.workers); \
-	if [ "$$n" = 0 ]; then echo "-n 0"; else echo "-n $$n --dist worksteal"; fi)
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),-n 0,-n $(TEST_WORKERS) --dist worksteal)
 
 .PHONY: setup demo test test-fast test-faketime lint bench gpu-check clean
 
