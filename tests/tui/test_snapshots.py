@@ -56,11 +56,35 @@ async def picker_ready(pilot) -> None:
     await pilot.pause(0.2)
 
 
+def _logs_at_their_end(screen) -> bool:
+    """Every shown event log has scrolled to its newest line (RichLog scrolls after its next
+    layout, a moment after the lines arrive: a loaded box drew the log half-way once)."""
+    from tui.widgets import EventLog
+
+    return all(log.scroll_y >= log.max_scroll_y for log in screen.query(EventLog) if log.display and log.size.height)
+
+
 async def run_ready(pilot) -> None:
     app = pilot.app
     await await_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded
                     and (app.screen.telemetry_seen or not app.screen.model.live), timeout=15)
-    await pilot.pause(0.3)
+    await await_for(pilot, lambda: _logs_at_their_end(app.screen), timeout=15, what="the event logs at their end")
+    await _settled(pilot)
+
+
+async def _settled(pilot, timeout: float = 15.0) -> None:
+    """Until two screenshots 0.2 s apart are the same: a fixed pause was not always enough on a
+    loaded box (the side log drawn half-way, a batch not yet folded in)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    previous = None
+    while time.monotonic() < deadline:
+        await pilot.pause(0.2)
+        current = pilot.app.export_screenshot()
+        if current == previous:
+            return
+        previous = current
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
