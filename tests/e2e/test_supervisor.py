@@ -122,7 +122,10 @@ def test_supervisor_killed_with_sigkill_then_stop_cleans_up_from_run_json(runs_d
     grandchildren = wait_for(lambda: [int(p.read_text()) for p in paths.root.glob("grandchild-*.pid")
                                       if p.read_text()] if len(list(paths.root.glob("grandchild-*.pid"))) == 2
                              else None, 10, "both grandchildren")
-    wait_for(lambda: set(grandchildren) <= {r.pid for r in recorded(paths)}, 5, "grandchildren recorded")
+    # The supervisor records what it sees every 0.5 s: both ranks and both grandchildren in run.json
+    # before it dies (a loaded box once killed it with rank 1 not yet recorded).
+    wait_for(lambda: set(grandchildren) <= {r.pid for r in recorded(paths)}
+             and sum(r.role == "worker" for r in recorded(paths)) == 2, 10, "both ranks and grandchildren recorded")
     sup = pg.ProcRef.from_json(read_run_json(paths)["supervisor"])
     os.kill(sup.pid, signal.SIGKILL)
     pg.wait_gone([sup], 5)
