@@ -9,7 +9,6 @@ remote_runs_dir. One gloo rank per node, both through torchrun's c10d rendezvous
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import os
@@ -23,7 +22,7 @@ import pytest
 
 from tests.support.locations import ROOT
 from tests.support.processes import assert_no_processes_of, kill_everything_of
-from tests.support.waiting import await_for, wait_for
+from tests.support.waiting import wait_for
 from training.rundir import RunPaths, list_run_dirs, read_json, read_run_json
 from training.rundir.heartbeat import read_heartbeats
 from training.supervise.launch import free_port
@@ -137,7 +136,6 @@ def test_hosts_run_starts_the_other_node_over_ssh_and_finishes(tmp_path, runs_di
         ranks_seen = {w.get("rank") for p in (paths, copy) for line in p.telemetry.read_text().splitlines()
                       for w in json.loads(line).get("workers") or []}
         assert ranks_seen == {0, 1, 2, 3}, "both hosts' telemetry in the head's run directory"
-        assert asyncio.run(_panel_titles(paths)) == ["127.0.0.1"] * 2 + ["127.0.0.2"] * 2
         assert "node 127.0.0.2 (ranks 2,3): finished" in head.stdout, head.stdout[-2000:]
         runs = subprocess.run([sys.executable, str(ROOT / "run.py"), "--runs-dir", str(runs_dir), "--runs"],
                               capture_output=True, text=True, timeout=60)
@@ -147,19 +145,6 @@ def test_hosts_run_starts_the_other_node_over_ssh_and_finishes(tmp_path, runs_di
         assert_no_processes_of(node.root)
     finally:
         kill_everything_of(remote_runs)
-
-
-async def _panel_titles(paths: RunPaths) -> list[str]:
-    """The console on the head's run directory: one panel per rank, grouped by host."""
-    from tui.app import make_app
-    from tui.screens.run import RunScreen
-    from tui.widgets import GpuPanel
-
-    app = make_app(runs_dir=paths.root.parent, attach=paths)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await await_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded, 30)
-        await await_for(pilot, lambda: len(app.screen.query(GpuPanel)) == 4, 30, what="4 rank panels")
-        return [panel.device.title.split(" · ")[0] for panel in app.screen.query(GpuPanel)]
 
 
 def test_a_node_ssh_cannot_reach_fails_the_run_naming_the_host(tmp_path, runs_dir):
