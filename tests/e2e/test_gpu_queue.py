@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,17 @@ def _profile_file(tmp_path, gpus: int, name: str):
     return path
 
 
+def _queued_console(tmp_path: Path, runs_dir: Path) -> tuple[subprocess.Popen, Path]:
+    """`run.py --profile four --queue --headless` on the shared box, its output in console.out."""
+    four = _profile_file(tmp_path, 4, "four")
+    out = tmp_path / "console.out"
+    with open(out, "w") as sink:
+        console = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--profile", str(four), "--queue",
+                                    "--headless", "--runs-dir", str(runs_dir)], cwd=ROOT, stdout=sink,
+                                   stderr=subprocess.STDOUT, text=True)
+    return console, out
+
+
 def _statuses(paths: RunPaths) -> list[dict]:
     return [e for e in read_tail(paths.events, 1 << 20) if e.get("kind") == "status"]
 
@@ -65,12 +77,7 @@ def _statuses(paths: RunPaths) -> list[dict]:
 def test_a_queued_run_survives_its_console_killed_and_starts_when_the_gpus_free_up(tmp_path, runs_dir, shared_box):
     from training.console.runs import format_runs_table, list_runs
 
-    four = _profile_file(tmp_path, 4, "four")
-    out = tmp_path / "console.out"
-    with open(out, "w") as sink:
-        console = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--profile", str(four), "--queue",
-                                    "--headless", "--runs-dir", str(runs_dir)], cwd=ROOT, stdout=sink,
-                                   stderr=subprocess.STDOUT, text=True)
+    console, out = _queued_console(tmp_path, runs_dir)
     try:
         paths = wait_for(lambda: next(iter(list_run_dirs(runs_dir)), None), 30, "the run directory")
         wait_for(lambda: read_run_json(paths).get("state") == "queued", 30, "the run to queue", paths=paths)
@@ -142,12 +149,7 @@ def test_a_two_gpu_start_takes_1_and_3_and_stop_cancels_a_queued_run_and_frees_i
 
 
 def test_ctrl_c_on_a_headless_queued_run_cancels_it(tmp_path, runs_dir, shared_box):
-    four = _profile_file(tmp_path, 4, "four")
-    out = tmp_path / "console.out"
-    with open(out, "w") as sink:
-        console = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--profile", str(four), "--queue",
-                                    "--headless", "--runs-dir", str(runs_dir)], cwd=ROOT, stdout=sink,
-                                   stderr=subprocess.STDOUT, text=True)
+    console, out = _queued_console(tmp_path, runs_dir)
     try:
         paths = wait_for(lambda: next(iter(list_run_dirs(runs_dir)), None), 30, "the run directory")
         wait_for(lambda: read_run_json(paths).get("state") == "queued", 30, "the run to queue", paths=paths)
