@@ -161,14 +161,18 @@ def test_a_node_ssh_cannot_reach_fails_the_run_naming_the_host(tmp_path, runs_di
     assert not (paths.logs / "launcher.log").exists()  # this node launched nothing either
 
 
+def _slow_two_host_run(ssh_config: Path, remote_runs: Path) -> list[str]:
+    """--set items: the cpu profile on both hosts, 50 epochs of slow steps (the worker's documented
+    test knob, in launch.env so the other node gets it too), so it still trains when a test acts."""
+    return [*SMALL, "train.epochs=50", 'launch.hosts=["127.0.0.1", "127.0.0.2"]',
+            f'launch.ssh_options=["-F", "{ssh_config}"]', f'launch.remote_runs_dir="{remote_runs}"',
+            'launch.env={TRAINDECK_TEST_STEP_DELAY_S = "0.05"}', "launch.stop_grace_s=3"]
+
+
 def test_stop_from_a_new_session_stops_every_node(tmp_path, runs_dir, sshd, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     remote_runs = tmp_path / "remote-runs"
-    # Slow steps (the worker's documented test knob, in launch.env so the other node gets it too):
-    # the run is still training when --stop comes.
-    sets = [*SMALL, "train.epochs=50", 'launch.hosts=["127.0.0.1", "127.0.0.2"]', f'launch.ssh_options=["-F", "{sshd}"]',
-            f'launch.remote_runs_dir="{remote_runs}"', 'launch.env={TRAINDECK_TEST_STEP_DELAY_S = "0.05"}',
-            "launch.stop_grace_s=3"]
+    sets = _slow_two_host_run(sshd, remote_runs)
     head = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--profile", "cpu", "--headless", "--runs-dir",
                              str(runs_dir), *[a for s in sets for a in ("--set", s)]],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
@@ -207,9 +211,7 @@ def test_a_node_whose_supervisor_is_killed_fails_the_run_everywhere_naming_it(tm
                                                                               monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     remote_runs = tmp_path / "remote-runs"
-    sets = [*SMALL, "train.epochs=50", 'launch.hosts=["127.0.0.1", "127.0.0.2"]', f'launch.ssh_options=["-F", "{sshd}"]',
-            f'launch.remote_runs_dir="{remote_runs}"', 'launch.env={TRAINDECK_TEST_STEP_DELAY_S = "0.05"}',
-            "launch.stop_grace_s=3"]
+    sets = _slow_two_host_run(sshd, remote_runs)
     head = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--profile", "cpu", "--headless", "--runs-dir",
                              str(runs_dir), *[a for s in sets for a in ("--set", s)]],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
