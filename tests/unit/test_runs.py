@@ -273,3 +273,33 @@ def test_a_run_directory_without_run_json_yet_is_starting_then_failed_when_old(t
     os.utime(paths.root, (old, old))
     summary = runs.run_summary(paths)
     assert (summary.state, summary.live, summary.note) == (RunState.FAILED, False, "no run.json")
+
+
+def test_a_worker_first_seen_before_its_exec_is_recorded_as_a_worker_once_it_has_its_rank(tmp_path):
+    """torchrun forks, then execs the worker with RANK in its environment. A poll between the two
+    sees torchrun's environment: a "child". The next poll must make it the rank it is (a fresh
+    clone's rehearsal counted 3 of 4 workers and never said "running")."""
+    gate = tmp_path / "exec-now"
+    # The child waits (no RANK yet), then execs a sleeper with RANK=0, as torchrun's workers are.
+    child = ("import os, sys, time\n"
+             f"while not os.path.exists({str(gate)!r}): time.sleep(0.02)\n"
+             "os.execve(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)'], "
+             "dict(os.environ, RANK='0'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "RANK"}
+    launcher = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"],
+                                env=env)
+    try:
+        root = pg.ref_of(launcher.pid, "launcher")
+        known: dict[int, pg.ProcRef] = {}
+        wait_for(lambda: pg.descendants(root), what="the launcher's child")
+        pg.remember(known, pg.descendants(root))
+        assert [r.role for r in known.values()] == ["child"]
+        gate.touch()
+        wait_for(lambda: any(r.role == "worker" for r in pg.descendants(root)), what="the child's exec with RANK")
+        pg.remember(known, pg.descendants(root))
+        assert [(r.role, r.rank) for r in known.values()] == [("worker", 0)]
+    finally:
+        for p in pg.descendants(pg.ref_of(launcher.pid, "launcher")) if launcher.poll() is None else []:
+            os.kill(p.pid, signal.SIGKILL)
+        launcher.kill()
+        launcher.wait()

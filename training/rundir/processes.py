@@ -113,6 +113,17 @@ def descendants(root: ProcRef) -> list[ProcRef]:
     return out
 
 
+def remember(known: dict[int, ProcRef], seen: Iterable[ProcRef]) -> None:
+    """Fold the processes just `seen` into `known` (pid -> ref): a new pid, a reused one (another
+    create time), or a worker first seen as a child. The last happens every launch: between
+    torchrun's fork and its exec a worker still has torchrun's environment, without RANK."""
+    for ref in seen:
+        old = known.get(ref.pid)
+        if old is None or abs(old.create_time - ref.create_time) > CREATE_TIME_TOLERANCE_S \
+                or (old.role != "worker" and ref.role == "worker"):
+            known[ref.pid] = ref
+
+
 def ranks_by_pid(procs: Iterable[ProcRef]) -> dict[int, int]:
     """pid -> global rank for the worker processes among `procs`."""
     return {r.pid: r.rank for r in procs if r.role == "worker" and r.rank is not None}

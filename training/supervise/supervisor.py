@@ -610,12 +610,9 @@ class Supervisor:
         if self.launcher_ref is None:
             return
         adopted = self.containment.adopted(self.known, self.launcher_ref.pid) if self.containment else []
-        for ref in pg.descendants(self.launcher_ref) + adopted:
-            old = self.known.get(ref.pid)
-            if old is None or abs(old.create_time - ref.create_time) > pg.CREATE_TIME_TOLERANCE_S:
-                self.known[ref.pid] = ref
+        pg.remember(self.known, pg.descendants(self.launcher_ref) + adopted)
         current = tuple(pg.alive(self.known.values()))
-        if force or {r.pid for r in current} != {r.pid for r in self.procs}:
+        if force or set(current) != set(self.procs):
             gone = [r for r in self.procs if r.role == "worker" and r not in current]
             if len(gone) == 1 and self.first_exit_rank is None and self.launcher_ref not in gone:
                 # Only a lone exit tells who went first; several in one poll carry no order.
