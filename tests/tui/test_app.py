@@ -520,3 +520,27 @@ async def test_health_firings_are_marked_on_the_loss_plot_by_step(recorded_app, 
         assert plot.visible_markers(xs) == []
         plot.render()
         assert "divergence" not in plot.plt.build()
+
+
+async def test_the_event_log_follows_its_end_when_its_height_changes_after_the_last_line():
+    """A layout change after the last write (the series list appearing beside the side log, a
+    resize) must not leave the log short of the newest lines until the next event."""
+    from textual.app import App
+
+    class LogApp(App):
+        CSS = "EventLog { height: 12; }"
+
+        def compose(self):
+            yield EventLog(id="log")
+
+    app = LogApp()
+    async with app.run_test(size=(60, 30)) as pilot:
+        log = app.query_one(EventLog)
+        for i in range(40):
+            log.write(f"line {i}")
+        await pilot.pause(0.1)
+        assert log.scroll_y == log.max_scroll_y > 0
+        log.styles.height = 6  # shorter: the end moves down by 6 lines
+        await pilot.pause(0.1)
+        assert log.max_scroll_y == 40 - 6
+        assert log.scroll_y == log.max_scroll_y

@@ -35,6 +35,20 @@ class EventLog(RichLog):
         self.start_t: float | None = None
         self.shown_exit = False
 
+    # RichLog scrolls to its end when a line is written, by the height it has then. A layout change
+    # after the last write (the series list shown beside it, a horizontal scrollbar that appears,
+    # a terminal resize) changes the height and left a log that follows the run short of its newest
+    # lines until the next event: follow the end again whenever the size changes.
+    def on_resize(self) -> None:
+        self._follow_end()
+
+    def watch_show_horizontal_scrollbar(self) -> None:
+        self._follow_end()
+
+    def _follow_end(self) -> None:
+        if self.auto_scroll:
+            self.scroll_end(animate=False, immediate=False, x_axis=False)
+
     def _stamp(self, event: dict[str, Any]) -> Text:
         t = event.get("t")
         if self.start_t is None or not isinstance(t, (int, float)):
