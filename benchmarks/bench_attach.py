@@ -31,16 +31,16 @@ async def _attach_seconds(root: Path, n: int, timeout: float = 300.0) -> float:
     from tui.widgets import LossPlot
 
     drawn: list[float] = []
-    original = LossPlot.render
+    original = LossPlot.draw_lines
 
-    def render(self):
+    def draw_lines(self):
         out = original(self)
         s = self.store.get(("train", "loss")) if self.store else None
         if s is not None and s.count >= n and not drawn:
             drawn.append(time.perf_counter())
         return out
 
-    LossPlot.render = render
+    LossPlot.draw_lines = draw_lines
     try:
         app = make_app(runs_dir=root.parent, attach=RunPaths(root), gpu_backend=GpuBackend(nvml=eight_b200()))
         t0 = time.perf_counter()
@@ -48,7 +48,7 @@ async def _attach_seconds(root: Path, n: int, timeout: float = 300.0) -> float:
             while not drawn and time.perf_counter() - t0 < timeout:
                 await pilot.pause(0.01)
     finally:
-        LossPlot.render = original
+        LossPlot.draw_lines = original
     if not drawn:
         raise TimeoutError(f"the loss history of {n} events was not drawn in {timeout:.0f} s")
     return drawn[0] - t0

@@ -1,8 +1,10 @@
 """Plot scaling through the real widget: tui.widgets.LossPlot (textual-plotext) mounted in a
 headless App (App.run_test, plot 100x25), fed a SeriesStore holding 10^3, 10^5 and 10^6
 points in two series (loss and one loss component, as a task reports them), timed as
-LossPlot.render() (store.view downsampling + plotext build + ANSI -> Rich text), the work of
-one redraw. Best of 7 per size, sizes interleaved round by round.
+LossPlot.draw_lines() (store.view downsampling + plotext's matrix + Strips), the work of one
+redraw. Best of 7 per size, sizes interleaved round by round. Beside it, in the same run,
+LossPlot.render(): textual-plotext's way (plotext's ANSI text decoded by Rich, then drawn), which
+the widget painted through before issue 17.
 
 Target: a redraw at 10^6 points within 1.5x of one at 10^3.
 
@@ -48,21 +50,34 @@ async def _time_renders(stores: dict[int, object], repeat: int) -> dict[int, flo
 
     app = PlotApp()
     best = {n: float("inf") for n in stores}
+    ansi = {n: float("inf") for n in stores}
     async with app.run_test(size=(110, 30)) as pilot:
         plot = app.query_one(LossPlot)
         await pilot.pause()
         for store in stores.values():  # warm-up: plotext, numpy, the theme
             plot.store = store
-            plot.render()
+            plot.draw_lines()
+            _draw_through_ansi(plot)
         for _ in range(repeat):
             for n, store in stores.items():
                 plot.store = store
                 t0 = time.perf_counter()
-                plot.render()
+                plot.draw_lines()
                 best[n] = min(best[n], time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                _draw_through_ansi(plot)
+                ansi[n] = min(ansi[n], time.perf_counter() - t0)
         size = plot.size
     best["size"] = (size.width, size.height)  # type: ignore[index]
+    best["ansi"] = ansi  # type: ignore[index]
     return best
+
+
+def _draw_through_ansi(plot) -> None:
+    """What a redraw was before: render() (plotext's ANSI text, decoded by Rich) drawn to Strips."""
+    from textual.visual import Visual, visualize
+
+    Visual.to_strips(plot, visualize(plot, plot.render()), plot.size.width, plot.size.height, plot.visual_style)
 
 
 def run(quick: bool = False) -> list[Result]:
@@ -76,10 +91,12 @@ def run(quick: bool = False) -> list[Result]:
         add_us[n] = (time.perf_counter() - t0) / max(1, 2 * (n - 1)) * 1e6
     best = asyncio.run(_time_renders(stores, repeat))
     w, h = best.pop("size")  # type: ignore[misc]
+    ansi = best.pop("ansi")  # type: ignore[misc]
     out = []
     for n in sizes:
-        out.append(Result(f"LossPlot.render {w}x{h}, 2 series x {n:.0e} points", best[n] * 1e3, "ms",
-                          note=f"{stores[n].stored_points} points stored; add {add_us[n]:.2f} us/point"))
+        out.append(Result(f"LossPlot.draw_lines {w}x{h}, 2 series x {n:.0e} points", best[n] * 1e3, "ms",
+                          note=f"{stores[n].stored_points} points stored; add {add_us[n]:.2f} us/point; "
+                               f"through ANSI text (before): {ansi[n] * 1e3:.1f} ms"))
     lo, hi = sizes[0], sizes[-1]
     ratio = best[hi] / best[lo]
     out.append(Result(f"redraw ratio {hi:.0e} / {lo:.0e} points (LossPlot)", ratio, "x", f"<= {TARGET_RATIO:g}x",

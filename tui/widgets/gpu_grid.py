@@ -80,7 +80,7 @@ class GpuGrid(VerticalScroll, can_focus=False):
                     if current.history != device.history and self.sparklines:
                         # Only the sparkline moved: the reactive would see no change.
                         panel.set_reactive(GpuPanel.device, device)
-                        panel.refresh()
+                        panel.show_changes()
                 else:
                     panel.device = device
                 panel.alert = self._alert_for(device)

@@ -6,6 +6,12 @@ State shows as CSS classes: -hot (>= 85 C), -throttle, -idle (util < 5 % while t
 that hosts a rank of the run: a box's other GPUs are not this run's to call idle), and
 the watchdog's marks for a rank the panel hosts: -stalled (a hang) and -straggler, with a short
 label ("HUNG 1:32", "slow") in the row or the card's border.
+
+A new sample repaints only the lines it changed (issue 17: the 8 cards of a B200 box, redrawn
+whole every second, were the run screen's largest paint). The panel keeps its content as lines
+(rich Text, and the Strips drawn from them); a new sample is laid out, compared line by line, and
+only the lines that differ are drawn again and refreshed. A restyle (a class such as -hot, a
+theme) or a new size draws everything again.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.style import Style
 from rich.text import Text
+from textual.geometry import Region, Size
 from textual.reactive import reactive
+from textual.strip import Strip
+from textual.visual import Visual, visualize
 from textual.widget import Widget
 
 from tui.widgets._render import SPARK_STEP, bar, gib, num, sparkline
@@ -146,12 +156,13 @@ class GpuPanel(Widget):
         "gpu-panel--alert",
     }
 
-    device: reactive[DeviceView | None] = reactive(None, layout=False)
-    training: reactive[bool] = reactive(False)
+    # repaint=False: the watchers repaint the lines that changed (show_changes), not the panel.
+    device: reactive[DeviceView | None] = reactive(None, layout=False, repaint=False)
+    training: reactive[bool] = reactive(False, repaint=False)
     """True while the run trains (not paused, not finished): only then is a quiet GPU 'idle'."""
-    alert: reactive[PanelAlert | None] = reactive(None)
+    alert: reactive[PanelAlert | None] = reactive(None, repaint=False)
     """The watchdog's mark on a rank of this device, or None."""
-    sparklines: reactive[bool] = reactive(True)
+    sparklines: reactive[bool] = reactive(True, repaint=False)
     """False in run.py --low-bandwidth: no utilization history (it changes every sample)."""
 
     def __init__(self, device: DeviceView, **kwargs: Any) -> None:
@@ -159,6 +170,12 @@ class GpuPanel(Widget):
         self.set_reactive(GpuPanel.device, device)
         self._throttle_left = THROTTLE_HOLD if device.throttling else 0  # samples the mark still holds
         self._reasons = device.throttle  # the last throttled sample's reasons (shown while held)
+        # What the panel shows, a line each: the Text laid out and the Strip drawn from it, for the
+        # content size they were laid out at (None: lay out again at the next paint).
+        self._texts: list[Text] = []
+        self._strips: list[Strip] = []
+        self._laid_out_at: Size | None = None
+        self._styles: dict[str, Style] = {}  # component styles, until the next restyle
 
     @property
     def throttle_shown(self) -> bool:
@@ -173,12 +190,63 @@ class GpuPanel(Widget):
             if device.throttling:
                 self._reasons = device.throttle
         self._update_state()
+        self.show_changes()
 
     def watch_training(self) -> None:
         self._update_state()
 
     def watch_alert(self) -> None:
         self._update_state()
+        self.show_changes()
+
+    def watch_sparklines(self) -> None:
+        self.show_changes()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        # A class (-hot, -throttle, ...) or the theme changed: every colour may have.
+        self._styles.clear()
+        self._laid_out_at = None
+
+    # ---- painting only what changed ------------------------------------------------------------
+    def show_changes(self) -> None:
+        """Lay the panel out again and repaint only the lines that differ from what it shows."""
+        size = self.content_size
+        if self._laid_out_at is None or self._laid_out_at != size:
+            self._laid_out_at = None
+            self.refresh()  # the next paint lays everything out
+            return
+        texts = self._layout(size)
+        if len(texts) != len(self._texts):
+            self._laid_out_at = None
+            self.refresh()
+            return
+        for y, (old, new) in enumerate(zip(self._texts, texts)):
+            if old != new:
+                self._texts[y] = new
+                self._strips[y] = self._draw(new, size.width)
+                self.refresh(Region(0, y, size.width, 1))
+
+    def render_line(self, y: int) -> Strip:
+        size = self.content_size
+        if self._laid_out_at != size:
+            self._texts = self._layout(size)
+            self._strips = [self._draw(text, size.width) for text in self._texts]
+            self._laid_out_at = size
+        if 0 <= y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(size.width, self.rich_style)
+
+    def _layout(self, size: Size) -> list[Text]:
+        lines = self.render().split("\n", allow_blank=True)
+        for line in lines:
+            line.no_wrap = True
+        return list(lines)[:max(1, size.height)]
+
+    def _draw(self, text: Text, width: int) -> Strip:
+        """One line as the default render path draws it (the widget's colours under the text's)."""
+        strips = Visual.to_strips(self, visualize(self, text), width, 1, self.visual_style)
+        return strips[0] if strips else Strip.blank(width, self.rich_style)
 
     def _update_state(self) -> None:
         d = self.device
@@ -203,8 +271,11 @@ class GpuPanel(Widget):
             "-cpu": d.kind == "cpu",
         })
 
-    def _style(self, name: str):
-        return self.get_component_rich_style(f"gpu-panel--{name}", partial=True)
+    def _style(self, name: str) -> Style:
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(f"gpu-panel--{name}", partial=True)
+        return style
 
     def _temp_style(self, d: DeviceView):
         if d.temp_c is None:
@@ -219,6 +290,7 @@ class GpuPanel(Widget):
         text.append("▏", self._style("dim"))
 
     def render(self) -> Text:
+        """The whole panel as one Text (render_line draws it a line at a time)."""
         d = self.device
         if d is None:
             return Text("")

@@ -8,11 +8,27 @@ about the plot's width, so drawing costs the same at 10^2 or 10^6 steps.
 Health firings (training.monitor.health) are `markers`: (step, rule) pairs the screen sets from
 the run model, drawn as red vertical lines with the rule's name at the top (plotext's vline and
 text) when x is the step and the step is within the drawn range.
+
+Drawing (issue 17: the plot was the run screen's costliest paint, ~25 ms a redraw): plotext lays
+out its character matrix, and the widget turns that matrix into Strips itself, a run of cells per
+colour, instead of plotext's ANSI text decoded back by Rich (`render()`, which textual-plotext
+uses and the tests still call, draws the same plot that way). Only the rows that differ from the
+last drawing are repainted: with bounds that stay put (nice_bounds), a new point changes the
+rows it crosses, not the plot.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import plotext._utility as plotext_utility
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.geometry import Region, Size
 from textual.reactive import reactive
+from textual.strip import Strip
+from textual.visual import Visual, visualize
 from textual_plotext import PlotextPlot
 
 from training.rundir.series import Key, SeriesStore
@@ -43,16 +59,23 @@ def default_shown(key: Key) -> bool:
 class LossPlot(PlotextPlot):
     store: SeriesStore | None = None
 
-    version: reactive[int] = reactive(0)
-    shown: reactive[frozenset[Key] | None] = reactive(None)
+    # repaint=False: each watcher redraws and repaints the rows that changed (show_changes).
+    version: reactive[int] = reactive(0, repaint=False)
+    shown: reactive[frozenset[Key] | None] = reactive(None, repaint=False)
     """Series to draw; None means the default (losses and their components)."""
-    x_axis: reactive[str] = reactive("step")
-    log_y: reactive[bool] = reactive(False)
-    smoothing: reactive[float] = reactive(0.0)
-    checkpoints: reactive[tuple[tuple[int | None, int | None, bool], ...]] = reactive(())
+    x_axis: reactive[str] = reactive("step", repaint=False)
+    log_y: reactive[bool] = reactive(False, repaint=False)
+    smoothing: reactive[float] = reactive(0.0, repaint=False)
+    checkpoints: reactive[tuple[tuple[int | None, int | None, bool], ...]] = reactive((), repaint=False)
     """(step, epoch, best) of each checkpoint, marked on the plot's top edge."""
-    markers: reactive[tuple[tuple[int, str], ...]] = reactive(())
+    markers: reactive[tuple[tuple[int, str], ...]] = reactive((), repaint=False)
     """Health firings to mark: (step, rule), oldest first."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._rows: list[Strip] = []  # the plot as drawn last, a Strip per row
+        self._drawn_at: Size | None = None  # the size it was drawn at (None: draw at the next paint)
+        self._cell_styles: dict[str, Style] = {}  # plotext's colours (as ANSI) -> the style drawn
 
     def validate_x_axis(self, value: str) -> str:
         return value if value in ("step", "epoch") else "step"
@@ -61,22 +84,99 @@ class LossPlot(PlotextPlot):
         return min(0.99, max(0.0, float(value)))
 
     def watch_version(self) -> None:
-        self.refresh()
+        self.show_changes()
 
     def watch_shown(self) -> None:
-        self.refresh()
+        self.show_changes()
 
     def watch_x_axis(self) -> None:
-        self.refresh()
+        self.show_changes()
 
     def watch_log_y(self) -> None:
-        self.refresh()
+        self.show_changes()
 
     def watch_smoothing(self) -> None:
-        self.refresh()
+        self.show_changes()
+
+    def watch_checkpoints(self) -> None:
+        self.show_changes()
 
     def watch_markers(self) -> None:
-        self.refresh()
+        self.show_changes()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._cell_styles.clear()  # the theme (the plot's background and text) may have changed
+        self._drawn_at = None
+
+    def _register_theme(self, app_theme_name: str) -> None:
+        self._drawn_at = None
+        super()._register_theme(app_theme_name)
+
+    # ---- drawing -------------------------------------------------------------------------------
+    def show_changes(self) -> None:
+        """Draw the plot again and repaint only the rows that differ from what it shows."""
+        size = self.size
+        if self._drawn_at != size or not self._rows:
+            self._drawn_at = None
+            self.refresh()  # the next paint draws it all
+            return
+        rows = self.draw_lines()
+        if len(rows) != len(self._rows):
+            self._rows = rows
+            self.refresh()
+            return
+        for y, (old, new) in enumerate(zip(self._rows, rows)):
+            if old != new:
+                self.refresh(Region(0, y, size.width, 1))
+        self._rows = rows
+
+    def render_line(self, y: int) -> Strip:
+        if self._drawn_at != self.size:
+            self._rows = self.draw_lines()
+            self._drawn_at = self.size
+        if 0 <= y < len(self._rows):
+            return self._rows[y]
+        return Strip.blank(self.size.width, self.rich_style)
+
+    def draw_lines(self) -> list[Strip]:
+        """The plot at the widget's size, a Strip per row, from plotext's matrix (what `render()`
+        draws through ANSI text, without the text)."""
+        self._plan()
+        plt, (width, height) = self._plot, self.size
+        plt.plotsize(width, height)  # as PlotextPlot.render sets it up
+        plt._set_size(width, height)
+        plt.theme(self._get_plotext_theme_name(self.app.theme))
+        # plotext's Figure.build() without its last step (the ANSI canvas).
+        plt._set_sizes()
+        plt._build_matrix()
+        matrix = plt.monitor.matrix
+        return [self._row_strip(matrix, row) for row in reversed(matrix.Rows)]
+
+    def _row_strip(self, matrix: Any, row: int) -> Strip:
+        markers, fgs, styles, bgs = matrix.marker[row], matrix.fullground[row], matrix.style[row], matrix.background[row]
+        segments: list[Segment] = []
+        start, colours = 0, (fgs[0], styles[0], bgs[0]) if markers else None
+        for col in range(1, len(markers)):
+            here = (fgs[col], styles[col], bgs[col])
+            if here != colours:
+                segments.append(Segment("".join(markers[start:col]), self._cell_style(colours)))
+                start, colours = col, here
+        if markers:
+            segments.append(Segment("".join(markers[start:]), self._cell_style(colours)))
+        return Strip(segments)
+
+    def _cell_style(self, colours: tuple[Any, Any, Any]) -> Style:
+        """The style a cell of these plotext colours has when the ANSI text is drawn (found once
+        per colour by drawing one such cell the default way: the same styles, the same bytes)."""
+        ansi = plotext_utility.colors_to_ansi(*colours)
+        style = self._cell_styles.get(ansi)
+        if style is None:
+            probe = Text.from_ansi(f"{ansi}x{plotext_utility.ansi_end}")
+            strips = Visual.to_strips(self, visualize(self, probe), 1, 1, self.visual_style)
+            style = next((seg.style for seg in strips[0] if seg.text), None) if strips else None
+            style = self._cell_styles[ansi] = style or self.rich_style
+        return style
 
     def visible_markers(self, xs: list[float]) -> list[tuple[int, str]]:
         """The markers inside the drawn x range (by step only: a firing names no epoch)."""
@@ -99,6 +199,13 @@ class LossPlot(PlotextPlot):
         return f"x: {self.x_axis} (x) · y: {'log' if self.log_y else 'linear'} (l) · {smooth} (m)"
 
     def render(self):
+        """The plot as textual-plotext draws it (plotext's ANSI text); the widget itself paints
+        through render_line and draw_lines."""
+        self._plan()
+        return super().render()
+
+    def _plan(self) -> None:
+        """Hand plotext this plot's series, bounds, ticks and marks."""
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -123,7 +230,7 @@ class LossPlot(PlotextPlot):
             plt.text(message, 0.5, 0.5, alignment="center")
             plt.xlim(0, 1)
             plt.ylim(0, 1)
-            return super().render()
+            return
         # Bounds widened to nice tick multiples: they stay put while points arrive inside them,
         # so a new point moves a few cells, not the whole plot.
         x_lo, x_hi, x_step = nice_bounds(min(drawn_x), max(drawn_x), integer=self.x_axis == "step")
@@ -140,7 +247,6 @@ class LossPlot(PlotextPlot):
         for step, rule in self.visible_markers(drawn_x):
             plt.vline(step, color=MARKER_COLOUR)
             plt.text(rule, step, y_hi, color=MARKER_COLOUR, alignment="left")
-        return super().render()
 
     def _mark_checkpoints(self, x_lo: float, x_hi: float, y_top: float) -> None:
         """A ▼ on the top edge at each checkpoint's step (or epoch); the best ones in yellow. In the
