@@ -16,9 +16,11 @@ from tui.widgets.gpu_panel import DeviceView, GpuPanel, PanelAlert
 
 
 class GpuGrid(VerticalScroll, can_focus=False):
-    devices: reactive[tuple[DeviceView, ...]] = reactive((), always_update=True)
-    training: reactive[bool] = reactive(False)
-    alerts: reactive[dict[int, PanelAlert]] = reactive(dict)
+    # repaint=False: these are handed down to the panels, which repaint what changed; a repaint of
+    # the grid itself was a frame of every panel, each second, before the panels' own.
+    devices: reactive[tuple[DeviceView, ...]] = reactive((), always_update=True, repaint=False)
+    training: reactive[bool] = reactive(False, repaint=False)
+    alerts: reactive[dict[int, PanelAlert]] = reactive(dict, repaint=False)
     placeholder: reactive[str] = reactive("waiting for the first telemetry sample…")
     simulated: reactive[bool] = reactive(False)
     sparklines: reactive[bool] = reactive(True)
