@@ -52,10 +52,10 @@ from tui.widgets.loss_plot import default_shown, series_label
 EVENTS_POLL_S = 0.1
 EVENTS_IDLE_POLL_S = 0.5  # a finished run: only a resume (run.json) or a late event can come
 PLOT_REFRESH_S = 1.0  # a plot redraw costs ~10-20 ms (plotext); new points show within 1 s
-# The step count: at most twice a second (bench_paint: p95 at paint within 1 s, issue 17's goal);
-# a change of state shows at once. Each header repaint is a frame of its own unless it rides with
-# the GPU panels' or the plot's (they flush a pending header change into their frame).
-HEADER_REFRESH_S = 0.5
+# The step count: at most four times a second (bench_paint: p95 at paint 0.54 s; at 0.5 s it was
+# 0.70-0.74 s on a quiet box and 1.11 s under load 7, over issue 17's 1 s); a change of state
+# shows at once. A pending step count also rides in the GPU panels' and the plot's frames.
+HEADER_REFRESH_S = 0.25
 LOW_BANDWIDTH_PLOT_S = 5.0  # run.py --low-bandwidth: the plot at most every 5 s
 LOG_POLL_S = 0.5
 READER_TICK_S = 0.1  # the reader notices a wake-up (a log chosen, the screen closing) within this
