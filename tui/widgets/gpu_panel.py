@@ -221,7 +221,7 @@ class GpuPanel(Widget):
             self._laid_out_at = None
             self.refresh()
             return
-        for y, (old, new) in enumerate(zip(self._texts, texts)):
+        for y, (old, new) in enumerate(zip(self._texts, texts, strict=True)):
             if old != new:
                 self._texts[y] = new
                 self._strips[y] = self._draw(new, size.width)

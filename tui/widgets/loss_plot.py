@@ -126,7 +126,7 @@ class LossPlot(PlotextPlot):
             self._rows = rows
             self.refresh()
             return
-        for y, (old, new) in enumerate(zip(self._rows, rows)):
+        for y, (old, new) in enumerate(zip(self._rows, rows, strict=True)):
             if old != new:
                 self.refresh(Region(0, y, size.width, 1))
         self._rows = rows
