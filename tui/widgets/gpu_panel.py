@@ -22,12 +22,12 @@ from typing import Any
 
 from rich.style import Style
 from rich.text import Text
-from textual.geometry import Region, Size
 from textual.reactive import reactive
 from textual.strip import Strip
 from textual.visual import Visual, visualize
 from textual.widget import Widget
 
+from tui.widgets._painted_lines import PaintsChangedLines
 from tui.widgets._render import SPARK_STEP, bar, gib, num, sparkline
 
 HOT_C = 85
@@ -143,7 +143,7 @@ class PanelAlert:
     label: str  # "HUNG 1:32", "slow"
 
 
-class GpuPanel(Widget):
+class GpuPanel(PaintsChangedLines, Widget):
     COMPONENT_CLASSES = {
         "gpu-panel--label",
         "gpu-panel--util",
@@ -170,11 +170,10 @@ class GpuPanel(Widget):
         self.set_reactive(GpuPanel.device, device)
         self._throttle_left = THROTTLE_HOLD if device.throttling else 0  # samples the mark still holds
         self._reasons = device.throttle  # the last throttled sample's reasons (shown while held)
-        # What the panel shows, a line each: the Text laid out and the Strip drawn from it, for the
-        # content size they were laid out at (None: lay out again at the next paint).
+        # The lines last drawn, as Text and as the Strip drawn from it at `_drawn_width`.
         self._texts: list[Text] = []
         self._strips: list[Strip] = []
-        self._laid_out_at: Size | None = None
+        self._drawn_width = 0
         self._styles: dict[str, Style] = {}  # component styles, until the next restyle
 
     @property
@@ -206,42 +205,24 @@ class GpuPanel(Widget):
         super().notify_style_update()
         # A class (-hot, -throttle, ...) or the theme changed: every colour may have.
         self._styles.clear()
-        self._laid_out_at = None
+        self._texts, self._strips = [], []  # drawn in the old colours
+        self.forget_painted()
 
-    # ---- painting only what changed ------------------------------------------------------------
-    def show_changes(self) -> None:
-        """Lay the panel out again and repaint only the lines that differ from what it shows."""
+    # ---- painting only what changed (PaintsChangedLines) -----------------------------------------
+    def draw_lines(self) -> list[Strip]:
+        """The panel a line at a time; a line whose Text is unchanged keeps its Strip (drawing one
+        through Textual's Content is most of a panel's cost)."""
         size = self.content_size
-        if self._laid_out_at is None or self._laid_out_at != size:
-            self._laid_out_at = None
-            self.refresh()  # the next paint lays everything out
-            return
-        texts = self._layout(size)
-        if len(texts) != len(self._texts):
-            self._laid_out_at = None
-            self.refresh()
-            return
-        for y, (old, new) in enumerate(zip(self._texts, texts, strict=True)):
-            if old != new:
-                self._texts[y] = new
-                self._strips[y] = self._draw(new, size.width)
-                self.refresh(Region(0, y, size.width, 1))
-
-    def render_line(self, y: int) -> Strip:
-        size = self.content_size
-        if self._laid_out_at != size:
-            self._texts = self._layout(size)
-            self._strips = [self._draw(text, size.width) for text in self._texts]
-            self._laid_out_at = size
-        if 0 <= y < len(self._strips):
-            return self._strips[y]
-        return Strip.blank(size.width, self.rich_style)
-
-    def _layout(self, size: Size) -> list[Text]:
         lines = self.render().split("\n", allow_blank=True)
-        for line in lines:
-            line.no_wrap = True
-        return list(lines)[:max(1, size.height)]
+        texts = list(lines)[:max(1, size.height)]
+        same_width = self._drawn_width == size.width
+        strips = []
+        for y, text in enumerate(texts):
+            text.no_wrap = True
+            unchanged = same_width and y < len(self._texts) and self._texts[y] == text
+            strips.append(self._strips[y] if unchanged else self._draw(text, size.width))
+        self._texts, self._strips, self._drawn_width = texts, strips, size.width
+        return strips
 
     def _draw(self, text: Text, width: int) -> Strip:
         """One line as the default render path draws it (the widget's colours under the text's)."""

@@ -25,7 +25,6 @@ import plotext._utility as plotext_utility
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual.geometry import Region, Size
 from textual.reactive import reactive
 from textual.strip import Strip
 from textual.visual import Visual, visualize
@@ -33,6 +32,7 @@ from textual_plotext import PlotextPlot
 
 from training.rundir.series import Key, SeriesStore
 from tui.formats import format_tick, nice_bounds
+from tui.widgets._painted_lines import PaintsChangedLines
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.9)
 LEGEND_CKPT_MIN_HEIGHT = 20
@@ -56,7 +56,7 @@ def default_shown(key: Key) -> bool:
     return name == "loss" or name.startswith("loss/")
 
 
-class LossPlot(PlotextPlot):
+class LossPlot(PaintsChangedLines, PlotextPlot):
     store: SeriesStore | None = None
 
     # repaint=False: each watcher redraws and repaints the rows that changed (show_changes).
@@ -73,8 +73,6 @@ class LossPlot(PlotextPlot):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._rows: list[Strip] = []  # the plot as drawn last, a Strip per row
-        self._drawn_at: Size | None = None  # the size it was drawn at (None: draw at the next paint)
         self._cell_styles: dict[str, Style] = {}  # plotext's colours (as ANSI) -> the style drawn
 
     def validate_x_axis(self, value: str) -> str:
@@ -107,38 +105,13 @@ class LossPlot(PlotextPlot):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._cell_styles.clear()  # the theme (the plot's background and text) may have changed
-        self._drawn_at = None
+        self.forget_painted()
 
     def _register_theme(self, app_theme_name: str) -> None:
-        self._drawn_at = None
+        self.forget_painted()
         super()._register_theme(app_theme_name)
 
-    # ---- drawing -------------------------------------------------------------------------------
-    def show_changes(self) -> None:
-        """Draw the plot again and repaint only the rows that differ from what it shows."""
-        size = self.size
-        if self._drawn_at != size or not self._rows:
-            self._drawn_at = None
-            self.refresh()  # the next paint draws it all
-            return
-        rows = self.draw_lines()
-        if len(rows) != len(self._rows):
-            self._rows = rows
-            self.refresh()
-            return
-        for y, (old, new) in enumerate(zip(self._rows, rows, strict=True)):
-            if old != new:
-                self.refresh(Region(0, y, size.width, 1))
-        self._rows = rows
-
-    def render_line(self, y: int) -> Strip:
-        if self._drawn_at != self.size:
-            self._rows = self.draw_lines()
-            self._drawn_at = self.size
-        if 0 <= y < len(self._rows):
-            return self._rows[y]
-        return Strip.blank(self.size.width, self.rich_style)
-
+    # ---- drawing (PaintsChangedLines) ------------------------------------------------------------
     def draw_lines(self) -> list[Strip]:
         """The plot at the widget's size, a Strip per row, from plotext's matrix (what `render()`
         draws through ANSI text, without the text)."""
