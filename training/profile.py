@@ -81,7 +81,9 @@ class Launch:
     nproc_per_node: int = _opt(1, "processes per node in ddp mode (one per GPU)", min=1, max=1024)
     nnodes: int = _opt(1, "nodes in a multi-node ddp run (handed to torchrun's rendezvous)", min=1)
     node_rank: int = _opt(0, "this node's rank for static multi-node rendezvous", min=0)
-    rdzv_backend: str = _opt("c10d", "torchrun rendezvous backend", choices=("c10d", "static", "etcd", "etcd-v2"))
+    rdzv_backend: str = _opt("auto", "torchrun rendezvous backend: auto = static (no pickled state in a store "
+                             "others can reach) on one node and for launch.hosts, c10d for nodes started by hand",
+                             choices=("auto", "c10d", "static", "etcd", "etcd-v2"))
     rdzv_endpoint: str = _opt("", "host:port of the rendezvous; empty = this box, a free port is picked")
     rdzv_id: str = _opt("", "rendezvous job id shared by all nodes; empty = the run id on one node, and on several a "
                      "hash of the profile name, rdzv_endpoint, nnodes and nproc_per_node (the same on every node)")
@@ -714,10 +716,10 @@ def _check_hosts(p: Profile, raw: dict, base: Path, path: str, loc: _Locator) ->
         raise ProfileError(f"'launch.nnodes' is {given} but launch.hosts names {len(launch.hosts)} node(s); nnodes "
                            f"follows from hosts, remove it.", path=path, line=loc.line("launch", "nnodes"))
     launch.nnodes = len(launch.hosts)
-    if launch.nnodes > 1 and launch.rdzv_backend != "c10d":
-        raise ProfileError(f"'launch.hosts' starts every node through torchrun's c10d rendezvous; rdzv_backend is "
-                           f"'{launch.rdzv_backend}'. Remove launch.rdzv_backend.", path=path,
-                           line=loc.line("launch", "rdzv_backend"))
+    if launch.nnodes > 1 and launch.rdzv_backend not in ("auto", "static", "c10d"):
+        raise ProfileError(f"'launch.hosts' starts every node through torchrun's static rendezvous (the head knows "
+                           f"each node's rank); rdzv_backend is '{launch.rdzv_backend}'. Remove launch.rdzv_backend.",
+                           path=path, line=loc.line("launch", "rdzv_backend"))
 
 
 def _check_presets(names: list, path: str, line: int | None) -> list[str]:

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from tests.support.live_runs import statuses, wait_done, wait_step
+from tests.support.neighbour import as_neighbour, needs_root, shared_dir
 from tests.support.processes import assert_gone, recorded
 from tests.support.profiles import builtin_profile, custom_profile
 from tests.support.waiting import wait_for
@@ -62,6 +63,8 @@ def ddp_run(tmp_path_factory):
     old_umask = os.umask(0o022)
     runs_dir = tmp_path_factory.mktemp("sec") / "runs"
     paths = None
+    shared = shared_dir()
+    neighbour_marker = shared.__enter__() / "neighbour-ran-code"
     try:
         prof = builtin_profile("ddp", epochs=2, steps=30, log_every=5, extra="[checkpoint]\nkeep_last = 1\n")
         paths = runs.start_run(prof, runs_dir)
@@ -69,6 +72,10 @@ def ddp_run(tmp_path_factory):
         wait_for(lambda: sum(1 for r in recorded(paths) if r.role == "worker") == 2, 10, "both ranks recorded")
         data = read_run_json(paths)
         roles = {r.pid: r for r in recorded(paths)}
+        # A neighbour (another uid) reads the store's endpoint off the launcher's argv, as `ps` shows
+        # it, and swaps a code-running pickle in where torch's dynamic rendezvous keeps its state.
+        launcher = next(pid for pid, r in roles.items() if r.role == "launcher")
+        swap = as_neighbour(_swap_rendezvous_state, launcher, str(neighbour_marker)) if os.geteuid() == 0 else None
         conns = [c for c in psutil.net_connections(kind="inet") if c.pid in roles]
         worker_env = {}
         for r in roles.values():
@@ -77,7 +84,7 @@ def ddp_run(tmp_path_factory):
         assert runs.run_summary(paths).live, "the run ended before its sockets were looked at"
         s = wait_done(paths, timeout=120)
         yield {"paths": paths, "data": data, "roles": roles, "conns": conns, "worker_env": worker_env,
-               "summary": s}
+               "summary": s, "swap": swap, "marker": neighbour_marker}
     finally:
         os.umask(old_umask)
         for k, v in saved.items():
@@ -87,6 +94,45 @@ def ddp_run(tmp_path_factory):
                 os.environ[k] = v
         if paths is not None and runs.is_live(paths):
             runs.stop_run(paths, grace_s=0.5)
+        shared.__exit__(None, None, None)
+
+
+class _RunsCode:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"id > {self.marker}",))
+
+
+def _swap_rendezvous_state(launcher_pid: int, marker: str) -> dict:
+    """The neighbour's side (runs as another uid): what `ps` shows, then a client of the store."""
+    import base64
+    import pickle
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    argv = psutil.Process(launcher_pid).cmdline()
+    endpoint, rdzv_id = argv[argv.index("--rdzv-endpoint") + 1], argv[argv.index("--rdzv-id") + 1]
+    host, _, port = endpoint.rpartition(":")
+    store = TCPStore(host, int(port), is_master=False, timeout=timedelta(seconds=5), wait_for_workers=False)
+    key = f"torch.rendezvous.{rdzv_id}"
+    evil = base64.b64encode(pickle.dumps(_RunsCode(marker)))
+    store.set(key, evil)  # where c10d's agents read their state from, at every heartbeat and at the end
+    return {"endpoint": endpoint, "key": key, "backend": argv[argv.index("--rdzv-backend") + 1],
+            "stored": store.get(key) == evil}
+
+
+@pytest.mark.slow
+@needs_root
+def test_a_neighbour_who_swaps_the_stores_state_runs_no_code(ddp_run):
+    """The launcher's store takes anyone's connection (every uid on the box reaches its port): the
+    one-node rendezvous is static, so nothing of the run unpickles what a neighbour writes there."""
+    swap = ddp_run["swap"]
+    assert swap["stored"] and swap["backend"] == "static", swap
+    assert not ddp_run["marker"].exists(), ddp_run["marker"].read_text()
+    assert ddp_run["summary"].state is RunState.FINISHED, ddp_run["summary"]
 
 
 def _listening(run, role: str) -> list:
@@ -121,7 +167,7 @@ def test_only_torchrun_and_gloo_listen_and_the_supervisor_has_no_socket(ddp_run)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="torch's TCPStore (torchrun's c10d rendezvous and the workers' store) binds "
+@pytest.mark.xfail(strict=True, reason="torch's TCPStore (torchrun's rendezvous store, which the workers share) binds "
                                        "the port on every interface ('::'), whatever host the endpoint names; "
                                        "traindeck cannot narrow it without a firewall")
 def test_rendezvous_listens_only_on_the_endpoint_host(ddp_run):

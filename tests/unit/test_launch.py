@@ -44,11 +44,13 @@ def test_ddp_builtin_worker_through_torchrun():
     argv = list(spec.argv)
     assert argv[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert option(argv, "--nproc-per-node") == "2" and option(argv, "--nnodes") == "1"
-    assert option(argv, "--rdzv-backend") == "c10d"
+    # One node: torchrun's static rendezvous, where no pickled state passes through the store
+    # (anyone on the box can reach its port), and no rank exchange through it either.
+    assert option(argv, "--rdzv-backend") == "static" and option(argv, "--node-rank") == "0"
+    assert spec.env["TORCH_ELASTIC_WORKER_IDENTICAL"] == "1"
     assert option(argv, "--rdzv-endpoint") == "127.0.0.1:29517"
     assert option(argv, "--rdzv-id") == RUN.id and option(argv, "--max-restarts") == "0"
     assert option(argv, "--log-dir") == str(RUN.logs / "torchrun") and option(argv, "--redirects") == "3"
-    assert "--node-rank" not in argv  # c10d assigns node ranks; only static rendezvous reads it
     assert argv[-3:] == ["-m", "training.worker", str(RUN.root)]
     assert spec.uses_torchrun and spec.local_procs == 2 and spec.port == 29517 and spec.cwd == PROJECT_ROOT
     assert spec.launcher_log == RUN.logs / "launcher.log" and spec.stdout_log is None
@@ -68,6 +70,22 @@ def test_multinode_uses_the_profiles_rendezvous():
     assert option(argv, "--nnodes") == "2" and option(argv, "--node-rank") == "1"
     assert option(argv, "--rdzv-id") == "job7" and option(argv, "--max-restarts") == "2"
     assert spec.rank_offset == 4
+
+
+def test_nodes_started_by_hand_keep_c10d_and_are_told_what_it_exposes():
+    from training.supervise.launch import dynamic_rendezvous_warning
+
+    by_hand = profile('mode = "ddp"\nnproc_per_node = 2\nnnodes = 2\nrdzv_endpoint = "10.0.0.1:29400"')
+    argv = list(build_launch(by_hand, RUN).argv)
+    assert option(argv, "--rdzv-backend") == "c10d" and "--node-rank" not in argv  # c10d assigns node ranks
+    warning = dynamic_rendezvous_warning(by_hand.launch)
+    assert "10.0.0.1:29400" in warning and "run code as you" in warning and "firewall" in warning
+    one_node = profile('mode = "ddp"\nnproc_per_node = 2')
+    assert dynamic_rendezvous_warning(one_node.launch) == ""
+    # A profile that asks for c10d on one node gets it, and the warning with it.
+    asked = profile('mode = "ddp"\nnproc_per_node = 2\nrdzv_backend = "c10d"')
+    assert option(list(build_launch(asked, RUN, 1).argv), "--rdzv-backend") == "c10d"
+    assert dynamic_rendezvous_warning(asked.launch)
 
 
 def test_custom_script_and_module_keep_args_as_single_items():

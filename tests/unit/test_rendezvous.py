@@ -177,8 +177,10 @@ def test_every_other_node_runs_the_profile_as_a_node_started_by_hand(monkeypatch
                       'remote_root = "/opt/traindeck dir"')
     (node,) = remote_nodes(p, "20260101-000000-pair", Path("/head/runs"))
     assert node.host == "me@gpu-b" and node.run_dir == "/data/runs/20260101-000000-pair/nodes/me@gpu-b"
-    theirs = node_profile(p, "gpu-a:29600", "20260101-000000-pair")
+    theirs = node_profile(p, "gpu-a:29600", "20260101-000000-pair", host="me@gpu-b")
     assert theirs.launch.hosts == [] and theirs.launch.nnodes == 2
+    # The head knows every node's rank: a static rendezvous, the second host node 1.
+    assert (theirs.launch.rdzv_backend, theirs.launch.node_rank) == ("static", 1)
     assert (theirs.launch.rdzv_endpoint, theirs.launch.rdzv_id) == ("gpu-a:29600", "20260101-000000-pair")
     assert p.launch.hosts == ["gpu-a", "me@gpu-b"]  # the head's own profile is untouched
     argv = node_ssh(p.launch, node, "stop", node.run_dir)
@@ -186,3 +188,86 @@ def test_every_other_node_runs_the_profile_as_a_node_started_by_hand(monkeypatch
     assert argv[5:8] == ["-F", "/cfg/ssh", "me@gpu-b"]
     assert argv[8] == ("cd '/opt/traindeck dir' && exec /opt/py -m training.console.remote_node stop "
                        "/data/runs/20260101-000000-pair/nodes/me@gpu-b")
+
+
+# ---- the store's rendezvous state is data, never code --------------------------------------------
+
+class _RunsCode:
+    """What a neighbour writes into the store: a pickle that runs a command when it is loaded."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _rendezvous_state(nodes: int):
+    from datetime import datetime
+
+    from torch.distributed.elastic.rendezvous.dynamic_rendezvous import _NodeDesc, _RendezvousState
+
+    state = _RendezvousState()
+    for i in range(nodes):
+        node = _NodeDesc(f"10.0.0.{i}", 1000 + i, 0)
+        state.participants[node] = i
+        state.last_heartbeats[node] = datetime(2026, 1, 1)
+    state.wait_list.add(_NodeDesc("10.0.0.9", 9, 0))
+    return state
+
+
+def test_the_participants_are_counted_from_the_pickle_without_loading_it(tmp_path):
+    import pickle
+
+    from training.supervise import rdzv_state
+
+    for protocol in (2, 3, 4, 5):
+        assert rdzv_state.participants(pickle.dumps(_rendezvous_state(3), protocol=protocol)) == 3
+    assert rdzv_state.participants(pickle.dumps(_rendezvous_state(0))) == 0
+    marker = tmp_path / "ran"
+    assert rdzv_state.participants(pickle.dumps(_RunsCode(str(marker)))) is None
+    assert rdzv_state.participants(pickle.dumps({"participants": {1: 2}})) is None  # not torch's state
+    assert not marker.exists()
+    # The control: loading it the usual way does run it.
+    pickle.loads(pickle.dumps(_RunsCode(str(marker))))
+    assert marker.exists()
+
+
+def test_any_bytes_in_the_store_give_a_count_or_none():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from training.supervise import rdzv_state
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=300))
+    def check(data):
+        got = rdzv_state.participants(data)
+        assert got is None or (isinstance(got, int) and got >= 0)
+
+    check()
+    deep = b"\x80\x04" + b"]" * 100_000 + b"."
+    assert rdzv_state.participants(deep) is None
+
+
+def test_a_swapped_state_in_a_live_store_is_read_as_data(tmp_path):
+    """A real TCPStore holding what a neighbour swapped in: the supervisor's reader runs nothing."""
+    import pickle
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+    from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
+
+    from training.supervise.launch import free_port
+    from training.supervise.rendezvous import StoreReader
+
+    port = free_port()
+    server = TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=5), wait_for_workers=False)
+    writer = C10dRendezvousBackend(server, "job")
+    writer.set_state(pickle.dumps(_rendezvous_state(2)))
+    reader = StoreReader("127.0.0.1", port, "job")
+    assert reader.joined() == 2
+    marker = tmp_path / "ran"
+    writer.set_state(pickle.dumps(_RunsCode(str(marker))), writer.get_state()[1])
+    assert reader.joined() is None
+    assert not marker.exists()

@@ -200,7 +200,7 @@ def _disk_check(runs_dir: Path) -> Check:
 
 
 def _port_check(profile: Profile) -> tuple[Check, int]:
-    from training.supervise.launch import free_port
+    from training.supervise.launch import free_port, rdzv_backend_of
 
     if profile.launch.mode != "ddp":
         return Check("port", True, "not needed (one process)"), 0
@@ -211,7 +211,7 @@ def _port_check(profile: Profile) -> tuple[Check, int]:
                 with socket.socket() as s:
                     s.bind((host or "0.0.0.0", int(port)))
             except OSError as exc:
-                if profile.launch.nnodes > 1 and profile.launch.rdzv_backend == "c10d":
+                if profile.launch.nnodes > 1 and rdzv_backend_of(profile.launch) == "c10d":
                     # Another node of the run, started first on this machine, hosts the
                     # rendezvous there: this node joins it (torchrun's c10d does exactly that).
                     return Check("port", True, f"rendezvous at {profile.launch.rdzv_endpoint} is open already "
@@ -222,6 +222,14 @@ def _port_check(profile: Profile) -> tuple[Check, int]:
             int(port) if port.isdigit() else 0
     port = free_port()
     return Check("port", True, f"free rendezvous port {port} on 127.0.0.1 (picked anew for every run)"), port
+
+
+def _rendezvous_check(profile: Profile) -> Check | None:
+    """A dynamic rendezvous (nodes started by hand) is a door for whoever reaches its port: say so."""
+    from training.supervise.launch import dynamic_rendezvous_warning
+
+    warning = dynamic_rendezvous_warning(profile.launch)
+    return Check("rendezvous", True, warning, warning=True) if warning else None
 
 
 def _cores_check(profile: Profile, gpus_found: int) -> Check | None:
@@ -293,6 +301,9 @@ def run_preflight(profile: Profile, runs_dir: Path, backend=None, holders: bool 
     report.checks.append(_disk_check(runs_dir))
     port_check, port = _port_check(profile)
     report.checks.append(port_check)
+    exposed = _rendezvous_check(profile)
+    if exposed is not None:
+        report.checks.append(exposed)
     placeholder = RunPaths(Path(runs_dir) / f"<new>-{profile.name}")
     report.command = format_command(build_launch(profile, placeholder, port))
     return report
@@ -343,8 +354,9 @@ def node_checks(report: PreflightReport) -> None:
         return
     report.checks.append(head)
     ours = traindeck_version()
-    for_nodes = node_profile(profile, f"{profile.launch.hosts[0].rpartition('@')[2]}:PORT", "RUN_ID")
     for node in remote_nodes(profile, "RUN_ID", report.runs_dir):
+        for_nodes = node_profile(profile, f"{profile.launch.hosts[0].rpartition('@')[2]}:PORT", "RUN_ID",
+                                 host=node.host)
         info, problem = check_node(profile, node)
         if info is None:
             report.checks.append(Check(f"node {node.host}", False, problem))
@@ -368,5 +380,9 @@ def node_checks(report: PreflightReport) -> None:
 
 def _node_torchrun(profile: Profile) -> str:
     p = profile.launch
-    return (f"torchrun --nnodes {p.nnodes} --nproc-per-node {p.nproc_per_node} --rdzv-backend c10d "
+    from training.supervise.launch import rdzv_backend_of
+
+    backend = rdzv_backend_of(p)
+    rank = f" --node-rank {p.node_rank}" if backend == "static" else ""
+    return (f"torchrun --nnodes {p.nnodes} --nproc-per-node {p.nproc_per_node} --rdzv-backend {backend}{rank} "
             f"--rdzv-endpoint {p.rdzv_endpoint} --rdzv-id {p.rdzv_id}")

@@ -94,7 +94,7 @@ def _scale_launch(profile: Profile, L, cap: int, cores: int | None, notes: list[
             # One box plays one node; the others' ranks would only repeat this node's code path.
             notes.append(f"multi-node ({L.nnodes} nodes x {L.nproc_per_node}): rehearsing one node's "
                          f"{L.nproc_per_node} ranks on this box")
-            L.nnodes, L.node_rank, L.rdzv_endpoint, L.rdzv_id, L.rdzv_backend = 1, 0, "", "", "c10d"
+            L.nnodes, L.node_rank, L.rdzv_endpoint, L.rdzv_id, L.rdzv_backend = 1, 0, "", "", "auto"
         if L.nproc_per_node > cap:
             why = ("rehearse.nproc_cap" if profile.rehearse.nproc_cap
                    else f"{AUTO_RANKS_PER_CORE} per core x {cores} cores")

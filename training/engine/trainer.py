@@ -45,6 +45,27 @@ class StopRequested(Exception):
     """control.json asked for save-stop; the checkpoint is written, exit 0."""
 
 
+def _all_gather_rng_states(state: dict, world_size: int, device: torch.device) -> list[dict]:
+    """Every rank's RNG state, gathered without pickle: all_gather_object would unpickle whatever
+    arrives over the process group's sockets. Each state travels as the bytes of torch.save and is
+    read back with weights_only=True (tensors, lists, numbers), as a checkpoint is."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    mine = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8).to(device)
+    size = torch.tensor([mine.numel()], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size)]
+    dist.all_gather(sizes, size)
+    longest = int(max(int(s.item()) for s in sizes))
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: mine.numel()] = mine
+    gathered = [torch.zeros_like(padded) for _ in range(world_size)]
+    dist.all_gather(gathered, padded)
+    return [torch.load(io.BytesIO(g[: int(n.item())].cpu().numpy().tobytes()), weights_only=True)
+            for g, n in zip(gathered, sizes, strict=True)]
+
+
 def _all_reduce_dict(totals: dict[str, torch.Tensor], ddp: bool) -> dict[str, torch.Tensor]:
     """Sum a dict of tensors over ranks with one collective."""
     if not ddp or not totals:
@@ -281,8 +302,7 @@ class Trainer:
         self.heartbeat.beat(self.step, epoch=self.epoch, state="saving", force=True)
         rng_states = [capture_rng_state()]
         if self.ddp:
-            rng_states = [None] * self.env.world_size
-            dist.all_gather_object(rng_states, capture_rng_state())
+            rng_states = _all_gather_rng_states(capture_rng_state(), self.env.world_size, self.device)
         failure = self._write_checkpoint(kinds, epoch_complete, monitor_value, rng_states) if self.is_main else ""
         if self.ddp:  # every rank learns whether rank 0's write worked, so all exit together
             flag = torch.tensor([1.0 if failure else 0.0], device=self.device)

@@ -3,7 +3,7 @@
 Launch commands (the supervisor builds these; RUN_DIR may also come from $TRAINDECK_RUN_DIR):
 
     # ddp: one process per GPU (or per CPU slot on gloo), through torchrun
-    python -m torch.distributed.run --nproc_per_node 2 --rdzv-backend c10d \
+    python -m torch.distributed.run --nproc_per_node 2 --rdzv-backend static --node-rank 0 \
         --rdzv-endpoint 127.0.0.1:29517 -m training.worker RUN_DIR
     # dp (nn.DataParallel over hardware.gpus of the visible GPUs) and single: one process
     python -m training.worker RUN_DIR

@@ -1,11 +1,21 @@
 """Profile -> the exact command that starts a run's workers: argv, environment, working directory.
 
     ddp, built-in:   python -m torch.distributed.run --nnodes 1 --nproc-per-node 2
-                         --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:PORT --rdzv-id RUN_ID
+                         --rdzv-backend static --rdzv-endpoint 127.0.0.1:PORT --rdzv-id RUN_ID
                          --max-restarts 0 --monitor-interval 0.5 --log-dir RUN_DIR/logs/torchrun
-                         --redirects 3 [--node-rank N: static rendezvous only] -m training.worker RUN_DIR
+                         --redirects 3 --node-rank 0 -m training.worker RUN_DIR
     ddp, custom:     python -m torch.distributed.run ... SCRIPT ARGS...   (or ... -m MODULE ARGS...)
     dp / single:     python -m training.worker RUN_DIR   |   python SCRIPT ARGS...   |   python -m MODULE ARGS...
+
+The rendezvous is torchrun's `static` one wherever traindeck knows every node's rank: one node,
+and the nodes of a `[launch] hosts` run (the head is node 0, the i-th host node i). torchrun's
+TCPStore takes connections from anyone who can reach its port (every local user, whatever address
+it is told), and the dynamic c10d rendezvous keeps its state there as a pickle that every agent
+unpickles: whoever can write the key runs code as the run's user. The static one exchanges no
+pickled state, and TORCH_ELASTIC_WORKER_IDENTICAL=1 skips its rank exchange through the store (all
+workers of a traindeck run have one role). Nodes started by hand (nnodes > 1, no hosts) keep c10d
+unless the profile says `rdzv_backend = "static"` with each node's node_rank: `--check` says what
+that exposes (`dynamic_rendezvous_warning`).
 
 The launch is always an argv list handed to exec, never a shell string, so a profile value
 such as `train.args = ["; rm -rf ~"]` reaches the script as one literal argument. `{run_dir}`,
@@ -117,6 +127,29 @@ def shared_rdzv_id(profile: Profile, endpoint: str) -> str:
     differ in name or size, so they do not mix."""
     shared = f"{profile.name}|{endpoint}|{profile.launch.nnodes}|{profile.launch.nproc_per_node}"
     return "traindeck-" + hashlib.sha256(shared.encode()).hexdigest()[:12]
+
+
+def rdzv_backend_of(launch) -> str:
+    """The torchrun rendezvous backend a launch uses: the profile's, where it names one; for "auto"
+    static whenever traindeck knows every node's rank (one node, or `[launch] hosts`), c10d for
+    nodes started by hand, which find their ranks at the rendezvous."""
+    if launch.rdzv_backend != "auto":
+        return launch.rdzv_backend
+    # (The other nodes of a hosts run get rdzv_backend = "static" and their rank from the head:
+    # nodes.node_profile.)
+    return "c10d" if launch.nnodes > 1 and not launch.hosts else "static"
+
+
+def dynamic_rendezvous_warning(launch) -> str:
+    """What a dynamic (c10d) rendezvous exposes on this box, said plainly; "" for static."""
+    if launch.mode != "ddp" or rdzv_backend_of(launch) == "static":
+        return ""
+    return (f"torchrun's {rdzv_backend_of(launch)} rendezvous keeps its state in a TCP store without "
+            f"authentication, as a pickle every node's torchrun loads: anyone who can connect to "
+            f"{launch.rdzv_endpoint or 'its port'} (every user of these boxes, and any host that reaches them) "
+            f"can run code as you. Put the nodes on a private network or firewall the port to the nodes' "
+            f"addresses, or start the nodes from one head with [launch] hosts (static rendezvous), or set "
+            f"rdzv_backend = \"static\" and each node's launch.node_rank.")
 
 
 def _root_of(paths_or_placeholder: RunPaths | Path | str) -> Path:
@@ -244,11 +277,12 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
     else:
         rdzv_id = root.name
     torchrun_logs = logs / TORCHRUN_LOG_SUBDIR
+    backend = rdzv_backend_of(launch)
     argv = [
         python, "-m", "torch.distributed.run",
         "--nnodes", str(launch.nnodes),
         "--nproc-per-node", str(nproc),
-        "--rdzv-backend", launch.rdzv_backend,
+        "--rdzv-backend", backend,
         "--rdzv-endpoint", endpoint,
         "--rdzv-id", rdzv_id,
         "--max-restarts", str(launch.max_restarts),
@@ -256,11 +290,15 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
         "--log-dir", str(torchrun_logs),
         "--redirects", "3",
     ]
-    if launch.rdzv_backend == "static":
+    env = _env(profile, root, nproc, base, cuda_visible)
+    if backend == "static":
         # Only static rendezvous reads it (c10d assigns node ranks itself and warns if it is given).
         argv += ["--node-rank", str(launch.node_rank)]
+        # Every worker has one role: ranks follow from node_rank, with nothing read from the store.
+        if "TORCH_ELASTIC_WORKER_IDENTICAL" not in base:
+            env.setdefault("TORCH_ELASTIC_WORKER_IDENTICAL", "1")
     argv += program
-    return LaunchSpec(argv=tuple(argv), env=_env(profile, root, nproc, base, cuda_visible), cwd=workdir,
+    return LaunchSpec(argv=tuple(argv), env=env, cwd=workdir,
                       uses_torchrun=True, local_procs=nproc, port=port, torchrun_log_dir=torchrun_logs,
                       launcher_log=logs / LAUNCHER_LOG, rank_offset=launch.node_rank * nproc, rdzv_id=rdzv_id,
                       import_dir=import_dir)

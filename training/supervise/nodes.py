@@ -4,10 +4,12 @@
     supervisor --ssh HOST 'cd ROOT && exec PY -m training.console.remote_node start DIR'-->
                   profile.toml on stdin                    creates DIR, spawns its own supervisor
                                                            (new session: the SSH connection may go)
-    each node: torchrun --nnodes N --rdzv-endpoint HEAD:PORT --rdzv-id RUN_ID  (c10d, torchrun's own)
+    each node: torchrun --nnodes N --rdzv-backend static --node-rank I --rdzv-endpoint HEAD:PORT
+               --rdzv-id RUN_ID  (torchrun's own rendezvous; node I is the I-th host, the head 0)
 
 Every other node runs the profile as a node started by hand would: `hosts` cleared, `nnodes`,
-`rdzv_endpoint` (the head's name and a port free there) and `rdzv_id` (the run id) filled in.
+`node_rank`, `rdzv_endpoint` (the head's name and a port free there) and `rdzv_id` (the run id)
+filled in.
 Its run directory is REMOTE_RUNS_DIR/<run id>/nodes/<host>/ on its own disk (on a filesystem the
 head shares, that is already the head's `<run>/nodes/<host>/`).
 
@@ -86,10 +88,17 @@ def node_ssh(launch: Launch, node: RemoteNode, action: str, *args: str, keepaliv
             *[os.path.expanduser(o) for o in launch.ssh_options], node.host, remote_shell(node, action, *args)]
 
 
-def node_profile(profile: Profile, endpoint: str, rdzv_id: str) -> Profile:
-    """The profile every other node runs: a node started by hand, with the head's rendezvous."""
+def node_profile(profile: Profile, endpoint: str, rdzv_id: str, host: str | None = None) -> Profile:
+    """The profile `host` runs: a node started by hand, with the head's rendezvous. Its rank is its
+    place in hosts (the head is 0), so the rendezvous is torchrun's static one, where no pickled
+    state passes through the store (launch.rdzv_backend_of); a profile that asked for c10d keeps it."""
+    from training.supervise.launch import rdzv_backend_of
+
     p = copy.deepcopy(profile)
     p.launch.nnodes = len(profile.launch.hosts)
+    p.launch.rdzv_backend = rdzv_backend_of(profile.launch)
+    if p.launch.rdzv_backend == "static":
+        p.launch.node_rank = profile.launch.hosts.index(host) if host in profile.launch.hosts else 0
     p.launch.hosts = []
     p.launch.hostfile = ""
     p.launch.rdzv_endpoint = endpoint

@@ -6,7 +6,10 @@ without a protocol of its own:
 
 - reachable: a TCP connect to the endpoint (refused, timed out, no such host: said as such);
 - joined: torchrun's own rendezvous state, read through torch's C10dRendezvousBackend from the
-  same TCP store the nodes use (key "torch.rendezvous.<id>", the participants of the round).
+  same TCP store the nodes use (key "torch.rendezvous.<id>", the participants of the round). That
+  state is a pickle anyone who reaches the port may have written: it is read as data by
+  training.supervise.rdzv_state, never unpickled. A static rendezvous keeps no such state
+  (UncountedReader): the watch then says only whether the endpoint answers.
 
 It runs in a thread (a read may block up to READ_TIMEOUT_S) and only computes; the supervisor's
 monitor loop takes `current()` and writes run.json (one writer thread per file). It stops once
@@ -16,7 +19,6 @@ the workers are up: torchrun starts them only after the rendezvous completed.
 from __future__ import annotations
 
 import errno
-import pickle
 import socket
 import threading
 import time
@@ -25,6 +27,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from training.rundir.rendezvous import FAILED, MET, UNREACHABLE, WAITING, RendezvousRecord
+from training.supervise import rdzv_state
 
 POLL_S = 1.0
 CONNECT_TIMEOUT_S = 2.0
@@ -91,11 +94,18 @@ class StoreReader:
             got = self._backend.get_state()
             if got is None:
                 return 0
-            state = pickle.loads(got[0])  # torch's own _RendezvousState, as its agents read it
-            return len(state.participants)
+            # torch's _RendezvousState, read as data: whoever reaches the store may have written it.
+            return rdzv_state.participants(bytes(got[0]))
         except Exception:  # noqa: BLE001 - any failure only costs the count; reconnect next time
             self._backend = None
             return None
+
+
+class UncountedReader:
+    """A static rendezvous has no participants list: how many nodes joined is not known."""
+
+    def joined(self) -> int | None:
+        return None
 
 
 class RendezvousWatch:

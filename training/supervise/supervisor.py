@@ -393,8 +393,8 @@ class Supervisor:
             return
         argv = list(spec.argv)
         endpoint = argv[argv.index("--rdzv-endpoint") + 1]
-        for_nodes = node_profile(p, endpoint, spec.rdzv_id or self.paths.id)
         for node in remote_nodes(p, self.paths.id, self.paths.root.parent):
+            for_nodes = node_profile(p, endpoint, spec.rdzv_id or self.paths.id, host=node.host)
             try:
                 answer = start_node(for_nodes, node, self.paths.id, head=p.launch.hosts[0], cwd=str(spec.cwd))
             except TraindeckError:
@@ -458,14 +458,18 @@ class Supervisor:
     def _watch_rendezvous(self, p: Profile, spec: LaunchSpec) -> None:
         """A multi-node c10d launch waits for the other nodes before any worker starts: watch that
         wait so every viewer can say what it waits for (and whether the endpoint answers at all)."""
-        if not spec.uses_torchrun or p.launch.nnodes < 2 or p.launch.rdzv_backend != "c10d" or spec.port is None:
+        from training.supervise.launch import parse_endpoint, rdzv_backend_of
+
+        backend = rdzv_backend_of(p.launch)
+        if not spec.uses_torchrun or p.launch.nnodes < 2 or backend not in ("c10d", "static") or spec.port is None:
             return
-        from training.supervise.launch import parse_endpoint
-        from training.supervise.rendezvous import RendezvousWatch
+        from training.supervise.rendezvous import RendezvousWatch, StoreReader, UncountedReader
 
         argv = list(spec.argv)
         host, _ = parse_endpoint(argv[argv.index("--rdzv-endpoint") + 1])
-        self.rendezvous = RendezvousWatch(host, spec.port, spec.rdzv_id or "", p.launch.nnodes).start()
+        # A static rendezvous keeps no state to count: the watch says only whether it answers.
+        reader = StoreReader(host, spec.port, spec.rdzv_id or "") if backend == "c10d" else UncountedReader()
+        self.rendezvous = RendezvousWatch(host, spec.port, spec.rdzv_id or "", p.launch.nnodes, reader=reader).start()
         self._publish_rendezvous()
 
     def _publish_rendezvous(self, workers_up: bool = False, ended: str = "") -> None:
