@@ -290,10 +290,24 @@ class Trainer:
                 for k, v in stats.items():
                     v = v.detach().double()
                     totals[k] = totals[k] + v if k in totals else v
+            if not totals and self.ddp:
+                # A val set smaller than the world leaves this rank without a batch, while the others
+                # wait in the all-reduce for the same keys: send them as zeros.
+                totals = self._zero_val_totals(eval_model)
         self.raw.train()
         self.heartbeat.beat(self.step, epoch=self.epoch, state="training", force=True)
         totals = _all_reduce_dict(totals, self.ddp)
         return {k: float(v) for k, v in self.task.val_metrics(totals).items()}
+
+    def _zero_val_totals(self, eval_model: nn.Module) -> dict[str, torch.Tensor]:
+        """The task's validation statistics as zeros, their keys and shapes from a dry val_stats on
+        the first validation sample; {} when the val set is empty on every rank (none all-reduces)."""
+        loader = self.data.val_loader
+        if len(loader.dataset) == 0:
+            return {}
+        probe = loader.collate_fn([loader.dataset[0]])
+        stats = self.task.val_stats(eval_model, _batch_to(probe, self.device, self.channels_last))
+        return {k: torch.zeros_like(v.detach(), dtype=torch.float64) for k, v in stats.items()}
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, kinds: list[str], epoch_complete: bool, monitor_value: float | None = None) -> None:
