@@ -253,13 +253,21 @@ def select_check(profile: Profile, backend=None, gpus: Check | None = None) -> C
     backend = gpu_backend(backend)
     if (gpus is not None and not gpus.ok) or not applies(profile, backend):
         return None
+    from training.errors import TraindeckError
+
     locks = GpuLocks(lock_dir_for(profile.hardware.lock_dir))
-    sel = selection_now(profile, backend, locks.held())
+    try:  # answers within the lock directory's deadline; an unsafe one fails this check, with the fix
+        held = locks.held()
+        if locks.warnings:  # a start would wait for the mutex and give up: say who holds it
+            return Check("select", False, locks.warnings[0])
+        waiting = locks.queue()
+    except TraindeckError as exc:
+        return Check("select", False, str(exc))
+    sel = selection_now(profile, backend, held)
     if sel.never:
         return Check("select", False, sel.never, never=True)
     if not sel.ok:
         return Check("select", False, f"the GPUs this start would take are busy: {sel.why_busy()}")
-    waiting = locks.queue()
     if waiting:
         # Free GPUs, but others queued first: a start that does not queue would jump the line.
         first = waiting[0].record

@@ -47,19 +47,24 @@ class Holder:
         return f"GPU {self.gpu} held by {self.who()}"
 
     def who(self) -> str:
-        """"pid 4312, user alice, python, 10.2 GB" | "traindeck run ID, user bob, pid 77"."""
+        """"pid 4312, user alice, python, 10.2 GB" | "traindeck run ID, user bob, pid 77".
+        Names, commands and run ids are other users' text: printable and bounded here."""
+        from training.rundir.gpu_locks import printable
+
+        user = printable(self.user) if self.user else None
+        command = printable(self.command, 120) if self.command else None
         if self.run_id:
-            who = f"traindeck run {self.run_id}" + (f", user {self.user}" if self.user else "")
+            who = f"traindeck run {printable(self.run_id)}" + (f", user {user}" if user else "")
             return who + (f", pid {self.pid}" if self.pid is not None else "")
         if self.pid is None:
-            return self.command or f"{_gb(self.mem_mib)} used by processes NVML does not list ({OUTSIDE}?)"
+            return command or f"{_gb(self.mem_mib)} used by processes NVML does not list ({OUTSIDE}?)"
         parts = [f"pid {self.pid}"]
         if self.outside:
             parts.append(OUTSIDE)
         else:
-            parts.append(f"user {self.user or '?'}")
-            if self.command:
-                parts.append(self.command)
+            parts.append(f"user {user or '?'}")
+            if command:
+                parts.append(command)
         if self.mem_mib is not None:
             parts.append(_gb(self.mem_mib))
         return ", ".join(parts)
@@ -147,8 +152,13 @@ def gpu_states(backend, locked: Mapping[str, Mapping] | None = None, own_pids: I
         lock = locked.get(lock_key(s.index, uuid))
         lock_pids: set[int] = set()
         if lock is not None:
-            holders.append(Holder(s.index, pid=lock.get("pid"), user=lock.get("user"),
-                                  run_id=str(lock.get("run_id") or "?")))
+            # A lock whose record the kernel's holder did not write (gpu_locks._believed) has no
+            # run id: named by the kernel's pid, user and command instead of a forged run.
+            pid = lock.get("pid") if type(lock.get("pid")) is int else None
+            if lock.get("run_id") or "command" not in lock:
+                holders.append(Holder(s.index, pid=pid, user=lock.get("user"), run_id=str(lock.get("run_id") or "?")))
+            else:
+                holders.append(Holder(s.index, pid=pid, user=lock.get("user"), command=lock.get("command")))
             lock_pids = _run_pids(lock)
         foreign = [p for p in s.processes if p.pid not in own and p.pid not in lock_pids]
         if lock is None or foreign:
