@@ -270,6 +270,8 @@ class Trainer:
     def finish(self) -> None:
         self.epoch = min(max(self.epoch, self.start.epoch - 1), self.T.epochs)
         if self.is_main and self.profile.export.onnx:
+            # An export of a large model takes minutes: the watchdog must not read it as a hung step.
+            self.heartbeat.beat(self.step, epoch=self.epoch, state="exporting", force=True)
             ok, message = _export(self.task, self.raw, self.paths.root / self.profile.export.path,
                                   self.profile.export.opset)
             report.message(message, level="info" if ok else "warning")
