@@ -1,4 +1,5 @@
-"""Reliability: the disk fills up while a checkpoint is being written.
+"""Reliability: the disk fills up while a checkpoint is being written; then, on resume, the
+supervisor's own writes fail for a while and the run goes on.
 
 How the fault is made: a real, small tmpfs is mounted (`mount -t tmpfs -o size=24m`; the test
 runs as root here) and the runs directory lives on it. The checkpoint is ~13 MB (1M parameters +
@@ -20,6 +21,7 @@ from tests.support.profiles import builtin_profile
 from training.console import runs
 from training.engine.checkpoint import load_checkpoint
 from training.rundir import RunState, read_json
+from training.supervise.disk_faults import DISK_FULL_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -64,11 +66,24 @@ def test_disk_full_during_checkpoint_fails_cleanly_keeps_last_pt_and_resumes_aft
         assert "supervisor crashed" not in paths.supervisor_log.read_text()
         assert_gone(recorded(paths))
 
-        # Free space (grow the filesystem) and resume: training continues from step 5.
+        # Free space (grow the filesystem) and resume: training continues from step 5. The resumed
+        # run's supervisor meets a full disk of its own for 2 s while it trains (every write of
+        # its into the run directory fails with ENOSPC: training.supervise.disk_faults): the run
+        # goes on and ends as it would have, with the gap told.
         subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+        monkeypatch.setenv(DISK_FULL_ENV, "0.2:2")
         runs.resume_run(paths)
+        monkeypatch.delenv(DISK_FULL_ENV)
         s2 = wait_done(paths, timeout=180)
         assert s2.state is RunState.FINISHED, (s2, read_json(paths.exit_json))
+        log = paths.supervisor_log.read_text()
+        assert "cannot write run.json: disk full" in log or "cannot write events.jsonl: disk full" in log, log[-3000:]
+        assert "work again" in log and "supervisor crashed" not in log, log[-3000:]
+        disk = read_json(paths.exit_json)["disk"]
+        assert disk["full"] and disk["failed_writes"] > 0 and "run.json" not in disk["still_failing"], disk
+        assert read_json(paths.run_json)["state"] == "finished"
+        assert any("training went on" in e["message"] for e in events(paths, "log")), events(paths, "log")
+        assert statuses(paths)[-1]["state"] == "finished"
         running = [e for e in statuses(paths) if e["state"] == "running"]
         assert running[-1]["start_step"] == 5
         assert load_checkpoint(paths.checkpoints / "last.pt")["step"] == s2.step > 10

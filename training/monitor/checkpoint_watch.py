@@ -44,7 +44,11 @@ def _signature(path: str) -> Signature | None:
 class CheckpointWatcher:
     def __init__(self, pattern: str | os.PathLike, events_path: Path, run_dir: Path, cwd: Path,
                  since: float, poll_s: float = POLL_S, settle_s: float = SETTLE_S,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 append: Callable[[list[dict[str, Any]]], Any] | None = None):
+        """`append`: where the events go instead of straight into events_path (the supervisor's
+        writer, which keeps and retries them while the disk is full)."""
+        self.append = append
         pattern = str(pattern)
         # Relative to the script's directory, not ours; that directory's name is no pattern.
         self.pattern = pattern if os.path.isabs(pattern) else os.path.join(glob.escape(str(cwd)), pattern)
@@ -111,7 +115,10 @@ class CheckpointWatcher:
             events.append(self._event(path, sig))
         if events:
             try:
-                append_events(self.events_path, events)
+                if self.append is not None:
+                    self.append(events)
+                else:
+                    append_events(self.events_path, events)
                 self.events_written += len(events)
             except OSError:
                 self.errors += 1

@@ -216,8 +216,11 @@ class LogTailer:
     """
 
     def __init__(self, find_log: Callable[[], Path | None], parser: LogMetricParser, events_path: Path,
-                 poll_s: float = 0.2):
+                 poll_s: float = 0.2, append: Callable[[list[dict[str, Any]]], Any] | None = None):
+        """`append`: where the events go instead of straight into events_path (the supervisor's
+        writer, which keeps and retries them while the disk is full)."""
         self.find_log = find_log
+        self.append = append
         self.parser = parser
         self.events_path = Path(events_path)
         self.poll_s = poll_s
@@ -275,7 +278,10 @@ class LogTailer:
                     self.errors += 1
             if events:
                 try:
-                    append_events(self.events_path, events)
+                    if self.append is not None:
+                        self.append(events)
+                    else:
+                        append_events(self.events_path, events)
                     self.events_written += len(events)
                 except OSError:
                     self.errors += 1

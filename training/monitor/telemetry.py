@@ -38,6 +38,7 @@ from training.monitor.gpu import GpuBackend, GpuSample, get_backend, normalize_b
 from training.rundir import RunPaths
 from training.rundir.events import encode, make_event, open_append, parse_lines
 from training.rundir.heartbeat import read_heartbeats
+from training.rundir.write_failures import WriteTrouble
 
 MIN_INTERVAL_S = 0.25
 KIND = "telemetry"
@@ -94,9 +95,11 @@ class TelemetrySampler:
 
     def __init__(self, paths: RunPaths, interval_s: float, ranks_by_pid: Callable[[], dict[int, int]],
                  backend: GpuBackend | None = None, gpu_indices: Iterable[int] | None = None,
-                 ranks_by_device: Callable[[], dict[str, list[int]]] | None = None):
+                 ranks_by_device: Callable[[], dict[str, list[int]]] | None = None,
+                 trouble: WriteTrouble | None = None):
         """gpu_indices: NVML indices of the GPUs the run can see (None: all of them).
-        ranks_by_device: normalized UUID / PCI bus id -> ranks (default: the run's heartbeats)."""
+        ranks_by_device: normalized UUID / PCI bus id -> ranks (default: the run's heartbeats).
+        trouble: where failed writes (a full disk) are counted and told; the supervisor's own."""
         self.paths = paths
         self.interval_s = check_interval(interval_s)
         self.ranks_by_pid = ranks_by_pid
@@ -112,6 +115,11 @@ class TelemetrySampler:
         self._workers: dict[int, _WorkerCpu] = {}
         self._last_ranks: dict[int, int] = {}
         self._write_error_logged = False
+        self.trouble = trouble or WriteTrouble(warn=log.warning)
+        self.samples_dropped = 0
+        # A write that failed part way may have left half a line: the next one starts on a new line,
+        # so one sample is lost rather than two run together.
+        self._maybe_half_line = False
         self._lock = threading.Lock()  # the thread and stop()'s final sample never overlap
 
     # ------------------------------------------------------------------ lifecycle
@@ -174,13 +182,26 @@ class TelemetrySampler:
                 if final:
                     line["final"] = True
                 data = encode(line)
-                os.write(self._fd, data)  # one write on O_APPEND: readers never see half a line
-                self.samples_written += 1
-            except Exception as exc:  # a full disk or a psutil oddity must not end telemetry
+            except Exception as exc:  # a psutil oddity must not end telemetry
                 if not self._write_error_logged:
                     log.warning("telemetry: sample failed (%s: %s); will keep trying",
                                 type(exc).__name__, exc)
                     self._write_error_logged = True
+                return
+            if self._maybe_half_line:
+                data = b"\n" + data
+            try:
+                written = os.write(self._fd, data)  # one write on O_APPEND: readers never see half a line
+            except OSError as exc:  # a full or read-only disk: the sample is dropped, told, and the next tried
+                self.samples_dropped += 1
+                self.trouble.failed("telemetry.jsonl", exc, dropped=1)
+                return
+            self._maybe_half_line = written < len(data)
+            if self._maybe_half_line:  # a nearly full disk took part of it
+                self.samples_dropped += 1
+                return
+            self.samples_written += 1
+            self.trouble.ok("telemetry.jsonl")
 
     # ------------------------------------------------------------------ one sample
 

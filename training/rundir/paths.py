@@ -104,13 +104,18 @@ def create_run_dir(runs_dir: Path, profile_name: str, now: float | None = None) 
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so a reader sees the old file or the new one, never half of one."""
+    """Write JSON so a reader sees the old file or the new one, never half of one: a temp file
+    beside it, flushed to the disk (fsync), then renamed over it. The old file is never truncated,
+    so a full disk (the write or the fsync fails) leaves it as it was, and a crash after the
+    rename cannot leave an empty file behind."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, sort_keys=False)
             f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from training.rundir.events import append_events, make_event
 from training.rundir.paths import RunPaths, update_run_json, write_json_atomic
@@ -153,25 +153,33 @@ class ExitRecord:
         return ""
 
 
+def _write_once(_what: str, write: Callable[[], Any]) -> Any:
+    return write()
+
+
 def finish_run(paths: RunPaths, record: ExitRecord, *, write_exit: bool = True,
-               status: dict[str, Any] | None = None, processes: list[dict[str, Any]] | None = None) -> ExitRecord:
+               status: dict[str, Any] | None = None, processes: list[dict[str, Any]] | None = None,
+               write: Callable[[str, Callable[[], Any]], Any] = _write_once) -> ExitRecord:
     """Record the end of a run, in the order readers rely on: the status event first, then
     exit.json, then run.json's final state (and its processes, when given). A reader that stops at
     either file's end (exit.json exists, run.json's state is final: `--runs`, a viewer, a test's
     wait) finds the whole event stream, final status included, already written; a reader that
     sees the final status first finds the files a poll later.
-    `status`: the status event's extra fields, or None for no event (the caller has none to add)."""
+    `status`: the status event's extra fields, or None for no event (the caller has none to add).
+    `write(what, fn)` makes each of the three writes: the supervisor's retries one until the disk
+    has room (training.rundir.write_failures), so none is written twice or skipped."""
     now = round(time.time(), 3)
     if record.t is None:
         record = ExitRecord(**{**record.__dict__, "t": now})
     if status is not None:
-        append_events(paths.events, [make_event("status", state=record.state, message=record.message, **status)])
+        event = make_event("status", state=record.state, message=record.message, **status)
+        write("events.jsonl", lambda: append_events(paths.events, [event]))
     if write_exit:
-        write_json_atomic(paths.exit_json, record.to_json())
+        write("exit.json", lambda: write_json_atomic(paths.exit_json, record.to_json()))
     fields: dict[str, Any] = {"state": record.state, "state_t": now}
     if processes is not None:
         fields["processes"] = processes
-    update_run_json(paths, **fields)
+    write("run.json", lambda: update_run_json(paths, **fields))
     return record
 
 

@@ -44,6 +44,8 @@ from training.rundir import processes as pg
 from training.rundir.events import EventReader, append_events, make_event
 from training.rundir.logs import rank0_stdout
 from training.rundir.records import ExitRecord, GpuQueuePlace, RunRecord, finish_run
+from training.rundir.write_failures import DISK_ERROR_TEXT, WriteTrouble, retry_until_written
+from training.supervise import disk_faults
 from training.supervise.containment import Containment
 from training.supervise.diagnosis import diagnose, rank_text, traceback_summary
 from training.supervise.launch import (
@@ -71,8 +73,17 @@ HEALTH_SAVE_STOP_S = 300.0
 NODE_DRAIN_S = 30.0
 
 
+# Events the supervisor could not write (a full disk) wait in memory for the disk to come back,
+# this many at most (the oldest are dropped, and counted); pending writes are retried this often.
+PENDING_EVENTS_MAX = 10_000
+RETRY_WRITES_S = 1.0
+
+
 def log(message: str) -> None:
-    print(time.strftime("%H:%M:%S"), message, file=sys.stderr, flush=True)
+    try:
+        print(time.strftime("%H:%M:%S"), message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # logs/supervisor.log on a full disk: the run goes on untold
+        pass
 
 
 # ---- the state machine ------------------------------------------------------------------
@@ -139,14 +150,94 @@ class Supervisor:
         self.followers: list[Any] = []
         self.node_lost: Any = None
         self.dropped_node: str | None = None  # the node that failed this run (exit.json's "failed_node")
+        # A full or read-only disk: the supervisor's writes that failed, told in its log at most
+        # every 30 s; run.json fields and events that did not go through wait here, retried each
+        # RETRY_WRITES_S by the main loop and before the end records.
+        self.disk = WriteTrouble(warn=log)
+        self._pending_lock = threading.Lock()
+        self._pending_run_json: dict[str, Any] = {}
+        self._pending_events: list[dict[str, Any]] = []
+        self._retry_at = 0.0
+        self._disk_told: tuple[int, int] | None = None  # the gap last told in events.jsonl
+        self.retry_sleep = time.sleep  # between tries of the end records (a test's is instant)
+
+    # -- the supervisor's own writes: a full disk delays them, never ends the run --
+    def _write_run_json(self, **fields: Any) -> bool:
+        """Merge fields into run.json; on an OSError they wait for the next try (the newest value
+        of each field wins), told in the log, rate-limited. True when run.json is up to date."""
+        with self._pending_lock:
+            self._pending_run_json.update(fields)
+        return self._try_write("run.json", self._flush_run_json)
+
+    def _append(self, events: list[dict[str, Any]]) -> bool:
+        """Append events after any still waiting (their order holds); on an OSError they wait, at
+        most PENDING_EVENTS_MAX of them. The supervisor's threads call this too."""
+        with self._pending_lock:
+            self._pending_events.extend(events)
+            dropped = max(0, len(self._pending_events) - PENDING_EVENTS_MAX)
+            if dropped:
+                del self._pending_events[:dropped]
+        return self._try_write("events.jsonl", self._flush_events, dropped)
+
+    def _flush_run_json(self) -> None:
+        """Raises the OSError of a write that did not go through."""
+        with self._pending_lock:
+            if self._pending_run_json:
+                update_run_json(self.paths, **self._pending_run_json)
+                self._pending_run_json.clear()
+
+    def _flush_events(self) -> None:
+        with self._pending_lock:
+            if self._pending_events:
+                append_events(self.paths.events, self._pending_events)
+                self._pending_events = []
+
+    def _try_write(self, what: str, flush: Any, dropped: int = 0) -> bool:
+        try:
+            flush()
+        except OSError as exc:
+            self.disk.failed(what, exc, dropped=dropped)
+            return False
+        self.disk.ok(what)
+        return True
+
+    def _retry_pending_writes(self) -> None:
+        """What a full disk kept back, tried again each RETRY_WRITES_S (the main loop's)."""
+        now = time.monotonic()
+        if now < self._retry_at:
+            return
+        self._retry_at = now + RETRY_WRITES_S
+        with self._pending_lock:
+            waiting = bool(self._pending_run_json or self._pending_events)
+        if waiting and not (self._try_write("run.json", self._flush_run_json)
+                            and self._try_write("events.jsonl", self._flush_events)):
+            return
+        self._tell_disk_trouble()
+
+    def _tell_disk_trouble(self, at_end: bool = False) -> None:
+        """Once the disk is back: one warning event, so every viewer (and the headless summary's
+        warning count) knows the run's records have a gap. `at_end`: the end records went
+        through, so the disk is back whatever a stopped helper's last write said."""
+        summary = self.disk.summary()
+        if summary is None or (self.disk.failing and not at_end):
+            return
+        told = (summary["failed_writes"], summary["dropped"])
+        if told == self._disk_told:
+            return
+        self._disk_told = told
+        dropped = f"; {summary['dropped']} record(s) dropped" if summary["dropped"] else ""
+        self._append([make_event("log", level="warning", disk=summary,
+                                 message=f"the supervisor could not write {', '.join(summary['files'])} for "
+                                         f"{summary['seconds']:g} s ({summary['error']}): {summary['failed_writes']} "
+                                         f"write(s) retried{dropped}; training went on")])
 
     # -- helpers --
     def set_state(self, state: RunState, message: str = "", emit: bool = True, **info: Any) -> None:
         self.state = state
-        update_run_json(self.paths, state=state.value, state_t=round(time.time(), 3))
+        self._write_run_json(state=state.value, state_t=round(time.time(), 3))
         if emit:
             info.setdefault("source", "supervisor")
-            append_events(self.paths.events, [make_event("status", state=state.value, message=message, **info)])
+            self._append([make_event("status", state=state.value, message=message, **info)])
         log(f"state {state.value}: {message}")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -192,11 +283,11 @@ class Supervisor:
                            should_stop=self.stop_requested.is_set, sleep=self.stop_requested.wait)
         if self.queued_since is not None:
             waited = round(time.time() - self.queued_since, 3)
-            update_run_json(self.paths, gpu_queue=None, queued_s=waited)
+            self._write_run_json(gpu_queue=None, queued_s=waited)
             log(f"left the GPU queue after {waited:.0f} s: the GPUs are free")
         sel = claim.selection
         if sel.gpus is not None:
-            update_run_json(self.paths, gpus={"select": sel.mode, "indices": list(sel.gpus),
+            self._write_run_json(gpus={"select": sel.mode, "indices": list(sel.gpus),
                                               "cuda_visible_devices": sel.cuda_visible, "lock_dir": claim.lock_dir})
             log(f"GPUs taken ({sel.mode}): {', '.join(map(str, sel.gpus))}; locks in {claim.lock_dir}")
         return claim
@@ -212,7 +303,7 @@ class Supervisor:
         if self.queued_since is None:
             self.queued_since = now
         place = GpuQueuePlace(waiting.place, waiting.why, self.queued_since, now)
-        update_run_json(self.paths, gpu_queue=place.to_json())
+        self._write_run_json(gpu_queue=place.to_json())
         self.set_state(RunState.QUEUED, place.describe(), place=waiting.place, waiting_for=waiting.why)
 
     def _prepare(self, profile: Profile) -> LaunchSpec:
@@ -230,8 +321,8 @@ class Supervisor:
         self._install_signals()
         self._await_handoff()
         data = read_run_json(self.paths)
-        update_run_json(
-            self.paths, id=data.get("id") or self.paths.id, host=data.get("host") or hostname(),
+        self._write_run_json(
+            id=data.get("id") or self.paths.id, host=data.get("host") or hostname(),
             created=data.get("created") or round(self.started, 3), rehearsal=bool(data.get("rehearsal", False)),
             argv=data.get("argv") or [], supervisor=pg.pid_create_time(),
             launcher=None, processes=[], state=RunState.STARTING.value, state_t=round(time.time(), 3))
@@ -252,14 +343,14 @@ class Supervisor:
         except (TraindeckError, OSError) as exc:
             return RunResult(RunState.FAILED, None, None, [str(exc)], None, f"cannot launch: {exc}")
         p, spec = self.profile, self.spec
-        update_run_json(self.paths, profile=p.name, mode=p.launch.mode, world_size=p.world_size,
+        self._write_run_json(profile=p.name, mode=p.launch.mode, world_size=p.world_size,
                         port=spec.port, env=dict(spec.env), launch_argv=list(spec.argv),
                         rank_offset=spec.rank_offset, cwd=str(spec.cwd))
         command = format_command(spec, with_env=False)
         self.set_state(RunState.STARTING, f"launching {p.launch.mode} x{p.world_size}: {command}",
                        world_size=p.world_size, mode=p.launch.mode, port=spec.port)
         for note in spec.notes:
-            append_events(self.paths.events, [make_event("log", level="info", message=note)])
+            self._append([make_event("log", level="info", message=note)])
         if self.stop_requested.is_set():
             return RunResult(RunState.STOPPED, None, message="stopped before launch")
         try:
@@ -307,8 +398,9 @@ class Supervisor:
         role, rank = ("launcher", None) if spec.uses_torchrun else ("worker", 0)
         self.launcher_ref = pg.ref_of(self.launcher.pid, role, rank) or pg.ProcRef(self.launcher.pid, 0.0, role, rank)
         self.known[self.launcher_ref.pid] = self.launcher_ref
-        update_run_json(self.paths, launcher=self.launcher_ref.to_json())
+        self._write_run_json(launcher=self.launcher_ref.to_json())
         log(f"launcher pid {self.launcher.pid}: {format_command(spec)}")
+        disk_faults.launcher_started()  # tests only: a TRAINDECK_TEST_DISK_FULL window counts from here
         self._refresh_procs(force=True)
 
     def _start_aux(self, p: Profile) -> None:
@@ -319,7 +411,7 @@ class Supervisor:
                 from training.monitor.telemetry import TelemetrySampler
 
                 sampler = TelemetrySampler(self.paths, p.telemetry.interval_s, self.ranks_by_pid,
-                                           gpu_indices=run_gpu_indices(self.spec))
+                                           gpu_indices=run_gpu_indices(self.spec), trouble=self.disk)
                 sampler.start()
                 self._aux.append(sampler)
             except Exception as exc:  # noqa: BLE001 - any failure here must not stop training
@@ -341,7 +433,8 @@ class Supervisor:
             try:
                 from training.monitor.log_metrics import LogMetricParser, LogTailer
 
-                tailer = LogTailer(self.rank0_stdout, LogMetricParser(p.metrics), self.paths.events)
+                tailer = LogTailer(self.rank0_stdout, LogMetricParser(p.metrics), self.paths.events,
+                                   append=self._append)
                 tailer.start()
                 self._aux.append(tailer)
             except Exception as exc:  # noqa: BLE001
@@ -355,7 +448,7 @@ class Supervisor:
                 pattern = fill(p.checkpoint.watch, placeholder_values(self.paths.root))
                 # Files written since this supervisor started are this launch's; older ones are not.
                 watcher = CheckpointWatcher(pattern, self.paths.events, self.paths.root, self.spec.cwd,
-                                            since=self.started)
+                                            since=self.started, append=self._append)
                 watcher.start()
                 self._aux.append(watcher)
             except Exception as exc:  # noqa: BLE001
@@ -403,8 +496,8 @@ class Supervisor:
             self.remote_nodes.append(node)
             message = f"node {node.host} started: supervisor pid {answer.get('pid')}, run directory {node.run_dir}"
             log(message)
-            append_events(self.paths.events, [make_event("log", level="info", message=message, node=node.host)])
-            update_run_json(self.paths, head_host=p.launch.hosts[0],
+            self._append([make_event("log", level="info", message=message, node=node.host)])
+            self._write_run_json(head_host=p.launch.hosts[0],
                             nodes=[{"host": n.host, "run_dir": n.run_dir} for n in self.remote_nodes])
             self._follow_node(p, node, answer.get("pid"))
 
@@ -424,7 +517,7 @@ class Supervisor:
         node, as torchrun's semantics say; the main loop acts on it."""
         log(f"node {news.host}: {news.what} {news.state or ''} {news.message}".rstrip())
         if news.what == "unreachable":
-            append_events(self.paths.events, [make_event("log", level="warning", message=news.message,
+            self._append([make_event("log", level="warning", message=news.message,
                                                          node=news.host)])
         elif self.node_lost is None and (news.what == "lost" or news.state == RunState.FAILED.value):
             self.node_lost = news
@@ -444,7 +537,7 @@ class Supervisor:
             t.join()
         for problem in filter(None, problems):
             log(problem)
-            append_events(self.paths.events, [make_event("log", level="warning", message=problem)])
+            self._append([make_event("log", level="warning", message=problem)])
 
     def _close_followers(self) -> None:
         """Each node's end copied (or NODE_DRAIN_S gone by), then the connections closed: once the
@@ -483,7 +576,7 @@ class Supervisor:
         if record == last:
             return
         self.rendezvous_written = record
-        update_run_json(self.paths, rendezvous=record.to_json())
+        self._write_run_json(rendezvous=record.to_json())
         if last is None or last.state != record.state:
             text = record.describe(time.time())
             log(f"rendezvous: {text}")
@@ -492,7 +585,7 @@ class Supervisor:
                                rendezvous=record.state) if state else \
                 make_event("log", level="info" if record.state == "met" else "error", message=text,
                            rendezvous=record.state)
-            append_events(self.paths.events, [event])
+            self._append([event])
         if workers_up or ended:
             self.rendezvous = None
 
@@ -511,14 +604,14 @@ class Supervisor:
         def failed(outcome: Any) -> None:
             message = f"notify command {list(outcome.argv)} {outcome.error}"
             log(message)
-            append_events(self.paths.events, [make_event("log", level="warning", message=message)])
+            self._append([make_event("log", level="warning", message=message)])
 
         return Notifier(p.notify, run_id=self.paths.id, run_dir=str(self.paths.root), on_failure=failed)
 
     def _emit_health(self, events: list[dict[str, Any]]) -> None:
         """The health thread's events into events.jsonl; each firing (a `health` event, a watchdog
         warning with its rule) to the [notify] command too."""
-        append_events(self.paths.events, events)
+        self._append(events)
         if self.notifier is not None:
             for event in events:
                 if event.get("kind") == "health" or (event.get("kind") == "log" and event.get("rule")):
@@ -586,13 +679,13 @@ class Supervisor:
             return "save-stop"
         self._send_control("rewind")
         self.rewinds += 1
-        update_run_json(self.paths, health_rewinds=self.rewinds)
+        self._write_run_json(health_rewinds=self.rewinds)
         log(f"health rule {finding.rule}: rewind {self.rewinds} of {limit} sent to the worker")
         return "rewind"
 
     def _aux_failed(self, what: str, exc: Exception) -> None:
         log(f"{what} not started: {exc!r}\n{traceback.format_exc()}")
-        append_events(self.paths.events, [make_event("log", level="warning", message=f"{what} not started: {exc}")])
+        self._append([make_event("log", level="warning", message=f"{what} not started: {exc}")])
 
     def _stop_aux(self) -> None:
         if self.rendezvous is not None:
@@ -623,7 +716,7 @@ class Supervisor:
                 self.first_exit_rank = gone[0].rank
                 self._check_rank_failure(gone[0])
             self.procs = current
-            update_run_json(self.paths, processes=[r.to_json() for r in current])
+            self._write_run_json(processes=[r.to_json() for r in current])
 
     def _check_rank_failure(self, ref: pg.ProcRef) -> None:
         if ref.rank is None or self.launcher is None or self.launcher.poll() is not None:
@@ -690,6 +783,7 @@ class Supervisor:
                 self.health_deadline = None
                 self.stop_requested.set()
                 continue
+            self._retry_pending_writes()
             if self.failure_seen_at is not None and now - self.failure_seen_at > FAIL_FAST_S:
                 log("the launcher did not end the run after a rank failed: stopping it")
                 self._kill_everything(grace_s=0.5)
@@ -835,6 +929,19 @@ class Supervisor:
             leaks += [{**leak, "node": node.host} for leak in found or [] if isinstance(leak, dict)]
         return leaks
 
+    def _named_for_the_disk(self, result: RunResult) -> RunResult:
+        """A run that failed because the disk was full or read-only (a rank's checkpoint write, or
+        the supervisor's own writes still failing at the end) says "disk full" first, with the fix."""
+        if result.state is not RunState.FAILED or result.message.startswith("disk full"):
+            return result
+        text = " ".join([result.message, *result.error])
+        if not (any(words in text for words in DISK_ERROR_TEXT) or (self.disk.failing and self.disk.disk_full)):
+            return result
+        hint = result.hint or (f"free space on the disk of {self.paths.root} (df -h {self.paths.root}), then "
+                               f"'run.py --resume {self.paths.id}' goes on from checkpoints/last.pt")
+        return RunResult(result.state, result.returncode, result.failed_rank, result.error, hint,
+                         f"disk full: {result.message}")
+
     def finish(self, result: RunResult) -> RunResult:
         """No process of the run may outlive it: sweep, then write exit.json and the final state."""
         if result.state is RunState.FAILED and self.remote_nodes:
@@ -862,7 +969,7 @@ class Supervisor:
         if leaks:
             from training.monitor.gpu_leaks import leak_events
 
-            append_events(self.paths.events, leak_events(leaks))
+            self._append(leak_events(leaks))
         info: dict[str, Any] = {"returncode": result.returncode}
         if result.failed_rank is not None:
             info["rank"] = result.failed_rank
@@ -879,8 +986,20 @@ class Supervisor:
             # After the sweep (nothing of the run is left on its GPUs), before exit.json: a run
             # that has ended has let go of its GPUs.
             self.gpu_claim.release()
+        result = self._named_for_the_disk(result)
+        if result.hint and "hint" not in info:
+            info["hint"] = result.hint
+        # The end records wait for room (END_RECORDS_WAIT_S at most): what a full disk kept back
+        # first, then the status event, exit.json and run.json's final state, each written once.
+        retry_until_written("run.json", self._flush_run_json, self.disk, sleep=self.retry_sleep)
+        retry_until_written("events.jsonl", self._flush_events, self.disk, sleep=self.retry_sleep)
+        self._tell_disk_trouble(at_end=True)
+        disk = self.disk.summary()
+        if disk is not None:
+            left = {**left, "disk": disk}
         finish_run(self.paths, result.exit_record(self.started, gpu_leaks=leaks, **left),
-                   processes=[r.to_json() for r in self.known.values()], status={"source": "supervisor", **info})
+                   processes=[r.to_json() for r in self.known.values()], status={"source": "supervisor", **info},
+                   write=lambda what, fn: retry_until_written(what, fn, self.disk, sleep=self.retry_sleep))
         if self.notifier is not None:  # after exit.json: the command may read it
             self.notifier.end(result.state.value, result.message, returncode=result.returncode)
             self.notifier.close()
@@ -917,6 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(fd, 1), os.dup2(fd, 2)
     os.close(fd)
     _become_subreaper()
+    disk_faults.arm_from_env(paths.root, log)  # tests only: unset, nothing happens
     sup = Supervisor(paths)
     try:
         result = sup.run()
