@@ -44,7 +44,26 @@ task = "tiny"
 
 def test_the_table_has_one_row_per_case():
     assert [(r.check, r.on_start) for r in START_RULES] == [
-        ("gpus", "refuse"), ("gpus", "warn"), ("select", "refuse"), ("select", "refuse"), ("port", "refuse"), ("port", "re-pick"), ("disk", "refuse")]
+        ("gpus", "refuse"), ("gpus", "warn"), ("select", "refuse"), ("select", "refuse"), ("port", "refuse"), ("port", "re-pick"), ("disk", "refuse"),
+        ("locks", "refuse")]
+
+
+def test_an_unsafe_lock_directory_is_refused_with_its_own_fix_even_with_queue(tmp_path, monkeypatch):
+    from training.rundir.gpu_locks import LOCK_DIR_ENV
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = tmp_path / "locks"
+    link.symlink_to(elsewhere)  # what a neighbour plants where the lock directory should be
+    monkeypatch.setenv(LOCK_DIR_ENV, str(link))
+    for queue in (False, True):
+        with pytest.raises(StartRefused) as err:
+            check_start(load_profile("4x2080ti", ["hardware.gpus=2", "launch.nproc_per_node=2"]), tmp_path,
+                        backend=GpuBackend(nvml=four_2080ti(pids=[])), queue=queue)
+        text = str(err.value)
+        assert "[FAIL] locks:" in text and str(link) in text and "install -d -m 1777 -o root" in text, text
+        assert "--queue' waits" not in text and "\n" not in text
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_a_busy_explicit_port_is_refused_with_the_preflight_line_and_its_fix(tmp_path, busy_port):

@@ -254,6 +254,7 @@ def select_check(profile: Profile, backend=None, gpus: Check | None = None) -> C
     if (gpus is not None and not gpus.ok) or not applies(profile, backend):
         return None
     from training.errors import TraindeckError
+    from training.rundir.gpu_locks import UnsafeLockDir
 
     locks = GpuLocks(lock_dir_for(profile.hardware.lock_dir))
     try:  # answers within the lock directory's deadline; an unsafe one fails this check, with the fix
@@ -261,6 +262,9 @@ def select_check(profile: Profile, backend=None, gpus: Check | None = None) -> C
         if locks.warnings:  # a start would wait for the mutex and give up: say who holds it
             return Check("select", False, locks.warnings[0])
         waiting = locks.queue()
+    except UnsafeLockDir as exc:
+        # No wait fixes an unsafe lock directory: the start table says its own fix, not --queue.
+        return Check("locks", False, str(exc), never=True)
     except TraindeckError as exc:
         return Check("select", False, str(exc))
     sel = selection_now(profile, backend, held)

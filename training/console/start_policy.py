@@ -74,6 +74,14 @@ def _disk_fix(_p: Profile, runs_dir: Path) -> str:
             f"with --runs-dir DIR")
 
 
+def _lock_dir_fix(_p: Profile, _runs_dir: Path) -> str:
+    from training.rundir.gpu_locks import LOCK_DIR_ENV
+
+    return (f"have the box's admin create the lock directory root-owned with mode 1777 "
+            f"(install -d -m 1777 -o root DIR), or point ${LOCK_DIR_ENV} (or [hardware] lock_dir) at a "
+            f"directory of your own")
+
+
 START_RULES = (
     Rule("gpus", "fewer GPUs than the profile wants", "refuse", _gpus_fix),
     Rule("gpus", "another GPU model than named", "warn", lambda p, d: ""),
@@ -83,6 +91,8 @@ START_RULES = (
     Rule("port", "the explicit rendezvous port is busy", "refuse", _port_fix),
     Rule("port", "automatic rendezvous port", "re-pick", lambda p, d: ""),
     Rule("disk", "too little free disk", "refuse", _disk_fix),
+    Rule("locks", "the GPU lock directory is not safe to use (a link, another user's, not sticky)", "refuse",
+         _lock_dir_fix),
 )
 
 # --check's closing hint for the checks that start does not run (they are slower).
@@ -108,6 +118,8 @@ def rule_for(check: Check) -> Rule | None:
         return START_RULES[4] if not check.ok else None
     if check.name == "disk":
         return START_RULES[6] if not check.ok else None
+    if check.name == "locks":
+        return START_RULES[7] if not check.ok else None
     return None
 
 
@@ -154,7 +166,7 @@ def check_start(profile: Profile, runs_dir: Path, backend=None, queue: bool = Fa
     if refused:
         lines = " ".join(f"[{c.mark}] {c.name}: {c.detail.rstrip('. ')}." for c in refused)
         fixes = closing_hint(profile, refused, runs_dir)
-        never = queue and any(c.name in ("gpus", "select") for c in refused)
+        never = queue and any(c.name in ("gpus", "select", "locks") for c in refused)
         wait = " Waiting in the queue (--queue) cannot help: this box will never have what it asks for." \
             if never else ""
         raise StartRefused(f"not starting profile {profile.name}: {lines}{wait} {fixes} Nothing was started "
