@@ -148,12 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     heartbeat.beat(0, state="starting", force=True)
 
     trainer: Trainer | None = None
+    clean = False  # finished or stopped with every rank together: the only exits that destroy the group
     try:
         if env.ddp:
             dist.init_process_group(backend=env.backend, rank=rank, world_size=env.world_size)
         trainer = build_trainer(profile, paths, env, heartbeat)
-        return trainer.run()
+        code = trainer.run()
+        clean = True
+        return code
     except StopRequested:
+        clean = True
         step, epoch = _position(trainer)
         heartbeat.beat(step, epoch=epoch, state="stopped", force=True)
         return 0
@@ -184,11 +188,32 @@ def main(argv: list[str] | None = None) -> int:
         # A second SIGTERM during cleanup kills at once rather than raising inside the teardown.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         report.flush()
-        if dist.is_available() and dist.is_initialized():
-            with contextlib.suppress(Exception):
-                dist.destroy_process_group()
+        leave_process_group(clean)
         faulthandler.unregister(signal.SIGUSR1)
         dump_file.close()
+
+
+def leave_process_group(clean: bool) -> None:
+    """Destroy the process group after a clean end; abort it after a failure.
+
+    A failing rank's peers may sit in an NCCL all-reduce: NCCL's orderly shutdown can need every
+    rank, so destroying the group here would wait for NCCL's timeout (10 minutes) instead of
+    letting torchrun see the failure in seconds. Abort where torch can (NCCL); otherwise leave the
+    group as it is, the process exits next."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean:
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+        return
+    if dist.get_backend() != "nccl":
+        return  # gloo: nothing to abort, and its sockets close with the process
+    from torch.distributed import distributed_c10d
+
+    abort = getattr(distributed_c10d, "_abort_process_group", None)
+    if abort is not None:
+        with contextlib.suppress(Exception):
+            abort()
 
 
 def _position(trainer: Trainer | None) -> tuple[int, int]:
