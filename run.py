@@ -202,7 +202,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
     if args.runs:
         from training.console import runs
 
-        print(runs.format_runs_table(runs.list_runs(runs_dir)))
+        print(runs.format_runs_table(runs.list_runs(runs_dir, warn=lambda line: print(line, file=sys.stderr))))
         return 0
     if args.stop:
         from training.console import runs
@@ -240,7 +240,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
     if args.queue and not starts:
         raise TraindeckError("--queue goes with --profile NAME or --resume RUN (it makes a start wait for busy "
                              "GPUs), e.g. 'run.py --profile 4x2080ti --queue'; the picker's key for it is w.")
-    runs.reap_orphans(runs_dir)
+    runs.reap_orphans(runs_dir, warn=lambda line: print(line, file=sys.stderr))
     if args.rehearse:
         from training.console import rehearse
 
@@ -249,6 +249,9 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
     if args.attach is not None or args.resume:
         if args.resume:
             paths = runs.find_run(runs_dir, args.resume)
+            from training.console.owned_run import check_owned_run
+
+            check_owned_run(paths, "--resume")  # it starts the run's profile.toml: only a run of yours
             _check_resume(paths, runs_dir, args.queue)
             paths = runs.resume_run(paths, queue=args.queue)
         else:

@@ -20,7 +20,11 @@ import os
 import time
 from pathlib import Path
 
+from traindeck.untrusted import bounded_int, read_json_object
+
 HEARTBEAT_INTERVAL_S = 1.0
+# A beat is a few hundred bytes (more with a DataParallel rank's GPUs).
+MAX_HEARTBEAT_BYTES = 1 << 20
 
 
 def heartbeat_path(run_dir: str | os.PathLike, rank: int) -> Path:
@@ -67,8 +71,13 @@ class Heartbeat:
         return True
 
 
+# A rank number beyond any world size torchrun starts; a bigger one is junk.
+MAX_RANK = 1 << 20
+
+
 def read_heartbeats(run_dir: str | os.PathLike) -> dict[int, dict]:
-    """rank -> last heartbeat (unreadable files are skipped)."""
+    """rank -> last heartbeat. A file that is not a JSON object with an int "rank" (junk, a FIFO, a
+    link, "rank": Infinity) is skipped; so is a "devices" that is not a list of objects."""
     out: dict[int, dict] = {}
     folder = Path(run_dir) / "heartbeats"
     try:
@@ -76,9 +85,12 @@ def read_heartbeats(run_dir: str | os.PathLike) -> dict[int, dict]:
     except OSError:
         return out
     for f in files:
-        try:
-            data = json.loads(f.read_text())
-            out[int(data["rank"])] = data
-        except (OSError, ValueError, KeyError, TypeError):
+        data = read_json_object(f, MAX_HEARTBEAT_BYTES)
+        rank = bounded_int(data.get("rank"), 0, MAX_RANK) if data is not None else None
+        if rank is None:
             continue
+        devices = data.get("devices")
+        if devices is not None:
+            data["devices"] = [d for d in devices if isinstance(d, dict)] if isinstance(devices, list) else []
+        out[rank] = data
     return out

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from traindeck.untrusted import bounded_int, finite_float, open_regular, read_bounded
 from training.rundir import RunPaths, RunState, read_json, read_run_json
 from training.rundir.events import EventReader
 from training.rundir.liveness import SupervisorStatus, supervisor_status
@@ -38,6 +39,7 @@ LIVENESS_CHECK_S = 1.0
 HISTORY = 600  # telemetry samples kept per device for the sparklines (5 per cell: tui.widgets._render)
 CATCH_UP_CHUNKS = 4
 TAIL_FROM_END_BYTES = 4 << 20  # a telemetry file this large is read from its end first
+PROFILE_MAX_BYTES = 4 << 20
 
 StatKey = tuple[int, int, int]
 
@@ -201,11 +203,13 @@ class TelemetryFeed:
         """The profile's telemetry interval (0.25 to 5 s; 1 s when profile.toml does not say)."""
         if self._interval is None:
             try:
-                data = tomllib.loads(self.paths.profile.read_text(encoding="utf-8"))
-                value = float(data.get("telemetry", {}).get("interval_s", 1.0))
-            except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError):
-                value = 1.0
-            self._interval = min(5.0, max(0.25, value))
+                raw = read_bounded(self.paths.profile, PROFILE_MAX_BYTES)  # no FIFO waited on
+                data = tomllib.loads(raw.decode("utf-8")) if raw is not None else {}
+            except (OSError, ValueError, RecursionError):
+                data = {}
+            telemetry = data.get("telemetry")
+            value = finite_float(telemetry.get("interval_s", 1.0)) if isinstance(telemetry, dict) else None
+            self._interval = min(5.0, max(0.25, 1.0 if value is None else value))
         return self._interval
 
     @property
@@ -218,7 +222,7 @@ class TelemetryFeed:
         if self.reader.offset == 0:
             latest = self._skip_to_recent()
         for _ in range(CATCH_UP_CHUNKS):
-            samples = [s for s in self.reader.read() if s.get("kind", "telemetry") == "telemetry"]
+            samples = [s for s in map(sane_sample, self.reader.read()) if s is not None]
             for sample in samples:
                 self._remember(sample)
                 # The samples after the workers exit list none; keep showing their last numbers.
@@ -239,7 +243,7 @@ class TelemetryFeed:
             return None
         if size < TAIL_FROM_END_BYTES:
             return None
-        samples = read_telemetry(self.paths.telemetry, last_n=HISTORY)
+        samples = [s for s in map(sane_sample, read_telemetry(self.paths.telemetry, last_n=HISTORY)) if s is not None]
         self.reader.offset = size
         for sample in samples:
             self._remember(sample)
@@ -247,23 +251,58 @@ class TelemetryFeed:
 
     def _remember(self, sample: dict[str, Any]) -> None:
         if sample.get("gpus") is not None:
-            items = [(f"gpu{g.get('index', i)}", g.get("util")) for i, g in enumerate(sample["gpus"])]
+            items = [(f"gpu{_label(g.get('index'), i)}", g.get("util")) for i, g in enumerate(sample["gpus"])]
         else:
-            items = [(f"cpu{w.get('rank', i)}", w.get("cpu_percent")) for i, w in enumerate(sample.get("workers") or [])]
+            items = [(f"cpu{_label(w.get('rank'), i)}", w.get("cpu_percent")) for i, w in enumerate(sample.get("workers") or [])]
         for key, value in items:
             history = self.history.setdefault(key, deque(maxlen=HISTORY))
             self.count[key] = self.count.get(key, 0) + 1
-            history.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
+            history.append(finite_float(value))
+
+
+def _label(value: Any, default: int) -> int:
+    """A GPU index or a rank for a panel's name: an int from the sample, else its position."""
+    number = bounded_int(value, 0, 1 << 20)
+    return default if number is None else number
+
+
+def sane_sample(sample: dict[str, Any]) -> dict[str, Any] | None:
+    """A telemetry sample the panels can draw, or None for one that is not telemetry. The file is
+    anyone's to write: "gpus" and "workers" keep only their objects, and a number that is not
+    finite (Infinity, 1e999, 10**400) in one of them becomes None (no reading), as a sensor gap does."""
+    if sample.get("kind", "telemetry") != "telemetry":
+        return None
+    for key in ("gpus", "workers"):
+        items = sample.get(key)
+        if items is None:
+            continue
+        sample[key] = [{k: _reading(v) for k, v in item.items()}
+                       for item in (items if isinstance(items, list) else []) if isinstance(item, dict)]
+    for i, gpu in enumerate(sample.get("gpus") or []):
+        # What the GPU panel takes as given: an index, a list of throttle reasons, an error text.
+        gpu["index"] = _label(gpu.get("index"), i)
+        throttle = gpu.get("throttle")
+        gpu["throttle"] = [str(r) for r in throttle] if isinstance(throttle, list) else []
+        if gpu.get("error") is not None and not isinstance(gpu.get("error"), str):
+            gpu["error"] = "?"
+    return sample
+
+
+def _reading(value: Any) -> Any:
+    """One field of a GPU or worker: a number that is not finite reads as no reading (None)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and finite_float(value) is None:
+        return None
+    return value
 
 
 def read_last_json_line(path: Path, max_bytes: int = 256 * 1024) -> dict[str, Any] | None:
     """The last complete JSON object of a JSONL file, reading only its tail (telemetry grows forever)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - max_bytes))
-            data = f.read()
+            data = f.read(max_bytes)
     except OSError:
         return None
     for line in reversed(data.split(b"\n")):

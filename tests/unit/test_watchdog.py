@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.locations import DATA, ROOT
 from tests.support.processes import free_port, kill_tree
+from training.monitor import watchdog as watchdog_module
 from training.monitor.watchdog import AUTO_MIN_S, STARTUP_S, STRAGGLER_CHECKS, Watchdog
 from training.profile import Profile
 from training.rundir import create_run_dir, write_json_atomic
@@ -221,8 +222,8 @@ def test_unchanged_files_are_not_reparsed(tmp_path, monkeypatch):
     fleet = Fleet(tmp_path, hang_after_s=50.0)
     fleet.run_lockstep(ranks=2, steps=3, step_s=1.0)
     reads = []
-    real = Path.read_text
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or real(self, *a, **k))
+    real = watchdog_module.read_json_object
+    monkeypatch.setattr(watchdog_module, "read_json_object", lambda path, *a: reads.append(path) or real(path, *a))
     fleet.check(1010.0)
     assert reads == []
     (fleet.paths.heartbeats / "rank-0.json").write_text("{half a")

@@ -49,12 +49,13 @@ from training.rundir.records import (
     MetricEvent,
     RunRecord,
     StatusEvent,
+    as_dict,
     as_float,
     as_int,
     finish_run,
     parse_event,
 )
-from training.rundir.rendezvous import rendezvous_of
+from traindeck.untrusted import json_object_problem, read_bounded
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,6 +63,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TAIL_BYTES = 256 << 10
+PROFILE_MAX_BYTES = 4 << 20
 DEFAULT_GRACE_S = 30.0
 # On top of the grace period: the supervisor's own SIGKILL sweep and final writes.
 STOP_MARGIN_S = 10.0
@@ -93,9 +95,12 @@ class RunSummary:
 # ---- small readers ----------------------------------------------------------------------
 
 def _profile_data(paths: RunPaths) -> dict[str, Any]:
+    """The run's profile.toml as data ({} for junk): read like every run file (bounded, no FIFO
+    waited on, no link followed); tomllib recurses on nested arrays."""
     try:
-        return tomllib.loads(paths.profile.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_bounded(paths.profile, PROFILE_MAX_BYTES)
+        return tomllib.loads(data.decode("utf-8")) if data is not None else {}
+    except (OSError, ValueError, RecursionError):
         return {}
 
 
@@ -121,33 +126,68 @@ def _progress(paths: RunPaths) -> dict[str, Any]:
 # ---- summaries and listing --------------------------------------------------------------
 
 def run_summary(paths: RunPaths) -> RunSummary:
+    """One run's row. Every value comes typed (training.rundir.records) from files anyone may have
+    edited: a wrong type or a non-finite number is a value missing, not a traceback."""
     data = read_run_json(paths)
+    record = RunRecord.from_json(data)
     state, live, note = verified_state(paths, data)
     progress = _progress(paths)
     prof: dict[str, Any] = {}
-    if not data.get("profile") or not data.get("mode") or progress["epochs"] is None:
+    if not record.profile or not record.mode or progress["epochs"] is None:
         prof = _profile_data(paths)
     epochs = progress["epochs"]
     if epochs is None:
-        epochs = as_int((prof.get("train") or {}).get("epochs"))
-    exit_data = read_json(paths.exit_json, {}) or {}
-    place = RunRecord.from_json(data).gpu_queue
+        epochs = as_int(as_dict(prof.get("train")).get("epochs"))
+    exit_record = ExitRecord.from_json(read_json(paths.exit_json, {}))
+    place = record.gpu_queue
     waiting = place.describe() if live and state is RunState.QUEUED and place is not None else ""
-    rendezvous = rendezvous_of(data)
+    rendezvous = record.rendezvous
     if live and not note and rendezvous is not None and rendezvous.pending:
         note = rendezvous.describe(time.time())
+    prof_mode = as_dict(prof.get("launch")).get("mode")
     return RunSummary(
-        id=paths.id, path=paths.root, profile=str(data.get("profile") or prof.get("name") or "?"),
-        mode=str(data.get("mode") or (prof.get("launch") or {}).get("mode") or "?"),
-        state=state, live=live, created=data.get("created"), step=progress["step"],
+        id=paths.id, path=paths.root, profile=record.profile or _text(prof.get("name")) or "?",
+        mode=record.mode or _text(prof_mode) or "?",
+        state=state, live=live, created=record.created, step=progress["step"],
         epoch=progress["epoch"], epochs=epochs, last_loss=progress["last_loss"],
-        rehearsal=bool(data.get("rehearsal")), note=note,
-        returncode=exit_data.get("returncode") if not live else None, waiting=waiting,
+        rehearsal=record.rehearsal, note=note,
+        returncode=exit_record.returncode if exit_record is not None and not live else None, waiting=waiting,
         nodes=tuple(v.describe() for v in node_views(paths, data, head_state=state.value)))
 
 
-def list_runs(runs_dir: Path) -> list[RunSummary]:
-    return [run_summary(p) for p in list_run_dirs(runs_dir)]
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def run_file_problems(paths: RunPaths) -> list[str]:
+    """One line per record of the run that exists but is junk ("runs/X/run.json: JSON list, not an
+    object"): what a listing warns about instead of a traceback."""
+    out = []
+    for path in (paths.run_json, paths.exit_json):
+        problem = json_object_problem(path)
+        if problem is not None:
+            out.append(f"{path}: {problem}")
+    return out
+
+
+def list_runs(runs_dir: Path, warn: Callable[[str], None] | None = None) -> list[RunSummary]:
+    """Every run's summary, newest first. A run whose run.json is junk (another user's file, a
+    crashed editor) is left out with one line to `warn` naming the file; a junk exit.json is
+    warned about and the rest of the run is shown. One bad run never hides the others."""
+    out = []
+    for paths in list_run_dirs(runs_dir):
+        problems = run_file_problems(paths)
+        if warn is not None:
+            for line in problems:
+                warn(f"warning: {line}")
+        if any(line.startswith(f"{paths.run_json}:") for line in problems):
+            continue
+        try:
+            out.append(run_summary(paths))
+        except Exception as exc:  # a reader bug on one run's files must not hide every other run
+            if warn is not None:
+                warn(f"warning: {paths.root}: skipped ({type(exc).__name__}: {exc})"[:300])
+    return out
 
 
 def format_runs_table(summaries: Iterable[RunSummary]) -> str:
@@ -159,7 +199,7 @@ def format_runs_table(summaries: Iterable[RunSummary]) -> str:
     for s in summaries:
         state = s.state.value + (f" ({s.note})" if s.note else "")
         profile = s.profile + (" (rehearsal)" if s.rehearsal else "")
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.created)) if s.created else "-"
+        started = _started(s.created)
         if s.epoch is not None:
             epoch = f"{s.epoch}/{s.epochs}" if s.epochs else str(s.epoch)
         else:
@@ -179,6 +219,13 @@ def format_runs_table(summaries: Iterable[RunSummary]) -> str:
         for node in s.nodes if s is not None else ():
             lines.append(f"  node {node}")
     return "\n".join(lines)
+
+
+def _started(created: float | None) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "-"
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds (year 10**9)
+        return "-"
 
 
 # ---- finding ----------------------------------------------------------------------------
@@ -293,7 +340,7 @@ def _restart_node_run(paths: RunPaths, profile: Profile, run_id: str, cwd: str) 
     now = round(time.time(), 3)
     update_run_json(paths, state=RunState.STARTING.value, state_t=now, host=hostname(), cwd=str(cwd),
                     supervisor={"pid": None, "create_time": None}, launcher=None, processes=[],
-                    resumes=int(data.get("resumes") or 0) + 1, resumed_at=now)
+                    resumes=(as_int(data.get("resumes")) or 0) + 1, resumed_at=now)
     append_events(paths.events, [make_event("log", level="info", message="node started again (resume)",
                                             source="console")])
     ref = _spawn_supervisor(paths)
@@ -356,7 +403,7 @@ def resume_run(paths: RunPaths, queue: bool = False) -> RunPaths:
     now = round(time.time(), 3)
     update_run_json(paths, state=RunState.STARTING.value, state_t=now, host=hostname(),
                     supervisor={"pid": None, "create_time": None}, launcher=None, processes=[],
-                    resumes=int(data.get("resumes") or 0) + 1, resumed_at=now, queue=bool(queue), gpu_queue=None)
+                    resumes=(as_int(data.get("resumes")) or 0) + 1, resumed_at=now, queue=bool(queue), gpu_queue=None)
     what = f"step {step}" if step is not None else "checkpoints/last.pt"
     append_events(paths.events, [make_event("log", level="info", message=f"resumed from {what}",
                                             step=step, source="console")])
@@ -368,8 +415,8 @@ def resume_run(paths: RunPaths, queue: bool = False) -> RunPaths:
 # ---- stopping ---------------------------------------------------------------------------
 
 def _grace(paths: RunPaths) -> float:
-    value = (_profile_data(paths).get("launch") or {}).get("stop_grace_s")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else DEFAULT_GRACE_S
+    value = as_float(as_dict(_profile_data(paths).get("launch")).get("stop_grace_s"))  # TOML has inf and nan
+    return value if value is not None and value >= 0 else DEFAULT_GRACE_S
 
 
 def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: str,
@@ -386,9 +433,9 @@ def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: st
     if not recorded.is_live and not alive_before:
         return recorded
     state = RunState.STOPPED if alive_before else RunState.FAILED
-    sup = data.get("supervisor") or {}
-    message = (f"stopped after the supervisor (pid {sup.get('pid')}) was gone ({reason})" if alive_before
-               else f"the supervisor (pid {sup.get('pid')}) died and the run with it")
+    sup_pid = as_dict(data.get("supervisor")).get("pid")
+    message = (f"stopped after the supervisor (pid {sup_pid}) was gone ({reason})" if alive_before
+               else f"the supervisor (pid {sup_pid}) died and the run with it")
     record = ExitRecord(state=state.value, error=() if alive_before else (message,),
                         hint=None if alive_before else "see logs/supervisor.log; resume with run.py --resume " + paths.id,
                         message=message, extra=swept.exit_fields())
@@ -409,7 +456,7 @@ def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True, *
     data = read_run_json(paths)
     grace = 0.0 if now else (_grace(paths) if grace_s is None else float(grace_s))
     sup = pg.ProcRef.from_json(data.get("supervisor"), "supervisor")
-    if data.get("host") and data.get("host") != hostname():
+    if isinstance(data.get("host"), str) and data.get("host") and data.get("host") != hostname():
         raise TraindeckError(f"run {paths.id} runs on {data.get('host')}; stop it there.")
     if sup is not None and pg.is_alive(sup):
         pg.signal_procs([sup], signal.SIGTERM)
@@ -433,17 +480,27 @@ def stop_run(paths: RunPaths, grace_s: float | None = None, wait: bool = True, *
             and supervisor_status(data) is SupervisorStatus.SPAWNING:
         # start_run is between spawning and recording; the pid appears within moments.
         deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and (read_run_json(paths).get("supervisor") or {}).get("pid") is None:
+        while time.monotonic() < deadline and as_dict(read_run_json(paths).get("supervisor")).get("pid") is None:
             time.sleep(0.05)
-        if (read_run_json(paths).get("supervisor") or {}).get("pid") is not None:
+        if as_dict(read_run_json(paths).get("supervisor")).get("pid") is not None:
             return stop_run(paths, grace_s, wait, now=now, progress=progress)
     return _take_over(paths, data, grace, "stop requested", progress)
 
 
-def reap_orphans(runs_dir: Path) -> list[RunPaths]:
+def reap_orphans(runs_dir: Path, warn: Callable[[str], None] | None = None) -> list[RunPaths]:
     """Runs that claim to be live on this host but whose supervisor is gone: kill what is left
-    of them and mark them failed. Returns the runs reaped."""
-    return [paths for paths in list_run_dirs(runs_dir) if reap_orphan(paths)]
+    of them and mark them failed. Returns the runs reaped. Every start calls this: a run whose
+    files break the reaping is told to `warn` (one line) and left alone, and the start goes on."""
+    reaped = []
+    for paths in list_run_dirs(runs_dir):
+        try:
+            if reap_orphan(paths):
+                reaped.append(paths)
+        except Exception as exc:  # another run's junk (or a full disk there) must not stop this start
+            if warn is not None:
+                warn(f"warning: {paths.root}: not checked for leftover processes "
+                     f"({type(exc).__name__}: {exc})"[:300])
+    return reaped
 
 
 def reap_orphan(paths: RunPaths) -> bool:
@@ -460,8 +517,7 @@ def reap_orphan(paths: RunPaths) -> bool:
     swept = sweep_dead_run(paths, data, 2.0)
     survivors = swept.found
     state = RunState.FAILED
-    sup = data.get("supervisor") or {}
-    message = f"orphaned: the supervisor (pid {sup.get('pid')}) died"
+    message = f"orphaned: the supervisor (pid {as_dict(data.get('supervisor')).get('pid')}) died"
     if survivors:
         message += f"; {len(survivors)} leftover process(es) killed"
     if swept.survivors:

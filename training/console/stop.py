@@ -48,7 +48,8 @@ def recorded_procs(data: dict[str, Any]) -> list[pg.ProcRef]:
     launcher = pg.ProcRef.from_json(data.get("launcher"), "launcher")
     if launcher is not None:
         refs[launcher.pid] = launcher
-    for item in data.get("processes") or []:
+    processes = data.get("processes")
+    for item in processes if isinstance(processes, list) else []:
         ref = pg.ProcRef.from_json(item)
         if ref is not None:
             refs.setdefault(ref.pid, ref)
@@ -119,8 +120,10 @@ def stop_and_check(paths: RunPaths, grace_s: float | None = None, now: bool = Fa
     """Stop the run (training.console.runs.stop_run), then look for anything of it still alive,
     kill it, and name what cannot be killed or only looks like the run's. exit.json gets what
     this last check found."""
+    from training.console.owned_run import check_owned_run
     from training.console.runs import stop_run
 
+    check_owned_run(paths, "--stop")  # it signals the processes run.json names: only a run of yours
     state = stop_run(paths, grace_s=grace_s, now=now, progress=progress)
     data = read_run_json(paths)
     cgroup = run_cgroup(paths, data)

@@ -38,7 +38,6 @@ hung; time spent paused does not count as step time.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -51,10 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from traindeck.untrusted import bounded_int, finite_float, read_json_object
 from training.rundir import RunPaths
 from training.rundir.events import make_event
-from training.rundir.heartbeat import HEARTBEAT_INTERVAL_S
+from training.rundir.heartbeat import HEARTBEAT_INTERVAL_S, MAX_HEARTBEAT_BYTES
 from training.rundir.nodes import NodeDir, on_host
+from training.rundir.processes import MAX_PID
 
 # States in which a rank is not expected to advance.
 IDLE_STATES = frozenset({"paused", "finished", "stopped", "terminated", "failed", "done", "exited"})
@@ -237,14 +238,16 @@ class Watchdog:
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
             if self._stamps.get((node.host, rank)) == stamp:
                 continue  # unchanged: the stat was the whole cost
-            try:
-                data = json.loads(Path(entry.path).read_text())
-                step = int(data["step"])
-                state = str(data.get("state") or "training")
-                t = float(data.get("t") or st.st_mtime)
-                pid = int(data["pid"]) if data.get("pid") is not None else None
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # half-written or foreign: try again next check
+            # Half-written or foreign (junk, a FIFO, "step": Infinity): try again next check.
+            data = read_json_object(entry.path, MAX_HEARTBEAT_BYTES)
+            if data is None:
+                continue
+            step = bounded_int(data.get("step"), -(1 << 62), 1 << 62)
+            if step is None:
+                continue
+            state = data.get("state") if isinstance(data.get("state"), str) and data.get("state") else "training"
+            t = finite_float(data.get("t")) or st.st_mtime
+            pid = bounded_int(data.get("pid"), 1, MAX_PID)
             self._stamps[(node.host, rank)] = stamp
             if t < self.since:
                 continue
@@ -485,14 +488,16 @@ def _util_in(telemetry: Path, rank: int) -> float | None:
     samples = read_telemetry(telemetry, last_n=1)
     if not samples:
         return None
-    for gpu in samples[-1].get("gpus") or []:
-        if not isinstance(gpu, dict) or gpu.get("util") is None:
+    gpus = samples[-1].get("gpus")
+    for gpu in gpus if isinstance(gpus, list) else []:
+        util = finite_float(gpu.get("util")) if isinstance(gpu, dict) else None
+        if util is None:
             continue
         # Matched by device UUID ("ranks"); by NVML's PIDs only in samples without it.
-        ranks = gpu.get("ranks")
+        ranks, procs = gpu.get("ranks"), gpu.get("processes")
         if isinstance(ranks, list) and ranks:
             if rank in ranks:
-                return float(gpu["util"])
-        elif any(isinstance(p, dict) and p.get("rank") == rank for p in gpu.get("processes") or []):
-            return float(gpu["util"])
+                return util
+        elif any(isinstance(p, dict) and p.get("rank") == rank for p in (procs if isinstance(procs, list) else [])):
+            return util
     return None

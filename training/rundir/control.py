@@ -23,6 +23,7 @@ import os
 import time
 from pathlib import Path
 
+from traindeck.untrusted import bounded_int, finite_float
 from training.errors import TraindeckError
 from training.rundir import RunPaths, read_json, write_json_atomic
 from training.rundir.events import EventReader
@@ -48,6 +49,18 @@ class Command(str):
     @property
     def code(self) -> int:
         return ACTION_CODES[str(self)]
+
+
+# Sequence numbers count requests of one run; one beyond this is junk (and would make every later
+# request look old).
+MAX_SEQ = 1 << 53
+
+
+def _seq_of(value: object) -> int | None:
+    """control.json's "seq" as an int in [0, MAX_SEQ] (7 and 7.0 alike), else None."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return bounded_int(value, 0, MAX_SEQ)
 
 
 def _paths(paths: RunPaths | str | os.PathLike) -> RunPaths:
@@ -90,9 +103,10 @@ class ControlChannel:
         data = read_json(self.path)
         if not isinstance(data, dict):
             return None
-        try:
-            seq, action, t = int(data["seq"]), str(data["action"]), float(data.get("t", 0))
-        except (KeyError, TypeError, ValueError):
+        # Anyone who can write the run directory can write this file: a seq or a time that is no
+        # finite number ("seq": 1e999) is no request, and must not raise in the training loop.
+        seq, action, t = _seq_of(data.get("seq")), data.get("action"), finite_float(data.get("t", 0))
+        if seq is None or not isinstance(action, str) or t is None:
             return None
         if seq <= self.last_seq:
             return None
@@ -112,11 +126,7 @@ def send(paths: RunPaths | str | os.PathLike, action: str) -> int:
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        current = read_json(paths.control, {}) or {}
-        try:
-            seq = int(current.get("seq", 0)) + 1
-        except (TypeError, ValueError, AttributeError):
-            seq = 1
+        seq = (_seq_of(read_json(paths.control, {}).get("seq")) or 0) + 1
         write_json_atomic(paths.control, {"seq": seq, "action": action, "t": round(time.time(), 3)})
     finally:
         os.close(fd)

@@ -16,6 +16,7 @@ import time
 from enum import Enum
 from typing import Any
 
+from traindeck.untrusted import finite_float, json_object_problem
 from training.rundir import processes as pg
 from training.rundir.paths import RunPaths, RunState, hostname, read_run_json
 
@@ -40,20 +41,22 @@ def supervisor_status(run: dict[str, Any], now: float | None = None) -> Supervis
     """What run.json's supervisor record says about the process today."""
     if not isinstance(run, dict):
         return SupervisorStatus.UNRECORDED
-    if run.get("host") and run.get("host") != hostname():
+    host = run.get("host")
+    if isinstance(host, str) and host and host != hostname():
         return SupervisorStatus.REMOTE
     ref = pg.ProcRef.from_json(run.get("supervisor"), "supervisor")
     if ref is None:
-        created = run.get("created")
+        created = finite_float(run.get("created"))
         now = time.time() if now is None else now
-        if isinstance(run.get("supervisor"), dict) and isinstance(created, (int, float)) \
-                and not isinstance(created, bool) and now - created < SPAWN_WINDOW_S:
+        if isinstance(run.get("supervisor"), dict) and created is not None and now - created < SPAWN_WINDOW_S:
             return SupervisorStatus.SPAWNING
         return SupervisorStatus.UNRECORDED
     return SupervisorStatus.ALIVE if pg.is_alive(ref) else SupervisorStatus.DEAD
 
 
 def _state_of(value: Any, default: RunState = RunState.FAILED) -> RunState:
+    if not isinstance(value, str):  # a list or a dict from a junk run.json is no state either
+        return default
     try:
         return RunState(value)
     except ValueError:
@@ -66,6 +69,8 @@ def verified_state(paths: RunPaths, data: dict[str, Any] | None = None,
     data = read_run_json(paths) if data is None else data
     now = time.time() if now is None else now
     if not data:
+        if json_object_problem(paths.run_json) is not None:
+            return RunState.FAILED, False, "run.json unreadable"
         # start_run creates the directory, then writes profile.toml and run.json: a viewer that
         # looks in between must see a run that is starting, not a failed one.
         try:
@@ -94,15 +99,15 @@ def not_live_reason(paths: RunPaths) -> str | None:
         return "it has already exited"
     data = read_run_json(paths)
     state = data.get("state")
-    if state:
+    if isinstance(state, str) and state:
         try:
             if not RunState(state).is_live:
                 return f"it is {state}"
         except ValueError:
             pass
     if supervisor_status(data) is SupervisorStatus.DEAD:
-        sup = data.get("supervisor") or {}
-        return f"its supervisor (pid {sup.get('pid')}) is gone"
+        sup = pg.ProcRef.from_json(data.get("supervisor"))
+        return f"its supervisor (pid {sup.pid if sup else None}) is gone"
     if state == RunState.QUEUED.value:
         # Live, but nothing of it runs yet: no worker would ever read the request.
         return "it is queued for its GPUs and has no workers yet (run.py --stop cancels it)"

@@ -12,9 +12,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from traindeck.untrusted import bounded_int
 from training.rundir.paths import RunPaths, read_run_json
 
 _RANK_LOG = re.compile(r"rank-(\d+)\.log$")
+MAX_RANK_OFFSET = 1 << 20
+
+
+def rank_offset(run_json: dict) -> int:
+    """run.json's rank_offset (node_rank * nproc_per_node): 0 unless it is a plausible int."""
+    return bounded_int(run_json.get("rank_offset"), 0, MAX_RANK_OFFSET) or 0
 
 
 def rank_logs(paths: RunPaths) -> dict[int, list[Path]]:
@@ -37,7 +44,7 @@ def rank_logs(paths: RunPaths) -> dict[int, list[Path]]:
             out.setdefault(int(m.group(1)), []).append(f)
     base = logs / "torchrun"
     if base.is_dir():
-        offset = int(read_run_json(paths).get("rank_offset") or 0)
+        offset = rank_offset(read_run_json(paths))
 
         def mtime(p: Path) -> float:
             try:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from traindeck.untrusted import open_regular
 from training.rundir.liveness import supervisor_status
 from training.rundir.paths import RunPaths, read_json, read_run_json, write_json_atomic
 
@@ -110,7 +111,7 @@ class NodeStream:
         path = self.paths.root / name
         offset = self.offsets[name]
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:  # a FIFO or a link in place of the file sends nothing
                 size = f.seek(0, os.SEEK_END)
                 if size < offset:
                     return None  # the append-only files never shrink; a replaced one is not ours to guess at

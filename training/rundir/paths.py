@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from traindeck import RUN_DIR_ENV  # noqa: F401 - the one definition, re-exported here
+from traindeck.untrusted import read_json_object
 
 RUNS_DIR_ENV = "TRAINDECK_RUNS_DIR"
 # A multi-node run's other nodes, one directory each: <run>/nodes/<host>/ (the node's own layout).
@@ -127,15 +128,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path, default: Any = None) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
+    """A run-directory record (run.json, exit.json, control.json, a heartbeat) as a dict, or
+    `default` when it is missing or is anything but a JSON object: every file here may be junk
+    or hostile (traindeck.untrusted: no symlinks followed, no FIFO waited on, bounded size and
+    nesting). Callers still check the types of the values they use (training.rundir.records)."""
+    data = read_json_object(path)
+    return default if data is None else data
 
 
 def read_run_json(paths: RunPaths) -> dict[str, Any]:
-    return read_json(paths.run_json, {}) or {}
+    return read_json(paths.run_json, {})
 
 
 # The supervisor's threads (its main loop, the health thread counting rewinds) merge into run.json

@@ -16,9 +16,13 @@ from typing import Any, Iterable
 
 import psutil
 
+from traindeck.untrusted import bounded_int, finite_float
+
 # psutil derives create_time from boot time + start ticks; the same process can come out a few
 # milliseconds apart in two interpreters, a reused pid never does.
 CREATE_TIME_TOLERANCE_S = 0.05
+# Linux's pid_max can be at most 2**22; other systems stay well below 2**31.
+MAX_PID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -35,13 +39,17 @@ class ProcRef:
     def from_json(cls, data: Any, role: str | None = None) -> "ProcRef | None":
         if not isinstance(data, dict):
             return None
-        try:
-            pid, create_time = int(data["pid"]), float(data["create_time"])
-        except (KeyError, TypeError, ValueError):
+        # Written by our supervisor, but read from a file anyone may have edited: a pid outside
+        # the kernel's range (or Infinity, 1e999) names no process, and psutil would raise on it.
+        pid, create_time = data.get("pid"), finite_float(data.get("create_time"))
+        if isinstance(pid, float) and pid.is_integer():
+            pid = int(pid)
+        pid = bounded_int(pid, 1, MAX_PID)
+        if pid is None or create_time is None:
             return None
-        rank = data.get("rank")
-        return cls(pid, create_time, role or str(data.get("role") or "worker"),
-                   int(rank) if isinstance(rank, int) else None)
+        rank = bounded_int(data.get("rank"), 0, MAX_PID)
+        role = role or data.get("role")
+        return cls(pid, create_time, role if isinstance(role, str) and role else "worker", rank)
 
 
 def ref_of(proc: psutil.Process | int, role: str = "worker", rank: int | None = None) -> ProcRef | None:

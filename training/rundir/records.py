@@ -14,11 +14,11 @@ keys stay exactly as they are (older runs and outside tools read them):
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
+from traindeck.untrusted import finite_float
 from training.rundir.events import append_events, make_event
 from training.rundir.paths import RunPaths, update_run_json, write_json_atomic
 from training.rundir.processes import ProcRef
@@ -31,10 +31,13 @@ def as_int(value: Any) -> int | None:
 
 
 def as_float(value: Any) -> float | None:
-    """A finite int or float (not a bool) as a float, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+    """A finite int or float (not a bool) as a float, else None (Infinity, NaN, 10**400 too)."""
+    return finite_float(value)
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """A JSON object's value that should itself be an object ({"supervisor": {...}}), else {}."""
+    return value if isinstance(value, dict) else {}
 
 
 def _str(value: Any) -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from traindeck.untrusted import finite_float
+
 WAITING = "waiting"
 UNREACHABLE = "unreachable"
 MET = "met"
@@ -26,7 +28,7 @@ STATES = (WAITING, UNREACHABLE, MET, FAILED)
 
 
 def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return finite_float(value)  # Infinity or 10**400 in an edited run.json is no count or time
 
 
 @dataclass(frozen=True)

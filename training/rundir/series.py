@@ -249,7 +249,7 @@ class SeriesStore:
         added = 0
         for e in events:
             if e.get("kind") == "log" and e.get("control") == "rewind":
-                to_step = _num(e.get("to_step"))
+                to_step = _finite(e.get("to_step"))
                 if to_step is not None:
                     added += self.truncate(to_step)
                 continue
@@ -258,10 +258,10 @@ class SeriesStore:
             values = e.get("values")
             if not isinstance(values, dict):
                 continue
-            split = str(e.get("split") or "train")
-            step = _num(e.get("step"))
-            epoch = _num(e.get("epoch"))
-            t = _num(e.get("t")) or 0.0
+            split = e.get("split") if isinstance(e.get("split"), str) and e.get("split") else "train"
+            step = _finite(e.get("step"))
+            epoch = _finite(e.get("epoch"))
+            t = _finite(e.get("t")) or 0.0
             if step is None:
                 step = (self.last_step or 0) + 1
             self.last_step = step
@@ -311,10 +311,19 @@ def _num(v: Any) -> float | None:
     if isinstance(v, bool) or v is None:
         return None
     if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
+        try:
+            return float(v)
+        except OverflowError:  # an int beyond a double (10**400 in an edited file)
+            return None
+    if isinstance(v, str) and len(v) <= 64:  # a number's text; float() of a huge string is slow
         try:
             return float(v)
         except ValueError:
             return None
     return None
+
+
+def _finite(v: Any) -> float | None:
+    """A step, an epoch or a time: a finite number (an x axis holds no Infinity), else None."""
+    number = _num(v)
+    return number if number is not None and math.isfinite(number) else None

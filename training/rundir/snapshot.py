@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from traindeck.untrusted import MAX_JSON_DEPTH, bounded_int, finite_float, open_regular, parse_json, read_bounded
 from training.rundir.events import EventReader
 from training.rundir.series import Series, SeriesStore
 
@@ -42,6 +43,10 @@ MAX_STORY = 5000  # non-metric events kept (the event log's max_lines)
 SAVE_EVERY_S = 5.0
 RESAVE_TAIL_BYTES = 4 << 20  # a viewer that read this much tail saves a fresh snapshot
 FINGERPRINT_BYTES = 4096
+# MAX_SERIES series of DEFAULT_CAPACITY buckets and DEFAULT_RECENT points, and the story, take
+# tens of MB unpacked; a file much larger is not one this module wrote.
+MAX_SNAPSHOT_BYTES = 128 << 20
+MAX_UNPACKED_BYTES = 512 << 20
 
 
 def snapshot_path(events: Path) -> Path:
@@ -52,7 +57,7 @@ def fingerprint(events: Path, upto: int) -> str:
     """A hash of events.jsonl's first bytes (at most `upto`, the folded part, which never changes
     while the file is appended to): a replaced file has another."""
     try:
-        with open(events, "rb") as f:
+        with open_regular(events) as f:
             head = f.read(min(FINGERPRINT_BYTES, upto))
     except OSError:
         return ""
@@ -106,31 +111,82 @@ class Folded:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Folded":
-        """Raises ValueError (or a zip/json/numpy error, which callers treat alike) when corrupt."""
+        """Raises ValueError (or a zip/json/numpy error, which callers treat alike) when corrupt.
+
+        A snapshot is a file in the run directory, so anyone who can write there can write it:
+        every number is checked to be of the type and within the range this module writes, so a
+        hostile one is rebuilt from events.jsonl instead of breaking (or bloating) a viewer later."""
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            meta = json.loads(z["meta"].tobytes().decode())
-            if meta.get("v") != VERSION:
-                raise ValueError(f"snapshot version {meta.get('v')!r}")
-            store = SeriesStore(int(meta["capacity"]), int(meta["recent"]), int(meta["max_series"]))
-            store.dropped_series = int(meta["dropped_series"])
-            store.last_step, store.last_epoch = meta["last_step"], meta["last_epoch"]
-            for i, sm in enumerate(meta["series"]):
+            if sum(info.file_size for info in z.zip.infolist()) > MAX_UNPACKED_BYTES:
+                raise ValueError("snapshot unpacks too large")  # a zip bomb
+            meta = parse_json(z["meta"].tobytes(), max_depth=MAX_JSON_DEPTH)
+            _check(isinstance(meta, dict) and meta.get("v") == VERSION, "snapshot version")
+            capacity, recent, max_series = (_int(meta.get(k), lo, hi) for k, lo, hi in (
+                ("capacity", 4, 1 << 16), ("recent", 1, 1 << 16), ("max_series", 1, 1 << 12)))
+            _check(capacity % 2 == 0, "capacity")
+            store = SeriesStore(capacity, recent, max_series)
+            store.dropped_series = _int(meta.get("dropped_series"), 0, 1 << 62)
+            store.last_step, store.last_epoch = _number(meta.get("last_step")), _number(meta.get("last_epoch"))
+            series = meta.get("series")
+            _check(isinstance(series, list) and len(series) <= max_series, "series")
+            for i, sm in enumerate(series):
+                _check(isinstance(sm, dict), "series entry")
                 s = Series(store.capacity, store.recent)
                 b, r = z[f"b{i}"], z[f"r{i}"]
                 if b.ndim != 2 or b.shape[1] != 8 or len(b) > store.capacity or r.ndim != 2 or r.shape[1] != 4:
                     raise ValueError("snapshot series shape")
+                _check(b.dtype.kind == "f" and r.dtype.kind == "f" and len(r) <= store.recent, "series arrays")
                 s._b[: len(b)] = b
                 s._nb = len(b)
                 s.recent.extend(tuple(row) for row in r.tolist())
-                s.span, s._open, s.count = int(sm["span"]), sm["open"], int(sm["count"])
-                s.nonfinite, s.first_nonfinite_step = int(sm["nonfinite"]), sm["first_nonfinite_step"]
-                s.last = tuple(sm["last"]) if sm["last"] else None
-                store.series[tuple(sm["key"])] = s
-        folded = cls(store=store, offset=int(meta["offset"]), seq=int(meta["seq"]),
-                     fingerprint=str(meta["fingerprint"]))
-        folded.story.extend((int(seq), e) for seq, e in meta["story"])
-        folded.last_metric = {k: (int(v[0]), v[1]) for k, v in meta["last_metric"].items()}
+                s.span, s.count = _int(sm.get("span"), 1, 1 << 62), _int(sm.get("count"), 0, 1 << 62)
+                s._open = _floats(sm.get("open"), 8)
+                s.nonfinite = _int(sm.get("nonfinite"), 0, 1 << 62)
+                s.first_nonfinite_step = _number(sm.get("first_nonfinite_step"))
+                s.last = _floats(sm.get("last") or None, 4)
+                key = sm.get("key")
+                _check(isinstance(key, list) and len(key) == 2 and all(isinstance(k, str) for k in key), "key")
+                store.series[tuple(key)] = s
+        story, last_metric = meta.get("story"), meta.get("last_metric")
+        _check(isinstance(story, list) and isinstance(last_metric, dict), "story")
+        _check(isinstance(meta.get("fingerprint"), str), "fingerprint")
+        folded = cls(store=store, offset=_int(meta.get("offset"), 0, 1 << 62), seq=_int(meta.get("seq"), 0, 1 << 62),
+                     fingerprint=meta["fingerprint"])
+        folded.story.extend(_seq_event(item) for item in story[-MAX_STORY:])
+        folded.last_metric = {k: _seq_event(v) for k, v in last_metric.items() if isinstance(k, str)}
         return folded
+
+
+def _check(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(f"snapshot {what}")
+
+
+def _int(value: Any, lo: int, hi: int) -> int:
+    number = bounded_int(value, lo, hi)
+    _check(number is not None, "number")
+    return number  # type: ignore[return-value]
+
+
+def _number(value: Any) -> float | None:
+    """None, or a finite number (a step, an epoch) as this module wrote it."""
+    _check(value is None or finite_float(value) is not None, "number")
+    return value
+
+
+def _floats(value: Any, n: int) -> Any:
+    """None, or n floats (an open bucket: a list; a last point: a tuple). NaN is allowed: a point
+    without an epoch holds NaN there."""
+    if value is None:
+        return None
+    _check(isinstance(value, list) and len(value) == n
+           and all(isinstance(x, float) or bounded_int(x, -(1 << 62), 1 << 62) is not None for x in value), "numbers")
+    return [float(x) for x in value] if n == 8 else tuple(float(x) for x in value)
+
+
+def _seq_event(item: Any) -> tuple[int, dict[str, Any]]:
+    _check(isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict), "event")
+    return _int(item[0], 0, 1 << 62), item[1]
 
 
 def save(events: Path, folded: Folded) -> None:
@@ -149,7 +205,9 @@ def save(events: Path, folded: Folded) -> None:
 def load(events: Path) -> Folded | None:
     """The snapshot if it is trustworthy for this events.jsonl now, else None."""
     try:
-        data = snapshot_path(events).read_bytes()
+        data = read_bounded(snapshot_path(events), MAX_SNAPSHOT_BYTES)  # no FIFO waited on, no link followed
+        if data is None:
+            return None
         folded = Folded.from_bytes(data)
         size = os.stat(events).st_size
     except Exception:  # noqa: BLE001 - any damage means: rebuild from the truth
@@ -157,7 +215,7 @@ def load(events: Path) -> Folded | None:
     if not 0 < folded.offset <= size or folded.fingerprint != fingerprint(events, folded.offset):
         return None
     try:
-        with open(events, "rb") as f:
+        with open_regular(events) as f:
             f.seek(folded.offset - 1)
             if f.read(1) != b"\n":
                 return None

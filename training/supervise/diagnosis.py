@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from traindeck.untrusted import finite_float, open_regular
 from training.profile import Profile
 from training.rundir import RunPaths, read_json, read_run_json
-from training.rundir.logs import rank_logs
+from training.rundir.logs import rank_logs, rank_offset
 
 _RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]:\s?")
 _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure|Warning)?)(?::\s|:$|$)")
@@ -50,11 +51,11 @@ def clean_lines(text: str) -> list[str]:
 
 def read_tail(path: Path, max_bytes: int = 64 << 10) -> str:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO or a link in place of a rank log reads as ""
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - max_bytes))
-            return f.read().decode("utf-8", "replace")
+            return f.read(max_bytes).decode("utf-8", "replace")
     except OSError:
         return ""
 
@@ -135,7 +136,7 @@ def _torchrun_error_files(paths: RunPaths) -> dict[int, tuple[float, list[str]]]
     base = paths.logs / "torchrun"
     if not base.is_dir():
         return out
-    offset = int(read_run_json(paths).get("rank_offset") or 0)
+    offset = rank_offset(read_run_json(paths))
     for f in base.glob("*/attempt_*/*/error.json"):
         data = read_json(f, {}) or {}
         msg = data.get("message")
@@ -145,8 +146,8 @@ def _torchrun_error_files(paths: RunPaths) -> dict[int, tuple[float, list[str]]]
             continue
         if isinstance(msg, dict):
             text = str(msg.get("message", ""))
-            extra = msg.get("extraInfo") or {}
-            stamp = float(extra.get("timestamp") or f.stat().st_mtime)
+            extra = msg.get("extraInfo") if isinstance(msg.get("extraInfo"), dict) else {}
+            stamp = finite_float(extra.get("timestamp")) or f.stat().st_mtime
             callstack = str(extra.get("py_callstack") or "")
         else:
             text, stamp, callstack = str(msg or ""), f.stat().st_mtime, ""

@@ -17,13 +17,13 @@ torchrun's c10d stays the only one of those.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from traindeck.untrusted import parse_json
 from training.profile import Launch
 from training.rundir import RunPaths, read_run_json
 from training.rundir.node_stream import MirrorGap, NodeMirror
@@ -51,7 +51,7 @@ def shares_run_dir(copy: RunPaths, run_id: str, supervisor_pid: Any) -> bool:
     its first copy. The supervisor's pid tells it from a copy left by an earlier head."""
     data = read_run_json(copy)
     return (data.get("id") == run_id and isinstance(data.get("node"), dict)
-            and (data.get("supervisor") or {}).get("pid") == supervisor_pid)
+            and isinstance(data.get("supervisor"), dict) and data["supervisor"].get("pid") == supervisor_pid)
 
 
 class NodeFollower:
@@ -123,8 +123,8 @@ class NodeFollower:
         try:
             for line in proc.stdout:
                 try:
-                    message = json.loads(line)
-                except ValueError:
+                    message = parse_json(line)
+                except ValueError:  # also junk nested too deep for json (RecursionError)
                     continue  # not ours (a login banner on stdout): the stream's lines are whole
                 if not isinstance(message, dict):
                     continue
