@@ -36,7 +36,8 @@ import psutil
 from training.errors import TraindeckError
 from training.monitor.gpu import GpuBackend, GpuSample, get_backend, normalize_bus_id, normalize_uuid
 from training.rundir import RunPaths
-from training.rundir.events import encode, make_event, open_append, parse_lines
+from traindeck.untrusted import open_regular
+from training.rundir.events import encode, make_event, open_append, parse_lines, read_all, read_last_lines
 from training.rundir.heartbeat import read_heartbeats
 from training.rundir.write_failures import WriteTrouble
 
@@ -262,7 +263,8 @@ def device_ranks(heartbeats: dict[int, dict]) -> dict[str, list[int]]:
     """Normalized device UUID and PCI bus id -> the ranks whose heartbeat names that GPU."""
     out: dict[str, set[int]] = {}
     for rank, beat in heartbeats.items():
-        for device in beat.get("devices") or []:
+        devices = beat.get("devices")
+        for device in devices if isinstance(devices, list) else []:
             if not isinstance(device, dict):
                 continue
             for key in (normalize_uuid(device.get("uuid")), normalize_bus_id(str(device.get("pci_bus_id") or ""))):
@@ -282,29 +284,19 @@ def _gpu_dict(sample: GpuSample, ranks: dict[int, int], by_device: dict[str, lis
 
 
 def read_telemetry(path: Path, last_n: int | None = None) -> list[dict[str, Any]]:
-    """Telemetry lines of a file, oldest first; with last_n only the newest last_n (read from the end)."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+    """Telemetry lines of a file, oldest first; with last_n only the newest last_n, read backwards
+    from the end in blocks (a day of 8-GPU samples is hundreds of MB, and a panel wants the last
+    few): linear in what it reads and bounded in memory, whatever one line's length."""
+    if last_n is not None and last_n <= 0:
         return []
-    with open(path, "rb") as f:
-        if last_n is None:
-            raw_lines = f.read().split(b"\n")
-        else:
-            if last_n <= 0:
-                return []
-            # Read backwards in blocks until there are enough lines: a day of 8-GPU samples is
-            # hundreds of MB, and a panel wants the last few.
-            block, data, pos = 64 << 10, b"", size
-            while pos > 0 and data.count(b"\n") <= last_n:
-                step = min(block, pos)
-                pos -= step
-                f.seek(pos)
-                data = f.read(step) + data
-            raw_lines = data.split(b"\n")
-            if pos > 0:
-                raw_lines = raw_lines[1:]  # the first piece may be the tail of a longer line
-    # A partial last line and junk are skipped.
+    if last_n is None:
+        samples = [e for e in read_all(path) if e["kind"] == KIND]
+        return samples
+    try:
+        with open_regular(path) as f:
+            # One more than asked: the last line may be half written (skipped as junk).
+            raw_lines = read_last_lines(f, last_n + 1)
+    except OSError:
+        return []
     samples = [e for e in parse_lines(raw_lines)[0] if e["kind"] == KIND]
-    return samples[-last_n:] if last_n is not None else samples
+    return samples[-last_n:]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 # The writer's half lives in traindeck.events (a user's script writes through it, without the
 # name `training`); re-exported here so the engine has one module for events.jsonl.
@@ -33,6 +33,7 @@ from traindeck.events import (  # noqa: F401 - re-exports
     open_append,
     write_all,
 )
+from traindeck.untrusted import open_regular
 
 KINDS = ("metric", "epoch", "checkpoint", "status", "log", "health")
 # A line longer than this is not ours (a flood of junk); the reader drops it rather than
@@ -61,15 +62,56 @@ def parse_lines(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
 def read_tail(path: Path, max_bytes: int) -> list[dict[str, Any]]:
     """The events in the last `max_bytes` of a JSONL file: a huge file costs the same to summarize."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             start = max(0, f.seek(0, os.SEEK_END) - max_bytes)
             f.seek(start)
-            lines = f.read().split(b"\n")
+            lines = f.read(max_bytes).split(b"\n")
     except OSError:
         return []
     if start > 0:
         lines = lines[1:]  # the first line is cut
     return parse_lines(lines)[0]
+
+
+def read_last_lines(f: BinaryIO, n: int, max_line_bytes: int = MAX_LINE_BYTES,
+                    max_total_bytes: int = 64 << 20, block_bytes: int = 64 << 10) -> list[bytes]:
+    """The last `n` lines of an open file, oldest first (an unterminated last line counts as one),
+    read backwards in blocks: time linear in the bytes read, memory bounded by `max_total_bytes`
+    and `max_line_bytes`. A line longer than `max_line_bytes` is junk, not a record: it is left
+    out, though its bytes are still walked over (once) to reach the lines before it."""
+    if n <= 0:
+        return []
+    pos = f.seek(0, os.SEEK_END)
+    lines: list[bytes] = []  # newest first
+    piece: list[bytes] = []  # the parts of the line being put together, newest first
+    piece_bytes, too_long, held = 0, False, 0
+    after_last_newline = True  # the file's final newline ends a line; it does not start an empty one
+    while pos > 0 and len(lines) < n and held <= max_total_bytes:
+        step = min(block_bytes, pos)
+        pos -= step
+        f.seek(pos)
+        block = f.read(step)
+        end = len(block)
+        while len(lines) < n:
+            cut = block.rfind(b"\n", 0, end)
+            chunk = block[cut + 1:end]
+            piece_bytes += len(chunk)
+            if piece_bytes > max_line_bytes:
+                too_long, piece = True, []
+            elif chunk:
+                piece.append(chunk)
+            if cut < 0:
+                break  # the line began in an earlier block
+            if not too_long and not (after_last_newline and piece_bytes == 0):
+                line = b"".join(reversed(piece))
+                lines.append(line)
+                held += len(line)
+            after_last_newline = False
+            piece, piece_bytes, too_long, end = [], 0, False, cut
+    if pos == 0 and len(lines) < n and piece_bytes and not too_long:
+        lines.append(b"".join(reversed(piece)))  # the file's first line
+    lines.reverse()
+    return lines
 
 
 class EventReader:
@@ -86,6 +128,7 @@ class EventReader:
         self.skipped = 0
         self.chunk_bytes = chunk_bytes
         self._partial = b""
+        self._discarding = False  # inside a line that already went over MAX_LINE_BYTES
         self._inode: int | None = None
 
     @property
@@ -97,24 +140,32 @@ class EventReader:
     def read(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
+        except OSError:  # missing, or a path that is no path (a file where its directory should be)
             return []
         if self._inode is not None and (st.st_ino != self._inode or st.st_size < self.offset):
-            self.offset, self._partial = 0, b""  # truncated or replaced: start over
+            # truncated or replaced: start over
+            self.offset, self._partial, self._discarding = 0, b"", False
         self._inode = st.st_ino
         if st.st_size <= self.offset:
             return []
         budget = max_bytes or self.chunk_bytes
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(min(budget, st.st_size - self.offset))
+        try:
+            with open_regular(self.path) as f:  # a FIFO, directory or symlink here reads as nothing
+                f.seek(self.offset)
+                data = f.read(min(budget, st.st_size - self.offset))
+        except OSError:
+            return []
         self.offset += len(data)
-        data = self._partial + data
-        lines = data.split(b"\n")
+        lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
+        if self._discarding and lines:
+            lines.pop(0)  # the rest of a line that went over MAX_LINE_BYTES: not a record
+            self._discarding = False
         if len(self._partial) > MAX_LINE_BYTES:
-            self.skipped += 1
-            self._partial = b""
+            # Memory stays bounded whatever one line's length; the line is junk, counted once.
+            if not self._discarding:
+                self.skipped += 1
+            self._partial, self._discarding = b"", True
         out, skipped = parse_lines(lines)
         self.skipped += skipped
         return out
