@@ -27,6 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+from traindeck.untrusted import MAX_JSON_DEPTH, nests_at_most
 from training import placeholders
 from training.errors import TraindeckError
 from training.monitor.metric_presets import PRESETS
@@ -386,8 +387,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     value = value.strip()
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
+        # A value this deep breaks whoever walks it later (run.json's argv, profile.toml's writer).
+        too_deep = not nests_at_most(parsed, MAX_JSON_DEPTH)
     except tomllib.TOMLDecodeError:
-        parsed = value  # bare words such as mode=dp are strings
+        parsed, too_deep = value, False  # bare words such as mode=dp are strings
+    except RecursionError:  # tomllib recurses once per nested [ or {
+        parsed, too_deep = None, True
+    if too_deep:
+        raise ProfileError(f"override '{key.strip()}=...': the value nests too deeply; give a number, a word, "
+                           f"or a short list.", path="--set")
     return keys, parsed
 
 
