@@ -31,6 +31,7 @@ from traindeck.untrusted import MAX_JSON_DEPTH, nests_at_most
 from training import placeholders
 from training.errors import TraindeckError
 from training.monitor.metric_presets import PRESETS
+from training.ssh_policy import ALLOWED, ssh_options_problem
 from training.tasks import TASKS
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -708,6 +709,11 @@ def _check_hosts(p: Profile, raw: dict, base: Path, path: str, loc: _Locator) ->
         launch.hostfile = ""
         if not launch.hosts:
             raise ProfileError("'launch.hostfile' names no host; write one host name per line.", path=path, line=line)
+    why = ssh_options_problem(launch.ssh_options)
+    if why:
+        raise ProfileError(f"'launch.ssh_options': {why}. ssh gets only {ALLOWED}; anything else (a ProxyJump, "
+                           f"a ProxyCommand) belongs in your own ~/.ssh/config for that host.",
+                           path=path, line=loc.line("launch", "ssh_options"))
     if not launch.hosts:
         return
     for host in launch.hosts:

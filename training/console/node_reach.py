@@ -20,6 +20,7 @@ from training.errors import TraindeckError
 from training.profile import Profile, ProfileError, parse_profile
 from training.rundir.nodes import head_host, rank0_host
 from training.rundir.paths import RunPaths, read_run_json
+from training.ssh_policy import host_problem
 from training.supervise.nodes import RemoteNode, control_node, dump_node
 
 
@@ -36,31 +37,55 @@ def run_nodes(paths: RunPaths, run_json: dict[str, Any] | None = None) -> tuple[
         raise TraindeckError(f"run {paths.id} names other nodes but its profile.toml cannot be read ({exc}); "
                              f"they cannot be reached from here.") from None
     launch = profile.launch
+    for n in nodes:
+        _check_recorded_node(paths, profile, n)
     root = launch.remote_root or str(PROJECT_ROOT)
     python = launch.remote_python or sys.executable
     runs_dir = launch.remote_runs_dir or str(paths.root.parent.resolve())
     return profile, [RemoteNode(str(n["host"]), str(n["run_dir"]), runs_dir, root, python) for n in nodes]
 
 
+def _check_recorded_node(paths: RunPaths, profile: Profile, node: dict[str, Any]) -> None:
+    """run.json's "nodes" is data from a file: a host ssh is pointed at must be one of the
+    profile's own [launch] hosts (which its schema checked), and a run directory a plain path."""
+    host, run_dir = node.get("host"), node.get("run_dir")
+    why = host_problem(host)
+    if why is None and host not in profile.launch.hosts[1:]:
+        why = f"{host!r} is not one of the profile's other [launch] hosts ({', '.join(profile.launch.hosts[1:]) or 'none'})"
+    if why is None and (not isinstance(run_dir, str) or run_dir.startswith("-")
+                        or any(ord(c) < 32 for c in run_dir)):
+        why = f"the node's run directory {run_dir!r} is not a plain path"
+    if why:
+        raise TraindeckError(f"{paths.run_json} names a node traindeck will not reach: {why}. Nothing was run over "
+                             f"SSH. A run directory's files are data; if this one came from someone else, ask them, "
+                             f"or fix \"nodes\" in run.json to match the run's profile.toml.")
+
+
 def control_run(paths: RunPaths, action: str, timeout_s: float = 30.0) -> str:
     """`--control RUN ACTION`: to rank 0, on whichever node it lives; the acknowledgement."""
+    from training.console.owned_run import check_owned_run
     from training.rundir.control import send_and_wait
 
+    check_owned_run(paths, "--control")
     run_json = read_run_json(paths)
     host = rank0_host(paths, run_json)
     if host is None:
         return send_and_wait(paths, action, timeout_s=timeout_s)
     profile, nodes = run_nodes(paths, run_json)
-    node = next(n for n in nodes if n.host == host)
-    assert profile is not None
+    node = next((n for n in nodes if n.host == host), None)
+    if node is None or profile is None:
+        raise TraindeckError(f"rank 0 of run {paths.id} is on {host}, which run.json does not name as one of the "
+                             f"run's nodes; nothing was sent. '--dump {paths.id}' shows where the ranks are.")
     return f"{control_node(profile, node, action, wait_s=timeout_s)} (rank 0 on {host})"
 
 
 def dump_run(paths: RunPaths) -> list[str]:
     """`--dump RUN`: the head's ranks, then each other node's, over SSH; a node that cannot be
     dumped says why under its host and does not hide the others' stacks."""
+    from training.console.owned_run import check_owned_run
     from training.console.stackdump import dump_stacks
 
+    check_owned_run(paths, "--dump")
     run_json = read_run_json(paths)
     profile, nodes = run_nodes(paths, run_json)
     if not nodes:

@@ -34,6 +34,13 @@ from training.errors import TraindeckError
 FOLLOW_POLL_S = 0.25
 
 
+def _check_owned(paths, action: str) -> None:
+    """The head asks as its user: a directory here that is not that user's is not acted on."""
+    from training.console.owned_run import check_owned_run
+
+    check_owned_run(paths, f"remote_node {action}")
+
+
 def _start(args: argparse.Namespace) -> int:
     from training.console.runs import start_node_run
     from training.profile import parse_profile
@@ -56,6 +63,7 @@ def _stop(args: argparse.Namespace) -> int:
     paths = RunPaths(Path(args.run_dir))
     if not paths.run_json.exists():
         raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}")
+    _check_owned(paths, args.action)
     state = stop_run(paths, grace_s=args.grace)
     print(json.dumps({"state": state.value}))
     return 0
@@ -68,6 +76,7 @@ def _control(args: argparse.Namespace) -> int:
     paths = RunPaths(Path(args.run_dir))
     if not paths.run_json.exists():
         raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}")
+    _check_owned(paths, args.action)
     if args.no_wait:
         ack = f"request {send(paths, args.request)} sent"
     else:
@@ -83,6 +92,7 @@ def _dump(args: argparse.Namespace) -> int:
     paths = RunPaths(Path(args.run_dir))
     if not paths.run_json.exists():
         raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}")
+    _check_owned(paths, args.action)
     print(json.dumps({"lines": dump_stacks(paths)}))
     return 0
 

@@ -35,6 +35,7 @@ from training import PROJECT_ROOT
 from training.errors import TraindeckError
 from training.profile import Launch, Profile
 from training.rundir.paths import NODES_DIR  # the first node is the head; the others write below it
+from training.ssh_policy import check_ssh_target
 
 SSH_ENV = "TRAINDECK_SSH"
 REMOTE_MODULE = "training.console.remote_node"
@@ -82,6 +83,8 @@ def remote_shell(node: RemoteNode, action: str, *args: str) -> str:
 def node_ssh(launch: Launch, node: RemoteNode, action: str, *args: str, keepalive: bool = False) -> list[str]:
     """The ssh argv; `keepalive` for a connection that stays open (the follower): ssh itself ends
     a connection whose peer stopped answering, so a dead link is noticed and reconnected."""
+    # The host and options may come from a run directory someone handed us: checked again here.
+    check_ssh_target(node.host, launch.ssh_options, f"node {node.host}")
     ssh = os.environ.get(SSH_ENV) or "ssh"
     alive = ["-o", f"ServerAliveInterval={KEEPALIVE_S}", "-o", "ServerAliveCountMax=3"] if keepalive else []
     return [ssh, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", *alive,
