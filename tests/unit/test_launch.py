@@ -106,7 +106,7 @@ def test_single_and_dp_run_the_worker_directly_with_rank0_log():
 
 def test_environment(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("training.supervise.launch.usable_cpus", lambda: 8)
     p = profile('mode = "ddp"\nnproc_per_node = 2\nstop_grace_s = 4.5\n[launch.env]\nNCCL_IB_DISABLE = "1"')
     spec = build_launch(p, RUN, 1, base_env={"PYTHONPATH": "/opt/lib"})
     assert spec.env["NCCL_IB_DISABLE"] == "1"

@@ -5,8 +5,8 @@ and the two phases it runs in. Pure: no files, no processes."""
 from __future__ import annotations
 
 import copy
-import os
 
+from training.cpus import usable_cpus
 from training.profile import Profile
 from training.tasks import TASKS
 
@@ -28,7 +28,7 @@ def rehearsal_profile(profile: Profile, cores: int | None = None) -> tuple[Profi
     Same task, mode, AMP (where the CPU has it), checkpoint/resume/export settings; tiny model and
     data; a few steps. Returns (profile, notes), one note per change the user should know about.
     """
-    cores = os.cpu_count() if cores is None else cores
+    cores = usable_cpus() if cores is None else cores
     p = copy.deepcopy(profile)
     notes: list[str] = []
     base_name = profile.name or "profile"

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from training.cpus import usable_cpus
+
 # channels_last is defined for 4-D tensors (Conv2d) and channels_last_3d for 5-D ones (Conv3d);
 # `model.to(memory_format=torch.channels_last)` raises on a Conv3d weight.
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
@@ -93,7 +95,7 @@ def make_data(train_set, val_set, T, mode: str, device: torch.device, rank: int,
                          f"small for batch_size {T.batch_size} x grad_accum {T.grad_accum}; lower them")
     val_indices = list(range(rank, len(val_set), world_size))  # no padding: exact val metrics
     workers = loader_workers(T.num_workers, device.type, mode, int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
-                             os.cpu_count())
+                             usable_cpus())
     loader_options = {"num_workers": workers, "persistent_workers": workers > 0,
                       "pin_memory": device.type == "cuda"}
     val_loader = DataLoader(val_set, batch_size=T.batch_size, sampler=val_indices, **loader_options)

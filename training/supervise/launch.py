@@ -54,6 +54,7 @@ from typing import Mapping
 
 import traindeck
 from training import PROJECT_ROOT, placeholders
+from training.cpus import usable_cpus
 from training.errors import TraindeckError
 from training.profile import Profile
 from training.rundir import RUN_DIR_ENV, RunPaths
@@ -201,8 +202,9 @@ def _env(profile: Profile, root: Path, local_procs: int, base: Mapping[str, str]
     values = placeholder_values(root)
     env: dict[str, str] = {k: placeholders.fill(str(v), values) for k, v in profile.launch.env.items()}
     if "OMP_NUM_THREADS" not in env and "OMP_NUM_THREADS" not in base:
-        # Without this every rank starts one OpenMP thread per core and they thrash each other.
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, local_procs)))
+        # Without this every rank starts one OpenMP thread per core and they thrash each other;
+        # the cores are the ones this container or affinity mask may use, not the host's.
+        env["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // max(1, local_procs)))
     env.update(gpu_visibility_env(profile, base, cuda_visible))
     env[RUN_DIR_ENV] = run_dir
     env["PYTHONUNBUFFERED"] = "1"
