@@ -36,7 +36,7 @@ from training.rundir import RunPaths
 from training.rundir.nodes import NodeView, head_host, node_views, other_hosts
 from training.rundir.series import Key, SeriesStore
 from tui import messages
-from tui.describe import describe, plain_text
+from tui.describe import describe, is_health_update, plain_text
 from tui.feed import RunFeed, TelemetryFeed
 from tui.run_model import RunModel
 from tui.screens.confirm_dialog import ConfirmDialog
@@ -454,10 +454,14 @@ class RunScreen(Screen):
         if not self.telemetry_seen and message.caught_up and not model.live:
             grid.placeholder = "no telemetry was recorded for this run"
         health = [e for e in message.events if e.get("kind") == "health"]
-        if health:
-            self._plot.markers = tuple((e.step, e.rule) for e in model.health if e.step is not None)
-        if health and self.loaded and model.live:
-            self._tell_health(health)  # live firings only: a replayed history rings nothing
+        # From the model, not this batch: an attach that starts from the series snapshot gets the
+        # firings folded into it (message.base) and none among the batch's events.
+        markers = tuple((e.step, e.rule) for e in model.health if e.step is not None)
+        if markers != self._plot.markers:
+            self._plot.markers = markers
+        alarms = [e for e in health if not is_health_update(e)]  # an update is no new alarm
+        if alarms and self.loaded and model.live:
+            self._tell_health(alarms)  # live firings only: a replayed history rings nothing
         shown = self._header.info
         self._header_redraw.request()
         if first or model.state != shown.state or (model.paused and model.live) != shown.paused \
