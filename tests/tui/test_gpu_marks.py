@@ -10,6 +10,7 @@ from tui import headless
 from tui.screens.run import RunScreen
 from tui.widgets import GpuPanel
 from tui.widgets.gpu_grid import GpuGrid
+from tui.widgets.gpu_panel import DeviceView
 
 GNN = "20261124-090000-8xb200-gnn"
 SIZE = (100, 30)
@@ -66,3 +67,15 @@ def test_headless_says_simulated():
     gpus = [{"index": 0, "util": 90, "mem_used_mib": 1024, "mem_total_mib": 2048, "temp_c": 50, "throttle": []}]
     assert headless.fmt_telemetry({"source": "fake-nvml", "gpus": gpus}).startswith("simulated gpu 0 ")
     assert headless.fmt_telemetry({"source": "nvml", "gpus": gpus}).startswith("gpu 0 ")
+
+
+def test_a_gpu_at_its_power_cap_is_not_marked_throttling():
+    # Issue 30, item 11: a B200 at its power cap under normal load was warn-coloured all day; the
+    # health rule counts sw_power_cap only when asked (health.throttle_power_cap), the panel never.
+    def device(*reasons):
+        return DeviceView.from_gpu({"index": 0, "util": 99, "power_w": 998.0, "power_limit_w": 1000.0,
+                                    "throttle": list(reasons)})
+
+    assert not device("sw_power_cap").throttling
+    assert not device("gpu_idle", "sync_boost", "display_clock_setting").throttling
+    assert device("sw_power_cap", "hw_thermal_slowdown").throttling and device("hw_power_brake_slowdown").throttling

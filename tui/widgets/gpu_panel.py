@@ -27,6 +27,7 @@ from textual.strip import Strip
 from textual.visual import Visual, visualize
 from textual.widget import Widget
 
+from training.monitor.health import THROTTLE_HARDWARE, THROTTLE_THERMAL
 from tui.widgets._painted_lines import PaintsChangedLines
 from tui.widgets._render import SPARK_STEP, bar, gib, num, sparkline
 
@@ -36,8 +37,10 @@ HOT_C = 85
 # whole card (on the terminal: every cell of it, each second).
 THROTTLE_HOLD = 5
 IDLE_UTIL = 5
-# Reasons NVML reports that are not a slowdown of a busy GPU.
-BENIGN_THROTTLE = {"gpu_idle", "applications_clocks_setting", "none", ""}
+# The clocks-event reasons that are a slowdown (too hot, a hardware brake): the health rule's. The
+# rest are not: sw_power_cap is a busy GPU at its power limit, the normal state of many under
+# full load (a B200 all day), idle, application clocks, sync boost, display clocks.
+THROTTLING = frozenset(THROTTLE_THERMAL + THROTTLE_HARDWARE)
 
 
 def _f(value: Any) -> float | None:
@@ -128,7 +131,7 @@ class DeviceView:
 
     @property
     def throttling(self) -> bool:
-        return any(r not in BENIGN_THROTTLE for r in self.throttle)
+        return any(r in THROTTLING for r in self.throttle)
 
     @property
     def util_top(self) -> float:
@@ -361,7 +364,7 @@ class GpuPanel(PaintsChangedLines, Widget):
             t.append(self._spark(d, width), self._style("spark"))
         if self._reasons and self.throttle_shown:
             t.append("\n")
-            reasons = (r.replace("_slowdown", "").replace("_", " ") for r in self._reasons if r not in BENIGN_THROTTLE)
+            reasons = (r.replace("_slowdown", "").replace("_", " ") for r in self._reasons if r in THROTTLING)
             t.append("throttle: " + ", ".join(reasons), self._style("warn"))
         return t
 
