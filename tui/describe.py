@@ -123,16 +123,26 @@ def _watchdog(event: dict[str, Any]) -> Line:
             Piece(" " + clean_text(event.get("message", "")), f"@event-log--{kind}-text"))
 
 
+def is_health_update(event: dict[str, Any]) -> bool:
+    """A health event that updates an incident already raised (training.monitor.health): news for
+    the log, no new alarm (no bell, no toast, not one more warning)."""
+    return event.get("kind") == "health" and event.get("update") is True
+
+
 def _health(event: dict[str, Any]) -> Line:
-    """A [health] rule that fired: a badge with the rule, its step and the action taken."""
+    """A [health] rule that fired: a badge with the rule, its step and the action taken; an update
+    of an open incident says so."""
     rule = clean_text(str(event.get("rule") or "?"))
     action = clean_text(str(event.get("action") or "warn"))
+    update = is_health_update(event)
     parts = [f"HEALTH {rule}"]
     if integer(event.get("step")) is not None:
         parts.append(f"step {event['step']}")
+    if update:
+        parts.append("update")
     if action != "warn":
         parts.append(action.upper())
     rank = integer(event.get("rank"))
-    plain = f"health {rule}: " + (f"[rank {rank}] " if rank is not None else "")
+    plain = f"health {rule}{' update' if update else ''}: " + (f"[rank {rank}] " if rank is not None else "")
     return (Piece(f" {' · '.join(parts)} ", "@event-log--health", plain=plain),
             Piece(" " + clean_text(event.get("message", "")), "@event-log--health-text"))
