@@ -83,3 +83,17 @@ def test_the_heads_exit_names_the_node_after_the_drain(tmp_path):
     sup.dropped_node = None
     own = RunResult(RunState.FAILED, 1, 0, REAL, None, "rank 0 failed")
     assert sup._named_by_the_node_where_it_started(own) is own and sup.dropped_node is None
+
+
+def test_shared_memory_and_missing_kernel_failures_get_the_fix():
+    # Issue 30, items 2 and 10: a container's 64 MB /dev/shm, a wheel without the GPU's architecture.
+    from training.supervise.diagnosis import make_hint
+
+    bus = ("RuntimeError: DataLoader worker (pid 4242) is killed by signal: Bus error. It is possible that "
+           "dataloader's workers are out of shared memory. Please try to raise your shared memory limit.")
+    nccl = "NCCL WARN Error: failed to extend /dev/shm/nccl-Xy12 to 9637892 bytes"
+    for text in (bus, nccl):
+        hint = make_hint(text, 0, None)
+        assert "--ipc=host" in hint and "--shm-size" in hint and "medium: Memory" in hint
+    kernel = "torch.AcceleratorError: CUDA error: no kernel image is available for execution on the device"
+    assert "sm_100" in make_hint(kernel, 0, None) and "cu128" in make_hint(kernel, 0, None)

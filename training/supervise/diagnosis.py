@@ -32,7 +32,21 @@ _COLLATERAL = re.compile(
     r"Socket Timeout|SignalException|Signals\.SIGTERM|KeyboardInterrupt|recvBytes|Timed out waiting",
     re.IGNORECASE)
 _OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory", re.IGNORECASE)
+# Docker and Kubernetes give a container 64 MB of /dev/shm: DataLoader workers pass batches
+# through it (they die with "Bus error"), and NCCL's shared-memory transport puts its segments there.
+SHM_FIX = ("/dev/shm is too small for the DataLoader workers' batches (and NCCL's segments): run the "
+           "container with `docker run --ipc=host` or `--shm-size=16g`; on Kubernetes mount an emptyDir "
+           "with medium: Memory at /dev/shm; or lower train.num_workers")
+_SHM = re.compile(r"Bus error|shared memory|/dev/shm|shm_open|unable to (open|write to) shared memory",
+                  re.IGNORECASE)
+# torch has no kernels for this GPU's architecture (a wheel built before the GPU: B200 is sm_100).
+ARCH_FIX = ("this torch build has no kernels for the GPU's architecture: install a torch build for it "
+            "(B200 is sm_100 and needs CUDA 12.8+ wheels: .venv/bin/pip install torch --index-url "
+            "https://download.pytorch.org/whl/cu128); `run.py --check` compares torch's arch list with the GPUs")
 _HINTS: list[tuple[re.Pattern, str]] = [
+    (_SHM, SHM_FIX),
+    (re.compile(r"no kernel image is available|not compatible with the current PyTorch installation",
+                re.IGNORECASE), ARCH_FIX),
     (re.compile(r"NCCL (error|WARN)|ncclInternalError|ncclSystemError|ncclUnhandledCudaError"),
      "NCCL failed: rerun with launch.env.NCCL_DEBUG = \"INFO\"; on boxes without InfiniBand set "
      "NCCL_IB_DISABLE = \"1\", and NCCL_P2P_DISABLE = \"1\" if GPUs cannot talk peer-to-peer"),
