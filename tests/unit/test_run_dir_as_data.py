@@ -167,3 +167,37 @@ def test_a_symlinked_run_directory_or_run_json_is_refused(tmp_path):
 
 def test_your_own_run_directory_passes(tmp_path):
     check_owned_run(a_run(tmp_path), "--stop")
+
+
+@root_only
+def test_a_neighbours_forged_orphan_naming_your_process_is_not_reaped(tmp_path):
+    """A runs directory others can write: a neighbour's run.json says 'running, supervisor dead' and
+    lists one of your processes (pid and create_time are public in /proc). Every start's orphan
+    reaper would kill it on their say-so; a run directory not yours is not reaped."""
+    import subprocess
+
+    import psutil
+
+    from tests.support.fake_runs import make_run_dir
+    from training.console.runs import reap_orphans
+
+    yours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        forged = make_run_dir(tmp_path / "runs", "20261124-200000-forged", state="running",
+                              supervisor={"pid": 999_999, "create_time": 1.0},
+                              processes=[{"pid": yours.pid, "create_time": psutil.Process(yours.pid).create_time(),
+                                          "role": "worker", "rank": 0}])
+        for path in (forged.root, *forged.root.rglob("*")):
+            os.lchown(path, NEIGHBOUR_UID, NEIGHBOUR_UID)
+        assert reap_orphans(tmp_path / "runs", warn=pytest.fail) == []
+        assert yours.poll() is None, "the reaper killed a process on a neighbour's word"
+        assert not forged.exit_json.exists()
+        # The control: the same run directory, yours, is reaped and the process it names killed.
+        for path in (forged.root, *forged.root.rglob("*")):
+            os.lchown(path, 0, 0)
+        assert [p.root for p in reap_orphans(tmp_path / "runs", warn=pytest.fail)] == [forged.root]
+        yours.wait(timeout=10)
+    finally:
+        if yours.poll() is None:
+            yours.kill()
+            yours.wait()

@@ -507,6 +507,12 @@ def reap_orphan(paths: RunPaths) -> bool:
     """One run of reap_orphans (also what a viewer calls when it notices the dead supervisor):
     every process of the run is found without the supervisor (training.console.stop) and
     stopped; the run is marked failed. False when the run is not an orphan."""
+    from training.console.owned_run import ownership_problem
+
+    if ownership_problem(paths):
+        # Another user's run (or a link to one) in a runs directory others can write: its run.json
+        # could name any of your processes, pid and create_time alike. Not yours to reap.
+        return False
     data = read_run_json(paths)
     if not data or not _state_of(data.get("state")).is_live:
         return False

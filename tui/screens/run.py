@@ -648,10 +648,22 @@ class RunScreen(Screen):
         rank_log.set_sources(message.sources)
         rank_log.select(message.path)
 
+    def _not_yours(self, doing: str) -> bool:
+        """The console acts only on run directories that are yours, as --stop and --resume do."""
+        from training.console.owned_run import ownership_problem
+
+        problem = ownership_problem(self.paths)
+        if problem:
+            self.app.call_from_thread(self.notify, f"{doing} refused for {self.paths.id}: {problem}",
+                                      severity="error", timeout=8)
+        return bool(problem)
+
     @work(thread=True, group="control", exit_on_error=False)
     def _stop_run(self, then_exit: bool = False) -> None:
         from training.console.runs import stop_run
 
+        if self._not_yours("stop"):
+            return
         self.app.call_from_thread(self.notify, f"stopping {self.paths.id}…", timeout=3)
         state = stop_run(self.paths)
         self.app.call_from_thread(self.notify, f"{self.paths.id}: {state.value}")
@@ -662,6 +674,8 @@ class RunScreen(Screen):
     def _resume_run(self) -> None:
         from training.console.runs import resume_run
 
+        if self._not_yours("resume"):
+            return
         resume_run(self.paths)
         self.app.call_from_thread(self.notify, f"resuming {self.paths.id} from checkpoints/last.pt")
 
@@ -669,6 +683,8 @@ class RunScreen(Screen):
     def _control(self, action: str) -> None:
         from training.rundir.control import send
 
+        if self._not_yours(action):
+            return
         seq = send(self.paths, action)
         self.app.call_from_thread(self.notify, f"{action} requested (#{seq}); the workers act at the next "
                                   f"logging boundary", timeout=4)
