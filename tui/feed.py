@@ -285,6 +285,10 @@ def sane_sample(sample: dict[str, Any]) -> dict[str, Any] | None:
         gpu["throttle"] = [str(r) for r in throttle] if isinstance(throttle, list) else []
         if gpu.get("error") is not None and not isinstance(gpu.get("error"), str):
             gpu["error"] = "?"
+        for key in ("processes", "ranks"):  # lists the panel walks: anything else is none
+            if key in gpu and not isinstance(gpu[key], list):
+                gpu[key] = []
+        gpu["processes"] = [p for p in gpu.get("processes") or [] if isinstance(p, dict)]
     return sample
 
 
