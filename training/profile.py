@@ -189,12 +189,19 @@ class Health:
     rewind_max: int = _opt(3, "rewinds at most in one run; the next non-finite value save-stops", min=1)
     rewind_lr_factor: float = _opt(1.0, "each rewind multiplies the learning rate by this", min=0, max=1,
                                    min_exclusive=True)
-    divergence: str = _action("warn", "the train-loss EMA above divergence_factor x its best so far")
+    divergence: str = _action("warn", "the train-loss EMA above divergence_factor x its best so far, and large in "
+                                      "absolute terms (divergence_floor, divergence_early_fraction)")
     divergence_factor: float = _opt(3.0, "how many times its best the train-loss EMA may reach", min=1,
                                     min_exclusive=True)
+    divergence_early_fraction: float = _opt(0.5, "the EMA must also pass this fraction of the run's early loss (its "
+                                                 "EMA when the warm-up ended): near zero a multiple of the best is "
+                                                 "noise (0 = the ratio alone)", min=0)
+    divergence_floor: float = _opt(0.0, "a train loss the EMA must also pass to be diverging; when above 0 it "
+                                        "replaces divergence_early_fraction's bar", min=0)
     divergence_smoothing: float = _opt(0.9, "weight of the past in the train-loss EMA (0 = none)", min=0, max=0.999)
     divergence_warmup: int = _opt(10, "train-loss points before the divergence rule judges", min=1)
-    overfit: str = _action("warn", "val loss rising for overfit_evals evaluations in a row while train loss falls")
+    overfit: str = _action("warn", "val loss rising for overfit_evals evaluations in a row while train loss falls "
+                                   "(one incident until the val loss is back where its rise began)")
     overfit_evals: int = _opt(3, "evaluations in a row the val loss must rise", min=2)
     throughput: str = _action("warn", "samples/s below throughput_fraction of its running median for "
                                       "throughput_for_s")
@@ -218,6 +225,9 @@ class Health:
     stall_after_s: float = _opt(0.0, "seconds without a step (0 = [watchdog] hang_after_s, whose 0 is auto: "
                                      "10x the median step time, at least 60 s)", min=0)
     straggler: str = _action("warn", "a rank slower than the others by [watchdog] straggler_ratio")
+    incident_clear_s: float = _opt(600.0, "seconds a rule must stay healthy before its incident ends: firing again "
+                                          "sooner updates the open incident (no new alarm, bell, notification or "
+                                          "action); the nan rule's every firing is its own incident", min=0)
 
 
 @dataclass

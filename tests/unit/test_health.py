@@ -379,9 +379,11 @@ def test_memory_creep_rearms_after_an_epoch_that_did_not_rise(tmp_path):
     mon, _ = monitor(tmp_path, memory_creep_epochs=2, memory_creep_fraction=0.05)
     peaks = [10_000, 10_000, 11_000, 12_000, 13_000, 12_500, 13_500, 14_500, 15_500]
     fired = feed(mon, *epochs_stream(peaks))
-    # Epochs 2->4 rise 20%: fires at epoch 4; still rising at 5: the same incident; 6 falls: re-armed;
-    # 6->8 rise 16%: a second incident.
+    # Epochs 2->4 rise 20%: fires at epoch 4; still rising at 5: the same firing; 6 falls: re-armed;
+    # 6->8 rise 16%: it fires again, 20 s after the re-arm: an update of the same incident.
     assert [e["step"] for e in fired] == [400, 800]
+    assert fired[0]["incident"] == fired[1]["incident"] and "update" not in fired[0]
+    assert (fired[1]["update"], fired[1]["firings"]) == (True, 2)
 
 
 def test_an_epoch_ends_at_its_time_the_samples_after_it_are_the_next_epochs(tmp_path):
@@ -441,8 +443,10 @@ def test_throttling_rearms_only_when_the_gpu_cooled_down(tmp_path):
               + throttle_stream(100, lambda t: (), start=260)  # cool: re-armed
               + throttle_stream(150, lambda t: hot, start=360))
     fired = mon.observe_telemetry(stream)
-    # The first at 100 s; the second once 80% of the 100 s before it are hot again (360..440 of 340..440).
+    # The first at 100 s; the second once 80% of the 100 s before it are hot again (360..440 of 340..440),
+    # an update: the GPU was cool for less than incident_clear_s.
     assert [round(e["t"] - T0) for e in fired] == [100, 440]
+    assert [e.get("update", False) for e in fired] == [False, True]
     assert fired[0]["metric"] == "hw_slowdown, hw_power_brake_slowdown"
 
 
@@ -575,3 +579,123 @@ def test_a_watchdog_finding_on_another_node_keeps_its_host(tmp_path):
                          watchdog="hang", rank=2, ranks=[2], step=7, stalled_s=61.0, node="gpu-b")]
     (e,) = mon.check(T0)
     assert (e["rule"], e["rank"], e["node"]) == ("stall", 2, "gpu-b")
+
+
+# ---- what a person would call divergence and overfitting; incidents --------------------------
+
+def converging_to(floor, steps, seed, start=4.0):
+    """A train loss that falls from `start` to `floor` with multiplicative noise (x0.4 to x2.7), and
+    near the floor one batch in fifty is a hard one, 30x the rest: late, its EMA wanders several
+    times its best, as a loss near zero does."""
+    rng = random.Random(seed)
+    return [train(s, (start * math.exp(-s / 300) + floor * (30 if rng.random() < 0.02 else 1))
+                  * math.exp(rng.uniform(-1, 1))) for s in range(1, steps + 1)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_loss_converging_to_1e_6_with_noise_never_fires_divergence(tmp_path, seed):
+    events = converging_to(1e-6, 6000, seed)
+    mon, act = monitor(tmp_path, divergence="stop")
+    assert mon.observe(events) == [] and act.calls == []
+    # The ratio alone (what the rule was) calls that noise divergence: the stream does test the bar.
+    mon, _ = monitor(tmp_path, divergence_early_fraction=0)
+    assert [e["rule"] for e in mon.observe(events)][:1] == ["divergence"]
+
+
+def test_a_loss_exploding_from_4_to_1e5_fires_within_the_first_steps_after_the_warm_up(tmp_path):
+    mon, act = monitor(tmp_path, divergence="stop")  # warm-up 10 points, EMA 0.9 (the defaults)
+    events = [train(s, 4.0 * 1e5 ** ((s - 1) / 40)) for s in range(1, 41)]  # 4 -> 4e5 in 40 steps
+    out = mon.observe(events)
+    assert [e["rule"] for e in out] == ["divergence"]
+    assert out[0]["step"] <= 10 + 5, out[0]
+    assert out[0]["action"] == "stop" and act.calls == [("stop", "divergence")]
+    assert "above 0.5x the run's early loss" in out[0]["message"]
+
+
+def test_a_stated_floor_replaces_the_early_loss_bar(tmp_path):
+    # A run that starts near its floor (fine-tuning at 0.02): the early-loss bar would be 0.01;
+    # the profile says a loss under 0.5 is no divergence.
+    events = [train(s, 0.02) for s in range(1, 30)] + [train(s, 0.2) for s in range(30, 80)]
+    mon, _ = monitor(tmp_path, divergence_smoothing=0.0)
+    assert [e["rule"] for e in mon.observe(events)] == ["divergence"]
+    mon, _ = monitor(tmp_path, divergence_smoothing=0.0, divergence_floor=0.5)
+    assert mon.observe(events) == []
+    assert mon.observe([train(80, 0.9)])[0]["message"].count("above divergence_floor 0.5") == 1
+
+
+def test_a_resumed_run_measures_large_against_the_runs_early_loss_in_events_jsonl(tmp_path):
+    paths = RunPaths(tmp_path)
+    append_events(paths.events, [train(s, 4.0 - s / 100) for s in range(1, 50)])  # the first life
+    late = converging_to(1e-5, 600, seed=3, start=0.0)  # the resumed life: noise around 1e-5
+    mon = HealthMonitor(paths, profile(), emit=lambda evs: None)
+    assert mon.observe([make_event("status", state="running")] + late) == []
+
+
+def test_a_slowly_overfitting_run_raises_one_overfit_incident_not_one_per_dip(tmp_path):
+    # The issue's run: val 0.41 -> 6.6 over 400 evaluations, one every 2 s, with noise; train falls.
+    rng = random.Random(5)
+    mon, act = monitor(tmp_path, overfit="pause")
+    events, vals = [], []
+    for epoch in range(400):
+        vals.append(0.41 * (6.6 / 0.41) ** (epoch / 399) * (1 + rng.uniform(-0.04, 0.04)))
+        events.append(train(epoch, 1.0 / (1 + epoch), t=T0 + 2 * epoch))
+        events.append(dict(val(epoch, vals[-1]), t=T0 + 2 * epoch + 1))
+    assert sum(b < a for a, b in zip(vals, vals[1:], strict=False)) > 100  # dips: each re-armed the rule before
+    out = mon.observe(events)
+    incidents = [e for e in out if not e.get("update")]
+    assert [e["rule"] for e in incidents] == ["overfit"], [e["message"] for e in out]
+    assert {e["incident"] for e in out} == {incidents[0]["incident"]}
+    assert act.calls == [("pause", "overfit")]
+
+
+def test_an_overfit_that_recovered_and_stayed_healthy_then_comes_back_is_a_new_incident(tmp_path):
+    mon, _ = monitor(tmp_path, overfit_evals=2, incident_clear_s=300)
+    vals = [1.0, 1.1, 1.2, 1.15, 1.3,  # fires at 1.2; the dip to 1.15 is no recovery
+            0.9, 0.8, 0.7, 0.6, 0.5, 0.45,  # back under 1.0, where the rise began, for 500 s
+            0.5, 0.6]  # rises again: a new incident
+    events = []
+    for i, v in enumerate(vals):
+        events += [train(100 * i + 50, 1.0 - 0.05 * i), val(100 * i + 99, v)]
+    out = mon.observe(events)
+    assert [(e["step"], e.get("update", False)) for e in out] == [(299, False), (1299, False)]
+    assert out[0]["incident"] != out[1]["incident"]
+
+
+def test_a_rule_firing_again_within_the_healthy_stretch_updates_its_incident(tmp_path):
+    """One incident: the re-firing is an update (same id, no action); after incident_clear_s healthy
+    it is over, and the next firing is a new incident with its action."""
+    mon, act = monitor(tmp_path, divergence="pause", divergence_warmup=5, divergence_smoothing=0.0,
+                       incident_clear_s=600)
+    ok = [train(s, 1.0) for s in range(10, 110, 10)]
+    first = mon.observe(ok + [train(110, 5.0)])
+    again = mon.observe([train(120, 1.0), train(130, 1.0), train(140, 6.0)])  # healthy for 20 s only
+    late = mon.observe([train(s, 1.0) for s in range(150, 900, 10)] + [train(900, 7.0)])  # healthy 750 s
+    assert [(e["step"], e.get("update", False), e["action"]) for e in first + again + late] == \
+        [(110, False, "pause"), (140, True, "warn"), (900, False, "pause")]
+    assert again[0]["incident"] == first[0]["incident"] != late[0]["incident"]
+    assert again[0]["firings"] == 2 and "again: firing 2 of the incident since step 110" in again[0]["message"]
+    assert act.calls == [("pause", "divergence"), ("pause", "divergence")]
+
+
+def test_each_non_finite_value_is_an_incident_of_its_own(tmp_path):
+    mon, act = monitor(tmp_path, nan="pause")
+    out = mon.observe([train(10, 1.0), train(20, "nan"), train(30, 1.0), train(40, "nan")])
+    assert [e.get("update", False) for e in out] == [False, False] and out[0]["incident"] != out[1]["incident"]
+    assert act.calls == [("pause", "nan"), ("pause", "nan")]
+
+
+def test_the_viewers_show_one_alarm_per_incident_with_its_updates():
+    from tui.describe import describe, plain_text
+    from tui.run_model import RunModel
+
+    opened = make_event("health", t=T0, rule="divergence", value=9.0, step=110, rank=None, action="pause",
+                        asked="pause", message="the train loss is diverging", incident="divergence-1")
+    update = dict(opened, t=T0 + 30, step=140, action="warn", update=True, firings=2,
+                  message="the train loss is diverging (again: firing 2 of the incident since step 110)")
+    model = RunModel()
+    model.apply_events([opened, update])
+    assert model.header(T0 + 30).health == "divergence step 140 → pause ×2"
+    assert model.warnings == 1 and len(model.health) == 2  # both marked on the plot, one warning
+    assert plain_text(describe(update)).startswith("health divergence update: the train loss is diverging (again")
+    model.apply_event(dict(opened, rule="overfit", step=500, action="warn", incident="overfit-2"))
+    assert model.header(T0 + 40).health == "overfit step 500 (+1)" and model.warnings == 2

@@ -6,7 +6,9 @@ thresholds in keys beside it (training.profile.Health):
 
 nan         a non-finite value ("nan", "inf", "-inf": how events.jsonl stores them) of any metric
             named loss* or *loss, or of grad_norm, in a train or val metric event
-divergence  the train-loss EMA above divergence_factor x the best EMA so far
+divergence  the train-loss EMA above divergence_factor x the best EMA so far, and large in absolute
+            terms too: above divergence_floor, or without one above divergence_early_fraction x the
+            run's early loss (the EMA when the warm-up ended): a multiple of a best near zero is noise
 overfit     the val loss rising for overfit_evals evaluations in a row while the train loss falls
 throughput  train samples/s below throughput_fraction of its running median for throughput_for_s
 stall       no step for stall_after_s: the watchdog's hang check (training.monitor.watchdog)
@@ -21,15 +23,27 @@ throttle    a GPU throttled by temperature or a hardware power/thermal slowdown 
 The first four read events.jsonl, the last two telemetry.jsonl (the supervisor's own sampler
 writes it, so they watch custom scripts' GPUs too); each telemetry rule judges every GPU apart.
 
-A rule fires once per incident, not once per poll: it re-arms only when what it watches is
-healthy again (a finite loss, an EMA back under the bar, a val loss that fell, throughput back
-above the fraction, a rank moving again, an epoch whose memory peak did not rise, a GPU throttled
-in at most half the share).
+A rule fires once, not once per poll, while what it watches stays sick; it re-arms only when that
+is healthy again (a finite loss, an EMA back under the bar, a val loss back down to where its rise
+began, throughput back above the fraction, a rank moving again, an epoch whose memory peak did not
+rise, a GPU throttled in at most half the share).
+
+Firings make incidents: one rule on one subject (the run, or one GPU) that fires again before it
+has been healthy for health.incident_clear_s is the same incident, and that firing is an update of
+it, not a new alarm: it takes no action, and every viewer, the bell and the [notify] command treat
+it as news about an alarm already raised. An incident that ended (healthy for the whole stretch)
+and comes back is a new one. Each non-finite value (the nan rule) is its own incident: each needs
+its own action (a rewind).
 
 A firing is recorded as one event:
 
     {"kind": "health", "rule": "nan", "value": "nan", "metric": "loss", "step": 40, "rank": null,
-     "action": "stop", "asked": "stop", "message": "loss is nan at step 40 ..."}
+     "action": "stop", "asked": "stop", "message": "loss is nan at step 40 ...",
+     "incident": "nan-1000040.000"}
+
+and a firing that updates an open incident carries the same `incident` with `"update": true` and
+`"firings"` (how many times it fired in this incident, this one included); its `action` is "warn"
+(nothing done).
 
 `asked` is the profile's action, `action` what was done: `rewind` (the nan rule of a built-in
 task, opt-in) asks the worker through the control channel to reload checkpoints/last.pt and go
@@ -89,6 +103,11 @@ THROTTLE_THERMAL = ("sw_thermal_slowdown", "hw_thermal_slowdown")
 THROTTLE_HARDWARE = ("hw_slowdown", "hw_power_brake_slowdown")
 THROTTLE_POWER_CAP = ("sw_power_cap",)
 STOPPING = ("stop", "save-stop")
+# A resumed run's supervisor finds the run's early train loss (the divergence rule's absolute
+# reference) in the head of events.jsonl: this much of it is read, once.
+EARLY_HEAD_BYTES = 256 << 10
+# Rules whose every firing is an incident of its own (each non-finite value needs its action).
+OWN_INCIDENT_EACH_FIRING = frozenset({"nan"})
 
 
 def is_nonfinite(value: Any) -> bool:
@@ -176,11 +195,21 @@ class NonFiniteRule:
 
 
 class DivergenceRule:
+    """The train-loss EMA above `factor` x its best so far, and large in absolute terms as well:
+    above `floor` when one is given, else above `early_fraction` x the run's early loss (the EMA
+    when the warm-up ended). Late in a converging run the loss is near zero and its noise is a
+    large multiple of its best; that is no divergence, and `divergence = "stop"` must not stop it."""
+
     name = "divergence"
     kinds = ("metric",)
 
-    def __init__(self, factor: float, smoothing: float, warmup: int) -> None:
+    def __init__(self, factor: float, smoothing: float, warmup: int, early_fraction: float = 0.5,
+                 floor: float = 0.0) -> None:
         self.factor, self.smoothing, self.warmup = factor, smoothing, warmup
+        self.early_fraction, self.floor = early_fraction, floor
+        # The run's early loss outlives reset(): a new life of the worker resumes a run that has
+        # already converged, and its own first losses are no measure of "large".
+        self.early: float | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -189,34 +218,70 @@ class DivergenceRule:
         self.best: float | None = None
         self.firing = False
 
+    def learn_early(self, events: list[dict[str, Any]]) -> None:
+        """The run's early loss from its first events (a resumed run's supervisor reads them from
+        the head of events.jsonl): the EMA of its first `warmup` train losses."""
+        if self.early is not None:
+            return
+        ema, points = None, 0
+        for event in events:
+            loss = self._train_loss(event)
+            if loss is None:
+                continue
+            ema = loss if ema is None else self.smoothing * ema + (1 - self.smoothing) * loss
+            points += 1
+            if points >= self.warmup:
+                self.early = ema
+                return
+
+    @staticmethod
+    def _train_loss(event: dict[str, Any]) -> float | None:
+        if event.get("kind", "metric") != "metric" or event.get("split", "train") != "train" \
+                or not isinstance(event.get("values"), dict):
+            return None
+        return finite_number(event["values"].get("loss"))
+
+    def absolute_bar(self) -> float:
+        """How large the EMA must be to be called diverging, whatever its ratio to its best."""
+        if self.floor > 0:
+            return self.floor
+        return self.early_fraction * max(self.early or 0.0, 0.0)
+
     def observe(self, event: dict[str, Any]) -> list[Finding]:
-        if event.get("split", "train") != "train" or not isinstance(event.get("values"), dict):
-            return []
-        loss = finite_number(event["values"].get("loss"))
+        loss = self._train_loss(event)
         if loss is None:
-            return []  # a non-finite loss is the nan rule's
+            return []  # not a train loss, or a non-finite one (the nan rule's)
         self.ema = loss if self.ema is None else self.smoothing * self.ema + (1 - self.smoothing) * loss
         self.points += 1
         if self.points < self.warmup:
             return []
+        if self.early is None:
+            self.early = self.ema
         if self.best is None or self.ema < self.best:
             self.best = self.ema
         if self.best <= 0:
             return []  # a ratio to a best of zero or below says nothing
         bar = self.factor * self.best
-        if self.ema <= bar:
-            # Re-arm only well under the bar, so an EMA hovering at it does not fire twice.
-            if self.ema <= self.best * (1 + (self.factor - 1) / 2):
+        absolute = self.absolute_bar()
+        if self.ema <= bar or self.ema <= absolute:
+            # Re-arm only well under the ratio's bar (an EMA hovering at it does not fire twice), or
+            # under the absolute one.
+            if self.ema <= self.best * (1 + (self.factor - 1) / 2) or self.ema <= absolute:
                 self.firing = False
             return []
         if self.firing:
             return []
         self.firing = True
         step = _step(event)
+        if self.floor > 0:
+            large = f"above divergence_floor {_fmt(self.floor)}"
+        else:
+            large = f"above {self.early_fraction:g}x the run's early loss {_fmt(self.early or 0.0)}"
         message = (f"the train loss is diverging: its EMA {_fmt(self.ema)} is {self.ema / self.best:.1f}x its best "
-                   f"{_fmt(self.best)} (limit {self.factor:g}x) at step {step if step is not None else '?'}")
+                   f"{_fmt(self.best)} (limit {self.factor:g}x) and {large} at step "
+                   f"{step if step is not None else '?'}")
         return [Finding(self.name, message, value=round(self.ema, 6), step=step, rank=_rank(event), metric="loss",
-                        threshold=round(bar, 6))]
+                        threshold=round(max(bar, absolute), 6))]
 
 
 class OverfitRule:
@@ -231,6 +296,7 @@ class OverfitRule:
         self.train_loss: float | None = None  # the newest finite train loss
         self.points: deque[tuple[float, float]] = deque(maxlen=self.evals + 1)  # (val loss, train loss)
         self.firing = False
+        self.onset: float | None = None  # the val loss where the rise of the open incident began
 
     def observe(self, event: dict[str, Any]) -> list[Finding]:
         values = event.get("values")
@@ -243,10 +309,17 @@ class OverfitRule:
         val = finite_number(values.get("loss"))
         if split != "val" or val is None or self.train_loss is None:
             return []
-        if self.points and val <= self.points[-1][0]:
-            self.firing = False  # the val loss fell: a new rise is a new incident
+        if self.firing:
+            # One evaluation that dips is no recovery (a slow overfit wobbles): healthy again only
+            # back down to where the rise began.
+            if self.onset is not None and val <= self.onset:
+                self.firing = False
+                self.points.clear()
+            else:
+                self.points.append((val, self.train_loss))
+                return []
         self.points.append((val, self.train_loss))
-        if len(self.points) <= self.evals or self.firing:
+        if len(self.points) <= self.evals:
             return []
         pts = list(self.points)
         rising = all(b[0] > a[0] for a, b in zip(pts, pts[1:], strict=False))
@@ -254,6 +327,7 @@ class OverfitRule:
         if not (rising and falling):
             return []
         self.firing = True
+        self.onset = pts[0][0]
         step = _step(event)
         message = (f"overfitting: the val loss rose for {self.evals} evaluations in a row "
                    f"({' -> '.join(_fmt(p[0]) for p in pts)}) while the train loss fell "
@@ -471,6 +545,33 @@ class ThrottleRule:
 
 # ---- the engine -----------------------------------------------------------------------------
 
+SubjectKey = tuple[str, str, int | None]  # (rule, host or "", GPU index or None): what an incident is about
+
+
+@dataclass
+class Incident:
+    """One rule's open incident on one subject: its id, how often it fired, and since when the rule
+    has been healthy again (None while it is not)."""
+
+    id: str
+    step: int | None
+    firings: int = 1
+    healthy_since: float | None = None
+
+
+def _subject(finding: Finding) -> SubjectKey:
+    return (finding.rule, finding.host or "", finding.gpu)
+
+
+def _rule_firing(rule: Any, key: SubjectKey) -> bool:
+    """Whether the rule still holds the subject sick (its hysteresis has not re-armed)."""
+    firing = getattr(rule, "firing", False)
+    if isinstance(firing, (set, frozenset)):
+        return (key[1], key[2]) in firing
+    return bool(firing)
+
+
+
 def _setting(profile: Any, name: str, default: Any) -> Any:
     return getattr(getattr(profile, "health", None), name, default)
 
@@ -495,7 +596,9 @@ class HealthMonitor:
             NonFiniteRule(),
             DivergenceRule(float(_setting(profile, "divergence_factor", 3.0)),
                            float(_setting(profile, "divergence_smoothing", 0.9)),
-                           int(_setting(profile, "divergence_warmup", 10))),
+                           int(_setting(profile, "divergence_warmup", 10)),
+                           float(_setting(profile, "divergence_early_fraction", 0.5)),
+                           float(_setting(profile, "divergence_floor", 0.0))),
             OverfitRule(int(_setting(profile, "overfit_evals", 3))),
             ThroughputRule(float(_setting(profile, "throughput_fraction", 0.5)),
                            float(_setting(profile, "throughput_for_s", 120.0))),
@@ -505,6 +608,9 @@ class HealthMonitor:
                          float(_setting(profile, "throttle_share", 0.8)),
                          bool(_setting(profile, "throttle_power_cap", False))),
         ]
+        self.incident_clear_s = float(_setting(profile, "incident_clear_s", 600.0))
+        self.incidents: dict[SubjectKey, Incident] = {}  # the open ones: at most one per rule and subject
+        self._incident_seq = 0
         self.last_step: int | None = None  # the newest step of the events: where a telemetry finding is
         self.watchdog = watchdog
         self.stopping = False  # a stopping action was taken: later firings are only told
@@ -513,6 +619,7 @@ class HealthMonitor:
         self.readers = [(n.host, EventReader(n.paths.events)) for n in nodes]
         self.telemetry_readers = [(n.host, EventReader(n.paths.telemetry)) for n in nodes]
         if not from_start:
+            self._learn_early_loss()
             # Events and samples from before this supervisor (a resumed run) are an earlier life's.
             for _, reader in self.readers + self.telemetry_readers:
                 try:
@@ -522,6 +629,18 @@ class HealthMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error_reported = False
+
+    def _learn_early_loss(self) -> None:
+        """A resumed run's early loss, which the divergence rule measures "large" against, from the
+        head of its events.jsonl (each node's, for wherever rank 0 logged)."""
+        divergence = next(r for r in self.rules if isinstance(r, DivergenceRule))
+        for _, reader in self.readers:
+            if divergence.early is not None:
+                return
+            try:
+                divergence.learn_early(EventReader(reader.path).read(max_bytes=EARLY_HEAD_BYTES))
+            except Exception:  # noqa: BLE001 - without it the rule learns the early loss as it goes
+                pass
 
     # ---- thread
     def start(self) -> HealthMonitor:
@@ -566,6 +685,7 @@ class HealthMonitor:
             if kind == "status" and event.get("state") == "running" and event.get("source") != "supervisor":
                 for rule in self.rules:
                     rule.reset()  # a new life of the worker (resume, restart): its own baseline
+                    self._note_healthy(rule, _event_time(event, now, self.clock))
                 continue
             if kind == "log" and event.get("control") in ("pause", "resume", "rewind"):
                 for rule in self.rules:
@@ -574,11 +694,13 @@ class HealthMonitor:
                 continue
             if kind in ("metric", "epoch") and _step(event) is not None:
                 self.last_step = _step(event)
+            when = _event_time(event, now, self.clock)
             for rule in self.rules:
                 if kind not in rule.kinds or self.actions.get(rule.name) == "off":
                     continue
                 for finding in rule.observe(event):
-                    out.append(self._fire(finding, now if now is not None else self.clock()))
+                    out.append(self._fire(finding, now if now is not None else self.clock(), when))
+                self._note_healthy(rule, when)
         return out
 
     def observe_telemetry(self, samples: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
@@ -590,10 +712,12 @@ class HealthMonitor:
                 observe = getattr(rule, "observe_sample", None)
                 if observe is None or self.actions.get(rule.name) == "off":
                     continue
+                when = float(sample["t"])
                 for finding in observe(sample):
                     if finding.step is None and self.last_step is not None:
                         finding = dataclasses.replace(finding, step=self.last_step)
-                    out.append(self._fire(finding, now if now is not None else float(sample["t"])))
+                    out.append(self._fire(finding, now if now is not None else when, when))
+                self._note_healthy(rule, when)
         return out
 
     def check(self, now: float) -> list[dict[str, Any]]:
@@ -629,14 +753,53 @@ class HealthMonitor:
             self.stopping = True
         return taken
 
-    def _fire(self, finding: Finding, now: float) -> dict[str, Any]:
+    def _note_healthy(self, rule: Any, when: float) -> None:
+        """After a rule saw something: when it holds an open incident's subject healthy again, the
+        healthy stretch starts (or goes on); when it holds it sick, the stretch is over."""
+        for key, incident in self.incidents.items():
+            if key[0] != rule.name:
+                continue
+            if _rule_firing(rule, key):
+                incident.healthy_since = None
+            elif incident.healthy_since is None:
+                incident.healthy_since = when
+
+    def _incident_of(self, finding: Finding, when: float) -> tuple[Incident, bool]:
+        """The incident this firing belongs to and whether it is an update of one already open (the
+        subject fired again before it was healthy for incident_clear_s)."""
+        key = _subject(finding)
+        incident = self.incidents.get(key)
+        clear_s = 0.0 if finding.rule in OWN_INCIDENT_EACH_FIRING else self.incident_clear_s
+        if incident is not None and not (incident.healthy_since is not None
+                                         and when - incident.healthy_since >= clear_s):
+            incident.firings += 1
+            incident.healthy_since = None
+            return incident, True
+        self._incident_seq += 1
+        parts = [finding.rule] + ([finding.host] if finding.host else []) + \
+            ([f"gpu{finding.gpu}"] if finding.gpu is not None else [])
+        # The opening time keeps ids apart across the lives of a resumed run; the sequence within one.
+        incident = Incident(f"{'-'.join(parts)}-{when:.3f}-{self._incident_seq}", finding.step)
+        self.incidents[key] = incident
+        return incident, False
+
+    def _fire(self, finding: Finding, now: float, when: float | None = None) -> dict[str, Any]:
         asked = self.actions[finding.rule]
-        action = self._take(asked, finding)
+        incident, update = self._incident_of(finding, now if when is None else when)
+        # An update is news about an alarm already raised: its action was taken (or not) then.
+        action = "warn" if update else self._take(asked, finding)
         message = finding.message
         if action != "warn":
             message += f"; {ACTION_WORDS.get(action, action)}"
+        if update:
+            since = f" since step {incident.step}" if incident.step is not None else ""
+            message += f" (again: firing {incident.firings} of the incident{since})"
         fields: dict[str, Any] = {"rule": finding.rule, "value": finding.value, "step": finding.step,
-                                  "rank": finding.rank, "action": action, "asked": asked, "message": message}
+                                  "rank": finding.rank, "action": action, "asked": asked, "message": message,
+                                  "incident": incident.id}
+        if update:
+            fields["update"] = True
+            fields["firings"] = incident.firings
         if finding.metric:
             fields["metric"] = finding.metric
         if finding.threshold is not None:
@@ -646,6 +809,14 @@ class HealthMonitor:
         if finding.host:
             fields["node"] = finding.host
         return make_event("health", t=now, **fields)
+
+
+def _event_time(event: dict[str, Any], now: float | None, clock: Callable[[], float]) -> float:
+    """When a rule saw this event: its own time, else the poll's."""
+    t = finite_number(event.get("t"))
+    if t is not None:
+        return t
+    return now if now is not None else clock()
 
 
 ACTION_WORDS = {"rewind": "rewinding to the last good checkpoint", "pause": "pausing the run", "save-stop": "saving the last good checkpoint and stopping",
