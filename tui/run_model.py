@@ -160,8 +160,15 @@ class RunModel:
     version: int = 0  # bumps when a step, epoch or value changed (the headless progress line)
     # rank -> the watchdog's open warning about it (cleared by its "recovered" event).
     alerts: dict[int, Alert] = field(default_factory=dict)
-    # Every [health] rule that fired (training.monitor.health), oldest first.
+    # Every [health] rule that fired (training.monitor.health), oldest first, updates included.
     health: list[HealthEvent] = field(default_factory=list)
+    # Health incidents (a firing that is no update of an open one): how many, the newest one's first
+    # firing, its id, its newest step and how often it fired. The header shows that one.
+    health_incidents: int = 0
+    health_head: HealthEvent | None = None
+    health_head_id: str | None = None
+    health_head_step: int | None = None
+    health_head_firings: int = 1
     # Every rewind of the [health] nan rule: (from_step, to_step), oldest first. The points after
     # to_step before it are superseded (training.rundir.series drops them from the plot).
     rewinds: list[tuple[int, int]] = field(default_factory=list)
@@ -229,7 +236,21 @@ class RunModel:
             self._log(e)
         elif isinstance(e, HealthEvent):
             self.health.append(e)
-            self.warnings += 1
+            self._health(e, event)
+
+    def _health(self, e: HealthEvent, event: dict[str, Any]) -> None:
+        incident = event.get("incident") if isinstance(event.get("incident"), str) else None
+        if event.get("update") is True and incident is not None:
+            # News about an incident already raised: no new warning.
+            if incident == self.health_head_id:
+                self.health_head_step = e.step if e.step is not None else self.health_head_step
+                firings = event.get("firings")
+                self.health_head_firings = firings if isinstance(firings, int) and not isinstance(firings, bool) \
+                    else self.health_head_firings + 1
+            return
+        self.warnings += 1
+        self.health_incidents += 1
+        self.health_head, self.health_head_id, self.health_head_step, self.health_head_firings = e, incident, e.step, 1
 
     def _checkpoint(self, e: CheckpointEvent, event: dict[str, Any]) -> None:
         self.checkpoints += 1
@@ -383,14 +404,18 @@ class RunModel:
         return r.describe(now)
 
     def health_text(self) -> str:
-        """The newest health firing as the header shows it ("" when none)."""
-        if not self.health:
+        """The newest health incident as the header shows it ("" when none): its rule, its newest
+        step, the action its first firing took, how often it fired, how many incidents before it."""
+        e = self.health_head
+        if e is None:
             return ""
-        e = self.health[-1]
-        text = e.rule + (f" step {e.step}" if e.step is not None else "")
+        step = self.health_head_step
+        text = e.rule + (f" step {step}" if step is not None else "")
         if e.action != "warn":
             text += f" → {e.action}"
-        return text + (f" (+{len(self.health) - 1})" if len(self.health) > 1 else "")
+        if self.health_head_firings > 1:
+            text += f" ×{self.health_head_firings}"
+        return text + (f" (+{self.health_incidents - 1})" if self.health_incidents > 1 else "")
 
     def header(self, now: float) -> HeaderInfo:
         return HeaderInfo(

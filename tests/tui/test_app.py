@@ -455,7 +455,7 @@ async def test_a_live_health_event_shows_in_header_and_log_and_rings_the_termina
         assert "⚠" not in header_text(screen)
         t = json.loads((run / "events.jsonl").read_text().splitlines()[-1])["t"]
         append_event(run, kind="health", t=t + 2, rule="nan", value="nan", step=4070, rank=None, action="save-stop",
-                     asked="stop", metric="loss",
+                     asked="stop", metric="loss", incident="nan-1",
                      message="loss is nan at step 4070; saving the last good checkpoint and stopping")
         await await_for(pilot, lambda: "⚠ nan step 4070 → save-stop" in header_text(screen))
         out = "".join(written)
@@ -464,6 +464,16 @@ async def test_a_live_health_event_shows_in_header_and_log_and_rings_the_termina
         assert f"\x1b]777;notify;traindeck {GNN};health nan: loss is nan" in out
         text = (await event_log_text(pilot, screen)).replace("\n", "")
         assert "HEALTH nan · step 4070 · SAVE-STOP  loss is nan at step 4070" in text
+        # An update of the same incident: in the header and the log, but no second alarm.
+        written.clear()
+        append_event(run, kind="health", t=t + 3, rule="nan", value="nan", step=4080, rank=None, action="warn",
+                     asked="stop", metric="loss", incident="nan-1", update=True, firings=2,
+                     message="loss is nan at step 4080 (again: firing 2 of the incident since step 4070)")
+        await await_for(pilot, lambda: "⚠ nan step 4080 → save-stop ×2" in header_text(screen))
+        out = "".join(written)
+        assert "\a" not in out and "\x1b]9;" not in out and "\x1b]777;" not in out
+        text = (await event_log_text(pilot, screen)).replace("\n", "")
+        assert "HEALTH nan · step 4080 · update  loss is nan at step 4080 (again" in text
 
 
 async def test_a_recorded_health_event_rings_nothing(recorded_app, recorded_runs_dir):

@@ -57,6 +57,17 @@ def test_each_rule_notifies_at_most_once_per_min_interval(tmp_path):
     assert got[0][1] == {**health("nan", 10), "run_id": "r1", "run_dir": str(tmp_path)}
 
 
+def test_an_update_of_an_open_incident_never_notifies(tmp_path):
+    sink = tmp_path / "sink.txt"
+    p = notify_profile([sys.executable, "-c", SINK, str(sink), "{rule} {step}"], min_interval_s=0)
+    n = Notifier(p.notify, run_id="r1", run_dir=str(tmp_path), clock=Clock())
+    assert n.health(dict(health("divergence", 10), incident="divergence-1"))
+    assert not n.health(dict(health("divergence", 20), incident="divergence-1", update=True, firings=2))
+    assert n.health(dict(health("divergence", 30), incident="divergence-2"))  # a new incident
+    n.close()
+    assert [a for a, _ in read_sink(sink)] == ["divergence 10", "divergence 30"]
+
+
 def test_the_end_of_a_run_notifies_when_it_finished_or_failed_only(tmp_path):
     sink = tmp_path / "sink.txt"
     p = notify_profile([sys.executable, "-c", SINK, str(sink), "{kind} {state}"])

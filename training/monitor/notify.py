@@ -5,6 +5,7 @@ run, whether or not a console is attached.
     command = ["notify-send", "traindeck {run_id}", "{rule}: {message}"]
     timeout_s = 10.0
     min_interval_s = 300.0   # a rule that keeps firing notifies at most once per this
+                             # (an update of an open incident never notifies: health.incident_clear_s)
     on_end = true            # also when the run finishes or fails
 
 Each item of `command` is filled with the event's fields in the profile's one placeholder syntax
@@ -107,9 +108,10 @@ class Notifier:
 
     def health(self, event: dict[str, Any]) -> bool:
         """A health firing (a `health` event, or a watchdog `log` event with its rule): queued
-        unless the same rule notified less than min_interval_s ago. Returns whether it was queued."""
+        unless it updates an incident already told (`"update": true`, training.monitor.health) or
+        the same rule notified less than min_interval_s ago. Returns whether it was queued."""
         rule = str(event.get("rule") or "")
-        if not self.enabled or not rule:
+        if not self.enabled or not rule or event.get("update") is True:
             return False
         now = self.clock()
         last = self.last_sent.get(rule)
