@@ -183,6 +183,134 @@ def torch_check(profile: Profile, gpus_on_box: int) -> Check:
     return Check("torch", True, detail)
 
 
+def cuda_check(profile: Profile, visible: VisibleGpus, backend) -> Check | None:
+    """A CUDA build of torch that cannot use the GPUs NVML sees (a driver older than the wheel, no
+    GPUs given to the container, fewer than the profile wants): the run would train on the CPU.
+    None where there is nothing to judge (no GPU wanted or seen; a CPU build: torch_check says so)."""
+    import torch
+
+    from training.engine.cuda_fit import cuda_problem
+
+    if profile.hardware.gpus == 0 or visible.count == 0 or torch.version.cuda is None:
+        return None
+    available = torch.cuda.is_available()
+    count = torch.cuda.device_count() if available else 0
+    if visible.mig_instances or "CUDA_VISIBLE_DEVICES" in profile.launch.env:
+        # torch counts what this process sees, not what the run's own CUDA_VISIBLE_DEVICES names.
+        count = max(count, visible.count) if available else 0
+    problem = cuda_problem(wanted=profile.hardware.gpus, nvml_gpus=visible.count, torch_version=torch.__version__,
+                           torch_cuda=torch.version.cuda, available=available, torch_count=count,
+                           driver_cuda=backend.cuda_driver_version(), driver=backend.driver_version())
+    if problem:
+        return Check("cuda", False, problem)
+    return Check("cuda", True, f"torch sees {count} CUDA device(s)")
+
+
+def arch_check(profile: Profile, visible: VisibleGpus) -> Check | None:
+    """Has this torch kernels for the GPUs' architecture (torch.cuda.get_arch_list() against NVML's
+    compute capability)? A wheel older than the GPU fails at its first kernel otherwise."""
+    import torch
+
+    from training.engine.cuda_fit import arch_problem
+
+    if profile.hardware.gpus == 0 or not visible.devices or torch.version.cuda is None:
+        return None
+    try:
+        arch_list = list(torch.cuda.get_arch_list())
+    except Exception:
+        arch_list = []
+    if not arch_list:
+        return None
+    gpus = [(f"GPU {d.index} ({d.name})", d.compute_capability) for d in visible.devices]
+    problem = arch_problem(arch_list, gpus, torch.__version__)
+    if problem:
+        return Check("arch", False, problem)
+    return Check("arch", True, "kernels for " + ", ".join(sorted({f"sm_{a}{b}" for _, (a, b) in
+                                                                 ((n, c) for n, c in gpus if c)})) or "the GPUs")
+
+
+# DataLoader's default prefetch_factor: each worker holds this many batches in /dev/shm.
+PREFETCH_FACTOR = 2
+# NCCL's shared-memory transport (GPUs without P2P, e.g. 2080 Tis): a segment per pair of local ranks,
+# two 4 MiB buffers each way (NCCL_BUFFSIZE) over a few channels. An estimate, not NCCL's formula.
+NCCL_SHM_PER_PAIR = 32 << 20
+SHM_FIX = ("give the container a bigger /dev/shm: `docker run --ipc=host` or `--shm-size=16g`; on Kubernetes "
+           "mount an emptyDir with medium: Memory at /dev/shm; or lower train.num_workers")
+
+
+def shm_check(profile: Profile, gpus_found: int, shm_path: str = "/dev/shm", statvfs=os.statvfs,
+              cpus: int | None = None) -> Check | None:
+    """/dev/shm against what the run puts there: each DataLoader worker's prefetched batches (batch
+    bytes x workers x prefetch_factor x local ranks) and NCCL's segments. Docker and Kubernetes give
+    a container 64 MB: the workers die with "Bus error", NCCL cannot create its segment. None where
+    the run uses neither (CPU ranks get no loader workers) or the box has no /dev/shm."""
+    from training.cpus import usable_cpus
+    from training.engine.data import loader_workers
+
+    L, T = profile.launch, profile.train
+    on_gpus = profile.hardware.gpus > 0 and gpus_found > 0
+    ranks = L.nproc_per_node if L.mode == "ddp" else 1
+    workers = loader_workers(T.num_workers, "cuda" if on_gpus else "cpu", L.mode, ranks,
+                             usable_cpus() if cpus is None else cpus)
+    nccl = L.mode == "ddp" and on_gpus and L.backend != "gloo" and ranks > 1
+    if not workers and not nccl:
+        return None
+    try:
+        st = statvfs(shm_path)
+    except OSError:
+        return None
+    size, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    batch = _batch_bytes(profile)
+    loaders = batch * workers * PREFETCH_FACTOR * ranks if batch else 0
+    need = loaders + (NCCL_SHM_PER_PAIR * ranks * (ranks - 1) if nccl else 0)
+    parts = []
+    if loaders:
+        parts.append(f"{_mib(batch)} batch x {workers} worker(s) x prefetch {PREFETCH_FACTOR} x {ranks} rank(s)")
+    elif workers:
+        parts.append(f"{workers} loader worker(s) x {ranks} rank(s), batch size unknown")
+    if nccl:
+        parts.append(f"NCCL shared memory for {ranks} ranks")
+    detail = f"{_mib(size)} at {shm_path} ({_mib(free)} free), the run needs about {_mib(need)} ({' + '.join(parts)})"
+    if need > size:
+        return Check("shm", False, f"{detail}: too small. {SHM_FIX}")
+    if need > free:
+        return Check("shm", True, f"{detail}: less is free than that; others use /dev/shm. {SHM_FIX}", warning=True)
+    return Check("shm", True, detail)
+
+
+def _batch_bytes(profile: Profile) -> int:
+    """One batch of the task's inputs (its example_input x batch_size per process); 0 when unknown
+    (a custom script, a task that cannot say)."""
+    if profile.is_custom or not profile.train.task:
+        return 0
+    try:
+        from training.tasks import load_task_module
+
+        task = load_task_module(profile.train.task).build(profile.task_options(), profile.train.seed)
+        one = task.example_input(1)
+        per_sample = sum(t.numel() * t.element_size() for t in one)
+    except Exception:
+        return 0
+    per_process = profile.train.batch_size
+    return per_sample * per_process
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def cpus_check() -> Check | None:
+    """The CPUs threads and loader workers are sized from, where a container's quota or an affinity
+    mask makes them fewer than the host's cores (none otherwise)."""
+    from training.cpus import cpu_budget
+
+    budget = cpu_budget()
+    if budget.usable >= budget.host:
+        return None
+    return Check("cpus", True, f"{budget.describe()}: OMP_NUM_THREADS and loader workers are sized from "
+                 f"{budget.usable}")
+
+
 CUDA_INSTALL_HINT = ("install a CUDA build of torch into this venv: .venv/bin/pip install torch --index-url "
                      "https://download.pytorch.org/whl/cu128 (pick the index for your driver on "
                      "https://pytorch.org/get-started/locally/), then run this again")
@@ -235,7 +363,9 @@ def _rendezvous_check(profile: Profile) -> Check | None:
 def _cores_check(profile: Profile, gpus_found: int) -> Check | None:
     if profile.launch.mode != "ddp" or gpus_found:
         return None
-    cores = os.cpu_count() or 1
+    from training.cpus import usable_cpus
+
+    cores = usable_cpus()
     ranks = profile.launch.nproc_per_node
     threads = max(1, cores // ranks)
     ok = ranks <= 4 * cores
@@ -301,6 +431,10 @@ def run_preflight(profile: Profile, runs_dir: Path, backend=None, holders: bool 
     report.versions = torch_found.detail.split("; ")[0]
     if not torch_found.ok:
         report.checks.append(torch_found)
+    if torch_found.ok:
+        for check in (cuda_check(profile, visible, backend), arch_check(profile, visible)):
+            if check is not None:
+                report.checks.append(check)
     amp = amp_check(profile, visible)
     if amp:
         report.checks.append(amp)
@@ -310,6 +444,9 @@ def run_preflight(profile: Profile, runs_dir: Path, backend=None, holders: bool 
     cores = _cores_check(profile, backend.device_count() if backend.available else 0)
     if cores:
         report.checks.append(cores)
+    for check in (cpus_check(), shm_check(profile, visible.count)):
+        if check is not None:
+            report.checks.append(check)
     report.checks.append(_disk_check(runs_dir))
     port_check, port = _port_check(profile)
     report.checks.append(port_check)

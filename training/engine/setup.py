@@ -37,6 +37,9 @@ class Environment:
     device: torch.device
     backend: str
     notes: Notes = field(default_factory=list)
+    # Why this GPU profile must not go on (NVML sees GPUs that torch cannot use): the worker raises
+    # it as CudaUnusable once the run's reporting is set up, so the failure says the fix.
+    cuda_problem: str = ""
 
 
 def read_environment(profile) -> Environment:
@@ -48,9 +51,33 @@ def read_environment(profile) -> Environment:
     notes: Notes = []
     if mode == "ddp" and not ddp:
         notes.append(("warning", "ddp: not started by torchrun (no RANK/WORLD_SIZE); running as a single process"))
+    cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     device, backend, device_notes = choose_device(profile.hardware.gpus, profile.launch.backend, ddp, local_rank,
-                                                  torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    return Environment(mode, ddp, rank, local_rank, world_size, device, backend, notes + device_notes)
+                                                  cuda_count)
+    problem = unusable_gpus(profile.hardware.gpus, cuda_count) if device.type != "cuda" else ""
+    return Environment(mode, ddp, rank, local_rank, world_size, device, backend, notes + device_notes, problem)
+
+
+def unusable_gpus(wanted_gpus: int, cuda_count: int, backend=None, environ=None) -> str:
+    """Why a rank of a GPU profile that torch gave no CUDA device must not train on the CPU ("" when
+    it may: no GPU wanted, or no real GPU here, the CPU box every CPU profile and test runs on).
+
+    NVML answers whether there are GPUs (it needs no CUDA runtime); GPUs simulated by a fake NVML
+    are never usable by torch, and a profile on them trains on the CPU as before. An empty
+    CUDA_VISIBLE_DEVICES hides every GPU on purpose."""
+    environ = os.environ if environ is None else environ
+    if wanted_gpus <= 0 or cuda_count or environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return ""
+    from training.engine.cuda_fit import cuda_problem
+    from training.monitor.gpu import get_backend
+
+    nvml = get_backend() if backend is None else backend
+    if not nvml.available or nvml.source != "nvml":
+        return ""
+    return cuda_problem(wanted=wanted_gpus, nvml_gpus=nvml.device_count(), torch_version=torch.__version__,
+                        torch_cuda=torch.version.cuda, available=torch.cuda.is_available(),
+                        torch_count=cuda_count, driver_cuda=nvml.cuda_driver_version(),
+                        driver=nvml.driver_version())
 
 
 def choose_device(wanted_gpus: int, backend_setting: str, ddp: bool, local_rank: int,

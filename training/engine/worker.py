@@ -49,6 +49,7 @@ import torch.distributed as dist
 from training import report
 from training.engine.amp import AutocastProbe
 from training.engine.checkpoint import CheckpointFiles, CheckpointWriteError
+from training.engine.cuda_fit import CudaUnusable
 from training.engine.data import make_data
 from training.engine.hooks import Hooks
 from training.engine.resume import load_resume_weights, restore_training_state
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer: Trainer | None = None
     clean = False  # finished or stopped with every rank together: the only exits that destroy the group
     try:
+        if env.cuda_problem:  # a GPU profile never trains on the CPU without a word
+            raise CudaUnusable(env.cuda_problem)
         if env.ddp:
             dist.init_process_group(backend=env.backend, rank=rank, world_size=env.world_size)
         trainer = build_trainer(profile, paths, env, heartbeat)

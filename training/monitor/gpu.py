@@ -336,6 +336,18 @@ class GpuBackend:
                 self._driver_version = None if value is None else _text(value)
             return self._driver_version
 
+    def cuda_driver_version(self) -> tuple[int, int] | None:
+        """The newest CUDA this driver supports, (12, 8) (nvmlSystemGetCudaDriverVersion: 12080);
+        a torch wheel built for a newer CUDA cannot use the GPUs. None where NVML cannot tell."""
+        self._ensure_init()
+        if not self._initialized:
+            return None
+        with self._lock:
+            value = self._na(getattr(self._nvml, "nvmlSystemGetCudaDriverVersion", None))
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            return None
+        return value // 1000, (value % 1000) // 10
+
     # ---------------------------------------------------------------- sampling
 
     def sample(self) -> list[GpuSample]:
