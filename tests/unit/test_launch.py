@@ -201,3 +201,16 @@ def test_placeholders_in_args_and_env_become_the_runs_paths():
     assert list(spec.argv[-5:]) == [f"--out_dir={RUN.root}/out", str(RUN.root / "checkpoints"), "--tag", RUN.id,
                                     "{literal}"]
     assert spec.env["RUN_OUT"] == f"{RUN.root}/env"
+
+
+def test_the_lightning_preset_makes_rich_draw_its_bar_live_unless_the_user_said_otherwise(tmp_path):
+    script = f'script = "{SCRIPT}"'
+    lightning = build_launch(profile("", script, '[metrics]\npreset = "lightning"'), RUN, base_env={})
+    assert lightning.env["TTY_COMPATIBLE"] == "1"
+    assert "TTY_COMPATIBLE" not in build_launch(profile("", script, '[metrics]\npreset = "keras"'), RUN,
+                                                base_env={}).env
+    theirs = build_launch(profile('env = { TTY_COMPATIBLE = "0" }', script, '[metrics]\npreset = "lightning"'),
+                          RUN, base_env={})
+    assert theirs.env["TTY_COMPATIBLE"] == "0"
+    assert "TTY_COMPATIBLE" not in build_launch(profile("", script, '[metrics]\npreset = "lightning"'), RUN,
+                                                base_env={"TTY_COMPATIBLE": "0"}).env

@@ -261,6 +261,20 @@ def test_lightning_preset_reads_the_rich_bar_and_its_wrapped_metrics(tmp_path):
     assert {e.get("epochs") for e in events} == {2}
 
 
+def test_lightning_preset_reads_the_rich_bar_live_at_every_step(tmp_path):
+    """Rich redrawing as on a terminal (TTY_COMPATIBLE=1, which the lightning preset's launch sets):
+    cursor codes between drawings, each drawing's metrics wrapped one per line under its bar."""
+    events = tail_capture("lightning_rich_live.log", {"preset": "lightning"}, tmp_path)
+    train = points(events, "train")
+    assert [s for s, _, _ in train] == list(range(1, 17)) and [e for _, e, _ in train] == [1] * 8 + [2] * 8
+    assert train[0] == (1, 1, {"loss": 4.74}) and train[-1] == (16, 2, {"loss": 0.337})
+    # One point per evaluation, all its metrics together, however often the bar redraws them; the
+    # first is Lightning's sanity check, which the bar shows too; an epoch's evaluation belongs to it
+    # although the next epoch's bar (at batch 0) is the first to show it.
+    assert points(events, "val") == [(0, 1, {"loss": 5.565, "mae": 1.897}), (8, 1, {"loss": 1.197, "mae": 0.88}),
+                                     (16, 2, {"loss": 0.271, "mae": 0.42})]
+
+
 def test_keras_preset_reads_epochs_and_the_progress_lines(tmp_path):
     events = tail_capture("keras.log", {"preset": "keras"}, tmp_path)
     assert points(events, "val") == [(6, 1, {"loss": 4.2024, "mae": 1.6954}), (12, 2, {"loss": 4.1098, "mae": 1.6752}),

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from training.monitor.metric_presets import PRESETS
+from training.monitor.metric_presets import PRESETS, preset_names
 from training.rundir.events import append_events, make_event
 
 PLACEMENT_GROUPS = ("step", "epoch")
@@ -75,8 +75,7 @@ class LogMetricParser:
 
     def __init__(self, metrics: dict[str, list[str] | str]):
         self.patterns: list[tuple[str, re.Pattern[str]]] = []
-        presets = metrics.get("preset") or []
-        self.presets = [PRESETS[name]() for name in ([presets] if isinstance(presets, str) else presets)]
+        self.presets = [PRESETS[name]() for name in preset_names(metrics)]
         for split, pats in metrics.items():
             if split == "preset":
                 continue
@@ -92,9 +91,9 @@ class LogMetricParser:
         self.lines += 1
         # Colour codes go, and so do backspaces (Keras's bar steps back over its own line with them).
         line = _ANSI.sub("", line.rstrip("\r\n")).replace("\b", "")
+        preset_events = self._preset_events(line, t)  # a blank line may end a bar's drawing
         if not line.strip():
-            return []
-        preset_events = self._preset_events(line, t)
+            return preset_events
         hits = []
         for split, rx in self.patterns:
             m = rx.search(line)
@@ -138,10 +137,15 @@ class LogMetricParser:
             self.last_step = metric_step
         return preset_events + events
 
-    def _preset_events(self, line: str, t: float | None) -> list[dict[str, Any]]:
+    def finish(self, t: float | None = None) -> list[dict[str, Any]]:
+        """The points a preset still holds when the output ends (the bar's last drawing)."""
+        return self._preset_events(None, t)
+
+    def _preset_events(self, line: str | None, t: float | None) -> list[dict[str, Any]]:
         events = []
         for preset in self.presets:
-            for point in preset.feed(line, self.last_step):
+            points = preset.feed(line, self.last_step) if line is not None else _finish(preset)
+            for point in points:
                 step = point.step if point.step is not None else (self.last_step or 0) + 1
                 self.last_step = step
                 if point.epoch is not None:
@@ -199,6 +203,11 @@ class LogMetricParser:
                 fields["monitor"] = monitor.strip() if monitor else name
         fields["best"] = bool(groups.get("best")) or bool(_BEST.search(line))
         return make_event("checkpoint", t=t, **fields)
+
+
+def _finish(preset: Any) -> list:
+    finish = getattr(preset, "finish", None)
+    return finish() if finish is not None else []
 
 
 def _as_int(text: str | None) -> int | None:
@@ -274,6 +283,11 @@ class LogTailer:
                 self.lines += 1
                 try:
                     events.extend(self.parser.feed(raw.decode("utf-8", errors="replace"), t=now))
+                except Exception:
+                    self.errors += 1
+            if final:
+                try:
+                    events.extend(self.parser.finish(t=now))
                 except Exception:
                     self.errors += 1
             if events:

@@ -132,39 +132,64 @@ class Tqdm:
                 if self.changes.new(split, values)]
 
 
+def _epoch_shown(epoch: int, batch: str) -> int:
+    """The epoch (from 1) of the numbers on Lightning's bar: a new epoch's bar at batch 0 still
+    shows the last epoch's (its validation, run at that epoch's end)."""
+    return epoch if batch == "0" and epoch > 0 else epoch + 1
+
+
 class Lightning:
-    """Lightning's bars: the step is epoch * batches + the batch (Lightning sets the counter itself)."""
+    """Lightning's bars: the step is epoch * batches + the batch (Lightning sets the counter itself).
+
+    One drawing of the Rich bar is its bar line and the lines its metrics wrapped onto; its points
+    are made when the drawing is complete (the next line that is not one of its metrics: the next
+    drawing, which Rich starts with cursor codes, or anything else printed), so a redraw is one
+    point per split, not one per wrapped line. `finish()` completes the last one."""
 
     _TQDM_EPOCH = re.compile(r"^\s*Epoch (?P<epoch>\d+):")
     _RICH = re.compile(r"^\s*Epoch (?P<epoch>\d+)/(?P<last>\d+)\s.*?\s(?P<n>\d+)/(?P<total>\d+)\s")
     _RICH_PAIR = re.compile(r"(?P<name>[A-Za-z_][\w/.-]*): (?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
-    # Rich wraps the metrics onto lines of their own under the bar: "      val_loss: 0.271".
-    _RICH_MORE = re.compile(r"^\s+(?:[A-Za-z_][\w/.-]*: \S+\s*)+$")
+    # Rich wraps the metrics onto lines of their own under the bar: "      val_loss: 0.271"; what
+    # the script prints as the bar stops can follow the last of them on the same line.
+    _RICH_MORE = re.compile(r"^\s+(?:[A-Za-z_][\w/.-]*: [-+]?[\d.]+(?:[eE][-+]?\d+)?(?:\s+|$))+")
 
     def __init__(self) -> None:
         self.changes = _Changes()
-        self.rich_place: tuple[int, int, int | None] | None = None  # (step, epoch, epochs) of the last rich bar
+        # The Rich drawing being read: (step, epoch, epochs) and the metrics seen on its lines so far.
+        self.drawing: tuple[tuple[int, int, int | None], dict[str, float]] | None = None
 
     def feed(self, line: str, last_step: int | None) -> list[Point]:
         m = self._TQDM_EPOCH.match(line)
         bar = _TQDM.search(line) if m else None
         if m and bar:
-            self.rich_place = None
+            done = self.finish()
             epoch = int(m.group("epoch"))
             step = None
             if bar.group("total") != "?":
                 step = epoch * int(bar.group("total")) + int(bar.group("n"))
-            return self._points(_tqdm_postfix(bar.group("inside")), step, epoch + 1, None)
+            return done + self._points(_tqdm_postfix(bar.group("inside")), step,
+                                       _epoch_shown(epoch, bar.group("n")), None)
         m = self._RICH.match(line)
         if m:
+            done = self.finish()
             epoch = int(m.group("epoch"))
             step = epoch * int(m.group("total")) + int(m.group("n"))
-            self.rich_place = (step, epoch + 1, int(m.group("last")) + 1)
-            return self._points(self._rich_pairs(line[m.end():]), *self.rich_place)
-        if self.rich_place is not None and self._RICH_MORE.match(line):
-            return self._points(self._rich_pairs(line), *self.rich_place)
-        self.rich_place = None
-        return []
+            place = (step, _epoch_shown(epoch, m.group("n")), int(m.group("last")) + 1)
+            self.drawing = (place, self._rich_pairs(line[m.end():]))
+            return done
+        more = self._RICH_MORE.match(line) if self.drawing is not None else None
+        if more is not None and self.drawing is not None:
+            self.drawing[1].update(self._rich_pairs(more.group(0)))
+            if more.end() == len(line):
+                return []
+        return self.finish()
+
+    def finish(self) -> list[Point]:
+        if self.drawing is None:
+            return []
+        place, pairs = self.drawing
+        self.drawing = None
+        return self._points(pairs, *place)
 
     def _rich_pairs(self, text: str) -> dict[str, float]:
         pairs = {}
@@ -213,3 +238,32 @@ class Keras:
 
 
 PRESETS = {"hf-trainer": HfTrainer, "lightning": Lightning, "keras": Keras, "tqdm": Tqdm}
+
+# What a framework needs in its environment to print, into a file, what its preset reads: the
+# launch adds it unless the user's environment or [launch] env sets the same name. Lightning draws
+# its Rich bar (its default wherever rich is installed, and traindeck's textual installs it) only
+# once, when fit ends, unless Rich takes its output for a terminal: TTY_COMPATIBLE=1 (rich >= 14)
+# makes it redraw at every step as it does on screen, with cursor codes the parser removes. Its
+# tqdm bar, the Trainer's log dicts, Keras's progress line and tqdm redraw into a file as they are.
+PRESET_ENV: dict[str, dict[str, str]] = {"lightning": {"TTY_COMPATIBLE": "1"}}
+
+# Where each framework saves when the script names no place, as names found under the script's
+# working directory (training.monitor.checkpoint_watch.CheckpointScan), beside the generic ones
+# every custom script gets (*.pt, *.pth, *.ckpt, *.safetensors, checkpoint-*/): the Trainer's
+# output_dir/checkpoint-N/ and Lightning's lightning_logs/version_N/checkpoints/*.ckpt are among
+# those; Keras's ModelCheckpoint must be given a path, which ends in .keras or .weights.h5
+# (.h5 for the legacy format).
+PRESET_CHECKPOINT_NAMES: dict[str, tuple[str, ...]] = {"keras": ("*.keras", "*.weights.h5", "*.h5")}
+
+
+def preset_names(metrics: dict) -> list[str]:
+    """The presets a profile's `[metrics]` table names (one string or a list)."""
+    presets = metrics.get("preset") or []
+    return [presets] if isinstance(presets, str) else list(presets)
+
+
+def preset_env(metrics: dict) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name in preset_names(metrics):
+        env.update(PRESET_ENV.get(name, {}))
+    return env

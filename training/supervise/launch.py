@@ -56,6 +56,7 @@ import traindeck
 from training import PROJECT_ROOT, placeholders
 from training.cpus import usable_cpus
 from training.errors import TraindeckError
+from training.monitor.metric_presets import preset_env
 from training.profile import Profile
 from training.rundir import RUN_DIR_ENV, RunPaths
 
@@ -208,6 +209,12 @@ def _env(profile: Profile, root: Path, local_procs: int, base: Mapping[str, str]
     env.update(gpu_visibility_env(profile, base, cuda_visible))
     env[RUN_DIR_ENV] = run_dir
     env["PYTHONUNBUFFERED"] = "1"
+    if profile.is_custom:
+        # What the `[metrics]` presets' frameworks need to print their progress live into a file
+        # (metric_presets.PRESET_ENV); a value the user set wins.
+        for name, value in preset_env(profile.metrics).items():
+            if name not in env and name not in base:
+                env[name] = value
     # The user's own PYTHONPATH stays; traindeck's root (the supervisor inherits it) does not reach
     # a custom script: there it would shadow the script's own `training` or `tui` package.
     inherited = [p for p in env.get("PYTHONPATH", base.get("PYTHONPATH", "")).split(os.pathsep)

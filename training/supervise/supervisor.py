@@ -108,6 +108,8 @@ class Supervisor:
         self.paths = paths
         self.state = RunState.STARTING
         self.profile: Profile | None = None
+        # The checkpoint watcher that finds files by name (no [checkpoint] watch), while it runs.
+        self.checkpoint_scan: Any = None
         self.spec: LaunchSpec | None = None
         self.launcher: subprocess.Popen | None = None
         # GPU UUID -> PIDs NVML lists there before the launch (the leak check's container path).
@@ -439,20 +441,41 @@ class Supervisor:
                 self._aux.append(tailer)
             except Exception as exc:  # noqa: BLE001
                 self._aux_failed("metrics log tailer", exc)
-        if p.is_custom and p.checkpoint.watch and self.spec is not None:
+        if p.is_custom and self.spec is not None and (p.checkpoint.watch or "checkpoint" not in p.metrics):
             try:
                 from training.monitor.checkpoint_watch import CheckpointWatcher
-                from training.placeholders import fill
-                from training.supervise.launch import placeholder_values
 
-                pattern = fill(p.checkpoint.watch, placeholder_values(self.paths.root))
                 # Files written since this supervisor started are this launch's; older ones are not.
+                pattern, scan = self._checkpoint_source(p)
                 watcher = CheckpointWatcher(pattern, self.paths.events, self.paths.root, self.spec.cwd,
-                                            since=self.started, append=self._append)
+                                            since=self.started, append=self._append, scan=scan)
                 watcher.start()
                 self._aux.append(watcher)
+                if scan is not None:
+                    self.checkpoint_scan = watcher
             except Exception as exc:  # noqa: BLE001
                 self._aux_failed("checkpoint watch", exc)
+
+    def _checkpoint_source(self, p: Profile) -> tuple[str | None, Any]:
+        """What the checkpoint watcher follows: `[checkpoint] watch`'s glob where the profile has
+        one; else (and where no `[metrics]` checkpoint regex reports them) files and folders with
+        a checkpoint's name under the script's working directory, and what its preset's framework
+        saves; other runs' directories in the runs directory are not walked, this run's is."""
+        from training.monitor.checkpoint_watch import CHECKPOINT_NAMES, CheckpointScan
+        from training.monitor.metric_presets import PRESET_CHECKPOINT_NAMES, preset_names
+        from training.placeholders import fill
+        from training.supervise.launch import placeholder_values
+
+        assert self.spec is not None
+        if p.checkpoint.watch:
+            return fill(p.checkpoint.watch, placeholder_values(self.paths.root)), None
+        names = list(CHECKPOINT_NAMES)
+        for preset in preset_names(p.metrics):
+            names += [n for n in PRESET_CHECKPOINT_NAMES.get(preset, ()) if n not in names]
+        runs = self.paths.root.parent
+        scan = CheckpointScan(Path(self.spec.cwd), tuple(names), skip=(runs,), also=(self.paths.root,))
+        log(f"checkpoint watch: {', '.join(names)} under {self.spec.cwd} (no [checkpoint] watch)")
+        return None, scan
 
     def _start_health(self, p: Profile) -> None:
         """The health rules and the watchdog, over every node of a `[launch] hosts` run (its files
@@ -732,6 +755,8 @@ class Supervisor:
 
     def _read_worker_events(self, reader: EventReader) -> None:
         for event in reader.read():
+            if event.get("kind") == "checkpoint" and event.get("source") not in ("watch", "log"):
+                self._script_reports_checkpoints()
             if event.get("kind") != "status" or event.get("rank") not in (0, None):
                 continue
             state = event.get("state")
@@ -739,6 +764,12 @@ class Supervisor:
                 self.worker_running = True
             elif state == RunState.STOPPED.value and not self._is_ours(event):
                 self.worker_stopped = True
+
+    def _script_reports_checkpoints(self) -> None:
+        if self.checkpoint_scan is not None:
+            self.checkpoint_scan.retire()
+            self.checkpoint_scan = None
+            log("checkpoint watch: the script reports its own checkpoints (traindeck.report); the name scan stops")
 
     @staticmethod
     def _is_ours(event: dict[str, Any]) -> bool:
