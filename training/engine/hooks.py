@@ -7,6 +7,9 @@ the training loop reads no environment variables:
                                       blown-up update does), once per process: a rewind to a
                                       checkpoint before step 40 passes it again healthy (the health
                                       rules' end-to-end tests)
+    TRAINDECK_TEST_RAISE_AT=1:3       rank 1 raises a RuntimeError after optimizer step 3 (run.py
+                                      --gpu-check: a rank that fails under NCCL must end the run in
+                                      seconds and be named)
 """
 
 from __future__ import annotations
@@ -27,18 +30,26 @@ class Hooks:
     step_delay_s: float = 0.0
     dump_weights: Path | None = None
     nan_at_step: int = 0
+    raise_at: tuple[int, int] | None = None  # (rank, step)
+    rank: int = 0
     _fired: list = field(default_factory=list, compare=False, repr=False)  # the NaN, once
 
     @classmethod
     def from_environ(cls) -> Hooks:
         dump = os.environ.get("TRAINDECK_TEST_DUMP_WEIGHTS")
+        raise_at = os.environ.get("TRAINDECK_TEST_RAISE_AT")
+        rank_text, _, step_text = (raise_at or "").partition(":")
         return cls(step_delay_s=float(os.environ.get("TRAINDECK_TEST_STEP_DELAY_S") or 0),
                    dump_weights=Path(dump) if dump else None,
-                   nan_at_step=int(os.environ.get("TRAINDECK_TEST_NAN_AT_STEP") or 0))
+                   nan_at_step=int(os.environ.get("TRAINDECK_TEST_NAN_AT_STEP") or 0),
+                   raise_at=(int(rank_text), int(step_text)) if raise_at else None,
+                   rank=int(os.environ.get("RANK") or 0))
 
     def after_step(self, step: int, raw: nn.Module) -> None:
         if self.step_delay_s:
             time.sleep(self.step_delay_s)
+        if self.raise_at == (self.rank, step):
+            raise RuntimeError(f"TRAINDECK_TEST_RAISE_AT: rank {self.rank} raises after step {step} on purpose")
         if self.nan_at_step and step == self.nan_at_step and not self._fired:
             self._fired.append(step)
             with torch.no_grad():
