@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.fake_nvml import PROCS_FILE_ENV, write_procs_file
+from tests.fixtures.fake_nvml import PROCS_FILE_ENV, four_2080ti, write_procs_file
 from tests.support.locations import ROOT
 from tests.support.profiles import builtin_profile
 from tests.support.waiting import wait_for
@@ -109,7 +109,8 @@ def test_a_queued_run_survives_its_console_killed_and_starts_when_the_gpus_free_
     exit_data = read_json(paths.exit_json)
     assert exit_data["state"] == "finished", exit_data
     data = read_run_json(paths)
-    assert data["gpus"]["indices"] == [0, 1, 2, 3] and data["env"]["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+    uuids = [d.uuid for d in four_2080ti(pids=[]).devices]  # named by UUID, not by index (issue 30, item 9)
+    assert data["gpus"]["indices"] == [0, 1, 2, 3] and data["env"]["CUDA_VISIBLE_DEVICES"] == ",".join(uuids)
     assert data["gpu_queue"] is None and data["queued_s"] > 0
     states = [e["state"] for e in _statuses(paths)]
     assert states[:2] == ["queued", "starting"] and states[-1] == "finished"

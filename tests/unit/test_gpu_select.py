@@ -29,10 +29,16 @@ def _states(fake, held=None):
     return gpu_states(GpuBackend(nvml=fake), held, describe=_describe)
 
 
+def _uuids(*indices: int) -> str:
+    """What the launch's CUDA_VISIBLE_DEVICES says for these GPUs of four_2080ti: their UUIDs."""
+    devices = four_2080ti(pids=[]).devices
+    return ",".join(devices[i].uuid for i in indices)
+
+
 def test_two_gpus_wanted_take_the_two_nobody_holds():
     sel = select_gpus(_states(_shared_box()), 2)
     assert sel.ok and sel.mode == "free"
-    assert sel.gpus == (1, 3) and sel.cuda_visible == "1,3"
+    assert sel.gpus == (1, 3) and sel.cuda_visible == _uuids(1, 3)
 
 
 def test_four_gpus_wanted_are_refused_with_who_holds_them():
@@ -78,12 +84,12 @@ def test_the_default_is_free_on_a_bigger_or_busy_box_and_all_on_an_idle_exact_on
     idle = _states(four_2080ti(pids=[]))
     assert automatic_mode(4, idle) == "all" and automatic_mode(2, idle) == "free"
     assert automatic_mode(4, _states(_shared_box())) == "free"
-    assert select_gpus(idle, 4).cuda_visible == "0,1,2,3"
+    assert select_gpus(idle, 4).cuda_visible == _uuids(0, 1, 2, 3)
 
 
 def test_an_explicit_list_takes_exactly_those_and_says_when_they_are_busy():
     states = _states(_shared_box())
-    assert select_gpus(states, 2, (1, 3)).cuda_visible == "1,3"
+    assert select_gpus(states, 2, (1, 3)).cuda_visible == _uuids(1, 3)
     busy = select_gpus(states, 2, (0, 1))
     assert not busy.ok and busy.busy == (Holder(0, 4312, "alice", 9_728, command="python"),)
 
@@ -99,6 +105,25 @@ def test_a_cuda_visible_devices_the_user_set_wins():
     sel = select_gpus(states, 2, "free", user_cuda_visible="0,1")
     assert sel.mode == "user" and sel.gpus == (0, 1) and sel.cuda_visible is None
     assert not sel.ok and "GPU 0 held by pid 4312" in sel.why_busy()
+
+
+def test_the_taken_gpus_are_named_by_uuid_whatever_the_users_device_order():
+    """Issue 30, item 9: "1,3" means CUDA's GPUs 1 and 3, which are NVML's only under PCI_BUS_ID
+    order; under a user's FASTEST_FIRST the run trained on GPUs it had not locked."""
+    from training.supervise.launch import build_launch
+    from training.supervise.visibility import visible_gpus
+
+    fake = _shared_box()
+    sel = select_gpus(_states(fake), 2)
+    spec = build_launch(load_profile("4x2080ti"), "/tmp/run", port=29500,
+                        base_env={"CUDA_DEVICE_ORDER": "FASTEST_FIRST"}, cuda_visible=sel.cuda_visible)
+    env = spec.environ({"CUDA_DEVICE_ORDER": "FASTEST_FIRST"})
+    assert env["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"  # the user's order is kept ...
+    assert env["CUDA_VISIBLE_DEVICES"] == f"{fake.devices[1].uuid},{fake.devices[3].uuid}"  # ... and harmless
+    assert sel.uuids == (fake.devices[1].uuid, fake.devices[3].uuid)
+    # What reads CUDA_VISIBLE_DEVICES back (the panels' GPUs, preflight) finds the same two.
+    devices = GpuBackend(nvml=fake).devices()
+    assert [d.index for d in visible_gpus(devices, env["CUDA_VISIBLE_DEVICES"]).devices] == [1, 3]
 
 
 def test_no_gpu_wanted_or_none_on_the_box_selects_nothing():
@@ -141,8 +166,9 @@ def test_the_supervisor_launches_on_the_free_gpus_and_holds_them_for_the_run(run
     paths = runs.start_run(two, runs_dir)
     wait_done(paths, 40)  # the supervisor gone: its locks released, its last event written
     data = read_run_json(paths)
-    assert data["env"]["CUDA_VISIBLE_DEVICES"] == "1,3"
+    assert data["env"]["CUDA_VISIBLE_DEVICES"] == _uuids(1, 3)
     assert data["gpus"]["indices"] == [1, 3] and data["gpus"]["select"] == "free"
+    assert ",".join(data["gpus"]["uuids"]) == _uuids(1, 3)
     assert read_json(paths.exit_json)["state"] == "finished"
     assert GpuLocks(lock_dir_for()).held() == {}  # released with the run
 

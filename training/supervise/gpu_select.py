@@ -6,7 +6,9 @@
     select = "0,1"     exactly these NVML indices
 
 A CUDA_VISIBLE_DEVICES the user set (the profile's launch.env or the environment) always wins:
-traindeck then takes those GPUs and selects nothing itself.
+traindeck then takes those GPUs and selects nothing itself. What traindeck sets names the GPUs by
+UUID (`GPU-...`), not by NVML index: an index means the index-th GPU in CUDA's order, which is NVML's
+only under CUDA_DEVICE_ORDER=PCI_BUS_ID, and a user's own CUDA_DEVICE_ORDER is kept.
 
 Pure over its inputs: `gpu_states(backend, locked)` reads NVML once into frozen `GpuState`s,
 `select_gpus(states, ...)` decides. The console's start check refuses a busy start with the
@@ -96,9 +98,10 @@ class Selection:
 
     mode: str  # free | all | list | user | none
     gpus: tuple[int, ...] | None = None
-    cuda_visible: str | None = None
+    cuda_visible: str | None = None  # "GPU-<uuid>,GPU-<uuid>" (cuda_visible_of)
     busy: tuple[Holder, ...] = ()  # why it cannot start now
     never: str = ""  # why this box can never satisfy it
+    uuids: tuple[str | None, ...] = ()  # NVML's UUID of each GPU in `gpus` (run.json's record)
 
     @property
     def ok(self) -> bool:
@@ -189,6 +192,15 @@ def _run_pids(lock: Mapping) -> set[int]:
         return {pid}
 
 
+def cuda_visible_of(chosen: Iterable[GpuState]) -> str:
+    """CUDA_VISIBLE_DEVICES naming these GPUs whatever CUDA_DEVICE_ORDER says: their UUIDs, in
+    this order; NVML indices only where a GPU has no UUID (CUDA takes one form or the other)."""
+    chosen = list(chosen)
+    if all(s.uuid for s in chosen):
+        return ",".join(str(s.uuid) for s in chosen)
+    return ",".join(str(s.index) for s in chosen)
+
+
 def automatic_mode(wanted: int, states: list[GpuState]) -> str:
     """The default: "free" when the box has more GPUs than wanted or someone else holds one."""
     if len(states) > wanted or any(not s.free for s in states):
@@ -208,7 +220,7 @@ def select_gpus(states: list[GpuState], wanted: int, select: str | tuple[int, ..
         visible = visible_gpus([_as_info(s) for s in states], user_cuda_visible)
         chosen = [s for s in states if s.index in {d.index for d in visible.devices}]
         busy = tuple(h for s in chosen for h in s.holders)
-        return Selection("user", tuple(s.index for s in chosen), None, busy)
+        return Selection("user", tuple(s.index for s in chosen), None, busy, uuids=tuple(s.uuid for s in chosen))
     mode = select or automatic_mode(wanted, states)
     if isinstance(mode, tuple):
         missing = [i for i in mode if i >= count]
@@ -218,20 +230,21 @@ def select_gpus(states: list[GpuState], wanted: int, select: str | tuple[int, ..
         if len(mode) < wanted:
             return Selection("list", never=f"hardware.select names {len(mode)} GPU(s), the profile wants {wanted}")
         chosen = [states[i] for i in mode]
-        return Selection("list", mode, ",".join(map(str, mode)), tuple(h for s in chosen for h in s.holders))
+        return Selection("list", mode, cuda_visible_of(chosen), tuple(h for s in chosen for h in s.holders),
+                         uuids=tuple(s.uuid for s in chosen))
     usable = [s for s in states if not s.mig]
     if len(usable) < wanted:
         return Selection(mode, never=f"{wanted} GPU(s) wanted, this box has {len(usable)} usable (of {count})")
     if mode == "all":
         chosen = usable
-        return Selection("all", tuple(s.index for s in chosen), ",".join(str(s.index) for s in chosen),
-                         tuple(h for s in chosen for h in s.holders))
+        return Selection("all", tuple(s.index for s in chosen), cuda_visible_of(chosen),
+                         tuple(h for s in chosen for h in s.holders), uuids=tuple(s.uuid for s in chosen))
     free = sorted((s for s in usable if s.free), key=lambda s: (s.mem_used_mib or 0, s.index))[:wanted]
     if len(free) < wanted:
         busy = tuple(h for s in usable if not s.free for h in s.holders)
         return Selection("free", busy=busy)
-    indices = tuple(sorted(s.index for s in free))
-    return Selection("free", indices, ",".join(map(str, indices)))
+    free = sorted(free, key=lambda s: s.index)
+    return Selection("free", tuple(s.index for s in free), cuda_visible_of(free), uuids=tuple(s.uuid for s in free))
 
 
 def _as_info(s: GpuState):

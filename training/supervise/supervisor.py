@@ -289,8 +289,9 @@ class Supervisor:
             log(f"left the GPU queue after {waited:.0f} s: the GPUs are free")
         sel = claim.selection
         if sel.gpus is not None:
-            self._write_run_json(gpus={"select": sel.mode, "indices": list(sel.gpus),
-                                              "cuda_visible_devices": sel.cuda_visible, "lock_dir": claim.lock_dir})
+            # Indices to read (nvidia-smi's numbers), UUIDs to be sure (CUDA_VISIBLE_DEVICES names them).
+            self._write_run_json(gpus={"select": sel.mode, "indices": list(sel.gpus), "uuids": list(sel.uuids),
+                                       "cuda_visible_devices": sel.cuda_visible, "lock_dir": claim.lock_dir})
             log(f"GPUs taken ({sel.mode}): {', '.join(map(str, sel.gpus))}; locks in {claim.lock_dir}")
         return claim
 
