@@ -100,8 +100,12 @@ def test_a_gpu_in_mig_mode_is_not_a_whole_gpu():
     assert hardware_match(profile, backend).startswith("NO 7/8")
     # MIG instances named by their uuid count one device each.
     two = load_profile("2xb200-rcl")
-    migs = run_gpus(two, backend, environ={"CUDA_VISIBLE_DEVICES": "MIG-aaaa,MIG-bbbb"})
-    assert migs.count == 2 and gpu_check(two, backend, environ={"CUDA_VISIBLE_DEVICES": "MIG-aaaa,MIG-bbbb"}).ok
+    on_migs = {"CUDA_VISIBLE_DEVICES": "MIG-aaaa,MIG-bbbb"}
+    assert run_gpus(two, backend, environ=on_migs).count == 2
+    # ... but one process gets one instance: its dp is refused with the fix (issue 30, item 4), ddp is fine.
+    assert "dp cannot span MIG instances" in gpu_check(two, backend, environ=on_migs).detail
+    two.launch.mode = "ddp"
+    assert gpu_check(two, backend, environ=on_migs).ok
 
 
 def test_torch_floor_is_2_3_for_the_grad_scaler():

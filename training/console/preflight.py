@@ -112,6 +112,13 @@ def gpu_check(profile: Profile, backend=None, environ: Mapping[str, str] | None 
     want_text = f"{wanted} wanted" + (f" ({model})" if model else "")
     if found < wanted:
         return Check("gpus", False, f"{want_text}, {found_text}")
+    from training.supervise.mig import dp_over_mig_problem, one_gpu_instances_warning
+
+    if problem := dp_over_mig_problem(profile.launch.mode, wanted, cvd):
+        return Check("gpus", False, f"{want_text}, {found_text}: {problem}")
+    if warning := one_gpu_instances_warning(profile.launch.mode, profile.launch.backend, cvd,
+                                            backend.devices() if backend.available else [], profile.launch.env):
+        return Check("gpus", True, f"{want_text}, {found_text}: {warning}", warning=True)
     if model and not any(model.lower() in n.lower() for n in names):
         return Check("gpus", True, f"{want_text}, {found_text}: a different model; batch sizes and AMP "
                      f"settings may need changing", warning=True)
@@ -454,7 +461,12 @@ def run_preflight(profile: Profile, runs_dir: Path, backend=None, holders: bool 
     if exposed is not None:
         report.checks.append(exposed)
     placeholder = RunPaths(Path(runs_dir) / f"<new>-{profile.name}")
-    report.command = format_command(build_launch(profile, placeholder, port))
+    from training.errors import TraindeckError
+
+    try:
+        report.command = format_command(build_launch(profile, placeholder, port))
+    except TraindeckError as exc:  # a launch that would be refused (dp over MIG instances: the gpus check)
+        report.command = f"nothing: {exc}"
     return report
 
 

@@ -120,9 +120,19 @@ def plan_dp(wanted_gpus: int, visible_gpus: int, batch_size: int) -> tuple[list[
     return list(range(used)), notes
 
 
-def cuda_device_identities(indices: list[int]) -> list[dict[str, str | None]]:
-    """UUID ("GPU-..." like NVML's) and PCI bus id ("0000:3b:00.0") of these CUDA devices, for the
-    heartbeat: how telemetry finds this rank's GPUs when PIDs do not match (containers)."""
+def cuda_device_identities(indices: list[int], environ=None) -> list[dict[str, str | None]]:
+    """UUID ("GPU-..." like NVML's, "MIG-..." for a MIG instance) and PCI bus id ("0000:3b:00.0")
+    of these CUDA devices, for the heartbeat: how telemetry finds this rank's GPUs when PIDs do not
+    match (containers).
+
+    torch's device properties give the UUID without a prefix, a MIG instance's too: it is a MIG
+    instance when this process's CUDA_VISIBLE_DEVICES names it as MIG-<uuid> (CUDA reaches a MIG
+    instance no other way)."""
+    from training.monitor.gpu import normalize_uuid
+
+    environ = os.environ if environ is None else environ
+    named_mig = {normalize_uuid(t) for t in str(environ.get("CUDA_VISIBLE_DEVICES") or "").split(",")
+                 if t.strip().lower().startswith("mig-")}
     out = []
     for index in indices:
         try:
@@ -130,8 +140,8 @@ def cuda_device_identities(indices: list[int]) -> list[dict[str, str | None]]:
         except Exception:
             continue
         uuid = str(getattr(props, "uuid", "") or "")
-        if uuid and not uuid.startswith(("GPU-", "MIG-")):
-            uuid = "GPU-" + uuid
+        if uuid and not uuid.upper().startswith(("GPU-", "MIG-")):
+            uuid = ("MIG-" if normalize_uuid(uuid) in named_mig else "GPU-") + uuid
         bus = getattr(props, "pci_bus_id", None)
         pci = None if bus is None else (f"{int(getattr(props, 'pci_domain_id', 0)):04x}:{int(bus):02x}:"
                                          f"{int(getattr(props, 'pci_device_id', 0)):02x}.0")

@@ -99,11 +99,12 @@ def normalize_bus_id(bus_id: str) -> str | None:
 
 
 def normalize_uuid(uuid: str | None) -> str | None:
-    """NVML says "GPU-3f1c...", torch's device properties "3f1c..." (no prefix): compare without it."""
+    """NVML says "GPU-3f1c..." (a MIG instance "MIG-3f1c..."), torch's device properties "3f1c..."
+    (no prefix): compare without it. A UUID names one device whatever its prefix."""
     if not uuid:
         return None
     text = str(uuid).strip().lower()
-    return text[4:] if text.startswith("gpu-") else text
+    return text[4:] if text.startswith(("gpu-", "mig-")) else text
 
 
 def decode_throttle_reasons(mask: int) -> tuple[str, ...]:
@@ -144,6 +145,7 @@ class GpuInfo:
     compute_capability: tuple[int, int] | None = None  # (8, 0) = sm_80
     pci_bus_id: str | None = None  # canonical "0000:3b:00.0" (normalize_bus_id)
     mig: bool = False  # MIG mode is on: CUDA sees its MIG instances, not the whole GPU
+    mig_uuids: tuple[str, ...] = ()  # its MIG instances' "MIG-..." UUIDs, as CUDA_VISIBLE_DEVICES names them
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,7 @@ class _Device:
         self.compute_capability: tuple[int, int] | None = None
         self.pci_bus_id: str | None = None
         self.mig = False
+        self.mig_uuids: tuple[str, ...] = ()
         self.pcie: tuple[int | None, int | None] = (None, None)
         self.pcie_read_at: float | None = None
 
@@ -323,7 +326,7 @@ class GpuBackend:
                     mem = self._na(self._nvml.nvmlDeviceGetMemoryInfo, dev.handle)
                     total = None if mem is None else int(mem.total) // MIB
                 out.append(GpuInfo(dev.index, dev.name or f"GPU {dev.index}", dev.uuid, total,
-                                   dev.compute_capability, dev.pci_bus_id, dev.mig))
+                                   dev.compute_capability, dev.pci_bus_id, dev.mig, dev.mig_uuids))
             return out
 
     def driver_version(self) -> str | None:
@@ -417,6 +420,21 @@ class GpuBackend:
         dev.pci_bus_id = normalize_bus_id(_text(getattr(pci, "busId", ""))) if pci is not None else None
         mig = self._na(getattr(nvml, "nvmlDeviceGetMigMode", None), dev.handle)  # (current, pending)
         dev.mig = bool(mig and int(mig[0]) == 1)
+        dev.mig_uuids = self._mig_uuids(dev) if dev.mig else ()
+
+    def _mig_uuids(self, dev: _Device) -> tuple[str, ...]:
+        """The UUIDs of a MIG-mode GPU's instances: the slots up to the maximum that hold one (an
+        empty slot answers NotFound)."""
+        nvml = self._nvml
+        slots = self._na(getattr(nvml, "nvmlDeviceGetMaxMigDeviceCount", None), dev.handle)
+        by_index = getattr(nvml, "nvmlDeviceGetMigDeviceHandleByIndex", None)
+        out = []
+        for slot in range(int(slots or 0) if by_index is not None else 0):
+            handle = self._na(by_index, dev.handle, slot)
+            uuid = None if handle is None else self._na(nvml.nvmlDeviceGetUUID, handle)
+            if uuid:
+                out.append(_text(uuid))
+        return tuple(out)
 
     def _na(self, fn, *args):
         """Call an NVML function; None for any failure (static data and driver-level queries)."""

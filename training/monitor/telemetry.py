@@ -13,8 +13,10 @@ wants a "kind") tails this file as it tails events.jsonl:
     {"v":1,"t":...,"kind":"telemetry","source":"cpu","host":{...},
      "workers":[{"rank":0,"pid":125,"cpu_percent":98.0,"rss_mib":410.0,"threads":4}]}
 
-Ranks are matched to GPUs by device UUID (and PCI bus id): each rank's heartbeat lists its GPUs
-and each GPU entry gets "ranks": [...] from them. NVML's process PIDs are only the fallback: inside
+Ranks are matched to GPUs by device UUID, else PCI bus id: each rank's heartbeat lists its GPUs
+and each GPU entry gets "ranks": [...] from them. A rank on a MIG instance names the instance's
+MIG-<uuid> (or, where CUDA gives none, the GPU's PCI bus id): it counts on the GPU that holds it,
+which NVML samples. NVML's process PIDs are only the fallback: inside
 a container they are host PIDs and match no process of the run. Only the GPUs the run can see (its
 CUDA_VISIBLE_DEVICES, MIG) are sampled; a run that sees none (gpus = 0) samples its workers.
 
@@ -34,7 +36,7 @@ from typing import Any, Callable, Iterable
 import psutil
 
 from training.errors import TraindeckError
-from training.monitor.gpu import GpuBackend, GpuSample, get_backend, normalize_bus_id, normalize_uuid
+from training.monitor.gpu import GpuBackend, GpuInfo, GpuSample, get_backend, normalize_bus_id, normalize_uuid
 from training.rundir import RunPaths
 from traindeck.untrusted import open_regular
 from training.rundir.events import encode, make_event, open_append, parse_lines, read_all, read_last_lines
@@ -122,6 +124,7 @@ class TelemetrySampler:
         # so one sample is lost rather than two run together.
         self._maybe_half_line = False
         self._lock = threading.Lock()  # the thread and stop()'s final sample never overlap
+        self._infos: dict[int, GpuInfo] | None = None  # what identifies each GPU (static): read once
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -223,7 +226,9 @@ class TelemetrySampler:
                 by_device = self.ranks_by_device() or {}
             except Exception:
                 by_device = {}
-            fields["gpus"] = [_gpu_dict(s, ranks, by_device) for s in self._backend.sample()
+            if self._infos is None:
+                self._infos = {d.index: d for d in self._backend.devices()}
+            fields["gpus"] = [_gpu_dict(s, ranks, by_device, self._infos.get(s.index)) for s in self._backend.sample()
                               if self.gpu_indices is None or s.index in self.gpu_indices]
         else:
             fields["workers"] = self._workers_sample(ranks)
@@ -273,12 +278,23 @@ def device_ranks(heartbeats: dict[int, dict]) -> dict[str, list[int]]:
     return {key: sorted(ranks) for key, ranks in out.items()}
 
 
-def _gpu_dict(sample: GpuSample, ranks: dict[int, int], by_device: dict[str, list[int]] | None = None) -> dict[str, Any]:
+def gpu_ranks(by_device: dict[str, list[int]], uuid: str | None, info: GpuInfo | None = None) -> list[int]:
+    """The ranks whose heartbeat names this GPU (device_ranks' keys): by UUID, the GPU's own or one
+    of its MIG instances'; else by its PCI bus id (a MIG instance shares its GPU's)."""
+    uuids = [uuid, *(info.uuid, *info.mig_uuids)] if info is not None else [uuid]
+    found = {r for u in uuids for r in by_device.get(normalize_uuid(u) or "", ())}
+    if not found and info is not None and info.pci_bus_id:
+        found = set(by_device.get(normalize_bus_id(info.pci_bus_id) or "", ()))
+    return sorted(found)
+
+
+def _gpu_dict(sample: GpuSample, ranks: dict[int, int], by_device: dict[str, list[int]] | None = None,
+              info: GpuInfo | None = None) -> dict[str, Any]:
     data = sample.to_dict()
     data["processes"] = [{"pid": p.pid, "rank": ranks.get(p.pid), "mem_mib": p.used_mib}
                          for p in sample.processes]
-    # The GPU's ranks: by UUID from the heartbeats; by NVML's PIDs only when no heartbeat names it.
-    by_uuid = (by_device or {}).get(normalize_uuid(sample.uuid) or "")
+    # The GPU's ranks: by device from the heartbeats; by NVML's PIDs only when no heartbeat names it.
+    by_uuid = gpu_ranks(by_device or {}, sample.uuid, info)
     data["ranks"] = by_uuid if by_uuid else sorted({p["rank"] for p in data["processes"] if p["rank"] is not None})
     return data
 

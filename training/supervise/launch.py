@@ -5,6 +5,9 @@
                          --max-restarts 0 --monitor-interval 0.5 --log-dir RUN_DIR/logs/torchrun
                          --redirects 3 --node-rank 0 -m training.worker RUN_DIR
     ddp, custom:     python -m torch.distributed.run ... SCRIPT ARGS...   (or ... -m MODULE ARGS...)
+    ddp on MIG:      ... -m traindeck.rank_device SCRIPT ARGS... for a custom program, which execs it
+                     unchanged once the rank's CUDA_VISIBLE_DEVICES names its own MIG instance
+                     (training.supervise.mig; the built-in worker does the same itself)
     dp / single:     python -m training.worker RUN_DIR   |   python SCRIPT ARGS...   |   python -m MODULE ARGS...
 
 The rendezvous is torchrun's `static` one wherever traindeck knows every node's rank: one node,
@@ -59,6 +62,7 @@ from training.errors import TraindeckError
 from training.monitor.metric_presets import preset_env
 from training.profile import Profile
 from training.rundir import RUN_DIR_ENV, RunPaths
+from training.supervise import mig
 
 # The package a custom script may import (`from traindeck import report`), and the folder of the
 # run directory that exposes it, alone, on the script's PYTHONPATH.
@@ -228,6 +232,11 @@ def _env(profile: Profile, root: Path, local_procs: int, base: Mapping[str, str]
     return env
 
 
+def _run_cuda_visible(env: Mapping[str, str], base: Mapping[str, str]) -> str | None:
+    """The CUDA_VISIBLE_DEVICES the launched processes get: the launch's own, else the inherited one."""
+    return env.get("CUDA_VISIBLE_DEVICES", base.get("CUDA_VISIBLE_DEVICES"))
+
+
 def run_cwd(profile: Profile, cwd: str | os.PathLike | None = None) -> Path:
     """Where the run's processes start: for a custom script the recorded `cwd` (a resume), else
     `[train] cwd`, else where traindeck was started; for a built-in task traindeck's root."""
@@ -253,6 +262,9 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
     import_dir = root / IMPORT_DIR if profile.is_custom else None
     if launch.mode != "ddp":
         env = _env(profile, root, 1, base, cuda_visible)
+        problem = mig.dp_over_mig_problem(launch.mode, profile.hardware.gpus, _run_cuda_visible(env, base))
+        if problem:
+            raise TraindeckError(problem)
         notes = ()
         if launch.mode == "dp":
             notes = ("dp runs one process; nn.DataParallel spreads each batch over hardware.gpus of the "
@@ -300,6 +312,15 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
         "--redirects", "3",
     ]
     env = _env(profile, root, nproc, base, cuda_visible)
+    notes: tuple[str, ...] = ()
+    run_devices = _run_cuda_visible(env, base)
+    rank_devices = mig.rank_devices(launch.mode, run_devices)
+    if rank_devices is not None:
+        # On MIG instances each rank needs a CUDA_VISIBLE_DEVICES of its own (training.supervise.mig).
+        env[mig.RANK_DEVICES_ENV] = rank_devices
+        if profile.is_custom:
+            program = ["-m", mig.RANK_DEVICE_MODULE, *program]
+        notes = tuple(n for n in (mig.shared_instances_note(nproc, run_devices),) if n)
     if backend == "static":
         # Only static rendezvous reads it (c10d assigns node ranks itself and warns if it is given).
         argv += ["--node-rank", str(launch.node_rank)]
@@ -310,7 +331,7 @@ def build_launch(profile: Profile, paths_or_placeholder: RunPaths | Path | str, 
     return LaunchSpec(argv=tuple(argv), env=env, cwd=workdir,
                       uses_torchrun=True, local_procs=nproc, port=port, torchrun_log_dir=torchrun_logs,
                       launcher_log=logs / LAUNCHER_LOG, rank_offset=launch.node_rank * nproc, rdzv_id=rdzv_id,
-                      import_dir=import_dir)
+                      notes=notes, import_dir=import_dir)
 
 
 def expose_traindeck(spec: LaunchSpec) -> None:

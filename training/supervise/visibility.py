@@ -38,6 +38,9 @@ class VisibleGpus:
     devices: tuple  # training.monitor.gpu.GpuInfo of the whole GPUs CUDA will see, in CUDA's order
     mig_instances: int = 0  # MIG-<uuid> entries of CUDA_VISIBLE_DEVICES: one device each
     notes: tuple[str, ...] = ()
+    # The GPUs that hold the named MIG instances, where NVML lists them (NVML samples whole GPUs):
+    # None when an instance is one NVML does not list, so which GPU it lies on is unknown.
+    mig_parents: tuple | None = ()
 
     @property
     def count(self) -> int:
@@ -57,7 +60,7 @@ def visible_gpus(devices, cuda_visible: str | None) -> VisibleGpus:
     if cuda_visible is None:
         chosen = list(devices)
     else:
-        chosen, mig_instances = [], 0
+        chosen, mig_instances, parents = [], 0, []
         for token in (t.strip() for t in cuda_visible.split(",")):
             if not token:
                 break
@@ -66,6 +69,12 @@ def visible_gpus(devices, cuda_visible: str | None) -> VisibleGpus:
                 found = next((d for d in devices if d.index == int(token)), None)
             elif token.lower().startswith("mig-"):
                 mig_instances += 1
+                wanted = normalize_uuid(token)
+                parent = next((d for d in devices if any(normalize_uuid(m) == wanted for m in d.mig_uuids)), None)
+                if parents is not None and parent is None:
+                    parents = None
+                elif parents is not None and parent not in parents:
+                    parents.append(parent)
                 continue
             elif token.lower().startswith("gpu-"):
                 wanted = normalize_uuid(token)
@@ -84,7 +93,7 @@ def visible_gpus(devices, cuda_visible: str | None) -> VisibleGpus:
             if d.mig:
                 notes.append(f"GPU {d.index} is in MIG mode: CUDA sees its MIG instances, not the GPU; "
                              f"name them in CUDA_VISIBLE_DEVICES as MIG-<uuid> (nvidia-smi -L)")
-        return VisibleGpus(tuple(whole), mig_instances, tuple(notes))
+        return VisibleGpus(tuple(whole), mig_instances, tuple(notes), None if parents is None else tuple(parents))
     for d in chosen:
         if d.mig:
             notes.append(f"GPU {d.index} is in MIG mode: not counted as a GPU; name its MIG instances in "
@@ -101,11 +110,14 @@ def run_gpus(profile: Profile, backend=None, environ: Mapping[str, str] | None =
 
 def run_gpu_indices(spec: LaunchSpec) -> list[int] | None:
     """NVML indices of the GPUs the run's processes can see (their CUDA_VISIBLE_DEVICES), so the
-    panels show exactly those; None = all (also when MIG instances are named: NVML indexes GPUs)."""
+    panels show exactly those: a MIG instance shows as the GPU that holds it (NVML samples whole
+    GPUs); None = all (also when a MIG instance is one NVML does not list)."""
     from training.monitor.gpu import get_backend
 
     backend = get_backend()
     if not backend.available:
         return None
     visible = visible_gpus(backend.devices(), spec.environ().get("CUDA_VISIBLE_DEVICES"))
-    return None if visible.mig_instances else [d.index for d in visible.devices]
+    if visible.mig_parents is None:
+        return None
+    return list(dict.fromkeys(d.index for d in (*visible.devices, *visible.mig_parents)))
