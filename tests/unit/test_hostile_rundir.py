@@ -418,3 +418,11 @@ def test_tails_keep_bounded_memory_on_one_long_line(one_long_line):
     finally:
         tracemalloc.stop()
     assert peak < 24 << 20, f"the tails held {peak >> 20} MiB"
+
+
+def test_run_json_nodes_of_any_type_or_a_path_name_no_node():
+    from training.rundir.nodes import other_hosts
+
+    assert other_hosts({"nodes": True}) == [] and other_hosts({"nodes": 5}) == []
+    assert other_hosts({"nodes": [{"host": "../../home/me"}, {"host": ".."}, {"host": ""}, {"host": "gpu-b"}]}) \
+        == ["gpu-b"]

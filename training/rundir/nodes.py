@@ -57,8 +57,12 @@ def on_host(host: str | None) -> str:
 
 
 def other_hosts(run_json: dict[str, Any]) -> list[str]:
+    """run.json's other nodes; a host that could not be a folder name of nodes/ (a path, '..',
+    empty) is no node: run.json is anyone's to have edited, and the host names a folder here."""
     nodes = run_json.get("nodes") if isinstance(run_json, dict) else None
-    return [str(n["host"]) for n in nodes or [] if isinstance(n, dict) and isinstance(n.get("host"), str)]
+    hosts = [n["host"] for n in (nodes if isinstance(nodes, list) else [])
+             if isinstance(n, dict) and isinstance(n.get("host"), str)]
+    return [h for h in hosts if h and "/" not in h and "\0" not in h and h not in (".", "..")]
 
 
 def head_host(run_json: dict[str, Any]) -> str:
