@@ -7,6 +7,7 @@ carry "kind": "telemetry"); `TextTail` follows a plain per-rank log file. Worker
 from __future__ import annotations
 
 import os
+import re
 from collections import deque
 from pathlib import Path
 
@@ -19,13 +20,21 @@ from traindeck.untrusted import open_regular
 MAX_LINE_BYTES = 64 << 10
 
 
+# Terminal control sequences in a log: CSI (colours, cursor moves, erase: Rich's live bar, Keras'
+# progress bar), OSC (titles, links) and the two-byte escapes. A log view shows the text, not them.
+_ESCAPES = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+_CONTROLS = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _shown(line: bytes) -> str:
     """What a terminal would show of one log line: a progress bar redrawn with \r shows its last
-    drawing, not every one."""
+    drawing, not every one; terminal control sequences are not text."""
+    if b"\x1b" in line:
+        line = _ESCAPES.sub(b"", line)
     if b"\r" in line:
-        drawings = [d for d in line.split(b"\r") if d]
+        drawings = [d for d in line.split(b"\r") if d.strip()]
         line = drawings[-1] if drawings else b""
-    return line.decode("utf-8", "replace")
+    return _CONTROLS.sub(b"", line).decode("utf-8", "replace")
 
 
 class TextTail:

@@ -426,3 +426,15 @@ def test_run_json_nodes_of_any_type_or_a_path_name_no_node():
     assert other_hosts({"nodes": True}) == [] and other_hosts({"nodes": 5}) == []
     assert other_hosts({"nodes": [{"host": "../../home/me"}, {"host": ".."}, {"host": ""}, {"host": "gpu-b"}]}) \
         == ["gpu-b"]
+
+
+def test_a_rank_logs_terminal_sequences_are_not_shown_as_text(tmp_path):
+    """Rich's live bar (TTY_COMPATIBLE, the lightning preset) and Keras' bar write cursor moves and
+    colours into the log; the rank log view shows what a terminal would: the latest drawing."""
+    from tui.tail import TextTail
+
+    log = tmp_path / "rank-0.log"
+    log.write_bytes(b"\x1b[2K\x1b[1A\x1b[1;32mEpoch 0/2\x1b[0m 3/8 loss 0.41\r\x1b[2KEpoch 0/2 4/8 loss 0.40\n"
+                    b"\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\ text\x07\n")
+    lines, _ = TextTail(log).read()
+    assert lines == ["Epoch 0/2 4/8 loss 0.40", "link text"]
