@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-
 FS_ROOT = Path("/")  # where /proc and /sys/fs/cgroup are read; tests point it at a fake tree
 
 

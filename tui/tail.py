@@ -13,7 +13,6 @@ from pathlib import Path
 
 from traindeck.untrusted import open_regular
 
-
 # A log line longer than this is shown cut (with how much was cut): a script that prints one
 # endless line, or a progress bar redrawn with \r and never ended with \n, must not grow the
 # viewer's memory without bound.

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.fake_runs import append_events, event, make_run_dir, run_record, write_exit
+from tests.support.fake_runs import append_events, event, make_run_dir, write_exit
 from tests.support.locations import ROOT
 from traindeck.heartbeat import read_heartbeats
 from traindeck.untrusted import json_object_problem, parse_json, read_json_object

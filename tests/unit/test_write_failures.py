@@ -14,8 +14,7 @@ import pytest
 
 from training.monitor import telemetry
 from training.monitor.telemetry import TelemetrySampler, read_telemetry
-from training.rundir import RunPaths, RunState, create_run_dir, read_json, write_json_atomic
-from training.rundir import records
+from training.rundir import RunPaths, RunState, create_run_dir, read_json, records, write_json_atomic
 from training.rundir.events import EventReader
 from training.rundir.write_failures import WriteTrouble, describe, retry_until_written
 from training.supervise import supervisor as sup_mod

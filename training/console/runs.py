@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from traindeck.untrusted import json_object_problem, read_bounded
 from training import PROJECT_ROOT
 from training.errors import RunNotFound, TraindeckError
 from training.profile import Profile
@@ -55,7 +56,6 @@ from training.rundir.records import (
     finish_run,
     parse_event,
 )
-from traindeck.untrusted import json_object_problem, read_bounded
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -35,10 +35,10 @@ from typing import Any, Callable, Iterable
 
 import psutil
 
+from traindeck.untrusted import open_regular
 from training.errors import TraindeckError
 from training.monitor.gpu import GpuBackend, GpuInfo, GpuSample, get_backend, normalize_bus_id, normalize_uuid
 from training.rundir import RunPaths
-from traindeck.untrusted import open_regular
 from training.rundir.events import encode, make_event, open_append, parse_lines, read_all, read_last_lines
 from training.rundir.heartbeat import read_heartbeats
 from training.rundir.write_failures import WriteTrouble

@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from traindeck.untrusted import MAX_JSON_DEPTH, bounded_int, finite_float, open_regular, parse_json, read_bounded
+from traindeck.untrusted import (
+    MAX_JSON_DEPTH,
+    bounded_int,
+    finite_float,
+    open_regular,
+    parse_json,
+    read_bounded,
+)
 from training.rundir.events import EventReader
 from training.rundir.series import Series, SeriesStore
 
