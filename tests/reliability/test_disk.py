@@ -77,7 +77,10 @@ def test_disk_full_during_checkpoint_fails_cleanly_keeps_last_pt_and_resumes_aft
         s2 = wait_done(paths, timeout=180)
         assert s2.state is RunState.FINISHED, (s2, read_json(paths.exit_json))
         log = paths.supervisor_log.read_text()
-        assert "cannot write run.json: disk full" in log or "cannot write events.jsonl: disk full" in log, log[-3000:]
+        # Which of its files the window hits first depends on the box's speed (run.json and events
+        # at the worker's start, telemetry every interval): any of them, said as a full disk.
+        assert any(f"cannot write {name}: disk full" in log for name in ("run.json", "events.jsonl", "telemetry.jsonl")), \
+            log[-3000:]
         assert "work again" in log and "supervisor crashed" not in log, log[-3000:]
         disk = read_json(paths.exit_json)["disk"]
         assert disk["full"] and disk["failed_writes"] > 0 and "run.json" not in disk["still_failing"], disk
