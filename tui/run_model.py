@@ -33,6 +33,11 @@ LIVE_STATES = ("queued", "starting", "running")
 # no "recovered" event for it: a straggler mark older than this has gone quiet and is dropped.
 STRAGGLER_SHOW_S = 330.0
 MAX_CHECKPOINT_MARKS = 2048  # the plot marks at most this many checkpoint steps
+# The plot marks at most this many health firings, the newest (the header counts every incident):
+# a rule firing all day on a long run is not a list as long as the run.
+MAX_HEALTH_MARKS = 2048
+# Rewinds kept, the newest: the [health] nan rule's rewind_max stops a run long before this.
+MAX_REWINDS = 256
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,8 @@ class RunModel:
     version: int = 0  # bumps when a step, epoch or value changed (the headless progress line)
     # rank -> the watchdog's open warning about it (cleared by its "recovered" event).
     alerts: dict[int, Alert] = field(default_factory=dict)
-    # Every [health] rule that fired (training.monitor.health), oldest first, updates included.
+    # The newest MAX_HEALTH_MARKS [health] firings (training.monitor.health), oldest first,
+    # updates included: the plot's marks.
     health: list[HealthEvent] = field(default_factory=list)
     # Health incidents (a firing that is no update of an open one): how many, the newest one's first
     # firing, its id, its newest step and how often it fired. The header shows that one.
@@ -169,8 +175,8 @@ class RunModel:
     health_head_id: str | None = None
     health_head_step: int | None = None
     health_head_firings: int = 1
-    # Every rewind of the [health] nan rule: (from_step, to_step), oldest first. The points after
-    # to_step before it are superseded (training.rundir.series drops them from the plot).
+    # The newest MAX_REWINDS rewinds of the [health] nan rule: (from_step, to_step), oldest first.
+    # The points after to_step before it are superseded (training.rundir.series drops them from the plot).
     rewinds: list[tuple[int, int]] = field(default_factory=list)
     # While queued for GPUs: its place and what it waits for (run.json's gpu_queue, else the last
     # `queued` status event).
@@ -236,6 +242,8 @@ class RunModel:
             self._log(e)
         elif isinstance(e, HealthEvent):
             self.health.append(e)
+            if len(self.health) > MAX_HEALTH_MARKS:
+                del self.health[: len(self.health) - MAX_HEALTH_MARKS]
             self._health(e, event)
 
     def _health(self, e: HealthEvent, event: dict[str, Any]) -> None:
@@ -302,6 +310,8 @@ class RunModel:
         if e.from_step is None or e.to_step is None:
             return
         self.rewinds.append((e.from_step, e.to_step))
+        if len(self.rewinds) > MAX_REWINDS:
+            del self.rewinds[: len(self.rewinds) - MAX_REWINDS]
         self.step = e.to_step
         self.last_loss = None
         self.version += 1

@@ -29,12 +29,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from training.placeholders import NOTIFY_PLACEHOLDERS, fill
 
 END_STATES = ("finished", "failed")
+# The newest command outcomes kept (for tests and a look in a debugger; failures are logged as they
+# come): a run notified for days keeps this many, not one per notification.
+NOTIFY_OUTCOMES_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class Notifier:
         self.on_failure = on_failure or (lambda outcome: None)
         self.clock = clock
         self.last_sent: dict[str, float] = {}  # rule -> when it last notified
-        self.outcomes: list[Outcome] = []
+        self.outcomes: deque[Outcome] = deque(maxlen=NOTIFY_OUTCOMES_KEPT)
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 

@@ -64,6 +64,12 @@ READER_TICK_S = 0.1  # the reader notices a wake-up (a log chosen, the screen cl
 # high-water mark stays in RSS: 2.1x the memory after 10^6 events vs 10^4, against 1.08x with
 # 512 KB (benchmarks/bench_memory.py, BENCHMARKS.md).
 EVENTS_CHUNK_BYTES = 512 << 10
+# Batches the reader thread may have posted that the screen has not folded yet. While it catches
+# up (or the run writes faster than the screen folds) the reader polls again at once; without
+# this bound it read ahead without limit and the queued batches held every event read since
+# (hundreds of MB behind a fast run, issue 35). So at most this many chunks are in memory.
+MAX_EVENT_BATCHES_IN_FLIGHT = 2
+BATCH_WAIT_S = 0.02  # how soon the reader looks again while that many are waiting
 # Attach from the series snapshot (training/rundir/snapshot.py) plus the tail after it; False
 # reads events.jsonl from its start (benchmarks/bench_attach.py's "before").
 USE_SERIES_SNAPSHOT = True
@@ -209,6 +215,8 @@ class RunScreen(Screen):
         self._polls: dict[str, Callable[[], None]] = {
             "events": self._poll_events, "telemetry": self._poll_telemetry, "ranklog": self._poll_log}
         self._wake_reader = threading.Event()  # set: poll everything now (or notice the end)
+        # A slot per EventsArrived posted and not yet folded (MAX_EVENT_BATCHES_IN_FLIGHT).
+        self._batch_slots = threading.Semaphore(MAX_EVENT_BATCHES_IN_FLIGHT)
         self._closing = False
         self._next_poll_s: dict[str, float] = {"events": EVENTS_POLL_S, "telemetry": 1.0, "ranklog": LOG_POLL_S}
 
@@ -325,13 +333,16 @@ class RunScreen(Screen):
     def _poll_events(self) -> None:
         # The feed re-reads run.json and exit.json only when they changed, events.jsonl only when
         # it grew, and checks the supervisor at most once a second: an idle poll posts nothing.
+        if not self._batch_slots.acquire(blocking=False):
+            self._next_poll_s["events"] = BATCH_WAIT_S  # the screen is behind: read on once it folded one
+            return
         batch = self._feed.poll()
         # self.model is the main thread's; reading its state string here is only a hint.
         self._next_poll_s["events"] = 0.0 if not self._feed.caught_up else (
             EVENTS_POLL_S if self.model.live or not self._feed.posted else EVENTS_IDLE_POLL_S)
-        if batch is not None:
-            self.post_message(self.EventsArrived(batch.events, batch.run_json, batch.exit_json, batch.caught_up,
-                                                 batch.orphaned, batch.base))
+        if batch is None or not self.post_message(self.EventsArrived(
+                batch.events, batch.run_json, batch.exit_json, batch.caught_up, batch.orphaned, batch.base)):
+            self._batch_slots.release()
 
     def _poll_telemetry(self) -> None:
         # A `[launch] hosts` run: every other node's telemetry too, from the head's copy in
@@ -412,6 +423,12 @@ class RunScreen(Screen):
 
     # ---- folding the batches into the widgets ------------------------------------------------
     def on_run_screen_events_arrived(self, message: EventsArrived) -> None:
+        try:
+            self._fold_events(message)
+        finally:
+            self._batch_slots.release()  # the reader may read the next chunk
+
+    def _fold_events(self, message: EventsArrived) -> None:
         model = self.model
         model.apply_run_json(message.run_json)
         had_exit = model.exit is not None

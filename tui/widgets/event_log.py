@@ -10,6 +10,7 @@ time zone and in snapshots.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from rich.text import Text
@@ -18,6 +19,11 @@ from textual.widgets import RichLog
 from training.rundir.records import ExitRecord
 from tui.describe import Line, describe
 from tui.formats import format_duration
+
+# Lines an event log holds, however long the run: what a scroll back shows (each line is one
+# event's Strip, about 1-2 KB at 160 columns). The series snapshot keeps as many story events
+# (training.rundir.snapshot.MAX_STORY) so an attach fills the log as following did.
+EVENT_LOG_MAX_LINES = 5000
 
 
 class EventLog(RichLog):
@@ -30,8 +36,13 @@ class EventLog(RichLog):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("wrap", True)
-        kwargs.setdefault("max_lines", 5000)
+        kwargs.setdefault("max_lines", EVENT_LOG_MAX_LINES)
         super().__init__(**kwargs)
+        # RichLog keeps every write in a deque until the widget is first sized: the log in the
+        # Events tab nobody opened never is, and it held a copy of every event's line for the whole
+        # run (about 1 KB an event: the attached console's growth in issue 35). Writes beyond
+        # max_lines would be cut when it is sized anyway; so they are as they come.
+        self._deferred_renders = deque(maxlen=self.max_lines)
         self.start_t: float | None = None
         self.shown_exit = False
 
