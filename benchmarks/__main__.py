@@ -32,6 +32,7 @@ BENCHES = {
     "paint": "benchmarks.bench_paint",        # issue 17: report.log -> header / plot, timed at paint (pyte)
     "memory": "benchmarks.bench_memory",      # 6: RSS after 10^6 vs 10^4 events
     "attach": "benchmarks.bench_attach",      # issue 17: attach to 10^6 events, before/after the snapshot
+    "follow": "benchmarks.bench_follow",      # issue 35: RSS of console/headless/supervisor over a live 10^6-event run
     "input": "benchmarks.bench_input",        # issue 15: data share of step time, num_workers 0 vs 2
     "overhead": "benchmarks.bench_overhead",  # 1 + 7: DDP steps/s bare/headless/TUI, start-up
 }
