@@ -78,7 +78,11 @@ def test_script_runs_in_the_directory_run_py_was_started_from(project, runs_dir)
 @pytest.mark.slow
 def test_ddp_ranks_through_torchrun_run_in_the_project(project, runs_dir, monkeypatch):
     monkeypatch.chdir(project)
-    profile = load_profile("traindeck.toml", ["launch.mode=ddp", "launch.nproc_per_node=2", "launch.backend=gloo"])
+    # c10d here: torch 2.13's gloo can abort a rank in std::terminate as it leaves the group (reproduced with
+    # bare torchrun and a 2-rank script, on static and c10d alike); with this script's timing it hit the
+    # static rendezvous about 1 run in 7 and c10d 0 in 10. Where the script runs is what this test is about.
+    profile = load_profile("traindeck.toml", ["launch.mode=ddp", "launch.nproc_per_node=2", "launch.backend=gloo",
+                                              "launch.rdzv_backend=c10d"])
     paths = runs.start_run(profile, runs_dir)
     assert wait_done(paths).state is RunState.FINISHED, paths.supervisor_log.read_text()
     assert_ran_as_the_user_would(paths, project, world_size=2)

@@ -97,3 +97,12 @@ def test_shared_memory_and_missing_kernel_failures_get_the_fix():
         assert "--ipc=host" in hint and "--shm-size" in hint and "medium: Memory" in hint
     kernel = "torch.AcceleratorError: CUDA error: no kernel image is available for execution on the device"
     assert "sm_100" in make_hint(kernel, 0, None) and "cu128" in make_hint(kernel, 0, None)
+
+
+def test_a_gloo_teardown_abort_gets_the_barrier_hint():
+    """torch 2.13's gloo: a rank leaving the group while its peer still uses it dies in std::terminate
+    with no traceback (reproduced: 4 of 16 bare torchrun runs of a 2-rank script that ends unevenly)."""
+    from training.supervise.diagnosis import make_hint
+
+    hint = make_hint("terminate called without an active exception\n", 1, None)
+    assert hint is not None and "barrier()" in hint and "destroy_process_group" in hint

@@ -50,6 +50,11 @@ _HINTS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"NCCL (error|WARN)|ncclInternalError|ncclSystemError|ncclUnhandledCudaError"),
      "NCCL failed: rerun with launch.env.NCCL_DEBUG = \"INFO\"; on boxes without InfiniBand set "
      "NCCL_IB_DISABLE = \"1\", and NCCL_P2P_DISABLE = \"1\" if GPUs cannot talk peer-to-peer"),
+    # torch 2.13's gloo: a rank that destroys the group (or exits) while a peer still uses it can die
+    # in std::terminate with no Python traceback (seen 1 in 4 on a 2-rank CPU run that ends unevenly).
+    (re.compile(r"terminate called without an active exception"),
+     "a rank left the gloo process group while another still used it (torch's gloo teardown aborts): "
+     "call torch.distributed.barrier() before destroy_process_group() at the end of the script"),
     (re.compile(r"Address already in use|EADDRINUSE"),
      "the rendezvous port is taken: leave launch.rdzv_endpoint empty so a free port is picked"),
     (re.compile(r"No module named '([\w.]+)'"),

@@ -70,6 +70,10 @@ def main() -> None:
                 torch.save({"model": (model.module if distributed else model).state_dict(), "step": step},
                            last)
                 report.checkpoint(last, step=step)
+        if distributed:
+            # torch's gloo aborts a rank that leaves while its peer still writes (rank 0 here):
+            # the ranks that finished leave together.
+            dist.barrier()
     finally:
         if distributed:
             dist.destroy_process_group()
