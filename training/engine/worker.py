@@ -210,6 +210,7 @@ def leave_process_group(clean: bool) -> None:
             # Every rank leaves together: torch's gloo aborts a rank (std::terminate, no traceback)
             # that destroys the group while a peer still uses it, as rank 0 does while it writes.
             dist.barrier()
+        with contextlib.suppress(Exception):
             dist.destroy_process_group()
         return
     if dist.get_backend() != "nccl":
