@@ -85,6 +85,10 @@ class RunFeed:
         self._events_key: StatKey | None = None
         self._caught_up = False
         self._posted = False
+        # What the last batch carried: run_json() may be called between polls (the telemetry
+        # poll reads the node list from it), so a change is judged against what was posted.
+        self._posted_run_json: dict[str, Any] | None = None
+        self._posted_exit_json: dict[str, Any] | None = None
         self._orphaned = False
         self._status: SupervisorStatus | None = None
         self._status_checked = float("-inf")
@@ -158,9 +162,8 @@ class RunFeed:
     # ---- one poll (the run screen's events worker) -------------------------------------------
     def poll(self) -> FeedBatch | None:
         """What is new, or None when nothing is (an idle poll is a few os.stat calls)."""
-        old_run, old_exit = self._run_json, self._exit_json
         run_json, exit_json = self.run_json(), self.exit_json()
-        changed = run_json != old_run or exit_json != old_exit
+        changed = run_json != self._posted_run_json or exit_json != self._posted_exit_json
         orphaned = self.orphaned()
         base = self.start_from_snapshot()
         key = stat_key(self.paths.events)
@@ -177,6 +180,7 @@ class RunFeed:
         if not post:
             return None
         self._posted = True
+        self._posted_run_json, self._posted_exit_json = run_json, exit_json
         return FeedBatch(events, run_json, exit_json, caught_up, orphaned, base)
 
     @property

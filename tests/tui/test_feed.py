@@ -86,3 +86,16 @@ async def test_run_screen_notices_a_supervisor_that_dies_while_watched(tmp_path,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_run_json_change_read_between_polls_still_reaches_the_next_batch(tmp_path):
+    # The telemetry poll reads run.json (for the node list) on the same feed between two event
+    # polls: the change it saw first must still be posted, or the screen never learns the run ended.
+    paths = make_run_dir(tmp_path, "20261124-183000-cpu", state="running", created=T0)
+    feed = RunFeed(paths, snapshot=False)
+    assert feed.poll() is not None and feed.poll() is None
+    make_run_dir(tmp_path, "20261124-183000-cpu", state="stopped", created=T0)
+    assert feed.run_json()["state"] == "stopped"  # the other poll got there first
+    batch = feed.poll()
+    assert batch is not None and batch.run_json["state"] == "stopped"
+    assert feed.poll() is None
