@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import stat
 from typing import Any, BinaryIO
+
+from traindeck.numbers import finite_number
 
 # run.json, exit.json, heartbeats, control.json: a few KiB each. Anything much bigger is not ours.
 MAX_RECORD_BYTES = 16 << 20
@@ -135,13 +136,7 @@ def json_object_problem(path: str | os.PathLike, limit: int = MAX_RECORD_BYTES) 
 
 def finite_float(value: Any) -> float | None:
     """A finite int or float (not a bool) as a float, else None (1e999, Infinity, NaN, 10**400)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond a double
-        return None
-    return number if math.isfinite(number) else None
+    return finite_number(value)
 
 
 def bounded_int(value: Any, lo: int, hi: int) -> int | None:
