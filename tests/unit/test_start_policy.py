@@ -16,7 +16,8 @@ from tests.fixtures.fake_nvml import eight_b200, four_2080ti
 from tests.support.locations import ROOT
 from tests.support.profiles import profile_from
 from training.console import preflight
-from training.console.start_policy import START_RULES, StartRefused, check_start
+from training.console.check_table import START_RULES
+from training.console.start_policy import StartRefused, check_start
 from training.monitor.gpu import GpuBackend
 from training.profile import load_profile
 

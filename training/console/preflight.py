@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from training.console.check_table import MIN_FREE_DISK_GIB, Check, closing_hint  # noqa: F401 - Check: its home for callers
 from training.profile import Profile, ProfileError, list_profile_names, load_profile
 from training.supervise.visibility import (  # noqa: F401
     VisibleGpus,
@@ -23,23 +24,6 @@ from training.supervise.visibility import (  # noqa: F401
     run_gpus,
     visible_gpus,
 )
-
-MIN_FREE_DISK_GIB = 2.0
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    # A warning does not fail the preflight (e.g. a different GPU model than the profile's).
-    warning: bool = False
-    # A failure no wait can fix (the start table refuses it with another fix).
-    never: bool = False
-
-    @property
-    def mark(self) -> str:
-        return "ok  " if self.ok and not self.warning else ("warn" if self.ok else "FAIL")
 
 
 @dataclass
@@ -70,9 +54,7 @@ class PreflightReport:
         out += self.node_commands
         failed = [c for c in self.checks if not c.ok]
         if failed:
-            # The fix fits the failure (training.console.start_policy: the table starts use too).
-            from training.console.start_policy import closing_hint
-
+            # The fix fits the failure (training.console.check_table: the table starts use too).
             out.append(f"preflight FAILED ({', '.join(c.name for c in failed)}); nothing was started. "
                        + closing_hint(p, failed, self.runs_dir))
         else:
