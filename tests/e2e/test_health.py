@@ -8,10 +8,9 @@ import math
 import pytest
 import torch
 
-from tests.support.live_runs import events, stop_quietly, wait_done
+from tests.support.live_runs import events, run_to_end
 from tests.support.profiles import builtin_profile
 from tests.support.waiting import wait_for
-from training.console import runs
 from training.engine.checkpoint import load_checkpoint
 from training.rundir import RunState, read_json
 from tui.headless.lines import HEALTH_EXIT, exit_code
@@ -21,19 +20,22 @@ pytestmark = pytest.mark.slow
 NAN_AT = 23
 
 
-def test_a_nan_run_is_save_stopped_with_a_good_last_checkpoint(runs_dir):
-    profile = builtin_profile("single", epochs=1, steps=400, log_every=5, extra=f"""
+def nan_run(runs_dir, mode: str, steps: int, delay_s: float, timeout: float, health: str = "", env: str = ""):
+    """A built-in run that goes NaN at step NAN_AT, checkpointing every 10 steps, run to its end."""
+    profile = builtin_profile(mode, epochs=1, steps=steps, log_every=5, extra=f"""
 [checkpoint]
 every_steps = 10
+{health}
 [launch.env]
 TRAINDECK_TEST_NAN_AT_STEP = "{NAN_AT}"
-TRAINDECK_TEST_STEP_DELAY_S = "0.03"
+TRAINDECK_TEST_STEP_DELAY_S = "{delay_s}"
+{env}
 """)
-    paths = runs.start_run(profile, runs_dir)
-    try:
-        summary = wait_done(paths, timeout=40)
-    finally:
-        stop_quietly(paths)
+    return run_to_end(profile, runs_dir, timeout=timeout)
+
+
+def test_a_nan_run_is_save_stopped_with_a_good_last_checkpoint(runs_dir):
+    paths, summary = nan_run(runs_dir, "single", steps=400, delay_s=0.03, timeout=40)
     assert summary.state is RunState.STOPPED, summary
     # The rule fired once, at the first logging step after the NaN, and asked the worker to save-stop.
     health = events(paths, "health")
@@ -63,21 +65,8 @@ def test_a_nan_run_rewinds_to_its_last_checkpoint_and_finishes_on_the_kept_branc
     from tui.run_model import RunModel
 
     steps = 160
-    profile = builtin_profile("single", epochs=1, steps=steps, log_every=5, extra=f"""
-[checkpoint]
-every_steps = 10
-[health]
-nan = "rewind"
-rewind_lr_factor = 0.5
-[launch.env]
-TRAINDECK_TEST_NAN_AT_STEP = "{NAN_AT}"
-TRAINDECK_TEST_STEP_DELAY_S = "0.02"
-""")
-    paths = runs.start_run(profile, runs_dir)
-    try:
-        summary = wait_done(paths, timeout=40)
-    finally:
-        stop_quietly(paths)
+    paths, summary = nan_run(runs_dir, "single", steps=steps, delay_s=0.02, timeout=40,
+                             health='[health]\nnan = "rewind"\nrewind_lr_factor = 0.5')
     assert summary.state is RunState.FINISHED, summary
     health = events(paths, "health")
     assert [(e["rule"], e["step"], e["action"], e["asked"]) for e in health] == [("nan", 25, "rewind", "rewind")]
@@ -125,22 +114,8 @@ def test_a_ddp_nan_run_rewinds_every_rank_and_finishes_on_the_kept_branch(runs_d
     the logging boundary's all-reduce, reload step 20's last.pt, and finish in step with each other,
     the counter continuous from 20 and the loss below its pre-NaN value."""
     dump = tmp_path / "weights"
-    profile = builtin_profile("ddp", epochs=1, steps=120, log_every=5, extra=f"""
-[checkpoint]
-every_steps = 10
-[health]
-nan = "rewind"
-[launch.env]
-OMP_NUM_THREADS = "1"
-TRAINDECK_TEST_NAN_AT_STEP = "{NAN_AT}"
-TRAINDECK_TEST_STEP_DELAY_S = "0.02"
-TRAINDECK_TEST_DUMP_WEIGHTS = "{dump}"
-""")
-    paths = runs.start_run(profile, runs_dir)
-    try:
-        summary = wait_done(paths, timeout=60)
-    finally:
-        stop_quietly(paths)
+    paths, summary = nan_run(runs_dir, "ddp", steps=120, delay_s=0.02, timeout=60, health='[health]\nnan = "rewind"',
+                             env=f'OMP_NUM_THREADS = "1"\nTRAINDECK_TEST_DUMP_WEIGHTS = "{dump}"')
     assert summary.state is RunState.FINISHED, paths.supervisor_log.read_text()
     (started,) = [e for e in events(paths, "status") if e.get("state") == "running" and e.get("source") != "supervisor"]
     assert started["world_size"] == 2 and started["backend"] == "gloo"
@@ -190,11 +165,7 @@ nan = "warn"
 [notify]
 command = {json.dumps(command)}
 """)
-    paths = runs.start_run(profile, runs_dir)
-    try:
-        summary = wait_done(paths, timeout=30)
-    finally:
-        stop_quietly(paths)
+    paths, summary = run_to_end(profile, runs_dir, timeout=30)
     assert summary.state is RunState.FINISHED, paths.supervisor_log.read_text()
     health = events(paths, "health")
     assert [(e["rule"], e["step"], e["action"]) for e in health] == [("nan", 4, "warn")], health

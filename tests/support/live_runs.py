@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.support.waiting import wait_for
 from training.console import runs
+from training.profile import Profile
 from training.rundir import RunPaths, RunState
 from training.rundir.events import read_all
 from training.rundir.heartbeat import read_heartbeats
@@ -76,6 +77,15 @@ def stop_quietly(paths: RunPaths) -> None:
     """Stop a run if it is still live (cleanup after a test that failed half-way)."""
     if runs.is_live(paths):
         runs.stop_run(paths, grace_s=1.0)
+
+
+def run_to_end(profile: Profile, runs_dir: Path, timeout: float = 60.0) -> tuple[RunPaths, runs.RunSummary]:
+    """Start a real run and wait for it to end; a run still live when the wait fails is stopped."""
+    paths = runs.start_run(profile, runs_dir)
+    try:
+        return paths, wait_done(paths, timeout=timeout)
+    finally:
+        stop_quietly(paths)
 
 
 def tmp_files(root: Path) -> list[Path]:
