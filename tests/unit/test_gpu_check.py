@@ -14,26 +14,8 @@ import pytest
 import torch
 
 from tests.support.fake_runs import append_events, event, make_run_dir, write_exit
-from training.console.gpu_check import (
-    EXIT_SKIPPED,
-    FAIL,
-    PASS,
-    SKIP,
-    GpuCheck,
-    judge_autocast,
-    judge_cuda,
-    judge_dp,
-    judge_fp16_scaler,
-    judge_grad_accum,
-    judge_grad_scaler,
-    judge_memory,
-    judge_onnx,
-    judge_rank_failure,
-    judge_resume,
-    judge_stop,
-    judge_telemetry,
-    judge_training,
-)
+from training.console import gpu_check_judge as judges
+from training.console.gpu_check import EXIT_SKIPPED, FAIL, PASS, SKIP, GpuCheck
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_790_000_000.0
@@ -89,7 +71,7 @@ def _run(tmp_path, state="finished", device="cuda:0", backend="nccl", autocast=(
 
 
 def test_a_finished_cuda_run_with_a_loadable_checkpoint_passes(tmp_path):
-    item = judge_training(_run(tmp_path, backend="nccl"), "cuda", "nccl")
+    item = judges.judge_training(_run(tmp_path, backend="nccl"), "cuda", "nccl")
     assert item.status == PASS and "step 40" in item.detail
 
 
@@ -100,25 +82,25 @@ def test_a_finished_cuda_run_with_a_loadable_checkpoint_passes(tmp_path):
     ({"backend": "gloo"}, "not nccl"),
 ])
 def test_a_run_that_did_not_train_on_cuda_fails(tmp_path, kwargs, why):
-    item = judge_training(_run(tmp_path, **kwargs), "cuda", "nccl")
+    item = judges.judge_training(_run(tmp_path, **kwargs), "cuda", "nccl")
     assert item.status == FAIL and why in item.detail
 
 
 def test_autocast_every_replica_in_the_profiles_dtype(tmp_path):
     good = _run(tmp_path, autocast=[{"cuda:0": ["bfloat16"], "cuda:1": ["bfloat16"]}])
-    assert judge_autocast(good, "bfloat16", devices=2)[0]
+    assert judges.judge_autocast(good, "bfloat16", devices=2)[0]
     # DataParallel's bug: a replica thread in the thread default (fp16) instead of the profile's bf16.
     bad = _run(tmp_path / "b", autocast=[{"cuda:0": ["bfloat16"], "cuda:1": ["float16"]}])
-    ok, text = judge_autocast(bad, "bfloat16", devices=2)
+    ok, text = judges.judge_autocast(bad, "bfloat16", devices=2)
     assert not ok and "float16" in text
     few = _run(tmp_path / "c", autocast=[{"cuda:0": ["bfloat16"]}])
-    assert not judge_autocast(few, "bfloat16", devices=1, ranks=2)[0]  # a DDP rank did not report
+    assert not judges.judge_autocast(few, "bfloat16", devices=1, ranks=2)[0]  # a DDP rank did not report
 
 
 def test_grad_scaler_only_with_fp16(tmp_path):
-    assert judge_grad_scaler(_run(tmp_path, grad_scaler=True), "fp16")[0]
-    assert not judge_grad_scaler(_run(tmp_path / "b", grad_scaler=True), "bf16")[0]
-    assert judge_grad_scaler(_run(tmp_path / "c", grad_scaler=False), "bf16")[0]
+    assert judges.judge_grad_scaler(_run(tmp_path, grad_scaler=True), "fp16")[0]
+    assert not judges.judge_grad_scaler(_run(tmp_path / "b", grad_scaler=True), "bf16")[0]
+    assert judges.judge_grad_scaler(_run(tmp_path / "c", grad_scaler=False), "bf16")[0]
 
 
 def _gpu(index, ranks, t=None, **fields):
@@ -143,39 +125,39 @@ _BEATS = {0: {"devices": [{"uuid": "GPU-a"}]}, 1: {"devices": [{"uuid": "GPU-b"}
 
 def test_telemetry_each_ranks_gpu_gained_memory_and_load_while_it_trained():
     real = [_sample(T0 + 16, _gpu(0, [0]), _gpu(1, [1]), _gpu(2, [], util=0, mem_used_mib=3))]
-    item = judge_telemetry(real, 2, _BEATS, _TRAINING, _BASELINE)
+    item = judges.judge_telemetry(real, 2, _BEATS, _TRAINING, _BASELINE)
     assert item.status == PASS and "rank 1 GPU [1] +997 MiB 90%" in item.detail, item.detail
     assert item.evidence["ranks"][0]["samples_in_window"] == 1
     fake = [{**real[0], "source": "fake-nvml"}]
-    assert "not the real NVML" in judge_telemetry(fake, 2, _BEATS, _TRAINING, _BASELINE).detail
+    assert "not the real NVML" in judges.judge_telemetry(fake, 2, _BEATS, _TRAINING, _BASELINE).detail
     no_power = [_sample(T0 + 16, _gpu(0, [0], power_w=None), _gpu(1, [1], power_w=None))]
-    assert "power_w" in judge_telemetry(no_power, 2, _BEATS, _TRAINING, _BASELINE).detail
-    assert "device UUID" in judge_telemetry(real, 2, {0: _BEATS[0], 1: {}}, _TRAINING, _BASELINE).detail
+    assert "power_w" in judges.judge_telemetry(no_power, 2, _BEATS, _TRAINING, _BASELINE).detail
+    assert "device UUID" in judges.judge_telemetry(real, 2, {0: _BEATS[0], 1: {}}, _TRAINING, _BASELINE).detail
     # torch spells the UUID without "GPU-": still the rank's GPU.
-    assert judge_telemetry(real, 2, {0: {"devices": [{"uuid": "A"}]}, 1: _BEATS[1]}, _TRAINING,
+    assert judges.judge_telemetry(real, 2, {0: {"devices": [{"uuid": "A"}]}, 1: _BEATS[1]}, _TRAINING,
                            _BASELINE).status == PASS
-    assert judge_telemetry([{"source": "cpu", "workers": []}], 2, _BEATS, _TRAINING, _BASELINE).status == FAIL
+    assert judges.judge_telemetry([{"source": "cpu", "workers": []}], 2, _BEATS, _TRAINING, _BASELINE).status == FAIL
 
 
 def test_telemetry_idle_samples_after_the_run_do_not_count():
     """The false pass the first judge had: samples after the run (fake NVML-like idle GPUs still
     showing the fields, and the rank labels) filled what it required."""
     after = [_sample(T0 + 30, _gpu(0, [0]), _gpu(1, [1]))]  # outside the window
-    item = judge_telemetry(after, 2, _BEATS, _TRAINING, _BASELINE)
+    item = judges.judge_telemetry(after, 2, _BEATS, _TRAINING, _BASELINE)
     assert item.status == FAIL and "no NVML sample of its GPU" in item.detail
     idle = [_sample(T0 + 16, _gpu(0, [0], util=0, mem_used_mib=3), _gpu(1, [1], util=0, mem_used_mib=3))]
-    item = judge_telemetry(idle, 2, _BEATS, _TRAINING, _BASELINE)
+    item = judges.judge_telemetry(idle, 2, _BEATS, _TRAINING, _BASELINE)
     assert item.status == FAIL and "gained 0 MiB" in item.detail and "utilisation 0%" in item.detail
     # Before rank 1's own first step (T0 + 11) its GPU's sample is not its training.
     early = [_sample(T0 + 10.7, _gpu(0, [0]), _gpu(1, [1]))]
-    assert "rank 1: no NVML sample" in judge_telemetry(early, 2, _BEATS, _TRAINING, _BASELINE).detail
+    assert "rank 1: no NVML sample" in judges.judge_telemetry(early, 2, _BEATS, _TRAINING, _BASELINE).detail
 
 
 def test_telemetry_labels_agreeing_is_not_the_ranks_memory_on_that_gpu():
     """Rank 1's heartbeat says GPU b, the labels say rank 1 is on GPU c, which is busy; GPU b
     (rank 1's own) is idle: the labels agree with nothing the rank did."""
     crossed = [_sample(T0 + 16, _gpu(0, [0]), _gpu(1, [], util=0, mem_used_mib=3), _gpu(2, [1]))]
-    item = judge_telemetry(crossed, 2, _BEATS, _TRAINING, _BASELINE)
+    item = judges.judge_telemetry(crossed, 2, _BEATS, _TRAINING, _BASELINE)
     assert item.status == FAIL and "rank 1: GPU [1] gained 0 MiB" in item.detail
 
 
@@ -183,7 +165,7 @@ def test_telemetry_finds_a_mig_rank_by_its_gpus_bus_id():
     beats = {0: {"devices": [{"uuid": "MIG-0d9f", "pci_bus_id": "0000:3B:00.0"}]}}
     samples = [_sample(T0 + 16, _gpu(0, [0], pci_bus_id="0000:3b:00.0"))]
     base = {0: {**_BASELINE[0], "pci_bus_id": "0000:3b:00.0"}}
-    assert judge_telemetry(samples, 1, beats, _TRAINING, base).status == PASS
+    assert judges.judge_telemetry(samples, 1, beats, _TRAINING, base).status == PASS
 
 
 def _snap(used, procs=()):
@@ -191,9 +173,9 @@ def _snap(used, procs=()):
 
 
 def test_memory_by_pid_where_nvml_listed_the_runs_pids():
-    item = judge_memory({0: _snap(500)}, {0: _snap(520)}, {4242}, {4242})
+    item = judges.judge_memory({0: _snap(500)}, {0: _snap(520)}, {4242}, {4242})
     assert item.status == PASS and item.evidence["method"] == "pid" and item.detail.startswith("[pid]")
-    held = judge_memory({0: _snap(500)}, {0: _snap(1300, [(4242, 800)])}, {4242}, {4242})
+    held = judges.judge_memory({0: _snap(500)}, {0: _snap(1300, [(4242, 800)])}, {4242}, {4242})
     assert held.status == FAIL and "pid 4242 on GPU 0 (800 MiB)" in held.detail
 
 
@@ -202,16 +184,16 @@ def test_memory_in_a_container_cannot_be_hidden_by_another_tenant():
     the runs holds memory' was always true; a leaked 800 MiB context while another tenant freed
     800 MiB passed the +-64 MiB comparison. Now the item says which method judged, and that it
     cannot judge here."""
-    tenant_left = judge_memory({0: _snap(9000, [(9001, 800)])}, {0: _snap(9000, [(77123, 800)])}, {4242}, set())
+    tenant_left = judges.judge_memory({0: _snap(9000, [(9001, 800)])}, {0: _snap(9000, [(77123, 800)])}, {4242}, set())
     assert tenant_left.status == FAIL and "77123 (800 MiB)" in tenant_left.detail  # a process not there before
-    hidden = judge_memory({0: _snap(9000, [(9001, 800)])}, {0: _snap(9000)}, {4242}, set())
+    hidden = judges.judge_memory({0: _snap(9000, [(9001, 800)])}, {0: _snap(9000)}, {4242}, set())
     assert hidden.status == FAIL and hidden.detail.startswith("cannot judge") and "9001 left" in hidden.detail
     assert hidden.evidence["method"] == "cannot judge"
-    freed = judge_memory({0: _snap(9000)}, {0: _snap(8000)}, {4242}, set())
+    freed = judges.judge_memory({0: _snap(9000)}, {0: _snap(8000)}, {4242}, set())
     assert freed.status == FAIL and "1000 MiB freed" in freed.detail
-    clean = judge_memory({0: _snap(500)}, {0: _snap(520)}, {4242}, set())
+    clean = judges.judge_memory({0: _snap(500)}, {0: _snap(520)}, {4242}, set())
     assert clean.status == PASS and clean.evidence["method"] == "used-memory"
-    grown = judge_memory({0: _snap(500), 1: _snap(3)}, {0: _snap(500), 1: _snap(900)}, {4242}, set())
+    grown = judges.judge_memory({0: _snap(500), 1: _snap(3)}, {0: _snap(500), 1: _snap(900)}, {4242}, set())
     assert grown.status == FAIL and "GPU 1 +897 MiB" in grown.detail
 
 
@@ -219,11 +201,11 @@ def test_cuda_judges_torchs_own_device_count_and_arch_list():
     """The first cuda item passed after its gate whatever torch saw: a torch that sees 1 of 8
     B200s (monkeypatched torch facts beside the eight_b200 fake) or has no sm_100 kernels."""
     caps = [(f"GPU {i} (NVIDIA B200)", (10, 0)) for i in range(8)]
-    good = judge_cuda(nvml_count=8, torch_count=8, arch_list=["sm_90", "sm_100"], gpus=caps, versions={})
+    good = judges.judge_cuda(nvml_count=8, torch_count=8, arch_list=["sm_90", "sm_100"], gpus=caps, versions={})
     assert good.status == PASS and good.evidence["torch_device_count"] == 8
-    few = judge_cuda(nvml_count=8, torch_count=1, arch_list=["sm_100"], gpus=caps, versions={})
+    few = judges.judge_cuda(nvml_count=8, torch_count=1, arch_list=["sm_100"], gpus=caps, versions={})
     assert few.status == FAIL and "device_count() is 1" in few.detail
-    old = judge_cuda(nvml_count=8, torch_count=8, arch_list=["sm_80", "sm_90"], gpus=caps, versions={"torch": "2.5"})
+    old = judges.judge_cuda(nvml_count=8, torch_count=8, arch_list=["sm_80", "sm_90"], gpus=caps, versions={"torch": "2.5"})
     assert old.status == FAIL and "sm_100" in old.detail
 
 
@@ -270,10 +252,10 @@ def _dp_run(tmp_path, autocast, dp_ids):
 def test_dp_fallback_to_one_device_fails(tmp_path):
     """The first dp item checked only that the device was cuda: DataParallel fallen back to one
     device (plan_dp with too few visible GPUs) trained, checkpointed and passed."""
-    fallback = judge_dp(_dp_run(tmp_path, {"cuda:0": ["bfloat16"]}, None), replicas=4)
+    fallback = judges.judge_dp(_dp_run(tmp_path, {"cuda:0": ["bfloat16"]}, None), replicas=4)
     assert fallback.status == FAIL and "1 replica(s)" in fallback.detail and "fell back" in fallback.detail
     split = {f"cuda:{i}": ["bfloat16"] for i in range(4)}
-    assert judge_dp(_dp_run(tmp_path / "b", split, [0, 1, 2, 3]), replicas=4).status == PASS
+    assert judges.judge_dp(_dp_run(tmp_path / "b", split, [0, 1, 2, 3]), replicas=4).status == PASS
 
 
 def test_preflight_judges_the_profile_written_for_this_box(tmp_path):
@@ -309,9 +291,9 @@ def test_preflight_passes_when_the_box_profiles_pass(tmp_path, monkeypatch):
 # ---- the new runs' judges ----------------------------------------------------------------------
 
 def test_stop_must_have_stopped_with_nothing_left():
-    assert judge_stop({"state": "stopped", "seconds": 4.0}, 720, []).status == PASS
-    assert "not stopped" in judge_stop({"state": "finished"}, 720, []).detail
-    assert "still alive" in judge_stop({"state": "stopped"}, 720, [4242]).detail
+    assert judges.judge_stop({"state": "stopped", "seconds": 4.0}, 720, []).status == PASS
+    assert "not stopped" in judges.judge_stop({"state": "finished"}, 720, []).detail
+    assert "still alive" in judges.judge_stop({"state": "stopped"}, 720, [4242]).detail
 
 
 def _resumed(tmp_path, starts=(0, 60), state="finished"):
@@ -328,14 +310,14 @@ def _stopped_ckpt(step=60, scale=65536.0, cuda_rng=True, ranks=2):
 
 
 def test_resume_onto_the_gpu_from_the_stopped_checkpoint(tmp_path):
-    assert judge_resume(_resumed(tmp_path), _stopped_ckpt(), "cuda", 2, fp16=True).status == PASS
-    fresh = judge_resume(_resumed(tmp_path / "b", starts=(0, 0)), _stopped_ckpt(), "cuda", 2, fp16=True)
+    assert judges.judge_resume(_resumed(tmp_path), _stopped_ckpt(), "cuda", 2, fp16=True).status == PASS
+    fresh = judges.judge_resume(_resumed(tmp_path / "b", starts=(0, 0)), _stopped_ckpt(), "cuda", 2, fp16=True)
     assert fresh.status == FAIL and "started at step 0" in fresh.detail
-    no_cuda_rng = judge_resume(_resumed(tmp_path / "c"), _stopped_ckpt(cuda_rng=False), "cuda", 2, fp16=True)
+    no_cuda_rng = judges.judge_resume(_resumed(tmp_path / "c"), _stopped_ckpt(cuda_rng=False), "cuda", 2, fp16=True)
     assert "no CUDA RNG state" in no_cuda_rng.detail
-    no_scaler = judge_resume(_resumed(tmp_path / "d"), _stopped_ckpt(scale=None), "cuda", 2, fp16=True)
+    no_scaler = judges.judge_resume(_resumed(tmp_path / "d"), _stopped_ckpt(scale=None), "cuda", 2, fp16=True)
     assert "no GradScaler state" in no_scaler.detail
-    once = judge_resume(_resumed(tmp_path / "e", starts=(0,)), _stopped_ckpt(), "cuda", 2, fp16=True)
+    once = judges.judge_resume(_resumed(tmp_path / "e", starts=(0,)), _stopped_ckpt(), "cuda", 2, fp16=True)
     assert "not resumed" in once.detail
 
 
@@ -343,9 +325,9 @@ def test_fp16_scaler_needs_fp16_forwards_and_a_scale(tmp_path):
     paths = _run(tmp_path, grad_scaler=True, autocast=[{"cuda:0": ["float16"]}])
     torch.save({"format": 1, "model": {"w": torch.zeros(2)}, "step": 40, "scaler": {"scale": 32768.0}},
                paths.checkpoints / "last.pt")
-    assert judge_fp16_scaler(paths).status == PASS
+    assert judges.judge_fp16_scaler(paths).status == PASS
     off = _run(tmp_path / "b", grad_scaler=False, autocast=[{"cuda:0": ["float16"]}])
-    assert judge_fp16_scaler(off).status == FAIL
+    assert judges.judge_fp16_scaler(off).status == FAIL
 
 
 def test_grad_accum_ranks_must_end_with_the_same_weights(tmp_path):
@@ -354,9 +336,9 @@ def test_grad_accum_ranks_must_end_with_the_same_weights(tmp_path):
     weights.mkdir()
     for r in range(2):
         torch.save({"w": torch.ones(3)}, weights / f"rank-{r}.pt")
-    assert judge_grad_accum(paths, weights, 2, 2).status == PASS
+    assert judges.judge_grad_accum(paths, weights, 2, 2).status == PASS
     torch.save({"w": torch.ones(3) * 2}, weights / "rank-1.pt")
-    item = judge_grad_accum(paths, weights, 2, 2)
+    item = judges.judge_grad_accum(paths, weights, 2, 2)
     assert item.status == FAIL and "different weights (w)" in item.detail
 
 
@@ -364,13 +346,13 @@ def test_onnx_export_on_cuda(tmp_path):
     paths = _run(tmp_path)
     append_events(paths, [event(T0 + 4, "log", level="info", message="exported ONNX (opset 17) to model.onnx: 9 bytes")])
     (paths.root / "model.onnx").write_bytes(b"onnxbytes")
-    assert judge_onnx(paths).status == PASS
+    assert judges.judge_onnx(paths).status == PASS
     missing = _run(tmp_path / "b")
     append_events(missing, [event(T0 + 4, "log", level="warning", message="ONNX export skipped: onnx not installed")])
-    assert judge_onnx(missing).status == SKIP
+    assert judges.judge_onnx(missing).status == SKIP
     failed = _run(tmp_path / "c")
     append_events(failed, [event(T0 + 4, "log", level="warning", message="ONNX export failed (X: y)")])
-    assert judge_onnx(failed).status == FAIL
+    assert judges.judge_onnx(failed).status == FAIL
 
 
 def test_a_raising_rank_ends_the_run_in_seconds_and_is_named(tmp_path):
@@ -382,11 +364,11 @@ def test_a_raising_rank_ends_the_run_in_seconds_and_is_named(tmp_path):
     write_exit(paths, returncode=1, state="failed", t=T0 + 8, failed_rank=1)
     beat = {"rank": 1, "pid": 1, "step": 3, "epoch": 1, "t": T0 + 5, "state": "failed"}
     write_json_atomic(heartbeat_path(paths.root, 1), beat)
-    item = judge_rank_failure(paths, 1, 60, "nccl")
+    item = judges.judge_rank_failure(paths, 1, 60, "nccl")
     assert item.status == PASS and "3.0 s later naming rank 1" in item.detail
-    assert judge_rank_failure(paths, 0, 60, "nccl").status == FAIL  # exit.json names rank 1, not 0
+    assert judges.judge_rank_failure(paths, 0, 60, "nccl").status == FAIL  # exit.json names rank 1, not 0
     write_exit(paths, returncode=1, state="failed", t=T0 + 600, failed_rank=1)  # NCCL's timeout
-    assert "bound 60 s" in judge_rank_failure(paths, 1, 60, "nccl").detail
+    assert "bound 60 s" in judges.judge_rank_failure(paths, 1, 60, "nccl").detail
 
 
 def test_the_raise_hook_raises_on_its_rank_only(monkeypatch):
