@@ -19,50 +19,35 @@ def profile_from(body: str, name: str = "t") -> Profile:
     return parse_profile(f'name = "{name}"\n' + body, path=str(SCRIPTS / f"{name}.toml"))
 
 
+def _table(name: str, **values) -> str:
+    """A TOML table from keyword arguments, in their order; a None value is left out."""
+    return f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items() if v is not None)
+
+
+def _launch_and_train(mode: str, nproc: int, grace: float, **train) -> str:
+    """[launch] (2 gloo ranks under ddp) and [train] with `train` in it."""
+    ranks = {"nproc_per_node": nproc, "backend": "gloo"} if mode == "ddp" else {}
+    return _table("launch", mode=mode, **ranks, stop_grace_s=grace) + _table("train", **train)
+
+
+TELEMETRY = _table("telemetry", interval_s=0.5)
+
+
 def custom_profile(script: str, mode: str = "ddp", nproc: int = 2, args: list[str] | None = None,
                    grace: float = 3.0, name: str = "t", extra: str = "") -> Profile:
     """A user's script from tests/data/scripts, launched the way the profile says."""
-    nproc_line = f'nproc_per_node = {nproc}\nbackend = "gloo"' if mode == "ddp" else ""
-    return profile_from(f"""
-[launch]
-mode = "{mode}"
-{nproc_line}
-stop_grace_s = {grace}
-[train]
-script = "{SCRIPTS / script}"
-args = {json.dumps(list(args or []))}
-[telemetry]
-interval_s = 0.5
-{extra}
-""", name=name)
+    return profile_from(_launch_and_train(mode, nproc, grace, script=str(SCRIPTS / script), args=list(args or []))
+                        + TELEMETRY + extra, name=name)
 
 
 def builtin_profile(mode: str = "single", epochs: int = 1, steps: int = 0, samples: int = 4096, hidden: int = 16,
                     features: int = 32, log_every: int = 5, extra: str = "", name: str = "t",
                     grace: float = 3.0) -> Profile:
     """The built-in tiny task (an MLP on synthetic data), sized by the arguments."""
-    nproc_line = 'nproc_per_node = 2\nbackend = "gloo"' if mode == "ddp" else ""
-    steps_line = f"steps_per_epoch = {steps}" if steps else ""
-    return profile_from(f"""
-[launch]
-mode = "{mode}"
-{nproc_line}
-stop_grace_s = {grace}
-[train]
-task = "tiny"
-epochs = {epochs}
-batch_size = 16
-lr = 0.01
-log_every = {log_every}
-{steps_line}
-[task]
-samples = {samples}
-features = {features}
-hidden = {hidden}
-[telemetry]
-interval_s = 0.5
-{extra}
-""", name=name)
+    return profile_from(_launch_and_train(mode, 2, grace, task="tiny", epochs=epochs, batch_size=16, lr=0.01,
+                                          log_every=log_every, steps_per_epoch=steps or None)
+                        + _table("task", samples=samples, features=features, hidden=hidden)
+                        + TELEMETRY + extra, name=name)
 
 
 def cpu_profile(epochs: int = 50, steps_per_epoch: int = 200, step_delay_s: float = 0.02,
