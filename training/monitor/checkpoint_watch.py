@@ -35,12 +35,12 @@ import glob
 import os
 import re
 import stat
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from training.rundir.events import append_events, make_event
+from training.monitor.polling import EventWritingPoller
+from training.rundir.events import make_event
 
 POLL_S = 0.5
 SETTLE_S = 1.0
@@ -171,7 +171,7 @@ class CheckpointScan:
                 continue
 
 
-class CheckpointWatcher:
+class CheckpointWatcher(EventWritingPoller):
     def __init__(self, pattern: str | os.PathLike | None, events_path: Path, run_dir: Path, cwd: Path,
                  since: float, poll_s: float = POLL_S, settle_s: float = SETTLE_S,
                  clock: Callable[[], float] = time.monotonic,
@@ -180,25 +180,19 @@ class CheckpointWatcher:
         """`append`: where the events go instead of straight into events_path (the supervisor's
         writer, which keeps and retries them while the disk is full). `scan`: find the files by
         name (CheckpointScan) instead of by the glob `pattern`."""
-        self.append = append
+        super().__init__(poll_s, "traindeck-checkpoint-watch", events_path, append)
         self.scan = scan
         pattern = str(pattern or "")
         # Relative to the script's directory, not ours; that directory's name is no pattern.
         self.pattern = pattern if os.path.isabs(pattern) else os.path.join(glob.escape(str(cwd)), pattern)
-        self.events_path = Path(events_path)
         self.run_dir = Path(run_dir)
         self.cwd = Path(cwd)
-        self.poll_s = poll_s
         self.settle_s = settle_s
         self.clock = clock
         self.reported: dict[str, Signature] = {}
         # path -> (signature seen, when it was first seen with that signature)
         self.pending: dict[str, tuple[Signature, float]] = {}
-        self.events_written = 0
-        self.errors = 0
         self.retired = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._baseline(since)
 
     def _files(self) -> list[str]:
@@ -212,29 +206,19 @@ class CheckpointWatcher:
             if sig is not None and sig[1] < since * 1e9:
                 self.reported[path] = sig
 
-    def start(self) -> CheckpointWatcher:
-        self._thread = threading.Thread(target=self._run, name="traindeck-checkpoint-watch", daemon=True)
-        self._thread.start()
-        return self
+    def poll_step(self) -> bool:
+        self.poll_once()
+        return False
 
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def after_stop(self, timeout_s: float) -> None:
+        # The writer is gone: what changed and has not settled is as finished as it will get.
         self.poll_once(final=True)
 
     def retire(self) -> None:
         """Stop for good, reporting nothing more: the script reports its own checkpoints
         (traindeck.report), so what a name scan finds would tell each of them twice."""
         self.retired = True
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            try:
-                self.poll_once()
-            except Exception:  # noqa: BLE001 - a bad file must not end the watch for the rest of the run
-                self.errors += 1
+        self._stopping.set()
 
     def poll_once(self, final: bool = False) -> list[dict[str, Any]]:
         """Report the files that settled since the last poll (every changed one when `final`)."""
@@ -265,15 +249,7 @@ class CheckpointWatcher:
             self.pending.pop(path, None)
             self.reported[path] = sig
             events.append(self._event(path, sig))
-        if events:
-            try:
-                if self.append is not None:
-                    self.append(events)
-                else:
-                    append_events(self.events_path, events)
-                self.events_written += len(events)
-            except OSError:
-                self.errors += 1
+        self.deliver(events)
         return events
 
     def _event(self, path: str, sig: Signature) -> dict[str, Any]:

@@ -72,21 +72,20 @@ viewer read them so) and gain `rule` and `action` fields.
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from traindeck.numbers import finite_number, is_nonfinite
+from training.monitor.polling import PollingThread
 from training.rundir import RunPaths
 from training.rundir.events import EventReader, make_event
 from training.rundir.nodes import NodeDir, on_host
 
 CHECK_INTERVAL_S = 1.0
-NONFINITE_STRINGS = frozenset({"nan", "inf", "-inf", "+inf", "infinity", "-infinity"})
 # Throughput: the running median is over this many recent healthy points, and judges only
 # once it has this many.
 THROUGHPUT_HISTORY = 50
@@ -108,21 +107,6 @@ STOPPING = ("stop", "save-stop")
 EARLY_HEAD_BYTES = 256 << 10
 # Rules whose every firing is an incident of its own (each non-finite value needs its action).
 OWN_INCIDENT_EACH_FIRING = frozenset({"nan"})
-
-
-def is_nonfinite(value: Any) -> bool:
-    """NaN or inf as a float, or as the string events.jsonl stores it as."""
-    if isinstance(value, str):
-        return value.strip().lower() in NONFINITE_STRINGS
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    return False
-
-
-def finite_number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def is_loss_name(name: str) -> bool:
@@ -576,18 +560,18 @@ def _setting(profile: Any, name: str, default: Any) -> Any:
     return getattr(getattr(profile, "health", None), name, default)
 
 
-class HealthMonitor:
+class HealthMonitor(PollingThread):
     """Feeds new events to the rules, runs the watchdog's checks, acts and records every firing."""
 
     def __init__(self, paths: RunPaths, profile: Any, emit: Callable[[list[dict[str, Any]]], None],
                  act: Callable[[str, Finding], str] | None = None, watchdog: Any = None,
                  clock: Callable[[], float] = time.time, interval_s: float = CHECK_INTERVAL_S,
                  from_start: bool = False, nodes: list[NodeDir] | None = None):
+        super().__init__(interval_s, name="traindeck-health")
         self.paths = paths
         self.emit = emit
         self.act = act or (lambda action, finding: "warn" if action == "off" else action)
         self.clock = clock
-        self.interval_s = interval_s
         self.actions = {name: str(_setting(profile, name, "warn")) for name in
                         ("nan", "divergence", "overfit", "throughput", "memory_creep", "throttle", "stall",
                          "straggler")}
@@ -626,9 +610,6 @@ class HealthMonitor:
                     reader.offset = reader.path.stat().st_size
                 except OSError:
                     pass
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error_reported = False
 
     def _learn_early_loss(self) -> None:
         """A resumed run's early loss, which the divergence rule measures "large" against, from the
@@ -642,28 +623,10 @@ class HealthMonitor:
             except Exception:  # noqa: BLE001 - without it the rule learns the early loss as it goes
                 pass
 
-    # ---- thread
-    def start(self) -> HealthMonitor:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="traindeck-health", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.poll(self.clock())
-            except Exception as exc:  # health is advisory: it never takes the supervisor down
-                if not self._error_reported:
-                    self._error_reported = True
-                    print(f"health: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    # ---- thread (PollingThread's): one poll per interval; a failure is told once, health is advisory
+    def poll_step(self) -> bool:
+        self.poll(self.clock())
+        return False
 
     def poll(self, now: float) -> list[dict[str, Any]]:
         """Read the new events, check, emit what is due; returns what was emitted. Telemetry is read

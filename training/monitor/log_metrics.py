@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from training.monitor.metric_presets import PRESETS, preset_names
-from training.rundir.events import append_events, make_event
+from training.monitor.polling import EventWritingPoller
+from training.rundir.events import make_event
 
 PLACEMENT_GROUPS = ("step", "epoch")
 # Groups that describe the point rather than being a value to plot.
@@ -217,7 +218,7 @@ def _as_int(text: str | None) -> int | None:
     return int(value)
 
 
-class LogTailer:
+class LogTailer(EventWritingPoller):
     """Follow a growing text log on a daemon thread; parsed events go to events.jsonl.
 
     `find_log` is asked for the path until it returns one that exists (rank 0's log may not be
@@ -228,49 +229,28 @@ class LogTailer:
                  poll_s: float = 0.2, append: Callable[[list[dict[str, Any]]], Any] | None = None):
         """`append`: where the events go instead of straight into events_path (the supervisor's
         writer, which keeps and retries them while the disk is full)."""
+        super().__init__(poll_s, "traindeck-log-tailer", events_path, append)
         self.find_log = find_log
-        self.append = append
         self.parser = parser
-        self.events_path = Path(events_path)
-        self.poll_s = poll_s
         self.path: Path | None = None
         self.offset = 0
         self.lines = 0
-        self.events_written = 0
         self.dropped_long_lines = 0
-        self.errors = 0
         self._inode: int | None = None
         self._partial = b""
         self._discarding = False  # inside a line that already went over MAX_LINE_BYTES
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._io_lock = threading.Lock()
 
-    def start(self) -> LogTailer:
-        self._thread = threading.Thread(target=self._run, name="traindeck-log-tailer", daemon=True)
-        self._thread.start()
-        return self
+    def poll_step(self) -> bool:
+        return self.poll_once()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread, then read and parse whatever is left, including a final unterminated line."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def after_stop(self, timeout_s: float) -> None:
+        """Read and parse whatever is left, including a final unterminated line."""
         # A fast script can leave more than one chunk unread when it exits: catch up first.
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout_s
         while self.poll_once() and time.monotonic() < deadline:
             pass
         self.poll_once(final=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.poll_once()
-            except Exception:  # a parser bug must not end metric tailing for the rest of the run
-                self.errors += 1
-                busy = False
-            if not busy:
-                self._stop.wait(self.poll_s)
 
     def poll_once(self, final: bool = False) -> bool:
         """Read what is new; returns True if there may be more to read right away."""
@@ -290,15 +270,7 @@ class LogTailer:
                     events.extend(self.parser.finish(t=now))
                 except Exception:
                     self.errors += 1
-            if events:
-                try:
-                    if self.append is not None:
-                        self.append(events)
-                    else:
-                        append_events(self.events_path, events)
-                    self.events_written += len(events)
-                except OSError:
-                    self.errors += 1
+            self.deliver(events)
             return more
 
     def _locate(self) -> Path | None:

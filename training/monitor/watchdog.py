@@ -42,8 +42,6 @@ import math
 import os
 import re
 import statistics
-import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -51,6 +49,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from traindeck.untrusted import bounded_int, finite_float, read_json_object
+from training.monitor.polling import PollingThread
+from training.monitor.telemetry import read_telemetry
 from training.rundir import RunPaths
 from training.rundir.events import make_event
 from training.rundir.heartbeat import HEARTBEAT_INTERVAL_S, MAX_HEARTBEAT_BYTES
@@ -139,12 +139,13 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
-class Watchdog:
+class Watchdog(PollingThread):
     def __init__(self, paths: RunPaths | str | os.PathLike, profile: Any,
                  emit: Callable[[list[dict[str, Any]]], None],
                  telemetry_lookup: Callable[[int], float | None] | None = None,
                  clock: Callable[[], float] = time.time, interval_s: float = CHECK_INTERVAL_S,
                  since: float | None = None, nodes: list[NodeDir] | None = None):
+        super().__init__(interval_s, name="traindeck-watchdog")
         self.paths = paths if isinstance(paths, RunPaths) else RunPaths(Path(paths))
         # Whose heartbeats to read: this run directory alone, or every node of a multi-node run.
         self.nodes = nodes or [NodeDir(None, self.paths)]
@@ -155,42 +156,21 @@ class Watchdog:
         self.emit = emit
         self.telemetry_lookup = telemetry_lookup
         self.clock = clock
-        self.interval_s = interval_s
         # Heartbeats older than this are from an earlier life of the run directory (a resumed run,
         # a crashed one): a "training" file from yesterday is not a hang of today's ranks.
         self.since = clock() - 1.0 if since is None else since
         self._stamps: dict[tuple[str | None, int], tuple] = {}
         self._ranks: dict[int, _RankState] = {}
         self._incidents: list[_Incident] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error_reported = False
 
     # ---------------------------------------------------------------- thread
 
-    def start(self) -> Watchdog:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="traindeck-watchdog", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                events = self.check(self.clock())
-                if events:
-                    self.emit(events)
-            except Exception as exc:  # the watchdog is advisory: it never takes the supervisor down
-                if not self._error_reported:
-                    self._error_reported = True
-                    print(f"watchdog: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    def poll_step(self) -> bool:
+        """One check per interval (PollingThread's); a failure is told once, the watchdog is advisory."""
+        events = self.check(self.clock())
+        if events:
+            self.emit(events)
+        return False
 
     # ---------------------------------------------------------------- the logic
 
@@ -483,8 +463,6 @@ def telemetry_gpu_util(paths: RunPaths, nodes: list[NodeDir] | None = None) -> C
 
 
 def _util_in(telemetry: Path, rank: int) -> float | None:
-    from training.monitor.telemetry import read_telemetry
-
     samples = read_telemetry(telemetry, last_n=1)
     if not samples:
         return None
