@@ -18,9 +18,10 @@ import sys
 import termios
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import psutil
 
@@ -204,13 +205,7 @@ class PtyProcess:
                 self.proc.wait(3)
             except subprocess.TimeoutExpired:
                 pass
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         try:
             os.close(self.master)
         except OSError:
@@ -259,13 +254,55 @@ class SyntheticWriter:
             raise RuntimeError(f"synthetic writer did not start: {line!r}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
+
+
+LIVE_RUN_NAME = "20260101-000000-live"
+
+
+@contextmanager
+def console_on_live_run(runs_dir: Path, argv: Callable[[Path], list[str]] = attach_argv, cols: int = 120,
+                        rows: int = 36, env: dict[str, str] | None = None, cwd: Path = PROJECT_ROOT,
+                        min_bytes: int = 2000, what: str = "the console", timed: bool = False,
+                        writer_extra: list[str] | None = None) -> Iterator[tuple[Path, PtyProcess]]:
+    """A live synthetic run in `runs_dir` (8 GPUs; a SyntheticWriter at 10 events/s with telemetry
+    plays its supervisor) and `argv(run_dir)` (the console attached to it) in a pty, started
+    (`min_bytes` drawn); yields (run_dir, pty); on leaving, both are stopped. `timed` keeps the
+    pty's reads with their times from the start (PtyProcess.timed)."""
+    root = runs_dir / LIVE_RUN_NAME
+    root.mkdir()
+    writer = SyntheticWriter(root, 10, telemetry=True, extra=writer_extra)
+    pty = None
+    try:
+        make_run_dir(runs_dir, root.name, gpus=8, live_pid=writer.pid)
+        writer.wait_ready()
+        pty = PtyProcess(argv(root), cols=cols, rows=rows, env=env or base_env(), cwd=cwd)
+        if timed:
+            pty.timed = []
+        if not pty.wait_started(60, min_bytes=min_bytes):
+            raise RuntimeError(f"{what} did not start: {pty.tail()[-800:]!r}")
+        yield root, pty
+    finally:
+        if pty is not None:
+            pty.stop()
+        writer.stop()
+
+
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM a child that is still running; kill it if it has not gone within 5 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def print_results(results: list[Result]) -> None:
+    """A benchmark's `main`: each result's line, as it comes."""
+    for r in results:
+        print(r.line(), flush=True)
 
 
 def measure_cpu(pty: PtyProcess, seconds: float) -> float:

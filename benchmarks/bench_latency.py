@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import Result, SyntheticWriter, make_run_dir, percentile
+from benchmarks._common import Result, SyntheticWriter, make_run_dir, percentile, print_results
 
 TARGET_P95_MS = 250.0
 BURST = 20_000
@@ -139,10 +139,5 @@ def run(quick: bool = False) -> list[Result]:
     return out
 
 
-def main() -> None:
-    for r in run():
-        print(r.line(), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    print_results(run())

@@ -29,17 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import (
-    PROJECT_ROOT,
-    PYTHON,
-    PtyProcess,
-    Result,
-    SyntheticWriter,
-    base_env,
-    load_note,
-    make_run_dir,
-    percentile,
-)
+from benchmarks._common import Result, console_on_live_run, load_note, percentile
 
 HEADER_TARGET_S = 1.0
 PLOT_TARGET_S = 2.0
@@ -131,19 +121,8 @@ def plot_latencies(frames, logged, t0: float, t1: float) -> list[float]:
 
 def measure(cols: int, rows: int, seconds: float, settle_s: float = SETTLE_S) -> dict:
     with tempfile.TemporaryDirectory(prefix="td-bench-paint-") as d:
-        root = Path(d) / "20260101-000000-live"
-        root.mkdir()
-        writer = SyntheticWriter(root, 10, telemetry=True,
-                                 extra=["--via-report", "--jump-every", str(JUMP_EVERY_S)])
-        pty = None
-        try:
-            make_run_dir(Path(d), root.name, gpus=8, live_pid=writer.pid)
-            writer.wait_ready()
-            pty = PtyProcess([PYTHON, str(PROJECT_ROOT / "run.py"), "--runs-dir", d, "--attach", str(root)],
-                             cols=cols, rows=rows, env=base_env(), cwd=PROJECT_ROOT)
-            pty.timed = []
-            if not pty.wait_started(60, min_bytes=2000):
-                raise RuntimeError(f"the console did not start: {pty.tail()[-800:]!r}")
+        with console_on_live_run(Path(d), cols=cols, rows=rows, timed=True,
+                                 writer_extra=["--via-report", "--jump-every", str(JUMP_EVERY_S)]) as (root, pty):
             time.sleep(settle_s)
             t0 = time.time()
             time.sleep(seconds)
@@ -151,10 +130,6 @@ def measure(cols: int, rows: int, seconds: float, settle_s: float = SETTLE_S) ->
             time.sleep(PLOT_TARGET_S * 2)  # what was logged at the window's end gets its chance to show
             chunks = list(pty.timed)
             cpu = pty.cpu_seconds()
-        finally:
-            if pty is not None:
-                pty.stop()
-            writer.stop()
         frames = replay(chunks, cols, rows)
         logged = logged_steps(root / "events.jsonl")
     head = header_latencies(frames, logged, t0, t1)

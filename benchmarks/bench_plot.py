@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from benchmarks._common import Result
+from benchmarks._common import Result, print_results
 
 TARGET_RATIO = 1.5
 SIZES = (1_000, 100_000, 1_000_000)
@@ -104,10 +104,5 @@ def run(quick: bool = False) -> list[Result]:
     return out
 
 
-def main() -> None:
-    for r in run():
-        print(r.line(), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    print_results(run())

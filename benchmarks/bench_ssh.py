@@ -31,16 +31,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks._common import (
-    PROJECT_ROOT,
-    PYTHON,
-    PtyProcess,
-    Result,
-    SyntheticWriter,
-    base_env,
-    load_note,
-    make_run_dir,
-)
+from benchmarks._common import PROJECT_ROOT, PYTHON, Result, base_env, console_on_live_run, load_note
 
 SETTLE_S = 4.0
 MOVE = re.compile(rb"\x1b\[(\d+);(\d+)H")
@@ -60,18 +51,9 @@ def measure(variant: str, cols: int, rows: int, seconds: float, before: Path | N
             breakdown: bool = False) -> dict:
     tree = before if variant == "before" and before is not None else PROJECT_ROOT
     with tempfile.TemporaryDirectory(prefix="td-bench-ssh-") as d:
-        root = Path(d) / "20260101-000000-live"
-        root.mkdir()
-        writer = SyntheticWriter(root, 10, telemetry=True)
-        pty = None
-        try:
-            make_run_dir(Path(d), root.name, gpus=8, live_pid=writer.pid)
-            writer.wait_ready()
-            env = base_env()
-            env["PYTHONPATH"] = str(tree)
-            pty = PtyProcess(_argv(variant, root, tree), cols=cols, rows=rows, env=env, cwd=tree)
-            if not pty.wait_started(60, min_bytes=500 if variant == "htop" else 2000):
-                raise RuntimeError(f"{variant} did not start: {pty.tail()[-800:]!r}")
+        with console_on_live_run(Path(d), lambda root: _argv(variant, root, tree), cols=cols, rows=rows,
+                                 env=base_env(PYTHONPATH=str(tree)), cwd=tree, what=variant,
+                                 min_bytes=500 if variant == "htop" else 2000) as (root, pty):
             time.sleep(settle_s)
             pty.recording = bytearray() if breakdown else None
             c0, b0, t0 = pty.cpu_seconds(), pty.bytes, time.monotonic()
@@ -86,10 +68,6 @@ def measure(variant: str, cols: int, rows: int, seconds: float, before: Path | N
                 out["by_widget"] = {k: v / dt * 60 / 1024 for k, v in
                                     attribute(raw, asyncio.run(widget_map(root, cols, rows))).items()}
             return out
-        finally:
-            if pty is not None:
-                pty.stop()
-            writer.stop()
 
 
 async def widget_map(root: Path, cols: int, rows: int) -> list[list[str]]:
