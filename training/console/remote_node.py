@@ -34,11 +34,24 @@ from training.errors import TraindeckError
 FOLLOW_POLL_S = 0.25
 
 
-def _check_owned(paths, action: str) -> None:
-    """The head asks as its user: a directory here that is not that user's is not acted on."""
+def _run_here(args: argparse.Namespace, why: str = ""):
+    """The run in args.run_dir on this node (a TraindeckError if there is none)."""
+    from training.rundir import RunPaths
+
+    paths = RunPaths(Path(args.run_dir))
+    if not paths.run_json.exists():
+        raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}{why}")
+    return paths
+
+
+def _owned_run(args: argparse.Namespace):
+    """The run in args.run_dir on this node, to act on. The head asks as its user: a directory here
+    that is not that user's is not acted on (a TraindeckError)."""
     from training.console.owned_run import check_owned_run
 
-    check_owned_run(paths, f"remote_node {action}")
+    paths = _run_here(args)
+    check_owned_run(paths, f"remote_node {args.action}")
+    return paths
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -58,25 +71,17 @@ def _start(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     from training.console.runs import stop_run
-    from training.rundir import RunPaths
 
-    paths = RunPaths(Path(args.run_dir))
-    if not paths.run_json.exists():
-        raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}")
-    _check_owned(paths, args.action)
+    paths = _owned_run(args)
     state = stop_run(paths, grace_s=args.grace)
     print(json.dumps({"state": state.value}))
     return 0
 
 
 def _control(args: argparse.Namespace) -> int:
-    from training.rundir import RunPaths
     from training.rundir.control import send, send_and_wait
 
-    paths = RunPaths(Path(args.run_dir))
-    if not paths.run_json.exists():
-        raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}")
-    _check_owned(paths, args.action)
+    paths = _owned_run(args)
     if args.no_wait:
         ack = f"request {send(paths, args.request)} sent"
     else:
@@ -87,12 +92,8 @@ def _control(args: argparse.Namespace) -> int:
 
 def _dump(args: argparse.Namespace) -> int:
     from training.console.stackdump import dump_stacks
-    from training.rundir import RunPaths
 
-    paths = RunPaths(Path(args.run_dir))
-    if not paths.run_json.exists():
-        raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}")
-    _check_owned(paths, args.action)
+    paths = _owned_run(args)
     print(json.dumps({"lines": dump_stacks(paths)}))
     return 0
 
@@ -100,12 +101,9 @@ def _dump(args: argparse.Namespace) -> int:
 def _follow(args: argparse.Namespace) -> int:
     import time
 
-    from training.rundir import RunPaths
     from training.rundir.node_stream import NodeStream, encode
 
-    paths = RunPaths(Path(args.run_dir))
-    if not paths.run_json.exists():
-        raise TraindeckError(f"no run in {paths.root} on {socket.gethostname()}: nothing to follow")
+    paths = _run_here(args, ": nothing to follow")
     stream = NodeStream(paths.root, {"events.jsonl": args.events_offset, "telemetry.jsonl": args.telemetry_offset},
                         files=not args.no_files)
     try:
