@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -46,8 +48,11 @@ def beat(paths: RunPaths, rank: int) -> None:
     write_json_atomic(paths.heartbeats / f"rank-{rank}.json", {"rank": rank, "pid": 1, "step": 3, "t": 1.0})
 
 
-def acknowledge(paths: RunPaths, stop: threading.Event) -> threading.Thread:
-    """Rank 0's side of the control channel: the request acknowledged by a `log` event."""
+@contextmanager
+def acknowledging(paths: RunPaths) -> Iterator[None]:
+    """Rank 0's side of the control channel while inside: the request acknowledged by a `log` event."""
+    stop = threading.Event()
+
     def run():
         while not stop.is_set():
             request = read_json(paths.control)
@@ -56,9 +61,11 @@ def acknowledge(paths: RunPaths, stop: threading.Event) -> threading.Thread:
                                                         seq=request["seq"], message=f"{request['action']} at step 3")])
                 return
             stop.wait(0.05)
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def test_control_goes_to_rank_0s_node_over_ssh(tmp_path, local_ssh):
@@ -67,12 +74,8 @@ def test_control_goes_to_rank_0s_node_over_ssh(tmp_path, local_ssh):
     head, node = two_node_run(tmp_path)
     beat(head, 1)
     beat(head.node("gpu-b"), 0)  # c10d put rank 0 on gpu-b: its heartbeat came over in the copy
-    stop = threading.Event()
-    acknowledge(node, stop)
-    try:
+    with acknowledging(node):
         assert control_run(head, "pause", timeout_s=30) == "pause at step 3 (rank 0 on gpu-b)"
-    finally:
-        stop.set()
     assert read_json(node.control)["action"] == "pause"
     assert not head.control.exists()
 
@@ -83,12 +86,8 @@ def test_control_stays_on_the_head_when_rank_0_lives_there(tmp_path):
     head, node = two_node_run(tmp_path)
     beat(head, 0)
     beat(head.node("gpu-b"), 1)
-    stop = threading.Event()
-    acknowledge(head, stop)
-    try:
+    with acknowledging(head):
         assert control_run(head, "save", timeout_s=30) == "save at step 3"
-    finally:
-        stop.set()
     assert not node.control.exists()
 
 
