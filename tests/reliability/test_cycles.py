@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.live_runs import statuses, tmp_files, wait_done, wait_step
-from tests.support.locations import ROOT, SCRIPTS
+from tests.support.locations import ROOT
 from tests.support.processes import assert_gone, assert_no_processes_of, bound, listeners, recorded, sigkill
-from tests.support.profiles import custom_profile
+from tests.support.profiles import custom_profile, spin_profile_file
 from tests.support.waiting import wait_for
 from training.console import runs
 from training.rundir import RunPaths, RunState, list_run_dirs, read_json, read_run_json
@@ -35,20 +35,6 @@ pytestmark = pytest.mark.slow
 CYCLES = 50
 DDP_CYCLES = {10: "stop", 25: "kill_launcher", 40: "stop"}
 ROTATION = ["stop", "stop_escalate", "sigint_headless", "kill_launcher"]
-
-
-def _profile_file(tmp: Path) -> Path:
-    path = tmp / "spin.toml"
-    path.write_text(f"""name = "spin"
-[launch]
-mode = "single"
-stop_grace_s = 1
-[train]
-script = "{SCRIPTS / 'spin.py'}"
-[telemetry]
-interval_s = 0.5
-""")
-    return path
 
 
 def _sigint_headless(runs_dir: Path, profile_path: Path, env: dict[str, str]) -> RunPaths:
@@ -107,7 +93,7 @@ def test_50_start_stop_cycles_leave_no_process_port_or_temp_file(runs_dir, tmp_p
     private_tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(private_tmp))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    profile_path = _profile_file(tmp_path)
+    profile_path = spin_profile_file(tmp_path, grace=1)
     t0 = time.monotonic()
     done: dict[str, int] = {}
     for i in range(CYCLES):

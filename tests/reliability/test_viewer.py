@@ -18,14 +18,14 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.live_runs import wait_step
-from tests.support.locations import ROOT, SCRIPTS
-from tests.support.processes import assert_gone, assert_no_processes_of, recorded
+from tests.support.locations import ROOT
+from tests.support.processes import assert_gone, assert_no_processes_of, read_until, recorded
+from tests.support.profiles import spin_profile_file
 from tests.support.waiting import wait_for
 from training.console import runs
 from training.rundir import RunPaths, RunState, list_run_dirs
@@ -101,20 +101,6 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _profile_file(tmp: Path) -> str:
-    path = tmp / "spin.toml"
-    path.write_text(f"""name = "spin"
-[launch]
-mode = "single"
-stop_grace_s = 2
-[train]
-script = "{SCRIPTS / 'spin.py'}"
-[telemetry]
-interval_s = 0.5
-""")
-    return str(path)
-
-
 def _the_run(runs_dir: Path) -> RunPaths:
     return wait_for(lambda: (list_run_dirs(runs_dir) or [None])[0], 60, "the run directory")
 
@@ -134,17 +120,9 @@ def _attach_sees_progress(runs_dir: Path, paths: RunPaths, after_step: int) -> N
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--runs-dir", str(runs_dir), "--attach", paths.id,
                              "--headless"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
-    seen = []
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line.rstrip())
-            m = re.search(r"step (\d+)", line)
-            if m and int(m.group(1)) > after_step:
-                break
+        seen = read_until(proc, lambda line: (m := re.search(r"step (\d+)", line)) and int(m.group(1)) > after_step,
+                          60)
         assert any((m := re.search(r"step (\d+)", x)) and int(m.group(1)) > after_step for x in seen), seen
         proc.send_signal(signal.SIGINT)  # detach
         proc.communicate(timeout=30)
@@ -165,7 +143,7 @@ def _stop_and_check(runs_dir: Path, paths: RunPaths) -> None:
 @pytest.mark.parametrize("fault", ["close_pty", "sighup", "kill9"])
 def test_headless_viewer_that_started_the_run_dies_training_goes_on(runs_dir, tmp_path, fault):
     viewer = PtyViewer([sys.executable, str(ROOT / "run.py"), "--runs-dir", str(runs_dir), "--headless",
-                        "--profile", _profile_file(tmp_path)], _env())
+                        "--profile", str(spin_profile_file(tmp_path, grace=2))], _env())
     try:
         paths = _the_run(runs_dir)
         wait_step(paths, 5)

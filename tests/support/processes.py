@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -127,3 +129,18 @@ def bound(port: int, pids: set[int]) -> list:
     """Any socket of `pids` (LISTEN or connected) on local `port`."""
     return [c for c in psutil.net_connections(kind="inet") if c.laddr and c.laddr.port == port
             and c.pid in pids]
+
+
+def read_until(proc: subprocess.Popen, done: Callable[[str], bool], timeout: float) -> list[str]:
+    """`proc`'s stdout (text), line by line, until a line for which `done(line)` holds, its end, or
+    `timeout` seconds; returns the lines read, newlines off."""
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if done(line):
+            break
+    return lines

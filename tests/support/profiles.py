@@ -1,6 +1,7 @@
 """Small profiles for tests that start real runs.
 
     custom_profile("spin.py", mode="single")    a script from tests/data/scripts
+    spin_profile_file(tmp_path, grace=1)        spin.py's profile as a file, for run.py --profile
     builtin_profile("ddp", steps=30)            the built-in tiny task, sizes cut down
     cpu_profile(epochs=50)                      the shipped cpu profile, slowed so a test can act on it
     tiny_cpu_profile("launch.mode=single")      the shipped cpu profile, a few seconds end to end
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from tests.support.locations import SCRIPTS
 from training.profile import Profile, load_profile, parse_profile
@@ -38,6 +40,15 @@ def custom_profile(script: str, mode: str = "ddp", nproc: int = 2, args: list[st
     """A user's script from tests/data/scripts, launched the way the profile says."""
     return profile_from(_launch_and_train(mode, nproc, grace, script=str(SCRIPTS / script), args=list(args or []))
                         + TELEMETRY + extra, name=name)
+
+
+def spin_profile_file(directory: Path, grace: float) -> Path:
+    """spin.toml in `directory`: tests/data/scripts/spin.py in single mode, for a test that starts
+    it through `run.py --profile FILE`."""
+    path = directory / "spin.toml"
+    path.write_text('name = "spin"\n' + _launch_and_train("single", 1, grace, script=str(SCRIPTS / "spin.py"))
+                    + TELEMETRY)
+    return path
 
 
 def builtin_profile(mode: str = "single", epochs: int = 1, steps: int = 0, samples: int = 4096, hidden: int = 16,
