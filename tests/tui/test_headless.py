@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -12,11 +13,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import pytest
 
 from tests.support.locations import ROOT
+from tests.support.processes import read_until
 from training.rundir import RunPaths, RunState, hostname, write_json_atomic
 from training.rundir.events import append_events, make_event
 from tui import headless
@@ -55,6 +58,20 @@ def history(paths: RunPaths) -> None:
                             "workers": [{"rank": 1, "pid": 11, "cpu_percent": 97.0, "rss_mib": 405.0},
                                         {"rank": 0, "pid": 10, "cpu_percent": 98.0, "rss_mib": 410.2}]}) + "\n")
         f.write('{"t": 1, "half a line')
+
+
+def follow_on_a_fake_clock(paths: RunPaths, out: io.StringIO, on_sleep: Callable[[int, float], None],
+                           start: float = T0 + 10.0, interval_s: float = 2.0) -> int:
+    """follow() on a fake clock from `start`: each of its sleeps moves the clock on and then calls
+    on_sleep(n, now), n counting the sleeps from 1."""
+    clock = [start]
+    sleeps = itertools.count(1)
+
+    def fake_sleep(s):
+        clock[0] += s
+        on_sleep(next(sleeps), clock[0])
+
+    return follow(paths, out=out, interval_s=interval_s, clock=lambda: clock[0], sleep=fake_sleep)
 
 
 def lines_of(out: io.StringIO) -> list[str]:
@@ -158,23 +175,18 @@ def test_live_run_progress_lines_then_exit(tmp_path):
     """A run in progress: one progress line per interval while it moves, then the summary."""
     paths = make_run(tmp_path)
     out = io.StringIO()
-    clock = [T0 + 10.0]
-    ticks = []
 
-    def fake_sleep(s):
-        clock[0] += s
-        ticks.append(s)
-        n = len(ticks)
+    def on_sleep(n, now):
         if n <= 3:
-            append_events(paths.events, [make_event("metric", t=clock[0], step=10 * n, epoch=1, split="train",
+            append_events(paths.events, [make_event("metric", t=now, step=10 * n, epoch=1, split="train",
                                                     values={"loss": 1.0 / n})])
         elif n == 5:
-            append_events(paths.events, [make_event("checkpoint", t=clock[0], path="checkpoints/last.pt",
+            append_events(paths.events, [make_event("checkpoint", t=now, path="checkpoints/last.pt",
                                                     epoch=1, step=30, bytes=2048, seconds=0.05)])
         elif n == 7:
             write_json_atomic(paths.exit_json, {"returncode": 0, "state": "finished", "seconds": 25.0})
 
-    assert follow(paths, out=out, interval_s=2.0, clock=lambda: clock[0], sleep=fake_sleep) == 0
+    assert follow_on_a_fake_clock(paths, out, on_sleep) == 0
     lines = lines_of(out)
     assert lines[0] == "[00:10] waiting for the first step (starting)"
     assert lines[1:4] == ["[00:12] epoch 1 step 10 loss 1", "[00:14] epoch 1 step 20 loss 0.5",
@@ -202,20 +214,15 @@ def test_a_custom_script_without_metrics_gets_a_line_every_interval_while_it_pri
     paths = make_run(tmp_path)
     log = paths.logs / "rank-0.log"
     out = io.StringIO()
-    clock = [T0 + 10.0]
-    ticks = []
 
-    def fake_sleep(s):
-        clock[0] += s
-        ticks.append(s)
-        n = len(ticks)
+    def on_sleep(n, now):
         if n <= 3:
             with open(log, "a") as f:
                 f.write(f"reading shard {n}\n" if n < 3 else "batch 7/9 \x1b[32mok\x1b[0m\rbatch 9/9 ok")
         elif n == 6:
             write_json_atomic(paths.exit_json, {"returncode": 0, "state": "finished", "seconds": 22.0})
 
-    assert follow(paths, out=out, interval_s=2.0, clock=lambda: clock[0], sleep=fake_sleep) == 0
+    assert follow_on_a_fake_clock(paths, out, on_sleep) == 0
     progress = [x for x in lines_of(out) if x.startswith("[")]
     assert progress == ["[00:10] waiting for the first step (starting)",
                         "[00:12] starting, no metric yet; rank 0: reading shard 1",
@@ -227,14 +234,12 @@ def test_a_stalled_run_repeats_its_line_rarely_and_says_so(tmp_path):
     paths = make_run(tmp_path)
     append_events(paths.events, [make_event("metric", t=T0, step=5, values={"loss": 2.0})])
     out = io.StringIO()
-    clock = [T0]
 
-    def fake_sleep(s):
-        clock[0] += s
-        if clock[0] - T0 > 65:
+    def on_sleep(n, now):
+        if now - T0 > 65:
             write_json_atomic(paths.exit_json, {"returncode": 0, "state": "finished"})
 
-    follow(paths, out=out, interval_s=1.0, clock=lambda: clock[0], sleep=fake_sleep)
+    follow_on_a_fake_clock(paths, out, on_sleep, start=T0, interval_s=1.0)
     progress = [x for x in lines_of(out) if x.startswith("[")]
     assert len(progress) == 3  # the first, then one every 30 s while nothing moves
     assert progress[1].endswith("| no new step for 30s") and progress[2].endswith("| no new step for 1m00s")
@@ -340,16 +345,8 @@ def test_run_py_headless_ctrl_c_stops_the_run(tmp_path):
         [sys.executable, str(ROOT / "run.py"), "--profile", "cpu", "--headless", "--runs-dir", str(tmp_path),
          "--set", "train.epochs=1", "--set", "task.samples=200000"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines = []
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-            if re.match(r"\[\d\d:\d\d\] .*step \d+", line):
-                break
+        lines = read_until(proc, lambda line: re.match(r"\[\d\d:\d\d\] .*step \d+", line), 120)
         assert any(re.match(r"\[\d\d:\d\d\] .*step \d+", x) for x in lines), "\n".join(lines)
         os.kill(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
