@@ -7,6 +7,7 @@
     processes      process accounting: what run.json records, what the process table holds, ports
     live_runs      waiting on real runs: step reached, run ended, heartbeats, events
     engine         starting the worker directly, the way the supervisor does
+    picker         the console on its picker over one shipped profile, on a fake box; starts recorded
 
 No test module imports another test module; they all import from here.
 """

@@ -4,15 +4,11 @@ and nothing starts; another GPU model is only a warning."""
 
 from __future__ import annotations
 
-import shutil
-
 from textual.widgets import OptionList
 
 from tests.fixtures.fake_nvml import eight_b200, zero_devices
+from tests.support.picker import on_the_picker, picker_app, record_starts
 from tests.support.waiting import await_for
-from training.monitor.gpu import GpuBackend
-from training.profile import PROFILES_DIR
-from tui.app import make_app
 from tui.screens.picker import PickerScreen
 
 
@@ -21,12 +17,9 @@ def _notes(app) -> list[str]:
 
 
 async def test_picker_refuses_a_profile_that_wants_more_gpus_than_the_box_has(tmp_path):
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
-    shutil.copy(PROFILES_DIR / "8xb200-gnn.toml", profiles / "8xb200-gnn.toml")
-    app = make_app(runs_dir=tmp_path / "runs", profiles_dir=profiles, gpu_backend=GpuBackend(nvml=zero_devices()))
+    app = picker_app(tmp_path, "8xb200-gnn", zero_devices())
     async with app.run_test(size=(100, 30)) as pilot:
-        await await_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.entries)
+        await on_the_picker(pilot, app)
         options = app.screen.query_one(OptionList)
         options.highlighted = options.get_option_index("8xb200-gnn")
         await pilot.press("s")
@@ -39,16 +32,11 @@ async def test_picker_refuses_a_profile_that_wants_more_gpus_than_the_box_has(tm
 
 
 async def test_a_start_on_another_gpu_model_warns_and_starts(tmp_path, monkeypatch):
-    started = []
-    monkeypatch.setattr("training.console.runs.start_run", lambda profile, runs_dir, **kw: started.append(profile))
-    monkeypatch.setattr("tui.app.TraindeckApp.on_open_run", lambda self, message: None)
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
-    shutil.copy(PROFILES_DIR / "4x2080ti.toml", profiles / "4x2080ti.toml")
+    started = record_starts(monkeypatch, lambda profile, kw: profile)
     # An idle 8-GPU box (no one else on it): the start takes 4 free GPUs, only the model differs.
-    app = make_app(runs_dir=tmp_path / "runs", profiles_dir=profiles, gpu_backend=GpuBackend(nvml=eight_b200(pids=[])))
+    app = picker_app(tmp_path, "4x2080ti", eight_b200(pids=[]))
     async with app.run_test(size=(100, 30)) as pilot:
-        await await_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.entries)
+        await on_the_picker(pilot, app)
         await pilot.press("s")
         await await_for(pilot, lambda: started, what="the start")
         await await_for(pilot, lambda: any("[warn] gpus: 4 wanted (2080 Ti)" in n for n in _notes(app)),
