@@ -3,17 +3,14 @@ run shows its place and what it waits for in the run screen's header and the run
 
 from __future__ import annotations
 
-import shutil
-
 from textual.widgets import DataTable
 
 from tests.fixtures.fake_nvml import shared_2080ti
 from tests.support.fake_runs import make_run_dir, supervisor_record, synthetic_profile_toml
+from tests.support.picker import on_the_picker, picker_app, record_starts
 from tests.support.waiting import await_for
 from training.monitor.gpu import GpuBackend
-from training.profile import PROFILES_DIR
 from tui.app import make_app
-from tui.screens.picker import PickerScreen
 from tui.screens.run import RunScreen
 from tui.screens.runs import RunsScreen
 from tui.widgets import RunHeader
@@ -23,15 +20,10 @@ SIZE = (160, 30)
 
 
 async def test_the_picker_key_w_starts_the_profile_queued_on_a_busy_box(tmp_path, monkeypatch):
-    started = []
-    monkeypatch.setattr("training.console.runs.start_run", lambda profile, runs_dir, **kw: started.append(kw))
-    monkeypatch.setattr("tui.app.TraindeckApp.on_open_run", lambda self, message: None)
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
-    shutil.copy(PROFILES_DIR / "4x2080ti.toml", profiles / "4x2080ti.toml")
-    app = make_app(runs_dir=tmp_path / "runs", profiles_dir=profiles, gpu_backend=GpuBackend(nvml=shared_2080ti()))
+    started = record_starts(monkeypatch, lambda profile, kw: kw)
+    app = picker_app(tmp_path, "4x2080ti", shared_2080ti())
     async with app.run_test(size=(100, 30)) as pilot:
-        await await_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.entries)
+        await on_the_picker(pilot, app)
         assert "Start queued" in "".join(str(b.description) for b in app.screen.BINDINGS)
         await pilot.press("w")  # busy GPUs 0 and 2: `s` would be refused, `w` waits in line
         await await_for(pilot, lambda: started, what="the queued start")
