@@ -40,6 +40,12 @@ async def wait_run_loaded(pilot) -> RunScreen:
     return screen
 
 
+async def press_and_see(pilot, key: str, screen_type: type) -> None:
+    """Press `key`, then wait until the app's screen is a `screen_type`."""
+    await pilot.press(key)
+    await await_for(pilot, lambda: isinstance(pilot.app.screen, screen_type))
+
+
 async def event_log_text(pilot, screen: RunScreen) -> str:
     """The Events tab's text (RichLog renders once it is shown)."""
     await pilot.press("2")
@@ -223,12 +229,9 @@ async def test_quit_on_live_run_asks_stop_or_detach(recorded_app, recorded_runs_
     app = recorded_app(GNN)
     async with app.run_test(size=SIZE) as pilot:
         await wait_run_loaded(pilot)
-        await pilot.press("q")
-        await await_for(pilot, lambda: isinstance(app.screen, QuitDialog))
-        await pilot.press("escape")  # cancel keeps watching
-        await await_for(pilot, lambda: isinstance(app.screen, RunScreen))
-        await pilot.press("q")
-        await await_for(pilot, lambda: isinstance(app.screen, QuitDialog))
+        await press_and_see(pilot, "q", QuitDialog)
+        await press_and_see(pilot, "escape", RunScreen)  # cancel keeps watching
+        await press_and_see(pilot, "q", QuitDialog)
         await pilot.press("d")
         await await_for(pilot, lambda: not app.is_running)
     assert read_run_json(RunPaths(recorded_runs_dir / GNN))["state"] == "running"  # detached: untouched
@@ -246,10 +249,8 @@ async def test_stop_asks_to_confirm(recorded_app, recorded_runs_dir):
     app = recorded_app(GNN)
     async with app.run_test(size=SIZE) as pilot:
         await wait_run_loaded(pilot)
-        await pilot.press("s")
-        await await_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
-        await pilot.press("n")
-        await await_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        await press_and_see(pilot, "s", ConfirmDialog)
+        await press_and_see(pilot, "n", RunScreen)
     assert read_run_json(RunPaths(recorded_runs_dir / GNN))["state"] == "running"
 
 
@@ -269,8 +270,7 @@ async def test_runs_screen_lists_and_opens_runs(recorded_app):
         await pilot.press("enter")
         screen = await wait_run_loaded(pilot)
         assert screen.paths.id == CPU
-        await pilot.press("d")  # detach goes back to the runs list
-        await await_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await press_and_see(pilot, "d", RunsScreen)  # detach goes back to the runs list
 
 
 async def test_command_palette_offers_the_screen_keys(recorded_app):
@@ -395,14 +395,11 @@ async def test_save_stop_asks_then_writes_the_control_file(recorded_app, recorde
     app = recorded_app(paths.id)
     async with app.run_test(size=SIZE) as pilot:
         await wait_run_loaded(pilot)
-        await pilot.press("S")
-        await await_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
-        await pilot.press("n")  # no: nothing is sent
-        await await_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        await press_and_see(pilot, "S", ConfirmDialog)
+        await press_and_see(pilot, "n", RunScreen)  # no: nothing is sent
         await pilot.pause(0.2)
         assert not paths.control.exists()
-        await pilot.press("S")
-        await await_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await press_and_see(pilot, "S", ConfirmDialog)
         await pilot.press("y")
         await await_for(pilot, lambda: paths.control.exists())
         control = json.loads(paths.control.read_text())
