@@ -32,7 +32,8 @@ from training import placeholders
 from training.errors import TraindeckError
 from training.monitor.metric_presets import PRESETS
 from training.ssh_policy import ALLOWED, ssh_options_problem
-from training.tasks import TASKS
+from training.tasks import TASKS, TaskSpec
+from training.tasks.base import OptionError
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 MODES = ("single", "dp", "ddp")
@@ -549,6 +550,21 @@ def parse_select(text: str) -> str | tuple[int, ...]:
 
 
 def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
+    """What one key's type and bounds cannot say: the keys together, files, regexes, the launch.
+    The first problem raises, in this order."""
+    _check_workload(p, path, loc)
+    base = Path(path).parent if path and not path.startswith("<") else Path.cwd()
+    _check_train_paths(p, base, path, loc)
+    _check_launch(p, raw, base, path, loc)
+    if p.checkpoint.resume and not _exists(Path(p.checkpoint.resume)):
+        raise ProfileError(f"'checkpoint.resume' names '{p.checkpoint.resume}', which does not exist.",
+                           path=path, line=loc.line("checkpoint", "resume"))
+    _check_metrics(p, path, loc)
+    _check_custom_or_builtin(p, path, loc)
+
+
+def _check_workload(p: Profile, path: str, loc: _Locator) -> None:
+    """Exactly one of task, script and module; a task that exists, with its declared options."""
     t = p.train
     sources = [n for n in ("task", "script", "module") if getattr(t, n)]
     if len(sources) != 1:
@@ -562,22 +578,29 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ProfileError(f"'train.task' is '{t.task}', which is not a built-in task.{hint} "
                                f"Built-in tasks: {', '.join(TASKS)}.", path=path, line=loc.line("train", "task"))
-        spec = TASKS[t.task]
-        for k, v in p.task.items():
-            line = loc.line("task", k)
-            if k not in spec.options:
-                raise _unknown(k, list(spec.options), "task", path, line)
-            default = spec.options[k]
-            p.task[k] = _check_value(v, type(default), {}, f"task.{k}", path, line)
-        for k, v in p.rehearse.task.items():
-            if k not in spec.options:
-                raise _unknown(k, list(spec.options), "rehearse.task", path, loc.line("rehearse.task", k))
-            p.rehearse.task[k] = _check_value(v, type(spec.options[k]), {}, f"rehearse.task.{k}", path,
-                                              loc.line("rehearse.task", k))
+        _check_task_options(p.task, TASKS[t.task], "task", path, loc)
+        _check_task_options(p.rehearse.task, TASKS[t.task], "rehearse.task", path, loc)
     elif p.task:
         raise ProfileError("[task] options apply to built-in tasks only; a custom script takes its options "
                            "through train.args.", path=path, line=loc.line("task"))
-    base = Path(path).parent if path and not path.startswith("<") else Path.cwd()
+
+
+def _check_task_options(table: dict, spec: TaskSpec, where: str, path: str, loc: _Locator) -> None:
+    """Each key of a [task] table against the task's declared options (training/tasks/__init__.py)."""
+    for key, value in table.items():
+        line = loc.line(where, key)
+        option = spec.option(key)
+        if option is None:
+            raise _unknown(key, list(spec.options), where, path, line)
+        try:
+            table[key] = option.check(value)
+        except OptionError as exc:
+            raise ProfileError(f"'{where}.{key}' {exc}", path=path, line=line) from None
+
+
+def _check_train_paths(p: Profile, base: Path, path: str, loc: _Locator) -> None:
+    """train.cwd, train.args' placeholders and train.script, resolved against the profile's directory."""
+    t = p.train
     if t.cwd:
         if not p.is_custom:
             raise ProfileError("'train.cwd' applies to a custom script or module only; built-in tasks run in "
@@ -605,6 +628,11 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
                                f"the profile's directory and the directory it runs in). Fix the path.",
                                path=path, line=loc.line("train", "script"))
         t.script = str(found.resolve())
+
+
+def _check_launch(p: Profile, raw: dict, base: Path, path: str, loc: _Locator) -> None:
+    """The nodes, processes, rendezvous, environment and GPUs of the launch, together."""
+    t = p.train
     launch = p.launch
     _check_hosts(p, raw, base, path, loc)
     if launch.mode != "ddp" and (launch.nnodes > 1):
@@ -644,9 +672,10 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
         raise ProfileError(f"'launch.nproc_per_node' is {launch.nproc_per_node} but hardware.gpus is {p.hardware.gpus}; "
                            f"run at most one process per GPU (or set launch.backend = \"gloo\", whose ranks can "
                            f"share a GPU).", path=path, line=loc.line("launch", "nproc_per_node"))
-    if p.checkpoint.resume and not _exists(Path(p.checkpoint.resume)):
-        raise ProfileError(f"'checkpoint.resume' names '{p.checkpoint.resume}', which does not exist.",
-                           path=path, line=loc.line("checkpoint", "resume"))
+
+
+def _check_metrics(p: Profile, path: str, loc: _Locator) -> None:
+    """[metrics]: presets, and regexes that compile and name what they capture."""
     for split, patterns in p.metrics.items():
         pats = patterns if isinstance(patterns, list) else [patterns]
         line = loc.line("metrics", split)
@@ -668,6 +697,10 @@ def _check_semantics(p: Profile, raw: dict, path: str, loc: _Locator) -> None:
                 raise ProfileError(f"'metrics.checkpoint' regex {pat!r} needs a (?P<path>...) group for the file "
                                    f"written.", path=path, line=line)
         p.metrics[split] = list(pats)
+
+
+def _check_custom_or_builtin(p: Profile, path: str, loc: _Locator) -> None:
+    """Keys that only a custom script, or only a built-in task, can use; notify's placeholders."""
     if p.checkpoint.watch:
         line = loc.line("checkpoint", "watch")
         if not p.is_custom:

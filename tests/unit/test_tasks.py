@@ -280,6 +280,23 @@ def test_unknown_choice_names_the_allowed_values(name, option, value, allowed):
         build(name, **{option: value})
 
 
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_defaults_and_tiny_sizes_keep_the_declared_bounds(name):
+    spec = TASKS[name]
+    assert spec.resolve(spec.tiny) == {**spec.options, **spec.tiny}
+    for option in spec.declared:
+        assert option.help and option.check(option.default) == option.default
+
+
+def test_a_task_built_outside_a_profile_checks_its_options_from_the_declaration():
+    with pytest.raises(ValueError, match=r"tiny: 'classes' is 1; it must be >= 2"):
+        build("tiny", classes=1)
+    with pytest.raises(ValueError, match="unknown option 'hiden'. Did you mean 'hidden'"):
+        build("tiny", hiden=3)
+    with pytest.raises(ValueError, match="'samples' must be an integer, not 1.5"):
+        build("tiny", samples=1.5)
+
+
 def test_image_depths_use_the_right_blocks():
     from training.tasks.image_classifier import BasicBlock, Bottleneck
 

@@ -19,9 +19,8 @@ import random
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
-from training.tasks.synthetic import SyntheticDataset, item_seed
+from training.tasks.synthetic import SyntheticTask, item_seed
 
 PIECE_VALUES = (1.0, 3.0, 3.0, 5.0, 9.0, 0.0)  # P N B R Q K
 # Inclusive upper bound of each piece's count for one side (king fixed at one).
@@ -75,19 +74,13 @@ class ValueNet(nn.Module):
         return self.head(self.blocks(self.stem(planes))).squeeze(-1)
 
 
-class ChessValueTask:
+class ChessValueTask(SyntheticTask):
     name = "chess-value"
     uses_conv = True
 
     def __init__(self, options: dict, seed: int):
-        self.positions = int(options["positions"])
-        self.channels = int(options["channels"])
-        self.blocks = int(options["blocks"])
-        if self.positions < 2 or self.channels < 1 or self.blocks < 0:
-            raise ValueError("chess-value: need positions >= 2, channels >= 1, blocks >= 0")
-        self.seed = seed
+        super().__init__(options, seed)
         self.flat_weights = planted_weights().flatten().tolist()
-        self._data: tuple[Dataset, Dataset] | None = None
 
     def item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         # Python's Random rather than torch ops: a position is ~30 scattered writes, and at
@@ -107,13 +100,6 @@ class ChessValueTask:
         evaluation = sum(self.flat_weights[i] for i in flat)
         evaluation += BISHOP_PAIR * ((counts[0][2] >= 2) - (counts[1][2] >= 2))
         return planes.view(12, 8, 8), torch.tensor(math.tanh(evaluation / EVAL_SCALE))
-
-    def datasets(self):
-        if self._data is None:
-            n_val = max(1, self.positions // 8)
-            n_train = self.positions - n_val
-            self._data = (SyntheticDataset(self.item, 0, n_train), SyntheticDataset(self.item, n_train, n_val))
-        return self._data
 
     def model(self) -> nn.Module:
         return ValueNet(self.channels, self.blocks)

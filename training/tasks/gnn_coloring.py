@@ -26,9 +26,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
-from training.tasks.synthetic import SyntheticDataset, item_generator
+from training.tasks.synthetic import SyntheticTask, item_generator
 
 RANDOM_FEATURES = 8
 IN_FEATURES = 2 + RANDOM_FEATURES  # constant 1, normalized degree, random
@@ -65,23 +64,9 @@ class ColoringGNN(nn.Module):
         return self.head(self.norm(h))
 
 
-class GNNColoringTask:
+class GNNColoringTask(SyntheticTask):
     name = "gnn-coloring"
     uses_conv = False
-
-    def __init__(self, options: dict, seed: int):
-        self.graphs = int(options["graphs"])
-        self.nodes = int(options["nodes"])
-        self.edge_prob = float(options["edge_prob"])
-        self.colors = int(options["colors"])
-        self.hidden = int(options["hidden"])
-        self.layers = int(options["layers"])
-        if self.graphs < 2 or self.nodes < 2 or self.colors < 2 or self.hidden < 1 or self.layers < 0:
-            raise ValueError("gnn-coloring: need graphs >= 2, nodes >= 2, colors >= 2, hidden >= 1, layers >= 0")
-        if not 0.0 <= self.edge_prob <= 1.0:
-            raise ValueError(f"gnn-coloring: edge_prob must be in [0, 1], got {self.edge_prob}")
-        self.seed = seed
-        self._data: tuple[Dataset, Dataset] | None = None
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -101,13 +86,6 @@ class GNNColoringTask:
             torch.randn(self.nodes, RANDOM_FEATURES, generator=g),
         ], dim=1) * mask[:, None]
         return x, adj, mask
-
-    def datasets(self):
-        if self._data is None:
-            n_val = max(1, self.graphs // 8)
-            n_train = self.graphs - n_val
-            self._data = (SyntheticDataset(self.item, 0, n_train), SyntheticDataset(self.item, n_train, n_val))
-        return self._data
 
     # -- model and losses ---------------------------------------------------------------------
 

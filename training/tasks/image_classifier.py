@@ -21,11 +21,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
-from training.tasks.synthetic import SyntheticDataset, item_generator, seed_generator
+from training.tasks.synthetic import SyntheticTask, item_generator, seed_generator
 
-DEPTHS = ("tiny", "resnet18", "resnet50")
 NOISE = 0.6
 ORIENTATIONS = 8
 # -- ResNet -----------------------------------------------------------------------------------
@@ -78,8 +76,6 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], tuple[int, ...]]] = {
 class ResNet(nn.Module):
     def __init__(self, depth: str, width: int, classes: int, size: int):
         super().__init__()
-        if depth not in ARCHITECTURES:
-            raise ValueError(f"image-classifier: unknown depth {depth!r}; allowed: {', '.join(DEPTHS)}")
         block, counts = ARCHITECTURES[depth]
         if size >= 128:
             self.stem = nn.Sequential(conv_bn(3, width, 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
@@ -102,21 +98,12 @@ class ResNet(nn.Module):
 # -- task -------------------------------------------------------------------------------------
 
 
-class ImageClassifierTask:
+class ImageClassifierTask(SyntheticTask):
     name = "image-classifier"
     uses_conv = True
 
     def __init__(self, options: dict, seed: int):
-        self.images = int(options["images"])
-        self.size = int(options["size"])
-        self.classes = int(options["classes"])
-        self.depth = str(options["depth"])
-        self.width = int(options["width"])
-        if self.depth not in ARCHITECTURES:
-            raise ValueError(f"image-classifier: unknown depth {self.depth!r}; allowed: {', '.join(DEPTHS)}")
-        if self.images < 2 or self.size < 8 or self.classes < 2 or self.width < 1:
-            raise ValueError("image-classifier: need images >= 2, size >= 8, classes >= 2, width >= 1")
-        self.seed = seed
+        super().__init__(options, seed)
         orientations = min(self.classes, ORIENTATIONS)
         levels = math.ceil(self.classes / orientations)
         k = torch.arange(self.classes)
@@ -127,7 +114,6 @@ class ImageClassifierTask:
         self.colours = F.normalize(0.2 + torch.rand(self.classes, 3, generator=planted), dim=1) * math.sqrt(3)
         coords = (torch.arange(self.size, dtype=torch.float32) + 0.5) / self.size
         self.grid_y, self.grid_x = torch.meshgrid(coords, coords, indexing="ij")
-        self._data: tuple[Dataset, Dataset] | None = None
 
     def item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = item_generator(self.seed, index)
@@ -139,13 +125,6 @@ class ImageClassifierTask:
         noise = torch.empty(3, self.size * self.size).normal_(0.0, NOISE, generator=g)
         image = torch.addmm(noise, contrast * self.colours[label].view(3, 1), grating)
         return image.view(3, self.size, self.size), torch.tensor(label)
-
-    def datasets(self):
-        if self._data is None:
-            n_val = max(1, self.images // 8)
-            n_train = self.images - n_val
-            self._data = (SyntheticDataset(self.item, 0, n_train), SyntheticDataset(self.item, n_train, n_val))
-        return self._data
 
     def model(self) -> nn.Module:
         return ResNet(self.depth, self.width, self.classes, self.size)

@@ -23,13 +23,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
-from training.tasks.synthetic import SyntheticDataset, item_generator
+from training.tasks.synthetic import SyntheticTask, item_generator
 
 AMINO_ACIDS = "ARNDCQEGHILKMFPSTWYV"
-ENCODINGS = ("onehot", "blosum")
-ARCHES = ("cnn", "unet", "lstm")
 
 # BLOSUM62 (Henikoff & Henikoff 1992), rows and columns in AMINO_ACIDS order.
 BLOSUM62 = (
@@ -59,12 +56,10 @@ HYDROPATHY = (1.8, -4.5, -3.5, -3.5, 2.5, -3.5, -3.5, -0.4, -3.2, 4.5,
               3.8, -3.9, 1.9, 2.8, -1.6, -0.8, -0.7, -0.9, -1.3, 4.2)
 CHARGE = {"D": -1.0, "E": -1.0, "K": 1.0, "R": 1.0, "H": 0.1}
 def encoding_table(encoding: str) -> torch.Tensor:
-    """[20, 20]: row a is the feature vector of amino acid a."""
+    """[20, 20]: row a is the feature vector of amino acid a ("onehot" or "blosum")."""
     if encoding == "onehot":
         return torch.eye(len(AMINO_ACIDS))
-    if encoding == "blosum":
-        return torch.tensor(BLOSUM62, dtype=torch.float32) / 4.0
-    raise ValueError(f"protein-rcl: unknown encoding {encoding!r}; allowed: {', '.join(ENCODINGS)}")
+    return torch.tensor(BLOSUM62, dtype=torch.float32) / 4.0
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -145,29 +140,19 @@ class ResidueLSTM(nn.Module):
 # -- task -------------------------------------------------------------------------------------
 
 
-class ProteinRCLTask:
+class ProteinRCLTask(SyntheticTask):
     name = "protein-rcl"
     # channels_last is a 2D (4-D tensor) layout; it does nothing for Conv1d, so not a conv task
     uses_conv = False
 
     def __init__(self, options: dict, seed: int):
-        self.sequences = int(options["sequences"])
-        self.length = int(options["length"])
-        self.encoding = str(options["encoding"])
-        self.arch = str(options["arch"])
-        self.width = int(options["width"])
-        if self.arch not in ARCHES:
-            raise ValueError(f"protein-rcl: unknown arch {self.arch!r}; allowed: {', '.join(ARCHES)}")
+        super().__init__(options, seed)
         self.table = encoding_table(self.encoding)
-        if self.sequences < 2 or self.length < 8 or self.width < 1:
-            raise ValueError("protein-rcl: need sequences >= 2, length >= 8, width >= 1")
-        self.seed = seed
         self.hydropathy = torch.tensor(HYDROPATHY)
         self.charge = torch.tensor([CHARGE.get(a, 0.0) for a in AMINO_ACIDS])
         triangle = 5.0 - torch.arange(-4, 5).abs().float()
         self.hydropathy_window = (triangle / triangle.sum()).view(1, 1, -1)
         self.charge_window = torch.ones(1, 1, 5)
-        self._data: tuple[Dataset, Dataset] | None = None
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -182,13 +167,6 @@ class ProteinRCLTask:
         charge = F.conv1d((self.charge[residues] * mask).view(1, 1, -1), self.charge_window, padding=2)
         target = (torch.tanh(hydropathy / 2.0) + 0.5 * torch.tanh(charge)).view(-1) * mask
         return self.table[residues] * mask[:, None], mask, target
-
-    def datasets(self):
-        if self._data is None:
-            n_val = max(1, self.sequences // 8)
-            n_train = self.sequences - n_val
-            self._data = (SyntheticDataset(self.item, 0, n_train), SyntheticDataset(self.item, n_train, n_val))
-        return self._data
 
     # -- model and metrics --------------------------------------------------------------------
 

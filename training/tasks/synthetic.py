@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from training.tasks import TASKS
+
 # Splits smaller than this are generated once; bigger ones item by item from (seed, index).
 MATERIALIZE_BYTES = 256 << 20
 
@@ -40,6 +42,13 @@ def item_generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(item_seed(seed, index) & 0xFFFFFFFF)
 
 
+def train_val(make_item, total: int) -> tuple[Dataset, Dataset]:
+    """Items 0.. for training and the last eighth (at least one) for validation."""
+    n_val = max(1, total // 8)
+    n_train = total - n_val
+    return SyntheticDataset(make_item, 0, n_train), SyntheticDataset(make_item, n_train, n_val)
+
+
 class SyntheticDataset(Dataset):
     """Items make_item(start + i); stacked once up front when the whole split is small."""
 
@@ -60,3 +69,27 @@ class SyntheticDataset(Dataset):
         if self.columns is not None:
             return tuple(column[i] for column in self.columns)
         return self.make_item(self.start + i)
+
+
+class SyntheticTask:
+    """What every built-in task shares: its options as attributes (declared, and checked, in
+    training/tasks/__init__.py: the task checks none itself), its seed, and its (train, val)
+    datasets, made once on first use."""
+
+    name: str
+
+    def __init__(self, options: dict, seed: int):
+        vars(self).update(TASKS[self.name].resolve(options))
+        self.seed = seed
+        self._data: tuple[Dataset, Dataset] | None = None
+
+    def item(self, index: int) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def make_datasets(self) -> tuple[Dataset, Dataset]:
+        return train_val(self.item, getattr(self, TASKS[self.name].items))
+
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        if self._data is None:
+            self._data = self.make_datasets()
+        return self._data

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from training.tasks.synthetic import SyntheticTask
+
 
 def _split_sizes(total: int) -> tuple[int, int]:
     val = max(1, total // 8)
@@ -31,22 +33,12 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-class TinyTask:
+class TinyTask(SyntheticTask):
     name = "tiny"
     uses_conv = False
 
-    def __init__(self, options: dict, seed: int):
-        self.features = int(options["features"])
-        self.hidden = int(options["hidden"])
-        self.classes = int(options["classes"])
-        self.noise = float(options["noise"])
-        self.samples = int(options["samples"])
-        if min(self.features, self.hidden, self.classes, self.samples) < 1 or self.classes < 2:
-            raise ValueError("tiny: features, hidden and samples must be >= 1 and classes >= 2")
-        self.seed = seed
-        self._data: tuple[TensorDataset, TensorDataset] | None = None
-
-    def _generate(self) -> tuple[TensorDataset, TensorDataset]:
+    def make_datasets(self) -> tuple[TensorDataset, TensorDataset]:
+        """Generated at once: a few hundred kilobytes."""
         g = torch.Generator().manual_seed(self.seed)
         # Columns scaled by 1/sqrt(features) keep the planted logits at unit scale whatever the
         # width, so `noise` means the same thing for every feature count.
@@ -56,11 +48,6 @@ class TinyTask:
         y = logits.argmax(dim=1)
         n_train, _ = _split_sizes(self.samples)
         return TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:])
-
-    def datasets(self):
-        if self._data is None:
-            self._data = self._generate()
-        return self._data
 
     def model(self) -> nn.Module:
         return MLP(self.features, self.hidden, self.classes)

@@ -20,9 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
-from training.tasks.synthetic import SyntheticDataset, item_generator
+from training.tasks.synthetic import SyntheticTask, item_generator
 
 NOISE = 0.4
 TRAVEL = 0.5  # of the frame side, over the whole clip
@@ -54,28 +53,16 @@ class Video3DCNN(nn.Module):
         return self.classifier(self.features(clip).mean(dim=(2, 3, 4)))
 
 
-class VideoActionTask:
+class VideoActionTask(SyntheticTask):
     name = "video-action"
     uses_conv = True
 
     def __init__(self, options: dict, seed: int):
-        self.clips = int(options["clips"])
-        self.frames = int(options["frames"])
-        self.size = int(options["size"])
-        self.classes = int(options["classes"])
-        self.width = int(options["width"])
-        self.imbalance = float(options["imbalance"])
-        self.class_weights = bool(options["class_weights"])
-        if self.clips < 2 or self.frames < 2 or self.size < 4 or self.classes < 2 or self.width < 1:
-            raise ValueError("video-action: need clips >= 2, frames >= 2, size >= 4, classes >= 2, width >= 1")
-        if self.imbalance < 1.0:
-            raise ValueError(f"video-action: imbalance is most/least frequent, so >= 1.0; got {self.imbalance}")
-        self.seed = seed
+        super().__init__(options, seed)
         self.frequencies = class_frequencies(self.classes, self.imbalance)
         self._cumulative = self.frequencies.double().cumsum(0)
         self.weights = (1.0 / (self.classes * self.frequencies) if self.class_weights
                         else torch.ones(self.classes))
-        self._data: tuple[Dataset, Dataset] | None = None
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -104,13 +91,6 @@ class VideoActionTask:
         # and elementwise broadcasting would make several temporaries of that size
         clip = torch.addmm(noise, colours.T, torch.stack([moving, still]).view(2, -1))
         return clip.view(3, self.frames, s, s), torch.tensor(label)
-
-    def datasets(self):
-        if self._data is None:
-            n_val = max(1, self.clips // 8)
-            n_train = self.clips - n_val
-            self._data = (SyntheticDataset(self.item, 0, n_train), SyntheticDataset(self.item, n_train, n_val))
-        return self._data
 
     # -- model and metrics --------------------------------------------------------------------
 
