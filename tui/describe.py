@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tui.formats import clean_text, format_bytes, format_stall, format_value, integer, number
+from traindeck.units import size as format_size
+from tui.formats import clean_text, format_stall, format_value, integer, number
 
 STATE_STYLES = {"running": "bold green", "finished": "bold green", "failed": "bold red",
                 "stopped": "bold yellow", "starting": "dim", "queued": "dim"}
@@ -72,7 +73,7 @@ def _checkpoint(event: dict[str, Any]) -> Line:
         pieces.append(Piece(f"  {event['monitor']} {format_value(event['value'])}"))
     if best:
         pieces.append(Piece("  best", "bold yellow"))
-    size = format_bytes(event["bytes"]) if number(event.get("bytes")) is not None else None
+    size = format_size(event["bytes"]) if number(event.get("bytes")) is not None else None
     secs = number(event.get("seconds"))
     if size or secs is not None:
         pieces.append(Piece(f"  {size or '?'}" + (f" in {secs:.2f} s" if secs is not None else ""), "dim"))

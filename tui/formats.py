@@ -1,7 +1,8 @@
-"""The one set of formatters both viewers use: durations, byte sizes, metric values, clean text.
+"""The one set of formatters both viewers use: durations, metric values, axis ticks, clean text.
 
-Plain Python, no Textual (the headless printer imports it). Bytes are divided by 1024 and the
-unit says so (KiB, MiB, GiB, TiB): a checkpoint of 102,400,000 bytes is "97.7 MiB" everywhere.
+Plain Python, no Textual (the headless printer imports it). Memory and byte sizes are written by
+traindeck.units (units of 1024 named MiB, GiB), which the training side shares; what is a
+number is traindeck.numbers' rule (`number` here is its `finite_number`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 from typing import Any
+
+from traindeck.numbers import finite_number
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]|[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -74,23 +77,8 @@ def format_value(v: Any) -> str:
     return f"{v:.4g}"
 
 
-def format_bytes(n: Any) -> str:
-    """'512 B', '2.0 KiB', '97.7 MiB', '1.5 GiB'; '?' when `n` is not a number."""
-    if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n):
-        return "?"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def number(value: Any) -> float | None:
-    """A finite int or float (not a bool) as a float, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+# A finite int or float (not a bool) as a float, else None: the viewers' name for the one rule.
+number = finite_number
 
 
 def integer(value: Any) -> int | None:

@@ -25,7 +25,7 @@ from training.rundir import RunPaths, list_run_dirs, read_json, read_run_json
 from training.rundir.events import read_tail
 from training.rundir.gpu_locks import GpuLocks, lock_dir_for
 
-FOREIGN = {0: [(4_190_001, 9_728)], 2: [(4_190_002, 2_000)]}  # 10.2 GB on GPU 0, 2.1 GB on GPU 2
+FOREIGN = {0: [(4_190_001, 9_728)], 2: [(4_190_002, 2_000)]}  # 9.5 GiB on GPU 0, 2.0 GiB on GPU 2
 
 pytestmark = pytest.mark.slow
 
@@ -83,8 +83,8 @@ def test_a_queued_run_survives_its_console_killed_and_starts_when_the_gpus_free_
         wait_for(lambda: read_run_json(paths).get("state") == "queued", 30, "the run to queue", paths=paths)
         waiting = read_run_json(paths)["gpu_queue"]
         assert waiting["place"] == 1
-        assert waiting["waiting_for"] == ("GPU 0 held by pid 4190001, outside this container, 10.2 GB; "
-                                          "GPU 2 held by pid 4190002, outside this container, 2.1 GB")
+        assert waiting["waiting_for"] == ("GPU 0 held by pid 4190001, outside this container, 9.5 GiB; "
+                                          "GPU 2 held by pid 4190002, outside this container, 2.0 GiB")
         # The headless console prints the waiting line, then follows the run.
         wait_for(lambda: "queued: #1, waiting for GPU 0 held by pid 4190001" in out.read_text(), 20,
                  "the console's waiting line")
@@ -96,7 +96,7 @@ def test_a_queued_run_survives_its_console_killed_and_starts_when_the_gpus_free_
         assert read_run_json(paths)["state"] == "queued"
         table = format_runs_table(list_runs(runs_dir))
         assert f"{paths.id}  queued" in table
-        assert "  queued #1, waiting for GPU 0 held by pid 4190001, outside this container, 10.2 GB" in table
+        assert "  queued #1, waiting for GPU 0 held by pid 4190001, outside this container, 9.5 GiB" in table
         # One status event per change of place or holders, not one per look (the looks go on).
         assert [e["state"] for e in _statuses(paths)] == ["queued"]
 

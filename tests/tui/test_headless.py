@@ -166,7 +166,7 @@ def test_gpu_telemetry_format():
              "temp_c": 55 + i, "throttle": []} for i in range(8)]
     gpus[3]["util"] = None  # N/A stays N/A
     line = headless.fmt_telemetry({"source": "nvml", "gpus": gpus})
-    assert line == "gpu 0-7 util 97/96/97/-/97/96/97/96 mem 81/183G 62C"
+    assert line == "gpu 0-7 util 97/96/97/-/97/96/97/96 mem 81/183 GiB 62C"
     assert headless.fmt_telemetry({"gpus": [{"index": 0}, {"index": 2}, {"index": 3}]}) == "gpu 0,2-3 util -/-/-"
     assert headless.fmt_telemetry(None) == "" and headless.fmt_telemetry({"t": 1}) == ""
 

@@ -15,7 +15,7 @@ from tui.screens.run import RunScreen
 from tui.screens.runs import RunsScreen
 from tui.widgets import RunHeader
 
-WAITING_FOR = "GPU 0 held by pid 4190001, outside this container, 10.2 GB"
+WAITING_FOR = "GPU 0 held by pid 4190001, outside this container, 9.5 GiB"
 SIZE = (160, 30)
 
 

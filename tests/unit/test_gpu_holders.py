@@ -25,9 +25,9 @@ def test_runs_by_id_and_user_others_by_pid_user_and_memory_unknown_pids_outside(
     finally:
         hold.release()
     rows = {line.split()[0]: line for line in text.splitlines()[1:5]}
-    assert rows["0"].endswith("pid 4190001, outside this container, 10.2 GB")
+    assert rows["0"].endswith("pid 4190001, outside this container, 9.5 GiB")
     assert rows["1"].endswith(f"traindeck run 20260101-120000-4x2080ti, user {hold.record['user']}, pid {os.getpid()}")
-    assert f"pid {os.getpid()}, user {hold.record['user']}, " in rows["2"] and rows["2"].endswith("2.1 GB")
+    assert f"pid {os.getpid()}, user {hold.record['user']}, " in rows["2"] and rows["2"].endswith("2.0 GiB")
     assert rows["3"].endswith("free") and uuid1 in rows["1"]
     assert "(simulated GPUs" in text
 

@@ -24,7 +24,7 @@ from training.supervise.gpu_select import Waiting, claim_gpus
 from tui.headless.lines import progress_line
 from tui.run_model import RunModel
 
-WAITING_FOR = "GPU 0 held by pid 4190001, outside this container, 10.2 GB"
+WAITING_FOR = "GPU 0 held by pid 4190001, outside this container, 9.5 GiB"
 
 
 def _four_gpus():
@@ -117,7 +117,7 @@ def test_the_supervisor_writes_its_place_when_it_changes_not_on_every_look(tmp_p
         sup._queued(first)
     sup._queued(Waiting(1, WAITING_FOR, (1, ((0, 4190001, None, True, False),))))
     # The same holders with their memory drifted: the same wait.
-    sup._queued(Waiting(1, WAITING_FOR.replace("10.2", "10.4"), (1, ((0, 4190001, None, True, False),))))
+    sup._queued(Waiting(1, WAITING_FOR.replace("9.5", "9.7"), (1, ((0, 4190001, None, True, False),))))
     statuses = [e for e in read_all(paths.events) if e["kind"] == "status"]
     assert [(e["state"], e["place"]) for e in statuses] == [("queued", 2), ("queued", 1)]
     assert statuses[1]["waiting_for"] == WAITING_FOR

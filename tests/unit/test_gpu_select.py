@@ -18,7 +18,7 @@ def _describe(pid):
 
 
 def _shared_box():
-    """4 x 2080 Ti; alice's pid 4312 on GPU 0 (10.2 GB), bob's 5120 on GPU 2."""
+    """4 x 2080 Ti; alice's pid 4312 on GPU 0 (9.5 GiB), bob's 5120 on GPU 2."""
     fake = four_2080ti(pids=[])
     fake.set_processes(0, [(4312, 9_728)])
     fake.set_processes(2, [(5120, 2_000)])
@@ -45,7 +45,7 @@ def test_four_gpus_wanted_are_refused_with_who_holds_them():
     sel = select_gpus(_states(_shared_box()), 4)
     assert not sel.ok and not sel.never and sel.gpus is None
     text = sel.why_busy()
-    assert "GPU 0 held by pid 4312, user alice, python, 10.2 GB" in text
+    assert "GPU 0 held by pid 4312, user alice, python, 9.5 GiB" in text
     assert "GPU 2 held by pid 5120, user bob" in text
     assert "GPU 1" not in text and "GPU 3" not in text
 
@@ -54,7 +54,7 @@ def test_a_pid_this_process_table_lacks_is_outside_this_container():
     fake = four_2080ti(pids=[])
     fake.set_processes(1, [(999_999, 5_000)])
     sel = select_gpus(_states(fake), 4)
-    assert sel.why_busy() == "GPU 1 held by pid 999999, outside this container, 5.2 GB"
+    assert sel.why_busy() == "GPU 1 held by pid 999999, outside this container, 4.9 GiB"
 
 
 def test_memory_used_without_a_listed_process_is_not_free():
@@ -66,7 +66,7 @@ def test_memory_used_without_a_listed_process_is_not_free():
     backend.sample = lambda: [dataclasses.replace(s, mem_used_mib=8_000) if s.index == 3 else s for s in real()]
     states = gpu_states(backend, describe=_describe)
     assert states[3].holders == (Holder(3, mem_mib=8_000),)
-    assert states[3].holders[0].describe() == ("GPU 3: 8.4 GB used by processes NVML does not list "
+    assert states[3].holders[0].describe() == ("GPU 3: 7.8 GiB used by processes NVML does not list "
                                                "(outside this container?)")
     assert select_gpus(states, 3).gpus == (0, 1, 2)
 
@@ -177,6 +177,6 @@ def test_the_supervisor_launches_on_the_free_gpus_and_holds_them_for_the_run(run
     wait_done(paths, 40)  # the supervisor gone: its locks released, its last event written
     exit_data = read_json(paths.exit_json)
     assert exit_data["state"] == "failed" and "GPUs busy" in exit_data["message"]
-    assert "GPU 0 held by pid 4190001, outside this container, 10.2 GB" in exit_data["message"]
+    assert "GPU 0 held by pid 4190001, outside this container, 9.5 GiB" in exit_data["message"]
     assert "run.py --gpus" in exit_data["hint"]
     assert not (paths.root / "argv_env.json").exists()  # nothing was launched

@@ -149,8 +149,8 @@ def test_a_start_whose_gpus_are_busy_is_refused_naming_who_and_the_fix(tmp_path)
     with pytest.raises(StartRefused) as err:
         check_start(load_profile("4x2080ti"), tmp_path, backend=GpuBackend(nvml=_shared_2080ti()))
     text = str(err.value)
-    assert f"GPU 0 held by pid {os.getpid()}, user " in text and "10.2 GB" in text
-    assert "GPU 2 held by pid 999999, outside this container, 2.1 GB" in text
+    assert f"GPU 0 held by pid {os.getpid()}, user " in text and "9.5 GiB" in text
+    assert "GPU 2 held by pid 999999, outside this container, 2.0 GiB" in text
     assert "'run.py --gpus'" in text and "--set hardware.gpus=N" in text
     assert "Nothing was started" in text and "\n" not in text
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from traindeck.units import mib
 from training.rundir import RunPaths, read_json, read_run_json
 from training.rundir.events import read_all
 
@@ -201,8 +202,8 @@ def judge_telemetry(samples: list[dict[str, Any]], world_size: int, heartbeats: 
             problems.append(f"rank {rank}: no baseline of its GPU before the runs")
             continue
         if not mems or max(mems) - base_mem < RANK_MEMORY_GAIN_MIB:
-            problems.append(f"rank {rank}: GPU {record['gpu']} gained {max(mems) - base_mem if mems else 'no'} MiB "
-                            f"while it trained (< {RANK_MEMORY_GAIN_MIB} MiB: not the rank's GPU)")
+            problems.append(f"rank {rank}: GPU {record['gpu']} gained {mib(max(mems) - base_mem) if mems else 'no MiB'} "
+                            f"while it trained (< {mib(RANK_MEMORY_GAIN_MIB)}: not the rank's GPU)")
         if not utils or max(utils) <= base_util:
             problems.append(f"rank {rank}: GPU {record['gpu']} utilisation {max(utils) if utils else 'n/a'}% while it "
                             f"trained, not above its baseline {base_util}%")
@@ -210,7 +211,7 @@ def judge_telemetry(samples: list[dict[str, Any]], world_size: int, heartbeats: 
             problems.append(f"rank {rank}: never reported {', '.join(record['missing_fields'])}")
     if problems:
         return Item(name, FAIL, "; ".join(problems[:6]), evidence)
-    gains = ", ".join(f"rank {r} GPU {v['gpu']} +{v['max_mem_mib'] - v['baseline_mem_mib']} MiB "
+    gains = ", ".join(f"rank {r} GPU {v['gpu']} {mib(v['max_mem_mib'] - v['baseline_mem_mib'], sign=True)} "
                       f"{v['max_util']}%" for r, v in evidence["ranks"].items())
     return Item(name, PASS, f"{len(gpu_samples)} NVML samples; while each rank trained its own GPU (by device "
                 f"UUID) gained memory and load: {gains}", evidence)
@@ -238,10 +239,10 @@ def judge_memory(baseline: dict[int, dict[str, Any]], now: dict[int, dict[str, A
                                 "run_pids": sorted(run_pids), "run_pids_seen_by_nvml": sorted(pids_seen)}
     if pids_seen:
         evidence["method"] = "pid"
-        holders = [(pid, i, mib) for i, g in now.items() for pid, mib in g["processes"].items() if pid in run_pids]
+        holders = [(pid, i, m) for i, g in now.items() for pid, m in g["processes"].items() if pid in run_pids]
         if holders:
             return Item(name, FAIL, "[pid] still holding GPU memory: " + ", ".join(
-                f"pid {p} on GPU {i} ({m} MiB)" for p, i, m in holders), evidence)
+                f"pid {p} on GPU {i} ({mib(m)})" for p, i, m in holders), evidence)
         return Item(name, PASS, f"[pid] NVML listed {len(pids_seen)} run PID(s) while they trained and lists none "
                     f"now, on {len(now)} GPU(s)", evidence)
     evidence["method"] = "used-memory"
@@ -255,12 +256,12 @@ def judge_memory(baseline: dict[int, dict[str, Any]], now: dict[int, dict[str, A
         new = {p: m for p, m in after["processes"].items() if p not in before["processes"]}
         gone = [p for p in before["processes"] if p not in after["processes"]]
         if new:
-            problems.append(f"GPU {i}: process(es) {', '.join(f'{p} ({m} MiB)' for p, m in new.items())} hold memory "
+            problems.append(f"GPU {i}: process(es) {', '.join(f'{p} ({mib(m)})' for p, m in new.items())} hold memory "
                             f"that were not there before the runs (host PIDs: a leak of the runs, or another tenant)")
         elif delta > tolerance_mib:
-            problems.append(f"GPU {i} +{delta} MiB above the baseline")
+            problems.append(f"GPU {i} {mib(delta, sign=True)} above the baseline")
         elif delta < -tolerance_mib or gone:
-            cannot.append(f"GPU {i}: {-delta} MiB freed since the baseline"
+            cannot.append(f"GPU {i}: {mib(-delta)} freed since the baseline"
                           + (f" (process(es) {', '.join(map(str, gone))} left)" if gone else "")
                           + ": another tenant's memory moved, which can hide a leak of the runs")
     if problems:
@@ -270,7 +271,7 @@ def judge_memory(baseline: dict[int, dict[str, Any]], now: dict[int, dict[str, A
         return Item(name, FAIL, "cannot judge: NVML never listed a run PID (a container?), and " + "; ".join(cannot)
                     + "; run the check on GPUs nobody else uses", evidence)
     return Item(name, PASS, f"[used-memory] NVML never listed a run PID (host PIDs in a container); every GPU's "
-                f"used memory is within {tolerance_mib} MiB of its baseline and no process appeared, on "
+                f"used memory is within {mib(tolerance_mib)} of its baseline and no process appeared, on "
                 f"{len(now)} GPU(s)", evidence)
 
 

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import os
 
+from traindeck.units import gib_figure
 from training.errors import TraindeckError
 from training.rundir.gpu_locks import GpuLocks, lock_dir_for, printable
 from training.supervise.gpu_select import gpu_states
 from training.supervise.visibility import gpu_backend
-
-
-def _mib(mib: int | None) -> str:
-    return "?" if mib is None else f"{mib / 1024:.1f}"
 
 
 def format_gpu_holders(backend=None, lock_dir: str = "", describe=None) -> str:
@@ -39,7 +36,7 @@ def format_gpu_holders(backend=None, lock_dir: str = "", describe=None) -> str:
     states = gpu_states(backend, held, **kwargs)
     rows = [("GPU", "NAME", "MEMORY GiB", "UUID", "HELD BY")]
     for s in states:
-        memory = f"{_mib(s.mem_used_mib)}/{_mib(s.mem_total_mib)}"
+        memory = f"{gib_figure(s.mem_used_mib)}/{gib_figure(s.mem_total_mib)}"
         holders = [h.who() for h in s.holders] or ["free" + (" (MIG mode: name its instances)" if s.mig else "")]
         rows.append((str(s.index), s.name, memory, s.uuid or "?", holders[0]))
         rows += [("", "", "", "", more) for more in holders[1:]]

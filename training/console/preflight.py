@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from traindeck import units
 from training.console.check_table import MIN_FREE_DISK_GIB, Check, closing_hint  # noqa: F401 - Check: its home for callers
 from training.profile import Profile, ProfileError, list_profile_names, load_profile
 from training.supervise.visibility import (  # noqa: F401
@@ -254,12 +255,13 @@ def shm_check(profile: Profile, gpus_found: int, shm_path: str = "/dev/shm", sta
     need = loaders + (NCCL_SHM_PER_PAIR * ranks * (ranks - 1) if nccl else 0)
     parts = []
     if loaders:
-        parts.append(f"{_mib(batch)} batch x {workers} worker(s) x prefetch {PREFETCH_FACTOR} x {ranks} rank(s)")
+        parts.append(f"{units.size(batch)} batch x {workers} worker(s) x prefetch {PREFETCH_FACTOR} x {ranks} rank(s)")
     elif workers:
         parts.append(f"{workers} loader worker(s) x {ranks} rank(s), batch size unknown")
     if nccl:
         parts.append(f"NCCL shared memory for {ranks} ranks")
-    detail = f"{_mib(size)} at {shm_path} ({_mib(free)} free), the run needs about {_mib(need)} ({' + '.join(parts)})"
+    detail = (f"{units.size(size)} at {shm_path} ({units.size(free)} free), the run needs about {units.size(need)} "
+              f"({' + '.join(parts)})")
     if need > size:
         return Check("shm", False, f"{detail}: too small. {SHM_FIX}")
     if need > free:
@@ -282,10 +284,6 @@ def _batch_bytes(profile: Profile) -> int:
         return 0
     per_process = profile.train.batch_size
     return per_sample * per_process
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def cpus_check() -> Check | None:

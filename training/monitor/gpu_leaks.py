@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 import psutil
 
+from traindeck import units
 from training.rundir.events import make_event
 from training.rundir.processes import CREATE_TIME_TOLERANCE_S
 
@@ -109,9 +110,9 @@ def find_gpu_leaks(backend: Any, processes: Iterable[dict[str, Any]]) -> list[di
 
 def describe_leak(leak: dict[str, Any]) -> str:
     who = f"pid {leak['pid']}" + (f" (rank {leak['rank']})" if leak.get("rank") is not None else "")
-    mib = f"{leak['used_mib']} MiB" if leak.get("used_mib") is not None else "memory (size not reported)"
+    held = units.mib(leak["used_mib"]) if leak.get("used_mib") is not None else "memory (size not reported)"
     host = f" on {leak['node']}" if leak.get("node") else ""  # another node of a multi-node run
-    message = f"{who} still holds {mib} on GPU {leak['gpu']}{host} after the run ended (state {leak['state']})"
+    message = f"{who} still holds {held} on GPU {leak['gpu']}{host} after the run ended (state {leak['state']})"
     hint = _STATE_HINTS.get(leak["state"])
     if hint:
         message += f": {hint}"

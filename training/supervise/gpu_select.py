@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
+from traindeck.units import gib
 from training.profile import parse_select  # noqa: F401 - the one parser of [hardware] select
 
 # A GPU with no process listed but more memory used than this is taken by someone NVML cannot
@@ -43,13 +44,13 @@ class Holder:
     outside: bool = False  # NVML names a pid this process table does not have
 
     def describe(self) -> str:
-        """"GPU 2 held by pid 4312, user alice, 10.2 GB" (the issue's words)."""
+        """"GPU 2 held by pid 4312, user alice, 9.5 GiB" (the issue's words)."""
         if self.pid is None and not self.run_id:
             return f"GPU {self.gpu}: {self.who()}"
         return f"GPU {self.gpu} held by {self.who()}"
 
     def who(self) -> str:
-        """"pid 4312, user alice, python, 10.2 GB" | "traindeck run ID, user bob, pid 77".
+        """"pid 4312, user alice, python, 9.5 GiB" | "traindeck run ID, user bob, pid 77".
         Names, commands and run ids are other users' text: printable and bounded here."""
         from training.rundir.gpu_locks import printable
 
@@ -59,7 +60,7 @@ class Holder:
             who = f"traindeck run {printable(self.run_id)}" + (f", user {user}" if user else "")
             return who + (f", pid {self.pid}" if self.pid is not None else "")
         if self.pid is None:
-            return command or f"{_gb(self.mem_mib)} used by processes NVML does not list ({OUTSIDE}?)"
+            return command or f"{gib(self.mem_mib)} used by processes NVML does not list ({OUTSIDE}?)"
         parts = [f"pid {self.pid}"]
         if self.outside:
             parts.append(OUTSIDE)
@@ -68,12 +69,8 @@ class Holder:
             if command:
                 parts.append(command)
         if self.mem_mib is not None:
-            parts.append(_gb(self.mem_mib))
+            parts.append(gib(self.mem_mib))
         return ", ".join(parts)
-
-
-def _gb(mib: int | None) -> str:
-    return "? GB" if mib is None else f"{mib * (1 << 20) / 1e9:.1f} GB"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from traindeck.units import gib_figure
 from training.rundir import RunState
 from tui.describe import describe, plain_text
 from tui.formats import clean_text, format_clock, format_span, format_value, integer, number
@@ -42,7 +43,7 @@ def _gpu_text(sample: dict[str, Any], gpus: list[dict[str, Any]]) -> str:
     total = [g["mem_total_mib"] for g in gpus if number(g.get("mem_total_mib")) is not None]
     if used and total:
         # The fullest GPU is the one that runs out first.
-        parts.append(f"mem {max(used) / 1024:.0f}/{max(total) / 1024:.0f}G")
+        parts.append(f"mem {gib_figure(max(used))}/{gib_figure(max(total))} GiB")
     temps = [g["temp_c"] for g in gpus if number(g.get("temp_c")) is not None]
     if temps:
         parts.append(f"{max(temps):.0f}C")

@@ -55,13 +55,5 @@ def sparkline(values: Sequence[float | None], width: int, top: float = 100.0, st
     return "".join(out).rjust(width)
 
 
-def gib(mib: float | None) -> str:
-    """Memory in GB with the precision that fits a compact column."""
-    if mib is None:
-        return "?"
-    g = mib / 1024
-    return f"{g:.0f}" if g >= 10 else f"{g:.1f}"
-
-
 def num(value: float | None, fmt: str = "{:.0f}", na: str = "N/A") -> str:
     return na if value is None else fmt.format(value)

@@ -27,9 +27,10 @@ from textual.strip import Strip
 from textual.visual import Visual, visualize
 from textual.widget import Widget
 
+from traindeck.units import gib_figure
 from training.monitor.health import THROTTLE_HARDWARE, THROTTLE_THERMAL
 from tui.widgets._painted_lines import PaintsChangedLines
-from tui.widgets._render import SPARK_STEP, bar, gib, num, sparkline
+from tui.widgets._render import SPARK_STEP, bar, num, sparkline
 
 HOT_C = 85
 # A throttle mark shows at the first throttled sample and stays until this many clean ones in a
@@ -299,7 +300,7 @@ class GpuPanel(PaintsChangedLines, Widget):
             return t
         t.append(f"{d.index:<2}", self._style("label"))
         mark = self._append_alert(t)
-        mem = f"{gib(d.mem_used_mib)}/{gib(d.mem_total_mib)}G"
+        mem = f"{gib_figure(d.mem_used_mib)}/{gib_figure(d.mem_total_mib)}GiB"
         power = f"{num(d.power_w)}/{num(d.power_limit_w)}W"
         temp = f"{num(d.temp_c)}°C"
         ranks = "r" + ",".join(map(str, d.ranks)) if d.ranks else "-"
@@ -314,7 +315,7 @@ class GpuPanel(PaintsChangedLines, Widget):
         t.append(" mem", self._style("label"))
         frac = d.mem_used_mib / d.mem_total_mib if d.mem_used_mib is not None and d.mem_total_mib else None
         self._bar(t, frac, mem_w, "mem")
-        t.append(f"{mem:>8} ")
+        t.append(f"{mem:>10} ")
         t.append(f"{temp:>5}", self._temp_style(d))
         t.append(" ")
         t.append(f"{power:>9}", self._style("warn") if self.throttle_shown else None)
@@ -352,7 +353,7 @@ class GpuPanel(PaintsChangedLines, Widget):
             return t
         self._line(t, "util", None if d.util is None else d.util / 100, f"{num(d.util):>4}%", width, "util")
         frac = d.mem_used_mib / d.mem_total_mib if d.mem_used_mib is not None and d.mem_total_mib else None
-        self._line(t, "mem ", frac, f"{gib(d.mem_used_mib):>4}/{gib(d.mem_total_mib)} GB", width, "mem")
+        self._line(t, "mem ", frac, f"{gib_figure(d.mem_used_mib):>3}/{gib_figure(d.mem_total_mib)} GiB", width, "mem")
         wide = width >= 34
         gap = "  " if wide else " "
         t.append(f"{num(d.temp_c)}°C", self._temp_style(d))
