@@ -14,27 +14,10 @@ import pytest
 
 from tests.support.live_runs import assert_no_health_alarms
 from tests.support.locations import DATA, ROOT
+from training.console import rehearsal_checks as checks
 from training.console import rehearse
-from training.console.rehearse import (
-    FAIL,
-    FP16_NOTE,
-    ITEM_EVENTS,
-    ITEM_EXPORT,
-    ITEM_LAUNCH,
-    ITEM_RESUME,
-    ITEM_STEP,
-    ITEMS,
-    PASS,
-    SKIP,
-    PhaseResult,
-    check_events,
-    check_export,
-    check_launch,
-    check_resume,
-    first_error,
-    phase_profiles,
-    rehearsal_profile,
-)
+from training.console.rehearsal_checks import FAIL, PASS, SKIP, PhaseResult
+from training.console.rehearse import FP16_NOTE, phase_profiles, rehearsal_profile
 from training.profile import load_profile, parse_profile
 from training.rundir import create_run_dir, write_json_atomic
 from training.rundir.events import append_events, make_event
@@ -169,16 +152,16 @@ def test_resume_check_catches_a_restarted_counter_and_a_repeated_step(tmp_path):
     rp, _ = rehearsal_profile(load_profile("cpu"), cores=2)
     one = [_running(0), _metric(1, 1.0), _metric(2, 0.9), _metric(3, 0.8)]
     good = [_running(3), _metric(4, 0.7), _metric(5, 0.6), _metric(6, 0.5)]
-    item = check_resume(paths, rp, [PhaseResult(0, 1, one), PhaseResult(0, 1, good)], one + good, 3)
+    item = checks.check_resume(paths, rp, [PhaseResult(0, 1, one), PhaseResult(0, 1, good)], one + good, 3)
     assert item.status == PASS, item.line()
     restarted = [_running(0), _metric(1, 1.0), _metric(2, 0.9), _metric(3, 0.8)]
-    item = check_resume(paths, rp, [PhaseResult(0, 1, one), PhaseResult(0, 1, restarted)], one + restarted, 3)
+    item = checks.check_resume(paths, rp, [PhaseResult(0, 1, one), PhaseResult(0, 1, restarted)], one + restarted, 3)
     assert item.status == FAIL and "started at step 0" in item.detail
     replay = [_running(3), _metric(3, 0.8), _metric(4, 0.7)]
-    item = check_resume(paths, rp, [PhaseResult(0, 1, one), PhaseResult(0, 1, replay)], one + replay, 3)
+    item = checks.check_resume(paths, rp, [PhaseResult(0, 1, one), PhaseResult(0, 1, replay)], one + replay, 3)
     assert item.status == FAIL and "restarted" in item.detail
     jump = [_running(3), _metric(4, 50.0)]
-    item = check_resume(paths, rp, [PhaseResult(0, 1, one), PhaseResult(0, 1, jump)], one + jump, 3)
+    item = checks.check_resume(paths, rp, [PhaseResult(0, 1, one), PhaseResult(0, 1, jump)], one + jump, 3)
     assert item.status == FAIL and "loss jumped" in item.detail
 
 
@@ -187,11 +170,11 @@ def test_event_check_counts_junk_and_wants_a_finished_status(tmp_path):
     rp, _ = rehearsal_profile(load_profile("cpu"), cores=2)
     events = [_running(0), _metric(1, 1.0), make_event("epoch", epoch=1),
               make_event("checkpoint", path="checkpoints/last.pt", step=1), make_event("status", state="finished")]
-    assert check_events(paths, rp, [PhaseResult(0, 1)], events, 0).status == PASS
-    assert "2 line(s)" in check_events(paths, rp, [PhaseResult(0, 1)], events, 2).detail
-    item = check_events(paths, rp, [PhaseResult(0, 1)], events[:-1], 0)
+    assert checks.check_events(paths, rp, [PhaseResult(0, 1)], events, 0).status == PASS
+    assert "2 line(s)" in checks.check_events(paths, rp, [PhaseResult(0, 1)], events, 2).detail
+    item = checks.check_events(paths, rp, [PhaseResult(0, 1)], events[:-1], 0)
     assert item.status == FAIL and "final status finished" in item.detail
-    item = check_events(paths, rp, [PhaseResult(0, 1)], events[1:], 0)
+    item = checks.check_events(paths, rp, [PhaseResult(0, 1)], events[1:], 0)
     assert item.status == FAIL and "status running" in item.detail
 
 
@@ -200,26 +183,26 @@ def test_launch_check_names_the_rank_that_never_started(tmp_path):
     rp, _ = rehearsal_profile(load_profile("3xb200-video"), cores=2)
     write_json_atomic(paths.exit_json, {"returncode": 1, "state": "failed", "failed_rank": 2,
                                         "error": ["File \"x.py\", line 3", "RuntimeError: gloo timed out"]})
-    item = check_launch(paths, rp, [PhaseResult(1, 1, [], {0: 1.0, 1: 1.0})])
+    item = checks.check_launch(paths, rp, [PhaseResult(1, 1, [], {0: 1.0, 1: 1.0})])
     assert item.status == FAIL and "rank(s) 2 of 3" in item.detail and "rank 2: RuntimeError: gloo" in item.detail
-    item = check_launch(paths, rp, [PhaseResult(0, 1, [_running(0, world_size=3)], {0: 1.0, 1: 1.0, 2: 1.0}),
-                                    PhaseResult(0, 1, [_running(3, world_size=3)], {0: 2.0, 1: 1.0, 2: 2.0})])
+    item = checks.check_launch(paths, rp, [PhaseResult(0, 1, [_running(0, world_size=3)], {0: 1.0, 1: 1.0, 2: 1.0}),
+                                           PhaseResult(0, 1, [_running(3, world_size=3)], {0: 2.0, 1: 1.0, 2: 2.0})])
     assert item.status == FAIL and "phase 2: rank(s) 1" in item.detail, "a stale heartbeat is not a launch"
 
 
 def test_first_error_prefers_the_exception_line(tmp_path):
     paths = create_run_dir(tmp_path, "x")
-    assert first_error(paths, [make_event("log", level="error", message="rank 0 failed at step 0: boom")]) \
+    assert checks.first_error(paths, [make_event("log", level="error", message="rank 0 failed at step 0: boom")]) \
         == "rank 0 failed at step 0: boom"
     # A plain traceback ends with the exception line...
     write_json_atomic(paths.exit_json, {"failed_rank": 1, "error": [
         "Traceback (most recent call last):", "  File \"m.py\", line 9, in build", "ValueError: unknown arch"]})
-    assert first_error(paths) == "rank 1: ValueError: unknown arch"
+    assert checks.first_error(paths) == "rank 1: ValueError: unknown arch"
     # ...the supervisor's diagnosis puts it first, then the frame and the source line that raised.
     write_json_atomic(paths.exit_json, {"failed_rank": 0, "error": [
         "ValueError: unknown arch 'transformer'", "File \"p.py\", line 197, in __init__",
         "raise ValueError(f\"unknown arch {self.arch!r}\")"]})
-    assert first_error(paths) == "rank 0: ValueError: unknown arch 'transformer'"
+    assert checks.first_error(paths) == "rank 0: ValueError: unknown arch 'transformer'"
 
 
 def test_export_check_names_what_to_install(tmp_path, monkeypatch):
@@ -228,16 +211,16 @@ def test_export_check_names_what_to_install(tmp_path, monkeypatch):
     paths = create_run_dir(tmp_path, "x")
     rp, _ = rehearsal_profile(load_profile("8xb200-gnn"), cores=2)
     monkeypatch.setattr(training.engine.export, "missing_dependencies", lambda: ["onnxscript"])
-    item = check_export(paths, rp, [PhaseResult(0, 1)], 0.0)
+    item = checks.check_export(paths, rp, [PhaseResult(0, 1)], 0.0)
     assert item.status == FAIL and "pip install onnxscript" in item.detail
     monkeypatch.undo()
-    item = check_export(paths, rp, [PhaseResult(0, 1)], 0.0)
+    item = checks.check_export(paths, rp, [PhaseResult(0, 1)], 0.0)
     assert item.status == FAIL and "was not written" in item.detail
     (paths.root / rp.export.path).write_bytes(b"not a model")
-    item = check_export(paths, rp, [PhaseResult(0, 1)], 0.0)
+    item = checks.check_export(paths, rp, [PhaseResult(0, 1)], 0.0)
     assert item.status == FAIL and "onnx.checker rejects" in item.detail
     no_export, _ = rehearsal_profile(load_profile("cpu"), cores=2)
-    assert check_export(paths, no_export, [PhaseResult(0, 1)], 0.0).status == SKIP
+    assert checks.check_export(paths, no_export, [PhaseResult(0, 1)], 0.0).status == SKIP
 
 
 def test_one_phase_run_is_judged_with_resume_skipped(tmp_path):
@@ -251,11 +234,11 @@ def test_one_phase_run_is_judged_with_resume_skipped(tmp_path):
     for r in range(2):
         write_json_atomic(paths.heartbeats / f"rank-{r}.json", {"rank": r, "t": time.time()})
     items = {i.name: i for i in rehearse.check_rehearsal(paths, rp)}
-    assert list(items) == list(ITEMS)
-    assert items[ITEM_LAUNCH].status == PASS
-    assert items[ITEM_STEP].status == FAIL and "ValueError: bad option" in items[ITEM_STEP].detail
-    assert items[ITEM_RESUME].status == SKIP and items[ITEM_EXPORT].status == SKIP
-    assert items[ITEM_EVENTS].status == PASS, "a failed run whose stream ends in 'failed' is shown right"
+    assert list(items) == list(checks.ITEMS)
+    assert items[checks.ITEM_LAUNCH].status == PASS
+    assert items[checks.ITEM_STEP].status == FAIL and "ValueError: bad option" in items[checks.ITEM_STEP].detail
+    assert items[checks.ITEM_RESUME].status == SKIP and items[checks.ITEM_EXPORT].status == SKIP
+    assert items[checks.ITEM_EVENTS].status == PASS, "a failed run whose stream ends in 'failed' is shown right"
 
 
 # ---- end to end ----------------------------------------------------------------------------------
@@ -272,7 +255,7 @@ def _rehearse(profile: str, runs_dir: Path, timeout: float = 300) -> tuple[subpr
 
 def _checklist(stdout: str) -> tuple[str, dict[str, str]]:
     """The headline and {item: line} from the end of the output (the checklist is printed last)."""
-    lines = stdout.rstrip("\n").splitlines()[-(len(ITEMS) + 1):]
+    lines = stdout.rstrip("\n").splitlines()[-(len(checks.ITEMS) + 1):]
     items = {}
     for line in lines[1:]:
         status, _, rest = line.strip().partition("] ")
@@ -288,9 +271,9 @@ def test_every_shipped_profile_passes_its_rehearsal(name, tmp_path):
     assert proc.returncode == 0, f"{name} rehearsal failed ({seconds:.0f} s):\n{out[-4000:]}\n{proc.stderr[-2000:]}"
     headline, items = _checklist(out)
     assert headline.startswith(f"rehearsal of {name} passed"), out[-2000:]
-    assert list(items) == list(ITEMS), "run.py's output ends with the checklist, one line per item"
+    assert list(items) == list(checks.ITEMS), "run.py's output ends with the checklist, one line per item"
     wanted_export = PASS if load_profile(name).export.onnx else SKIP
-    assert items == {**{i: PASS for i in ITEMS}, ITEM_EXPORT: wanted_export}, out[-2000:]
+    assert items == {**{i: PASS for i in checks.ITEMS}, checks.ITEM_EXPORT: wanted_export}, out[-2000:]
     (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
     assert run_dir.name.endswith(f"-{name}-rehearsal")
     result = json.loads((run_dir / "rehearsal.json").read_text())
@@ -310,10 +293,10 @@ def test_a_broken_profile_fails_with_the_item_and_the_error(tmp_path):
     assert proc.returncode == 1, out[-3000:]
     headline, items = _checklist(out)
     assert "FAILED" in headline and "forward and backward pass" in headline, out[-3000:]
-    assert items[ITEM_STEP] == FAIL and items[ITEM_LAUNCH] == PASS
-    step_line = next(line for line in out.splitlines() if line.strip().startswith(f"[FAIL] {ITEM_STEP}"))
+    assert items[checks.ITEM_STEP] == FAIL and items[checks.ITEM_LAUNCH] == PASS
+    step_line = next(line for line in out.splitlines() if line.strip().startswith(f"[FAIL] {checks.ITEM_STEP}"))
     assert "ValueError" in step_line and "transformer" in step_line, step_line
-    assert items[ITEM_RESUME] == SKIP, "no phase 2 after a failed phase 1"
+    assert items[checks.ITEM_RESUME] == SKIP, "no phase 2 after a failed phase 1"
     (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
     result = json.loads((run_dir / "rehearsal.json").read_text())
     assert not result["ok"] and len(result["phases"]) == 1
@@ -325,6 +308,7 @@ def test_a_custom_script_is_rehearsed_as_is(tmp_path):
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
     _, items = _checklist(out)
-    assert items[ITEM_LAUNCH] == PASS and items[ITEM_STEP] == PASS and items[ITEM_EVENTS] == PASS, out[-2000:]
-    assert items[ITEM_RESUME] == SKIP and items[ITEM_EXPORT] == SKIP
+    assert items[checks.ITEM_LAUNCH] == PASS and items[checks.ITEM_STEP] == PASS \
+        and items[checks.ITEM_EVENTS] == PASS, out[-2000:]
+    assert items[checks.ITEM_RESUME] == SKIP and items[checks.ITEM_EXPORT] == SKIP
     assert "cannot be scaled" in out

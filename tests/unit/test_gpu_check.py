@@ -135,7 +135,7 @@ def test_telemetry_each_ranks_gpu_gained_memory_and_load_while_it_trained():
     assert "device UUID" in judges.judge_telemetry(real, 2, {0: _BEATS[0], 1: {}}, _TRAINING, _BASELINE).detail
     # torch spells the UUID without "GPU-": still the rank's GPU.
     assert judges.judge_telemetry(real, 2, {0: {"devices": [{"uuid": "A"}]}, 1: _BEATS[1]}, _TRAINING,
-                           _BASELINE).status == PASS
+                                  _BASELINE).status == PASS
     assert judges.judge_telemetry([{"source": "cpu", "workers": []}], 2, _BEATS, _TRAINING, _BASELINE).status == FAIL
 
 
