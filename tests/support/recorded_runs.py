@@ -60,11 +60,15 @@ def _run_json(run_id: str, profile, created: float, state: str, state_t: float, 
                       supervisor={"pid": 4242, "create_time": created}, port=29517, state=state, state_t=state_t)
 
 
+def _recorded_run(run_id: str, seed: int):
+    """A recorded run's random source (seeded: the same files every time), its shipped profile
+    (the run id's tail names it) and its directory."""
+    return random.Random(seed), load_profile(run_id.split("-", 2)[2]), OUT / run_id
+
+
 def gnn_running() -> None:
-    rng = random.Random(8)
-    profile = load_profile("8xb200-gnn")
     run_id = "20261124-090000-8xb200-gnn"
-    root = OUT / run_id
+    rng, profile, root = _recorded_run(run_id, seed=8)
     t0 = GNN_T0
     events = [_event(t0 + 1, "status", state="starting", message="launching torchrun, 8 ranks, port 29517"),
               _event(GNN_RUNNING_T, "status", state="running", world_size=8, device="cuda", backend="nccl",
@@ -165,10 +169,8 @@ def gnn_running() -> None:
 
 
 def cpu_finished() -> None:
-    rng = random.Random(2)
-    profile = load_profile("cpu")
     run_id = "20261123-140000-cpu"
-    root = OUT / run_id
+    rng, profile, root = _recorded_run(run_id, seed=2)
     t0 = 1795755600.0
     steps, epochs, epoch_s = 29, 4, 9.0
     running_t = t0 + 6
@@ -216,10 +218,8 @@ def cpu_finished() -> None:
 
 
 def gpu_failed() -> None:
-    rng = random.Random(4)
-    profile = load_profile("4x2080ti")
     run_id = "20261123-100000-4x2080ti"
-    root = OUT / run_id
+    rng, profile, root = _recorded_run(run_id, seed=4)
     t0 = 1795741200.0
     steps, epoch_s = 781, 610.0
     running_t = t0 + 30
