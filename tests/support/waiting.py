@@ -23,29 +23,40 @@ def _diagnostics(paths: Any) -> str:
         return ""
 
 
+def _poll_once(condition: Callable[[], T], deadline: float, failure: Callable[[], str]) -> T | None:
+    """condition()'s value if it is truthy; None while there is time left; past `deadline`, an
+    AssertionError saying failure()."""
+    value = condition()
+    if value:
+        return value
+    if time.monotonic() >= deadline:
+        raise AssertionError(failure())
+    return None
+
+
 def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "", poll: float = 0.05,
              paths: Any = None) -> T:
     """Poll `predicate()` until it is truthy and return its value; fail after `timeout` seconds.
 
     `paths` (a RunPaths) adds the run's supervisor log to the failure message."""
     deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}{_diagnostics(paths)}")
+
+    def failure() -> str:
+        return f"timed out after {timeout} s waiting for {what or predicate}{_diagnostics(paths)}"
+
+    while (value := _poll_once(predicate, deadline, failure)) is None:
         time.sleep(poll)
+    return value
 
 
 async def await_for(pilot: Any, condition: Callable[[], Any], timeout: float = 10.0, step: float = 0.05,
                     what: str = "") -> Any:
     """`wait_for` for a Textual pilot: pause the test (the app runs on) until `condition()` holds."""
     deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {what or condition}")
+
+    def failure() -> str:
+        return f"condition not met within {timeout} s: {what or condition}"
+
+    while (value := _poll_once(condition, deadline, failure)) is None:
         await pilot.pause(step)
+    return value
