@@ -3,12 +3,12 @@ heartbeats, exit.json, checkpoints, the export), PASS / FAIL / SKIP with a one-l
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from traindeck.numbers import finite_number
 from training.profile import Profile
 from training.rundir import RunPaths, read_json
 from training.rundir.events import EventReader
@@ -65,10 +65,6 @@ def _train_metrics(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _worker_running(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The worker's `status running` events (the supervisor's own carry no world_size)."""
     return [e for e in events if e.get("kind") == "status" and e.get("state") == "running" and "world_size" in e]
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _heartbeats(paths: RunPaths) -> dict[int, float]:
@@ -150,7 +146,7 @@ def _because(paths: RunPaths, events: list[dict[str, Any]]) -> str:
 def check_step(paths: RunPaths, rp: Profile, phases: list[PhaseResult]) -> CheckItem:
     for n, phase in enumerate(phases, start=1):
         metrics = _train_metrics(phase.events)
-        bad = [e for e in metrics if not _finite((e.get("values") or {}).get("loss"))]
+        bad = [e for e in metrics if finite_number((e.get("values") or {}).get("loss")) is None]
         if bad:
             return CheckItem(ITEM_STEP, FAIL, f"phase {n}: loss {bad[0]['values'].get('loss')} at step "
                              f"{bad[0]['step']} (not finite)")
@@ -255,7 +251,7 @@ def check_resume(paths: RunPaths, rp: Profile, phases: list[PhaseResult], all_ev
         return CheckItem(ITEM_RESUME, FAIL, "train steps in events.jsonl go backwards")
     worst = max(abs(e["values"]["loss"]) for e in before)
     resumed_loss = after[0]["values"]["loss"]
-    if not _finite(resumed_loss) or abs(resumed_loss) > LOSS_JUMP_FACTOR * max(worst, 1e-6):
+    if finite_number(resumed_loss) is None or abs(resumed_loss) > LOSS_JUMP_FACTOR * max(worst, 1e-6):
         return CheckItem(ITEM_RESUME, FAIL, f"the loss jumped at the resume: {before[-1]['values']['loss']:.4g} at "
                          f"step {last}, {resumed_loss} at step {first}")
     if phases[1].returncode != 0:

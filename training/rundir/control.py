@@ -23,7 +23,8 @@ import os
 import time
 from pathlib import Path
 
-from traindeck.untrusted import bounded_int, finite_float
+from traindeck.numbers import finite_number
+from traindeck.untrusted import bounded_int
 from training.errors import TraindeckError
 from training.rundir import RunPaths, read_json, write_json_atomic
 from training.rundir.events import EventReader
@@ -105,7 +106,7 @@ class ControlChannel:
             return None
         # Anyone who can write the run directory can write this file: a seq or a time that is no
         # finite number ("seq": 1e999) is no request, and must not raise in the training loop.
-        seq, action, t = _seq_of(data.get("seq")), data.get("action"), finite_float(data.get("t", 0))
+        seq, action, t = _seq_of(data.get("seq")), data.get("action"), finite_number(data.get("t", 0))
         if seq is None or not isinstance(action, str) or t is None:
             return None
         if seq <= self.last_seq:

@@ -16,7 +16,8 @@ import time
 from enum import Enum
 from typing import Any
 
-from traindeck.untrusted import finite_float, json_object_problem
+from traindeck.numbers import finite_number
+from traindeck.untrusted import json_object_problem
 from training.rundir import processes as pg
 from training.rundir.paths import RunPaths, RunState, hostname, read_run_json
 
@@ -46,7 +47,7 @@ def supervisor_status(run: dict[str, Any], now: float | None = None) -> Supervis
         return SupervisorStatus.REMOTE
     ref = pg.ProcRef.from_json(run.get("supervisor"), "supervisor")
     if ref is None:
-        created = finite_float(run.get("created"))
+        created = finite_number(run.get("created"))
         now = time.time() if now is None else now
         if isinstance(run.get("supervisor"), dict) and created is not None and now - created < SPAWN_WINDOW_S:
             return SupervisorStatus.SPAWNING

@@ -16,7 +16,8 @@ from typing import Any, Iterable
 
 import psutil
 
-from traindeck.untrusted import bounded_int, finite_float
+from traindeck.numbers import finite_number
+from traindeck.untrusted import bounded_int
 
 # psutil derives create_time from boot time + start ticks; the same process can come out a few
 # milliseconds apart in two interpreters, a reused pid never does.
@@ -41,7 +42,7 @@ class ProcRef:
             return None
         # Written by our supervisor, but read from a file anyone may have edited: a pid outside
         # the kernel's range (or Infinity, 1e999) names no process, and psutil would raise on it.
-        pid, create_time = data.get("pid"), finite_float(data.get("create_time"))
+        pid, create_time = data.get("pid"), finite_number(data.get("create_time"))
         if isinstance(pid, float) and pid.is_integer():
             pid = int(pid)
         pid = bounded_int(pid, 1, MAX_PID)

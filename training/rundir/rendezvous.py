@@ -18,17 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from traindeck.untrusted import finite_float
+from traindeck.numbers import finite_number  # Infinity or 10**400 in an edited run.json: no count or time
 
 WAITING = "waiting"
 UNREACHABLE = "unreachable"
 MET = "met"
 FAILED = "failed"
 STATES = (WAITING, UNREACHABLE, MET, FAILED)
-
-
-def _num(value: Any) -> float | None:
-    return finite_float(value)  # Infinity or 10**400 in an edited run.json is no count or time
 
 
 @dataclass(frozen=True)
@@ -46,12 +42,12 @@ class RendezvousRecord:
     def from_json(cls, data: Any) -> RendezvousRecord | None:
         if not isinstance(data, dict) or data.get("state") not in STATES:
             return None
-        nnodes = _num(data.get("nnodes"))
-        joined = _num(data.get("joined"))
+        nnodes = finite_number(data.get("nnodes"))
+        joined = finite_number(data.get("joined"))
         return cls(endpoint=str(data.get("endpoint") or "?"), nnodes=int(nnodes or 0), state=data["state"],
-                   since=_num(data.get("since")), id=str(data.get("id") or ""),
+                   since=finite_number(data.get("since")), id=str(data.get("id") or ""),
                    joined=None if joined is None else int(joined), error=str(data.get("error") or ""),
-                   error_since=_num(data.get("error_since")))
+                   error_since=finite_number(data.get("error_since")))
 
     def to_json(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "id": self.id, "nnodes": self.nnodes, "state": self.state,
