@@ -2,7 +2,10 @@
 
 Plain Python, no Textual (the headless printer imports it; tests/unit/test_import_hygiene.py
 keeps it so). The run screen calls `RunFeed.poll()` from a worker thread and folds each
-`FeedBatch` into its `RunModel`; the headless printer reads the same methods in its loop.
+`FeedBatch` into its `RunModel` and series store; the headless printer reads the same methods in
+its loop. Each event is parsed here, once, into its type (training.rundir.records.parse_event):
+the model, the series store and the printer take `FeedBatch.records`, the describer the line as
+written (`record.raw`, `FeedBatch.events`).
 
     RunFeed(paths)      run.json and exit.json re-read only when their stat key changes,
                         events.jsonl tailed incrementally, the supervisor checked at most once
@@ -19,14 +22,16 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from traindeck.untrusted import bounded_int, finite_float, open_regular, read_bounded
+from traindeck.numbers import finite_number
+from traindeck.untrusted import bounded_int, open_regular, read_bounded
 from training.rundir import RunPaths, RunState, read_json, read_run_json
 from training.rundir.events import EventReader
 from training.rundir.liveness import SupervisorStatus, supervisor_status
+from training.rundir.records import Event, parse_events
 from training.rundir.snapshot import Folded, load_or_rebuild
 
 if sys.version_info >= (3, 11):
@@ -58,14 +63,21 @@ def stat_key(path: Path) -> StatKey | None:
 class FeedBatch:
     """What changed in a run directory since the last poll."""
 
-    events: list[dict[str, Any]]
+    records: list[Event]  # the new events of a known kind, each typed once (training.rundir.records)
     run_json: dict[str, Any]
     exit_json: dict[str, Any] | None
     caught_up: bool  # events.jsonl has been read to its end
     orphaned: bool = False  # run.json claims a live run, no exit.json, and its supervisor is gone
     # The first batch: events.jsonl folded up to the series snapshot's offset (its store replaces
-    # the viewer's; its replay() goes to the model and the event log); `events` then are the tail.
+    # the viewer's); `replay` is its story typed (base.replay(): to the model and the event log),
+    # `records` then are the tail.
     base: Folded | None = None
+    replay: list[Event] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The new events as written (the describer's), in order."""
+        return [r.raw for r in self.records]
 
 
 class RunFeed:
@@ -112,8 +124,9 @@ class RunFeed:
             self._exit_json = data if isinstance(data, dict) else None
         return self._exit_json
 
-    def read_events(self) -> list[dict[str, Any]]:
-        return self.events.read()
+    def read_records(self) -> list[Event]:
+        """The next chunk of events.jsonl, each event typed (the headless printer's read)."""
+        return parse_events(self.events.read())
 
     def start_from_snapshot(self) -> Folded | None:
         """Once, before the first read: events.jsonl folded up to the series snapshot's offset
@@ -168,20 +181,21 @@ class RunFeed:
         base = self.start_from_snapshot()
         key = stat_key(self.paths.events)
         if key is not None and key == self._events_key and self._caught_up:
-            events: list[dict[str, Any]] = []
+            records: list[Event] = []
             caught_up = True
         else:
-            events = self.events.read()
+            records = parse_events(self.events.read())
             caught_up = self.events.at_end
             self._events_key = key
-        post = (events or base is not None or changed or caught_up != self._caught_up or not self._posted
+        post = (records or base is not None or changed or caught_up != self._caught_up or not self._posted
                 or orphaned != self._orphaned)
         self._caught_up, self._orphaned = caught_up, orphaned
         if not post:
             return None
         self._posted = True
         self._posted_run_json, self._posted_exit_json = run_json, exit_json
-        return FeedBatch(events, run_json, exit_json, caught_up, orphaned, base)
+        replay = parse_events(base.replay()) if base is not None else []
+        return FeedBatch(records, run_json, exit_json, caught_up, orphaned, base, replay)
 
     @property
     def caught_up(self) -> bool:
@@ -212,7 +226,7 @@ class TelemetryFeed:
             except (OSError, ValueError, RecursionError):
                 data = {}
             telemetry = data.get("telemetry")
-            value = finite_float(telemetry.get("interval_s", 1.0)) if isinstance(telemetry, dict) else None
+            value = finite_number(telemetry.get("interval_s", 1.0)) if isinstance(telemetry, dict) else None
             self._interval = min(5.0, max(0.25, 1.0 if value is None else value))
         return self._interval
 
@@ -261,7 +275,7 @@ class TelemetryFeed:
         for key, value in items:
             history = self.history.setdefault(key, deque(maxlen=HISTORY))
             self.count[key] = self.count.get(key, 0) + 1
-            history.append(finite_float(value))
+            history.append(finite_number(value))
 
 
 def _label(value: Any, default: int) -> int:
@@ -298,7 +312,7 @@ def sane_sample(sample: dict[str, Any]) -> dict[str, Any] | None:
 
 def _reading(value: Any) -> Any:
     """One field of a GPU or worker: a number that is not finite reads as no reading (None)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and finite_float(value) is None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and finite_number(value) is None:
         return None
     return value
 

@@ -10,12 +10,14 @@ timestamps; only a live run's elapsed time uses `now`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
+from traindeck.numbers import finite_number
 from training.rundir.nodes import NodeView
 from training.rundir.records import (
     CheckpointEvent,
     EpochEvent,
+    Event,
     ExitRecord,
     HealthEvent,
     LogEvent,
@@ -23,7 +25,6 @@ from training.rundir.records import (
     RendezvousRecord,
     RunRecord,
     StatusEvent,
-    as_float,
     parse_event,
 )
 from tui.formats import format_stall
@@ -215,14 +216,21 @@ class RunModel:
             return "failed"
         return self.run_json_state or self.event_state or "starting"
 
-    def apply_events(self, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            self.apply_event(event)
+    def apply_events(self, events: Iterable[Event | dict[str, Any]]) -> None:
+        """Events typed as the feed yields them (training.rundir.records); a dict is parsed first."""
+        for e in events:
+            if isinstance(e, dict):
+                e = parse_event(e)
+                if e is None:
+                    continue
+            self._apply(e)
 
-    def apply_event(self, event: dict[str, Any]) -> None:
-        e = parse_event(event)
-        if e is None:
-            return
+    def apply_event(self, event: Event | dict[str, Any]) -> None:
+        e = parse_event(event) if isinstance(event, dict) else event
+        if e is not None:
+            self._apply(e)
+
+    def _apply(self, e: Event) -> None:
         if e.t is not None:
             self.first_t = e.t if self.first_t is None else self.first_t
             self.last_t = e.t if self.last_t is None else max(self.last_t, e.t)
@@ -235,7 +243,7 @@ class RunModel:
             self.samples_per_s = e.samples_per_s or self.samples_per_s
             self.version += 1
         elif isinstance(e, CheckpointEvent):
-            self._checkpoint(e, event)
+            self._checkpoint(e)
         elif isinstance(e, StatusEvent):
             self._status(e)
         elif isinstance(e, LogEvent):
@@ -244,26 +252,24 @@ class RunModel:
             self.health.append(e)
             if len(self.health) > MAX_HEALTH_MARKS:
                 del self.health[: len(self.health) - MAX_HEALTH_MARKS]
-            self._health(e, event)
+            self._health(e)
 
-    def _health(self, e: HealthEvent, event: dict[str, Any]) -> None:
-        incident = event.get("incident") if isinstance(event.get("incident"), str) else None
-        if event.get("update") is True and incident is not None:
+    def _health(self, e: HealthEvent) -> None:
+        incident = e.incident
+        if e.update and incident is not None:
             # News about an incident already raised: no new warning.
             if incident == self.health_head_id:
                 self.health_head_step = e.step if e.step is not None else self.health_head_step
-                firings = event.get("firings")
-                self.health_head_firings = firings if isinstance(firings, int) and not isinstance(firings, bool) \
-                    else self.health_head_firings + 1
+                self.health_head_firings = e.firings if e.firings is not None else self.health_head_firings + 1
             return
         self.warnings += 1
         self.health_incidents += 1
         self.health_head, self.health_head_id, self.health_head_step, self.health_head_firings = e, incident, e.step, 1
 
-    def _checkpoint(self, e: CheckpointEvent, event: dict[str, Any]) -> None:
+    def _checkpoint(self, e: CheckpointEvent) -> None:
         self.checkpoints += 1
-        if e.best and event.get("value") is not None:
-            self.best = event
+        if e.best and e.raw.get("value") is not None:
+            self.best = e.raw  # as written: the summary shows its monitor and value ("nan" too)
         if e.best:
             self.best_checkpoint = e
         self.last_checkpoint = e
@@ -340,8 +346,8 @@ class RunModel:
         if e.split == "train":
             self.train.update(e.values)
             if "loss" in e.values:
-                self.last_loss = as_float(e.values.get("loss"))
-            self.samples_per_s = as_float(e.values.get("samples_per_s")) or self.samples_per_s
+                self.last_loss = finite_number(e.values.get("loss"))
+            self.samples_per_s = finite_number(e.values.get("samples_per_s")) or self.samples_per_s
             if e.t is not None:
                 self.last_metric_t = e.t
         elif e.split == "val":

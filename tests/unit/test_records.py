@@ -71,3 +71,38 @@ def test_finish_run_writes_the_final_status_before_either_file_says_the_run_ende
     monkeypatch.setattr(records, "update_run_json", update_run_json)
     finish_run(paths, ExitRecord(state="failed", message="rank 1 died"), status={"source": "supervisor"})
     assert seen == {"exit.json": ["failed"], "run.json": ["failed"]}
+
+
+def test_a_metric_event_is_typed_once_with_the_one_number_rule():
+    """traindeck.numbers: NaN and Infinity kept (as written, "nan" text too), a number's text and a
+    bool are no number; a step or an epoch is an int."""
+    import math
+
+    from training.rundir.records import MetricEvent
+
+    e = parse_event({"kind": "metric", "step": 3, "epoch": 1.5, "t": "x",
+                     "values": {"loss": "nan", "acc": 1, "lr": 0.1, "text": "0.5", "flag": True}})
+    assert isinstance(e, MetricEvent) and e.step == 3 and e.epoch is None and e.t is None and e.split == "train"
+    assert set(e.numbers) == {"loss", "acc", "lr"} and math.isnan(e.numbers["loss"]) and e.numbers["acc"] == 1.0
+    assert e.values["text"] == "0.5" and e.raw["kind"] == "metric"  # as written, for the describer
+    assert parse_event({"kind": "metric", "values": [1]}).numbers is None
+
+
+def test_run_json_is_created_by_one_function_and_exit_json_amended_through_finish_run(tmp_path):
+    from training.rundir import RunPaths
+    from training.rundir.records import create_run_json
+
+    paths = RunPaths(tmp_path / "run")
+    paths.root.mkdir()
+    data = create_run_json(paths, RunRecord(id="r", profile="cpu", mode="ddp", world_size=2, argv=("--x",),
+                                            host="box", created=1.0, state="starting", state_t=1.0, cwd="/w"),
+                           queue=False)
+    assert list(data) == ["id", "profile", "mode", "world_size", "argv", "host", "created", "rehearsal",
+                          "supervisor", "launcher", "processes", "port", "env", "state", "state_t", "cwd", "queue"]
+    assert read_run_json(paths) == data and data["supervisor"] == {"pid": None, "create_time": None}
+    finish_run(paths, ExitRecord(state="stopped", message="m"))
+    state_t = read_run_json(paths)["state_t"]
+    record = ExitRecord.from_json(read_json(paths.exit_json))
+    finish_run(paths, record.with_extra(survivors=[], nothing_left=True), run_json=False)
+    assert read_json(paths.exit_json)["nothing_left"] is True and read_json(paths.exit_json)["state"] == "stopped"
+    assert read_run_json(paths)["state_t"] == state_t

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from traindeck.numbers import finite_number
 from traindeck.untrusted import json_object_problem, read_bounded
 from training import PROJECT_ROOT
 from training.errors import RunNotFound, TraindeckError
@@ -30,7 +31,6 @@ from training.rundir import (
     read_json,
     read_run_json,
     update_run_json,
-    write_json_atomic,
 )
 from training.rundir import processes as pg
 from training.rundir.events import append_events, make_event, read_tail
@@ -46,15 +46,16 @@ from training.rundir.nodes import node_views, other_hosts
 from training.rundir.records import (
     CheckpointEvent,
     EpochEvent,
+    Event,
     ExitRecord,
     MetricEvent,
     RunRecord,
     StatusEvent,
     as_dict,
-    as_float,
     as_int,
+    create_run_json,
     finish_run,
-    parse_event,
+    parse_events,
 )
 
 if sys.version_info >= (3, 11):
@@ -104,22 +105,23 @@ def _profile_data(paths: RunPaths) -> dict[str, Any]:
         return {}
 
 
-def _tail_events(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:
-    return read_tail(path, max_bytes)
+def _tail_events(path: Path, max_bytes: int = TAIL_BYTES) -> list[Event]:
+    """The events of events.jsonl's last `max_bytes`, typed (training.rundir.records)."""
+    return parse_events(read_tail(path, max_bytes))
 
 
 def _progress(paths: RunPaths) -> dict[str, Any]:
     step = epoch = epochs = None
     loss = None
-    for e in map(parse_event, _tail_events(paths.events)):
+    for e in _tail_events(paths.events):
         if isinstance(e, (MetricEvent, EpochEvent, CheckpointEvent)) and e.step is not None:
             step = e.step if step is None else max(step, e.step)
         if isinstance(e, (MetricEvent, EpochEvent)) and e.epoch is not None:
             epoch = e.epoch
         if isinstance(e, (EpochEvent, StatusEvent)) and e.epochs is not None:
             epochs = e.epochs
-        if isinstance(e, MetricEvent) and e.split == "train" and as_float(e.values.get("loss")) is not None:
-            loss = as_float(e.values.get("loss"))
+        if isinstance(e, MetricEvent) and e.split == "train" and finite_number(e.values.get("loss")) is not None:
+            loss = finite_number(e.values.get("loss"))
     return {"step": step, "epoch": epoch, "epochs": epochs, "last_loss": loss}
 
 
@@ -352,13 +354,10 @@ def _record_and_spawn(paths: RunPaths, profile: Profile, argv: list[str] | None,
                       run_id: str | None = None, **extra: Any) -> RunPaths:
     _write_profile(paths, profile)
     now = round(time.time(), 3)
-    write_json_atomic(paths.run_json, {
-        "id": run_id or paths.id, "profile": profile.name, "mode": profile.launch.mode,
-        "world_size": profile.world_size, "argv": list(argv or []), "host": hostname(), "created": now,
-        "rehearsal": bool(rehearsal), "supervisor": {"pid": None, "create_time": None}, "launcher": None,
-        "processes": [], "port": None, "env": {}, "state": RunState.STARTING.value, "state_t": now,
-        "cwd": str(cwd), **extra,
-    })
+    create_run_json(paths, RunRecord(
+        id=run_id or paths.id, profile=profile.name, mode=profile.launch.mode, world_size=profile.world_size,
+        argv=tuple(argv or ()), host=hostname(), created=now, rehearsal=bool(rehearsal),
+        state=RunState.STARTING.value, state_t=now, cwd=str(cwd)), **extra)
     ref = _spawn_supervisor(paths)
     update_run_json(paths, supervisor={"pid": ref.pid, "create_time": ref.create_time})
     return paths
@@ -367,8 +366,8 @@ def _record_and_spawn(paths: RunPaths, profile: Profile, argv: list[str] | None,
 def _last_checkpoint_step(paths: RunPaths) -> int | None:
     step = None
     for e in _tail_events(paths.events, 4 << 20):
-        if e.get("kind") == "checkpoint" and str(e.get("path", "")).endswith("last.pt"):
-            step = as_int(e.get("step")) if as_int(e.get("step")) is not None else step
+        if isinstance(e, CheckpointEvent) and e.path.endswith("last.pt"):
+            step = e.step if e.step is not None else step
     return step
 
 
@@ -415,7 +414,7 @@ def resume_run(paths: RunPaths, queue: bool = False) -> RunPaths:
 # ---- stopping ---------------------------------------------------------------------------
 
 def _grace(paths: RunPaths) -> float:
-    value = as_float(as_dict(_profile_data(paths).get("launch")).get("stop_grace_s"))  # TOML has inf and nan
+    value = finite_number(as_dict(_profile_data(paths).get("launch")).get("stop_grace_s"))  # TOML has inf and nan
     return value if value is not None and value >= 0 else DEFAULT_GRACE_S
 
 

@@ -5,20 +5,28 @@ keys stay exactly as they are (older runs and outside tools read them):
 
     RunRecord.from_json(run.json)     id, profile, mode, world_size, host, created, state, supervisor ...
                                       (a queued run's place: GpuQueuePlace)
+    create_run_json(paths, record)    the one creator of run.json (start_run, gpu-check); every change
+                                      after it is a merge (paths.update_run_json)
     ExitRecord.from_json(exit.json)   returncode, state, failed_rank, error, hint, message, t, seconds
     parse_event(line)                 MetricEvent | EpochEvent | CheckpointEvent | StatusEvent | LogEvent
-                                      | HealthEvent
+                                      | HealthEvent: each event parsed once, where it is read (tui.feed,
+                                      the series snapshot, --runs); every reader after takes the type.
+                                      `raw` is the line as written, for the describer (tui.describe)
     finish_run(paths, record)         the end of a run: the status event, exit.json, run.json's final
-                                      state; every writer (supervisor, --stop, orphan reaping, gpu-check)
+                                      state; every writer of exit.json (supervisor, --stop, orphan
+                                      reaping, gpu-check)
+
+Numbers follow traindeck.numbers: a metric value keeps NaN and Infinity (`number`), a step, an
+epoch, a time or a count is a finite number (`finite_number`) and a step or an epoch an int.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Callable, Iterable, Union
 
-from traindeck.untrusted import finite_float
+from traindeck.numbers import finite_number, number
 from training.rundir.events import append_events, make_event
 from training.rundir.paths import RunPaths, update_run_json, write_json_atomic
 from training.rundir.processes import ProcRef
@@ -28,11 +36,6 @@ from training.rundir.rendezvous import RendezvousRecord, rendezvous_of
 def as_int(value: Any) -> int | None:
     """An int that is not a bool, else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def as_float(value: Any) -> float | None:
-    """A finite int or float (not a bool) as a float, else None (Infinity, NaN, 10**400 too)."""
-    return finite_float(value)
 
 
 def as_dict(value: Any) -> dict[str, Any]:
@@ -74,13 +77,36 @@ class RunRecord:
         argv = data.get("argv") if isinstance(data.get("argv"), list) else []
         return cls(id=_str(data.get("id")), profile=_str(data.get("profile")), mode=_str(data.get("mode")),
                    world_size=as_int(data.get("world_size")) or 0, host=_str(data.get("host")),
-                   created=as_float(data.get("created")), state=_str(data.get("state")),
-                   state_t=as_float(data.get("state_t")), rehearsal=bool(data.get("rehearsal")),
+                   created=finite_number(data.get("created")), state=_str(data.get("state")),
+                   state_t=finite_number(data.get("state_t")), rehearsal=bool(data.get("rehearsal")),
                    supervisor=ProcRef.from_json(data.get("supervisor"), "supervisor"),
                    argv=tuple(str(a) for a in argv), cwd=_str(data.get("cwd")),
                    health_rewinds=max(0, as_int(data.get("health_rewinds")) or 0),
                    queue=data.get("queue") is True, gpu_queue=GpuQueuePlace.from_json(data.get("gpu_queue")),
                    rendezvous=rendezvous_of(data))
+
+    def to_json(self, **extra: Any) -> dict[str, Any]:
+        """A new run's run.json: who it is, its supervisor (or nulls until it is spawned), no
+        processes yet; `extra` adds keys the creator knows (a node's "node", "queue", ...)."""
+        sup = self.supervisor
+        data: dict[str, Any] = {
+            "id": self.id, "profile": self.profile, "mode": self.mode, "world_size": self.world_size,
+            "argv": list(self.argv), "host": self.host, "created": self.created, "rehearsal": self.rehearsal,
+            "supervisor": {"pid": sup.pid if sup else None, "create_time": sup.create_time if sup else None},
+            "launcher": None, "processes": [], "port": None, "env": {}, "state": self.state,
+            "state_t": self.state_t}
+        if self.cwd:
+            data["cwd"] = self.cwd
+        data.update(extra)
+        return data
+
+
+def create_run_json(paths: RunPaths, record: RunRecord, **extra: Any) -> dict[str, Any]:
+    """Write a new run's run.json (the one creator; every later change goes through
+    paths.update_run_json, the one merge). Returns what was written."""
+    data = record.to_json(**extra)
+    write_json_atomic(paths.run_json, data)
+    return data
 
 
 @dataclass(frozen=True)
@@ -98,8 +124,8 @@ class GpuQueuePlace:
     def from_json(cls, data: Any) -> GpuQueuePlace | None:
         if not isinstance(data, dict):
             return None
-        return cls(as_int(data.get("place")), _str(data.get("waiting_for")), as_float(data.get("since")),
-                   as_float(data.get("t")))
+        return cls(as_int(data.get("place")), _str(data.get("waiting_for")), finite_number(data.get("since")),
+                   finite_number(data.get("t")))
 
     def to_json(self) -> dict[str, Any]:
         return {"place": self.place, "waiting_for": self.waiting_for, "since": self.since, "t": self.t}
@@ -137,14 +163,18 @@ class ExitRecord:
                    failed_rank=as_int(data.get("failed_rank")),
                    error=tuple(str(x) for x in error) if isinstance(error, (list, tuple)) else (),
                    hint=data.get("hint") if isinstance(data.get("hint"), str) else None,
-                   message=_str(data.get("message")), t=as_float(data.get("t")),
-                   seconds=as_float(data.get("seconds")),
+                   message=_str(data.get("message")), t=finite_number(data.get("t")),
+                   seconds=finite_number(data.get("seconds")),
                    extra={k: v for k, v in data.items() if k not in cls.KEYS})
 
     def to_json(self) -> dict[str, Any]:
         return {"returncode": self.returncode, "state": self.state, "failed_rank": self.failed_rank,
                 "error": list(self.error), "hint": self.hint, "message": self.message, "t": self.t,
                 "seconds": self.seconds, **self.extra}
+
+    def with_extra(self, **fields: Any) -> ExitRecord:
+        """This record with more (or newer) keys beyond KEYS: survivors, nothing_left, ..."""
+        return ExitRecord(**{**self.__dict__, "extra": {**self.extra, **fields}})
 
     @property
     def final_state(self) -> str:
@@ -162,7 +192,7 @@ def _write_once(_what: str, write: Callable[[], Any]) -> Any:
 
 def finish_run(paths: RunPaths, record: ExitRecord, *, write_exit: bool = True,
                status: dict[str, Any] | None = None, processes: list[dict[str, Any]] | None = None,
-               write: Callable[[str, Callable[[], Any]], Any] = _write_once) -> ExitRecord:
+               write: Callable[[str, Callable[[], Any]], Any] = _write_once, run_json: bool = True) -> ExitRecord:
     """Record the end of a run, in the order readers rely on: the status event first, then
     exit.json, then run.json's final state (and its processes, when given). A reader that stops at
     either file's end (exit.json exists, run.json's state is final: `--runs`, a viewer, a test's
@@ -170,7 +200,9 @@ def finish_run(paths: RunPaths, record: ExitRecord, *, write_exit: bool = True,
     sees the final status first finds the files a poll later.
     `status`: the status event's extra fields, or None for no event (the caller has none to add).
     `write(what, fn)` makes each of the three writes: the supervisor's retries one until the disk
-    has room (training.rundir.write_failures), so none is written twice or skipped."""
+    has room (training.rundir.write_failures), so none is written twice or skipped.
+    `run_json=False` (with `status=None`): the run had ended and recorded its end; exit.json gets
+    what was found after (--stop's last sweep: its survivors), run.json's state and state_t stay."""
     now = round(time.time(), 3)
     if record.t is None:
         record = ExitRecord(**{**record.__dict__, "t": now})
@@ -179,6 +211,8 @@ def finish_run(paths: RunPaths, record: ExitRecord, *, write_exit: bool = True,
         write("events.jsonl", lambda: append_events(paths.events, [event]))
     if write_exit:
         write("exit.json", lambda: write_json_atomic(paths.exit_json, record.to_json()))
+    if not run_json:
+        return record
     fields: dict[str, Any] = {"state": record.state, "state_t": now}
     if processes is not None:
         fields["processes"] = processes
@@ -187,17 +221,25 @@ def finish_run(paths: RunPaths, record: ExitRecord, *, write_exit: bool = True,
 
 
 # ---- events.jsonl -----------------------------------------------------------------------
+# Each kind is a dataclass with slots, read-only by convention (frozen ones cost four times as
+# much to make, and the feed makes one per event); `raw` is the event as written (the describer's
+# text, the series snapshot's story), never compared or shown in a repr.
 
-@dataclass(frozen=True)
+
+@dataclass(slots=True)
 class MetricEvent:
     t: float | None
     step: int | None
     epoch: int | None
     split: str
-    values: dict[str, Any]
+    values: dict[str, Any]  # as written: what the viewers show
+    # The values that are numbers (traindeck.numbers.number: NaN and Infinity kept, the text
+    # "nan" read as NaN), what the plot and the health rules take; None when "values" is no object.
+    numbers: dict[str, float] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EpochEvent:
     t: float | None
     epoch: int | None
@@ -205,9 +247,10 @@ class EpochEvent:
     step: int | None
     seconds: float | None
     samples_per_s: float | None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CheckpointEvent:
     t: float | None
     path: str
@@ -218,9 +261,10 @@ class CheckpointEvent:
     best: bool
     bytes: int | None
     seconds: float | None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StatusEvent:
     t: float | None
     state: str
@@ -233,9 +277,10 @@ class StatusEvent:
     # A `queued` status: the place in the box's GPU queue and what the run waits for.
     place: int | None = None
     waiting_for: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LogEvent:
     t: float | None
     level: str
@@ -249,9 +294,10 @@ class LogEvent:
     # A rewind (control "rewind"): the step it left and the checkpoint step it went back to.
     from_step: int | None = None
     to_step: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class HealthEvent:
     """A [health] rule that fired (training.monitor.health): what it saw and what was done."""
 
@@ -262,36 +308,84 @@ class HealthEvent:
     rank: int | None
     action: str  # what was done: warn, pause, save-stop, stop
     message: str
+    # An incident the rule keeps open: its id, whether this firing is news about it (no new
+    # alarm), how often it has fired.
+    incident: str | None = None
+    update: bool = False
+    firings: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 Event = Union[MetricEvent, EpochEvent, CheckpointEvent, StatusEvent, LogEvent, HealthEvent]
 
 
+def metric_numbers(values: dict[str, Any]) -> dict[str, float]:
+    """The values of a metric event that are numbers (traindeck.numbers.number), NaN kept, as
+    floats. When every value already is a float (the common case) that is `values` itself, no copy:
+    read-only, like the event."""
+    for value in values.values():
+        if type(value) is not float:
+            break
+    else:
+        return values
+    out = {}
+    for name, value in values.items():
+        value = number(value)
+        if value is not None:
+            out[name] = value
+    return out
+
+
 def parse_event(e: dict[str, Any]) -> Event | None:
     """One events.jsonl record as its type; None for a kind this schema does not know."""
-    kind, t = e.get("kind"), as_float(e.get("t"))
-    if kind == "metric":
-        values = e.get("values") if isinstance(e.get("values"), dict) else {}
-        return MetricEvent(t, as_int(e.get("step")), as_int(e.get("epoch")), _str(e.get("split")) or "train", values)
+    kind, t = e.get("kind"), finite_number(e.get("t"))
+    if kind == "metric":  # the hot path (most events): as_int and _str inlined for JSON's exact types
+        values = e.get("values")
+        if isinstance(values, dict):
+            numbers: dict[str, float] | None = metric_numbers(values)
+        else:
+            values, numbers = {}, None
+        step, epoch, split = e.get("step"), e.get("epoch"), e.get("split")
+        return MetricEvent(t, step if type(step) is int else as_int(step), epoch if type(epoch) is int else as_int(epoch),
+                           split if type(split) is str and split else "train", values, numbers, e)
     if kind == "epoch":
         return EpochEvent(t, as_int(e.get("epoch")), as_int(e.get("epochs")), as_int(e.get("step")),
-                          as_float(e.get("seconds")), as_float(e.get("samples_per_s")))
+                          finite_number(e.get("seconds")), finite_number(e.get("samples_per_s")), e)
     if kind == "checkpoint":
         return CheckpointEvent(t, _str(e.get("path")), as_int(e.get("epoch")), as_int(e.get("step")),
-                               _str(e.get("monitor")), as_float(e.get("value")), bool(e.get("best")),
-                               as_int(e.get("bytes")), as_float(e.get("seconds")))
+                               _str(e.get("monitor")), finite_number(e.get("value")), bool(e.get("best")),
+                               as_int(e.get("bytes")), finite_number(e.get("seconds")), e)
     if kind == "status":
         return StatusEvent(t, _str(e.get("state")), _str(e.get("message")), as_int(e.get("epochs")),
                            as_int(e.get("steps_per_epoch")), as_int(e.get("start_step")),
                            as_int(e.get("world_size")), _str(e.get("device")), as_int(e.get("place")),
-                           _str(e.get("waiting_for")))
+                           _str(e.get("waiting_for")), e)
     if kind == "health":
+        incident = e.get("incident") if isinstance(e.get("incident"), str) else None
         return HealthEvent(t, _str(e.get("rule")), e.get("value"), as_int(e.get("step")), as_int(e.get("rank")),
-                           _str(e.get("action")) or "warn", _str(e.get("message")))
+                           _str(e.get("action")) or "warn", _str(e.get("message")), incident,
+                           e.get("update") is True, as_int(e.get("firings")), e)
     if kind == "log":
         ranks = tuple(r for r in e.get("ranks") or [] if as_int(r) is not None) \
             if isinstance(e.get("ranks"), list) else ()
         return LogEvent(t, _str(e.get("level")) or "info", _str(e.get("message")), as_int(e.get("rank")),
                         _str(e.get("control")), _str(e.get("watchdog")), ranks, as_int(e.get("step")),
-                        as_float(e.get("stalled_s")), as_int(e.get("from_step")), as_int(e.get("to_step")))
+                        finite_number(e.get("stalled_s")), as_int(e.get("from_step")), as_int(e.get("to_step")), e)
     return None
+
+
+def parse_events(events: Iterable[dict[str, Any]]) -> list[Event]:
+    """The events of a known kind, each as its type, in order (unknown kinds left out)."""
+    return [r for r in map(parse_event, events) if r is not None]
+
+
+def as_events(events: Iterable[Event | dict[str, Any]]) -> Iterable[Event]:
+    """Typed events as they are; a dict (a test's, a tool's) parsed here: what a reader that
+    takes either calls (SeriesStore.add_events, RunModel.apply_events)."""
+    for e in events:
+        if isinstance(e, dict):
+            parsed = parse_event(e)
+            if parsed is not None:
+                yield parsed
+        else:
+            yield e

@@ -15,6 +15,9 @@ length. Non-finite values (a loss gone NaN) are not plotted but counted, with th
 A rewind (a `log` event with control="rewind", from_step and to_step: the [health] nan rule sent
 the worker back to its last good checkpoint) supersedes every point after to_step: each series
 drops them, so the plot shows the branch that was kept. events.jsonl keeps them.
+
+The store takes the events typed (training.rundir.records.parse_event, run once where they are
+read: tui.feed, the series snapshot); its numbers are traindeck.numbers'.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections import deque
 from typing import Any, Iterable
 
 import numpy as np
+
+from training.rundir.records import Event, LogEvent, MetricEvent, parse_event
 
 Key = tuple[str, str]
 DEFAULT_CAPACITY = 1024
@@ -243,36 +248,43 @@ class SeriesStore:
             s = self.series[key] = Series(self.capacity, self.recent)
         s.add(float(step), math.nan if epoch is None else float(epoch), value, t)
 
-    def add_events(self, events: Iterable[dict[str, Any]]) -> int:
-        """Consume metric events and rewinds (other kinds are ignored); returns the points added
-        plus those a rewind dropped (non-zero: the plot has changed)."""
+    def add_events(self, events: Iterable[Event | dict[str, Any]]) -> int:
+        """Consume metric events and rewinds (other kinds are ignored), typed as the feed yields
+        them (training.rundir.records; a dict is parsed first); returns the points added plus
+        those a rewind dropped (non-zero: the plot has changed). A metric's values are its
+        `numbers` (traindeck.numbers: NaN counted, not plotted); a point without a step follows
+        the last one."""
         added = 0
         for e in events:
-            if e.get("kind") == "log" and e.get("control") == "rewind":
-                to_step = _finite(e.get("to_step"))
-                if to_step is not None:
-                    added += self.truncate(to_step)
+            if isinstance(e, dict):
+                e = parse_event(e)
+            if type(e) is not MetricEvent:
+                if type(e) is LogEvent and e.control == "rewind" and e.to_step is not None:
+                    added += self.truncate(e.to_step)
                 continue
-            if e.get("kind") != "metric":
+            numbers = e.numbers
+            if numbers is None:  # "values" is no object
                 continue
-            values = e.get("values")
-            if not isinstance(values, dict):
-                continue
-            split = e.get("split") if isinstance(e.get("split"), str) and e.get("split") else "train"
-            step = _finite(e.get("step"))
-            epoch = _finite(e.get("epoch"))
-            t = _finite(e.get("t")) or 0.0
+            split, epoch = e.split, e.epoch
+            step = e.step
             if step is None:
                 step = (self.last_step or 0) + 1
             self.last_step = step
             if epoch is not None:
                 self.last_epoch = epoch
-            for name, raw in values.items():
-                value = _num(raw)
-                if value is None:
-                    continue
-                self.add(split, str(name), step, value, epoch, t)
+            t = e.t or 0.0
+            # self.add per value, with the point's floats made once per event (the hot path).
+            x, x_epoch = float(step), math.nan if epoch is None else float(epoch)
+            series = self.series
+            for name, value in numbers.items():
                 added += 1
+                s = series.get((split, name))
+                if s is None:
+                    if len(series) >= self.max_series:
+                        self.dropped_series += 1
+                        continue
+                    s = series[(split, name)] = Series(self.capacity, self.recent)
+                s.add(x, x_epoch, value, t)
         return added
 
     def truncate(self, step: float) -> int:
@@ -304,26 +316,3 @@ class SeriesStore:
         if s is None:
             return [], []
         return s.view(width, x=x, smoothing=smoothing, log_y=log_y)
-
-
-def _num(v: Any) -> float | None:
-    """A float from a JSON value; "nan"/"inf" strings are how events.py writes non-finite floats."""
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, float)):
-        try:
-            return float(v)
-        except OverflowError:  # an int beyond a double (10**400 in an edited file)
-            return None
-    if isinstance(v, str) and len(v) <= 64:  # a number's text; float() of a huge string is slow
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
-
-
-def _finite(v: Any) -> float | None:
-    """A step, an epoch or a time: a finite number (an x axis holds no Infinity), else None."""
-    number = _num(v)
-    return number if number is not None and math.isfinite(number) else None

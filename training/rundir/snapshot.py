@@ -5,7 +5,7 @@
 
 It holds the `SeriesStore` (each series' bounded multi-resolution buckets and full-resolution
 tail, training/rundir/series.py), the run's last MAX_STORY events other than train metrics
-(checkpoints, epochs, validation, warnings, states) and its last train metric event (what the viewers' run model and event log fold; they are few), and where in
+(checkpoints, epochs, validation, warnings, states) and its last train metric event (what the viewers' run model and event log fold; they are few), each as written, and where in
 events.jsonl it stops: `offset` (just after a complete line) and a fingerprint of the file's
 first line. A viewer loads it and reads events.jsonl from `offset` on.
 
@@ -33,15 +33,16 @@ from typing import Any
 
 import numpy as np
 
+from traindeck.numbers import finite_number
 from traindeck.untrusted import (
     MAX_JSON_DEPTH,
     bounded_int,
-    finite_float,
     open_regular,
     parse_json,
     read_bounded,
 )
 from training.rundir.events import EventReader
+from training.rundir.records import Event, MetricEvent, as_events, parse_events
 from training.rundir.series import Series, SeriesStore
 
 NAME = "series.snapshot.npz"
@@ -82,14 +83,17 @@ class Folded:
     seq: int = 0  # events folded (orders the story and the last metrics for replay)
     fingerprint: str = ""
 
-    def add(self, events: list[dict[str, Any]]) -> None:
-        self.store.add_events(events)
-        for e in events:
+    def add(self, events: list[Event] | list[dict[str, Any]]) -> None:
+        """Fold events typed by records.parse_event (fold_file parses each line once; a dict is
+        parsed here). The story keeps each event as written, the file's form."""
+        records = list(as_events(events))
+        self.store.add_events(records)
+        for e in records:
             self.seq += 1
-            if e.get("kind") == "metric" and str(e.get("split") or "train") == "train":
-                self.last_metric["train"] = (self.seq, e)  # the steps: only the last one is replayed
+            if type(e) is MetricEvent and e.split == "train":
+                self.last_metric["train"] = (self.seq, e.raw)  # the steps: only the last one is replayed
             else:
-                self.story.append((self.seq, e))  # validation results are part of the story
+                self.story.append((self.seq, e.raw))  # validation results are part of the story
 
     def replay(self) -> list[dict[str, Any]]:
         """The events a viewer's model and event log fold in place of the whole file (in order)."""
@@ -177,7 +181,7 @@ def _int(value: Any, lo: int, hi: int) -> int:
 
 def _number(value: Any) -> float | None:
     """None, or a finite number (a step, an epoch) as this module wrote it."""
-    _check(value is None or finite_float(value) is not None, "number")
+    _check(value is None or finite_number(value) is not None, "number")
     return value
 
 
@@ -238,7 +242,7 @@ def fold_file(events: Path, folded: Folded | None = None, chunk_bytes: int = 4 <
     reader.offset = folded.offset
     while True:
         batch = reader.read()
-        folded.add(batch)
+        folded.add(parse_events(batch))
         if reader.at_end:
             break
     folded.offset = reader.offset - reader.pending_bytes

@@ -13,6 +13,7 @@ from training.rundir import RunPaths, RunState
 from training.rundir.liveness import SupervisorStatus
 from training.rundir.logs import rank_logs
 from training.rundir.nodes import node_views
+from training.rundir.records import Event, parse_events
 from training.rundir.rendezvous import rendezvous_of
 from tui.feed import RunFeed, read_last_json_line
 from tui.formats import clean_text, number, strip_control
@@ -84,7 +85,7 @@ class Follower:
             if self.paths.exit_json.exists():
                 return
 
-    def _fold(self, batch: list[dict[str, Any]], quiet: bool) -> None:
+    def _fold(self, batch: list[Event], quiet: bool) -> None:
         for event in batch:
             previous = self.model.event_state
             self.model.apply_event(event)
@@ -94,7 +95,7 @@ class Follower:
 
     def drain(self, quiet: bool = False) -> None:
         while True:
-            batch = self.feed.read_events()
+            batch = self.feed.read_records()
             self._fold(batch, quiet)
             if not batch and self.feed.at_end:
                 return
@@ -104,7 +105,7 @@ class Follower:
         the series snapshot's replay, then the tail after it."""
         base = self.feed.start_from_snapshot()
         if base is not None:
-            self._fold(base.replay(), quiet=True)
+            self._fold(parse_events(base.replay()), quiet=True)
         self.drain(quiet=True)
 
     def elapsed(self, at: float | None = None) -> float:

@@ -10,6 +10,7 @@ from typing import Any
 
 from traindeck.units import gib_figure
 from training.rundir import RunState
+from training.rundir.records import EpochEvent, Event, MetricEvent, StatusEvent
 from tui.describe import describe, plain_text
 from tui.formats import clean_text, format_clock, format_span, format_value, integer, number
 from tui.run_model import RunModel
@@ -124,19 +125,19 @@ def progress_line(model: RunModel, elapsed_s: float, telemetry: dict[str, Any] |
     return " | ".join(parts)
 
 
-def event_line(event: dict[str, Any], model: RunModel, previous_state: str | None) -> str | None:
-    """The line to print for one event already folded into `model` (None: it prints none). A
-    status prints when the state changed or it says something; metrics go to the progress line."""
-    kind = event.get("kind")
-    if kind == "metric":
+def event_line(event: Event, model: RunModel, previous_state: str | None) -> str | None:
+    """The line to print for one event (typed by the feed) already folded into `model` (None: it
+    prints none). A status prints when the state changed or it says something; metrics go to the
+    progress line."""
+    if type(event) is MetricEvent:
         return None
-    if kind == "status" and event.get("state") == previous_state and not clean_text(event.get("message") or ""):
+    if type(event) is StatusEvent and event.state == previous_state and not clean_text(event.message):
         return None
-    line = describe(event, model.epochs)
+    line = describe(event.raw, model.epochs)
     if line is None:
         return None
     text = plain_text(line)
-    if kind == "epoch":
+    if type(event) is EpochEvent:
         values = values_text(model)
         text += f", {values}" if values else ""
     return text

@@ -34,9 +34,10 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from training.rundir import RunPaths
 from training.rundir.nodes import NodeView, head_host, node_views, other_hosts
+from training.rundir.records import Event, HealthEvent
 from training.rundir.series import Key, SeriesStore
 from tui import messages
-from tui.describe import describe, is_health_update, plain_text
+from tui.describe import describe, plain_text
 from tui.feed import RunFeed, TelemetryFeed
 from tui.run_model import RunModel
 from tui.screens.confirm_dialog import ConfirmDialog
@@ -144,12 +145,13 @@ class RunScreen(Screen):
     # ---- messages from the workers (one per batch) ------------------------------------------
     @dataclass
     class EventsArrived(Message):
-        events: list[dict[str, Any]]
+        records: list[Event]  # typed once by the feed (tui.feed.FeedBatch)
         run_json: dict[str, Any]
         exit_json: dict[str, Any] | None
         caught_up: bool
         orphaned: bool = False
         base: Any = None  # training.rundir.snapshot.Folded: the run up to the snapshot's offset
+        replay: list[Event] = field(default_factory=list)  # its story, typed
 
     @dataclass
     class TelemetryArrived(Message):
@@ -341,7 +343,8 @@ class RunScreen(Screen):
         self._next_poll_s["events"] = 0.0 if not self._feed.caught_up else (
             EVENTS_POLL_S if self.model.live or not self._feed.posted else EVENTS_IDLE_POLL_S)
         if batch is None or not self.post_message(self.EventsArrived(
-                batch.events, batch.run_json, batch.exit_json, batch.caught_up, batch.orphaned, batch.base)):
+                batch.records, batch.run_json, batch.exit_json, batch.caught_up, batch.orphaned, batch.base,
+                batch.replay)):
             self._batch_slots.release()
 
     def _poll_telemetry(self) -> None:
@@ -434,20 +437,22 @@ class RunScreen(Screen):
         had_exit = model.exit is not None
         model.apply_exit(message.exit_json)
         model.apply_orphaned(message.orphaned)
-        replay: list[dict[str, Any]] = []
+        records = message.records
         if message.base is not None:
             # Attach in constant time: the series snapshot's store and its bounded story, then
-            # the tail after its offset (message.events).
-            replay = message.base.replay()
+            # the tail after its offset (message.records).
             self.store = self._plot.store = message.base.store
-            model.apply_events(replay)
-        model.apply_events(message.events)
+            model.apply_events(message.replay)
+        model.apply_events(records)
         checkpoints = model.checkpoints
+        # The event log describes each event as written.
+        replayed = [e.raw for e in message.replay]
+        written = [e.raw for e in records]
         for log in self._event_logs:
             if log.start_t is None:
-                log.start_t = model.created or next((e["t"] for e in message.events if "t" in e), None)
-            log.add_events(replay, epochs=model.epochs)
-            log.add_events(message.events, epochs=model.epochs)
+                log.start_t = model.created or next((e.t for e in records if e.t is not None), None)
+            log.add_events(replayed, epochs=model.epochs)
+            log.add_events(written, epochs=model.epochs)
             if had_exit and model.exit is None:
                 log.shown_exit = False  # resumed: a new exit will come
             if message.orphaned and not self._shown_orphaned:
@@ -460,7 +465,7 @@ class RunScreen(Screen):
             self._plot.checkpoints = tuple(model.checkpoint_marks)
         # The first complete picture is drawn at once (tests and snapshots wait for `loaded`).
         first = message.caught_up and not self.loaded
-        if self.store.add_events(message.events) or message.base is not None:
+        if self.store.add_events(records) or message.base is not None:
             self._sync_series()
             self._plot_redraw.request()
         if first:
@@ -470,13 +475,13 @@ class RunScreen(Screen):
         self._update_alerts()
         if not self.telemetry_seen and message.caught_up and not model.live:
             grid.placeholder = "no telemetry was recorded for this run"
-        health = [e for e in message.events if e.get("kind") == "health"]
+        health = [e for e in records if type(e) is HealthEvent]
         # From the model, not this batch: an attach that starts from the series snapshot gets the
         # firings folded into it (message.base) and none among the batch's events.
         markers = tuple((e.step, e.rule) for e in model.health if e.step is not None)
         if markers != self._plot.markers:
             self._plot.markers = markers
-        alarms = [e for e in health if not is_health_update(e)]  # an update is no new alarm
+        alarms = [e for e in health if not e.update]  # an update is no new alarm
         if alarms and self.loaded and model.live:
             self._tell_health(alarms)  # live firings only: a replayed history rings nothing
         shown = self._header.info
@@ -489,13 +494,13 @@ class RunScreen(Screen):
             self.refresh_bindings()
         self.loaded = self.loaded or message.caught_up
 
-    def _tell_health(self, events: list[dict]) -> None:
+    def _tell_health(self, events: list[HealthEvent]) -> None:
         """A health rule fired while someone watches: the bell, a desktop notification (OSC 9 and
         OSC 777 pass through SSH to most terminals) and a toast."""
         sequences = "\a"  # the bell, written the way App.bell writes it (which is silent in tests)
         for event in events[-3:]:  # a burst (a backlog after a stall of the feed): its newest three
-            line = describe(event)
-            text = plain_text(line) if line else str(event.get("rule"))
+            line = describe(event.raw)
+            text = plain_text(line) if line else event.rule
             sequences += osc_notification(f"traindeck {self.paths.id}", text)
             self.notify(text, title="training health", severity="warning", timeout=10)
         driver = getattr(self.app, "_driver", None)
