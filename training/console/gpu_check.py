@@ -88,7 +88,7 @@ from training.rundir import (
 )
 from training.rundir.events import read_all
 from training.rundir.heartbeat import read_heartbeats
-from training.rundir.records import ExitRecord, finish_run
+from training.rundir.records import ExitRecord, RunRecord, create_run_json, finish_run
 
 EXIT_SKIPPED = 77
 REPORT_NAME = "gpu-check.json"
@@ -260,14 +260,14 @@ class GpuCheck:
     def _open_check_dir(self) -> Path:
         """The check's run directory, like any other (listed by --runs, live while the check runs);
         its runs are inside it, in runs/ (returned)."""
-        from training.rundir.processes import pid_create_time
+        from training.rundir.processes import ProcRef, pid_create_time
 
         self.check_dir = create_run_dir(self.runs_dir, "gpu-check")
-        write_json_atomic(self.check_dir.run_json, {
-            "id": self.check_dir.id, "profile": "gpu-check", "mode": "check", "world_size": 0,
-            "argv": ["--gpu-check"], "host": hostname(), "created": round(time.time(), 3),
-            "rehearsal": False, "supervisor": pid_create_time(), "launcher": None, "processes": [],
-            "port": None, "env": {}, "state": "running", "state_t": round(time.time(), 3)})
+        now = round(time.time(), 3)
+        create_run_json(self.check_dir, RunRecord(
+            id=self.check_dir.id, profile="gpu-check", mode="check", world_size=0, argv=("--gpu-check",),
+            host=hostname(), created=now, supervisor=ProcRef.from_json(pid_create_time(), "supervisor"), state="running",
+            state_t=now))
         runs_dir = self.check_dir.root / "runs"
         runs_dir.mkdir(mode=0o700)
         return runs_dir

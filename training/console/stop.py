@@ -20,9 +20,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from training.rundir import RunPaths, RunState, read_json, read_run_json, sweep, write_json_atomic
+from training.rundir import RunPaths, RunState, read_json, read_run_json, sweep
 from training.rundir import processes as pg
 from training.rundir.cgroups import RunCgroup, run_key
+from training.rundir.records import ExitRecord, finish_run
 
 Progress = Callable[[str], None]
 
@@ -132,10 +133,11 @@ def stop_and_check(paths: RunPaths, grace_s: float | None = None, now: bool = Fa
     if cgroup is not None and not cgroup.populated():
         cgroup.remove()
     method = str(data.get("stop_method") or ("cgroup" if cgroup is not None else "process table"))
-    exit_data = read_json(paths.exit_json, None)
-    if isinstance(exit_data, dict) and (survivors or "nothing_left" not in exit_data):
-        exit_data.update(sweep.SweepResult(method, survivors=survivors).exit_fields())
-        write_json_atomic(paths.exit_json, exit_data)
+    record = ExitRecord.from_json(read_json(paths.exit_json, None))
+    if record is not None and (survivors or "nothing_left" not in record.extra):
+        # The run's end is recorded (run.json's state too): exit.json gets what this sweep found.
+        finish_run(paths, record.with_extra(**sweep.SweepResult(method, survivors=survivors).exit_fields()),
+                   run_json=False)
     return StopOutcome(state, survivors, method)
 
 
