@@ -3,7 +3,8 @@
 Everything the processes of a run write, and every viewer reads, is named and read here:
 
     paths       RunPaths (the names), RunState, run directory creation, atomic JSON, run.json merges
-    records     run.json, exit.json and every event kind parsed into types, and finish_run (the end)
+    records     run.json (create_run_json, its one creator), exit.json and every event kind parsed
+                into types once, and finish_run (the end: the one writer of exit.json)
     events      events.jsonl: schema v1 lines, one-write appends, EventReader (incremental tail)
     heartbeat   heartbeats/rank-N.json (the same module as traindeck.heartbeat)
     control     control.json: console -> workers requests
