@@ -65,24 +65,25 @@ def test_the_heads_exit_names_the_node_after_the_drain(tmp_path):
     from training.profile import parse_profile
     from training.rundir import RunPaths, RunState, write_json_atomic
     from training.supervise.nodes import remote_nodes
-    from training.supervise.supervisor import RunResult, Supervisor
+    from training.supervise.outcome import RunResult
+    from training.supervise.supervisor import Supervisor
 
     paths = RunPaths(tmp_path / "runs" / "20261124-183000-cpu")
     paths.root.mkdir(parents=True)
     sup = Supervisor(paths)
-    sup.profile = parse_profile('[train]\ntask = "tiny"\n[launch]\nmode = "ddp"\nhosts = ["gpu-a", "gpu-b"]\n')
-    sup.remote_nodes = remote_nodes(sup.profile, paths.id, paths.root.parent)
+    sup.nodes.profile = parse_profile('[train]\ntask = "tiny"\n[launch]\nmode = "ddp"\nhosts = ["gpu-a", "gpu-b"]\n')
+    sup.nodes.remote = remote_nodes(sup.nodes.profile, paths.id, paths.root.parent)
     paths.node("gpu-b").root.mkdir(parents=True)
     write_json_atomic(paths.node("gpu-b").exit_json, {"state": "failed", "failed_rank": 3, "error": REAL,
                                                       "hint": None, "t": 20.0})
     head = RunResult(RunState.FAILED, 1, 0, LOST_PEER, None, f"rank 0 failed: {LOST_PEER[0]}")
-    named = sup._named_by_the_node_where_it_started(head)
-    assert (named.failed_rank, named.error, sup.dropped_node) == (3, REAL, "gpu-b")
+    named = sup.nodes.named_by_the_node_where_it_started(head)
+    assert (named.failed_rank, named.error, sup.nodes.dropped_node) == (3, REAL, "gpu-b")
     assert named.message == "rank 3 on node gpu-b failed: ValueError: bad batch at step 12"
     # A genuine error of the head's own rank keeps its name.
-    sup.dropped_node = None
+    sup.nodes.dropped_node = None
     own = RunResult(RunState.FAILED, 1, 0, REAL, None, "rank 0 failed")
-    assert sup._named_by_the_node_where_it_started(own) is own and sup.dropped_node is None
+    assert sup.nodes.named_by_the_node_where_it_started(own) is own and sup.nodes.dropped_node is None
 
 
 def test_shared_memory_and_missing_kernel_failures_get_the_fix():

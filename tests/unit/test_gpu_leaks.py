@@ -195,11 +195,11 @@ def test_the_head_lists_every_nodes_gpu_leaks_with_its_host(tmp_path):
     paths = RunPaths(tmp_path / "runs" / "20261124-183000-cpu")
     paths.root.mkdir(parents=True)
     sup = Supervisor(paths)
-    sup.profile = parse_profile('[train]\ntask = "tiny"\n[launch]\nmode = "ddp"\nhosts = ["gpu-a", "gpu-b"]\n')
-    sup.remote_nodes = remote_nodes(sup.profile, paths.id, paths.root.parent)
+    sup.nodes.profile = parse_profile('[train]\ntask = "tiny"\n[launch]\nmode = "ddp"\nhosts = ["gpu-a", "gpu-b"]\n')
+    sup.nodes.remote = remote_nodes(sup.nodes.profile, paths.id, paths.root.parent)
     leak = {"pid": 4242, "rank": 2, "gpu": 0, "used_mib": 900, "state": "running"}
     paths.node("gpu-b").root.mkdir(parents=True)
     write_json_atomic(paths.node("gpu-b").exit_json, {"state": "failed", "gpu_leaks": [leak, "not a leak"]})
-    [found] = sup._other_nodes_gpu_leaks()
+    [found] = sup.nodes.other_nodes_gpu_leaks()
     assert found == {**leak, "node": "gpu-b"}
     assert describe_leak(found).startswith("pid 4242 (rank 2) still holds 900 MiB on GPU 0 on gpu-b after the run")

@@ -228,17 +228,17 @@ def test_the_supervisor_rewinds_at_most_rewind_max_times_then_save_stops(tmp_pat
     paths = RunPaths(tmp_path)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     sup = Supervisor(paths)
-    sup.profile = profile(nan="rewind", rewind_max=2)
+    sup.health.profile = profile(nan="rewind", rewind_max=2)
     finding = Finding("nan", "loss is nan at step 25", value="nan", step=25)
     # No checkpoint yet: nothing to rewind to.
-    assert sup.health_action("rewind", finding) == "save-stop"
+    assert sup.health.act("rewind", finding) == "save-stop"
     assert json.loads(paths.control.read_text())["action"] == "save-stop"
-    sup.health_stop = sup.health_deadline = None
+    sup.health.stopped_by = sup.health.save_stop_deadline = None
     (paths.checkpoints / "last.pt").write_bytes(b"x")
-    actions = [sup.health_action("rewind", finding) for _ in range(3)]
+    actions = [sup.health.act("rewind", finding) for _ in range(3)]
     assert actions == ["rewind", "rewind", "save-stop"]
     assert json.loads(paths.control.read_text())["action"] == "save-stop"
-    assert sup.health_stop and sup.health_stop["rule"] == "nan"
+    assert sup.health.stopped_by and sup.health.stopped_by["rule"] == "nan"
 
 
 def test_the_rewind_count_survives_a_resume_in_run_json(tmp_path, monkeypatch):
@@ -258,8 +258,8 @@ def test_the_rewind_count_survives_a_resume_in_run_json(tmp_path, monkeypatch):
     write_json_atomic(paths.run_json, {"id": paths.id, "state": "running", "supervisor": {"pid": None}})
     finding = Finding("nan", "loss is nan at step 25", value="nan", step=25)
     first = Supervisor(paths)
-    first.profile = p
-    assert first.health_action("rewind", finding) == "rewind"
+    first.health.profile = p
+    assert first.health.act("rewind", finding) == "rewind"
     assert read_run_json(paths)["health_rewinds"] == 1
     # The run stops (the box rebooted, the user stopped it) and is resumed: a new supervisor.
     update_run_json(paths, state="stopped")
@@ -267,8 +267,8 @@ def test_the_rewind_count_survives_a_resume_in_run_json(tmp_path, monkeypatch):
     runs.resume_run(paths)
     assert read_run_json(paths)["health_rewinds"] == 1 and read_run_json(paths)["resumes"] == 1
     second = Supervisor(paths)
-    second.profile = p
-    assert [second.health_action("rewind", finding) for _ in range(2)] == ["rewind", "save-stop"]
+    second.health.profile = p
+    assert [second.health.act("rewind", finding) for _ in range(2)] == ["rewind", "save-stop"]
     assert read_run_json(paths)["health_rewinds"] == 2
     # A run recorded before the count was kept reads as none done.
     from training.rundir.records import RunRecord

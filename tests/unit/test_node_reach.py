@@ -114,9 +114,9 @@ def test_the_supervisors_health_action_reaches_rank_0_on_another_node(tmp_path, 
     head, node = two_node_run(tmp_path)
     beat(head.node("gpu-b"), 0)
     sup = Supervisor(head)
-    sup.profile = parse_profile(PROFILE)
-    sup.remote_nodes = [RemoteNode("gpu-b", str(node.root), str(node.root.parent), str(ROOT), sys.executable)]
-    assert sup.health_action("save-stop", Finding("divergence", "loss diverged")) == "save-stop"
+    sup.health.profile = parse_profile(PROFILE)
+    sup.nodes.remote = [RemoteNode("gpu-b", str(node.root), str(node.root.parent), str(ROOT), sys.executable)]
+    assert sup.health.act("save-stop", Finding("divergence", "loss diverged")) == "save-stop"
     assert read_json(node.control)["action"] == "save-stop"
     assert not head.control.exists()
 

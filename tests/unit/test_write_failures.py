@@ -17,8 +17,10 @@ from training.monitor.telemetry import TelemetrySampler, read_telemetry
 from training.rundir import RunPaths, RunState, create_run_dir, read_json, records, write_json_atomic
 from training.rundir.events import EventReader
 from training.rundir.write_failures import WriteTrouble, describe, retry_until_written
-from training.supervise import supervisor as sup_mod
-from training.supervise.supervisor import RunResult, Supervisor
+from training.supervise import run_processes, run_writer
+from training.supervise.outcome import RunResult, named_for_the_disk
+from training.supervise.run_processes import RunProcesses
+from training.supervise.supervisor import Supervisor
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -135,21 +137,21 @@ def test_the_supervisors_writes_wait_while_the_disk_is_full_and_land_in_order_wh
     paths = create_run_dir(tmp_path, "t")
     sup = Supervisor(paths)
     said = []
-    sup.disk.warn = said.append
-    real_update, real_append = sup_mod.update_run_json, sup_mod.append_events
-    monkeypatch.setattr(sup_mod, "update_run_json", failing(10**9, real_update))
-    monkeypatch.setattr(sup_mod, "append_events", failing(10**9, real_append))
+    sup.writer.disk.warn = said.append
+    real_update, real_append = run_writer.update_run_json, run_writer.append_events
+    monkeypatch.setattr(run_writer, "update_run_json", failing(10**9, real_update))
+    monkeypatch.setattr(run_writer, "append_events", failing(10**9, real_append))
 
     sup.set_state(RunState.RUNNING, "training")  # neither write goes through: no exception either
-    assert not sup._write_run_json(processes=[{"pid": 1}])
-    assert not sup._append([sup_mod.make_event("log", level="info", message="second")])
+    assert not sup.writer.run_json(processes=[{"pid": 1}])
+    assert not sup.writer.append([run_writer.make_event("log", level="info", message="second")])
     assert not paths.run_json.exists() and not paths.events.exists()
     assert sum("cannot write" in line for line in said) == 2  # one warning per file, not per write
 
-    monkeypatch.setattr(sup_mod, "update_run_json", real_update)
-    monkeypatch.setattr(sup_mod, "append_events", real_append)
-    sup._retry_at = 0.0
-    sup._retry_pending_writes()
+    monkeypatch.setattr(run_writer, "update_run_json", real_update)
+    monkeypatch.setattr(run_writer, "append_events", real_append)
+    sup.writer.retry_at = 0.0
+    sup.writer.retry_pending()
     data = read_json(paths.run_json)
     assert data["state"] == "running" and data["processes"] == [{"pid": 1}]
     got = EventReader(paths.events).read()
@@ -162,13 +164,13 @@ def test_the_supervisors_writes_wait_while_the_disk_is_full_and_land_in_order_wh
 def test_pending_events_are_bounded_and_what_was_dropped_is_counted(tmp_path, monkeypatch):
     paths = create_run_dir(tmp_path, "t")
     sup = Supervisor(paths)
-    sup.disk.warn = lambda _line: None
-    monkeypatch.setattr(sup_mod, "PENDING_EVENTS_MAX", 5)
-    monkeypatch.setattr(sup_mod, "append_events", failing(10**9, sup_mod.append_events))
+    sup.writer.disk.warn = lambda _line: None
+    monkeypatch.setattr(run_writer, "PENDING_EVENTS_MAX", 5)
+    monkeypatch.setattr(run_writer, "append_events", failing(10**9, run_writer.append_events))
     for i in range(8):
-        sup._append([{"kind": "log", "message": str(i)}])
-    assert [e["message"] for e in sup._pending_events] == ["3", "4", "5", "6", "7"]
-    assert sup.disk.dropped == 3
+        sup.writer.append([{"kind": "log", "message": str(i)}])
+    assert [e["message"] for e in sup.writer.pending_events] == ["3", "4", "5", "6", "7"]
+    assert sup.writer.disk.dropped == 3
 
 
 def test_a_run_that_failed_on_a_full_disk_says_disk_full_in_exit_json_written_once_there_is_room(tmp_path,
@@ -176,15 +178,15 @@ def test_a_run_that_failed_on_a_full_disk_says_disk_full_in_exit_json_written_on
     paths = create_run_dir(tmp_path, "t")
     sup = Supervisor(paths)
     said = []
-    sup.disk.warn = said.append
-    sup.retry_sleep = lambda _s: None
+    sup.writer.disk.warn = said.append
+    sup.writer.retry_sleep = lambda _s: None
     # Nothing of a real run to sweep: this test's process and its children are not the run's.
-    monkeypatch.setattr(sup_mod.pg, "descendants", lambda _ref: [])
-    monkeypatch.setattr(sup_mod, "Containment", lambda *_a: type("C", (), {"final_check": lambda self, _k: {}})())
-    monkeypatch.setattr(Supervisor, "_gpu_leaks", lambda self: [])
+    monkeypatch.setattr(run_processes.pg, "descendants", lambda _ref: [])
+    monkeypatch.setattr(run_processes, "Containment", lambda *_a: type("C", (), {"final_check": lambda self, _k: {}})())
+    monkeypatch.setattr(RunProcesses, "gpu_leaks", lambda self: [])
     # The disk filled while the run trained (the supervisor's run.json write failed), and it is
     # still full as the run ends: each end record fails twice before it goes through.
-    sup.disk.failed("run.json", ENOSPC)
+    sup.writer.disk.failed("run.json", ENOSPC)
     for name in ("append_events", "write_json_atomic", "update_run_json"):
         monkeypatch.setattr(records, name, failing(2, getattr(records, name)))
     error = ["OSError: [Errno 28] cannot write checkpoint checkpoints/last.pt: No space left on device"]
@@ -195,7 +197,7 @@ def test_a_run_that_failed_on_a_full_disk_says_disk_full_in_exit_json_written_on
     assert exit_data["state"] == "failed" and exit_data["message"].startswith("disk full")
     assert "free space on the disk" in exit_data["hint"] and f"--resume {paths.id}" in exit_data["hint"]
     assert exit_data["disk"]["failed_writes"] == 1 and exit_data["disk"]["full"]  # those before exit.json
-    assert sup.disk.failures == 7
+    assert sup.writer.disk.failures == 7
     assert read_json(paths.run_json)["state"] == "failed"
     statuses = [e for e in EventReader(paths.events).read() if e["kind"] == "status"]
     assert len(statuses) == 1 and statuses[0]["message"].startswith("disk full")  # written once
@@ -204,13 +206,13 @@ def test_a_run_that_failed_on_a_full_disk_says_disk_full_in_exit_json_written_on
 
 def test_a_healthy_run_is_not_named_for_the_disk_and_keeps_its_state(tmp_path):
     sup = Supervisor(create_run_dir(tmp_path, "t"))
-    sup.disk.warn = lambda _line: None
-    sup.disk.failed("telemetry.jsonl", ENOSPC, dropped=1)
-    sup.disk.ok("telemetry.jsonl")
+    sup.writer.disk.warn = lambda _line: None
+    sup.writer.disk.failed("telemetry.jsonl", ENOSPC, dropped=1)
+    sup.writer.disk.ok("telemetry.jsonl")
     finished = RunResult(RunState.FINISHED, 0, message="finished")
-    assert sup._named_for_the_disk(finished) is finished
+    assert named_for_the_disk(finished, sup.paths, sup.writer.disk) is finished
     bug = RunResult(RunState.FAILED, 1, 0, ["ValueError: bad"], None, "rank 0 failed: ValueError: bad")
-    assert sup._named_for_the_disk(bug) is bug
+    assert named_for_the_disk(bug, sup.paths, sup.writer.disk) is bug
 
 
 def test_telemetry_drops_a_sample_on_a_full_disk_warns_once_and_goes_on(tmp_path, monkeypatch):
