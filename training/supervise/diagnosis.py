@@ -21,6 +21,7 @@ from traindeck.untrusted import finite_float, open_regular
 from training.profile import Profile
 from training.rundir import RunPaths, read_json, read_run_json
 from training.rundir.logs import rank_logs, rank_offset
+from training.supervise.visibility import run_gpus
 
 _RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]:\s?")
 _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure|Warning)?)(?::\s|:$|$)")
@@ -112,8 +113,8 @@ def last_lines(text: str, n: int = 3) -> list[str]:
 def _bf16_capable(profile: Profile) -> bool:
     """Whether every GPU the run sees has bf16 (compute capability >= 8.0), as NVML reports it;
     True when NVML cannot tell."""
+    # Lazy: training.engine.amp imports torch, which the supervisor and the console never load otherwise.
     from training.engine.amp import BF16_MIN_CAPABILITY
-    from training.supervise.visibility import run_gpus
 
     try:
         devices = run_gpus(profile).devices

@@ -11,6 +11,7 @@ process, can never span MIG instances: dp over more than one is refused with the
 from __future__ import annotations
 
 from traindeck.rank_device import RANK_DEVICES_ENV  # noqa: F401 - the variable the launch sets
+from training.monitor.gpu import normalize_uuid
 
 RANK_DEVICE_MODULE = "traindeck.rank_device"
 
@@ -67,8 +68,6 @@ def one_gpu_instances_warning(mode: str, pg_backend: str, cuda_visible: str | No
     run uses gloo): NCCL tells GPUs apart by PCI bus id, which instances of one GPU share, so it
     refuses them ("Duplicate GPU detected"; NCCL 2.31 and newer ask for NCCL_MULTI_RANK_GPU_ENABLE=1).
     `devices`: NVML's (training.monitor.gpu.GpuInfo), which know each GPU's instances."""
-    from training.monitor.gpu import normalize_uuid
-
     if mode != "ddp" or pg_backend == "gloo" or "NCCL_MULTI_RANK_GPU_ENABLE" in (launch_env or {}):
         return ""
     by_gpu: dict[int, list[str]] = {}

@@ -36,6 +36,7 @@ from training.errors import TraindeckError
 from training.profile import Launch, Profile
 from training.rundir.paths import NODES_DIR  # the first node is the head; the others write below it
 from training.ssh_policy import check_ssh_target
+from training.supervise.launch import rdzv_backend_of
 
 SSH_ENV = "TRAINDECK_SSH"
 REMOTE_MODULE = "training.console.remote_node"
@@ -95,8 +96,6 @@ def node_profile(profile: Profile, endpoint: str, rdzv_id: str, host: str | None
     """The profile `host` runs: a node started by hand, with the head's rendezvous. Its rank is its
     place in hosts (the head is 0), so the rendezvous is torchrun's static one, where no pickled
     state passes through the store (launch.rdzv_backend_of); a profile that asked for c10d keeps it."""
-    from training.supervise.launch import rdzv_backend_of
-
     p = copy.deepcopy(profile)
     p.launch.nnodes = len(profile.launch.hosts)
     p.launch.rdzv_backend = rdzv_backend_of(profile.launch)

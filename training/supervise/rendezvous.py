@@ -85,6 +85,7 @@ class StoreReader:
     def joined(self) -> int | None:
         try:
             if self._backend is None:
+                # Lazy: torch only for a c10d rendezvous being watched (the console imports this module too).
                 from torch.distributed import TCPStore
                 from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
 

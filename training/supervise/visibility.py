@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from training.monitor.gpu import get_backend, normalize_uuid
 from training.profile import Profile
 from training.supervise.launch import LaunchSpec, gpu_visibility_env
 
@@ -17,8 +18,6 @@ from training.supervise.launch import LaunchSpec, gpu_visibility_env
 def gpu_backend(backend=None):
     if backend is not None:
         return backend
-    from training.monitor.gpu import get_backend
-
     return get_backend()
 
 
@@ -54,8 +53,6 @@ def visible_gpus(devices, cuda_visible: str | None) -> VisibleGpus:
     the first entry it cannot parse ends the list. A GPU in MIG mode is not usable as a whole
     GPU: CUDA sees its MIG instances, which must be named by their MIG-<uuid>.
     """
-    from training.monitor.gpu import normalize_uuid
-
     notes: list[str] = []
     if cuda_visible is None:
         chosen = list(devices)
@@ -112,8 +109,6 @@ def run_gpu_indices(spec: LaunchSpec) -> list[int] | None:
     """NVML indices of the GPUs the run's processes can see (their CUDA_VISIBLE_DEVICES), so the
     panels show exactly those: a MIG instance shows as the GPU that holds it (NVML samples whole
     GPUs); None = all (also when a MIG instance is one NVML does not list)."""
-    from training.monitor.gpu import get_backend
-
     backend = get_backend()
     if not backend.available:
         return None
