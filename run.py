@@ -234,13 +234,14 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
         return 0
 
     from training.console import runs
+    from training.console import stop as stopping
 
     headless = args.headless or not _interactive()
     starts = args.resume or (args.attach is None and not args.rehearse and (args.profile or headless))
     if args.queue and not starts:
         raise TraindeckError("--queue goes with --profile NAME or --resume RUN (it makes a start wait for busy "
                              "GPUs), e.g. 'run.py --profile 4x2080ti --queue'; the picker's key for it is w.")
-    runs.reap_orphans(runs_dir, warn=lambda line: print(line, file=sys.stderr))
+    stopping.reap_orphans(runs_dir, warn=lambda line: print(line, file=sys.stderr))
     if args.rehearse:
         from training.console import rehearse
 

@@ -22,6 +22,7 @@ import pytest
 from tests.support.locations import RECORDED_RUNS, TESTS
 from tests.support.recorded_runs import SNAPSHOT_NOW
 from training.console import runs
+from training.console import stop as stopping
 from training.rundir import list_run_dirs
 
 
@@ -101,7 +102,7 @@ def runs_dir(tmp_path, monkeypatch):
     for paths in list_run_dirs(d):
         try:
             if runs.is_live(paths):
-                runs.stop_run(paths, grace_s=0.5)
+                stopping.stop_run(paths, grace_s=0.5)
         except Exception:  # noqa: BLE001 - cleanup must reach the sweep below
             pass
     kill_everything_of(d)

@@ -20,6 +20,7 @@ from tests.support.processes import assert_nothing_left, recorded
 from tests.support.profiles import custom_profile, tiny_cpu_profile
 from tests.support.waiting import wait_for
 from training.console import runs
+from training.console import stop as stopping
 from training.errors import TraindeckError
 from training.profile import parse_profile
 from training.rundir import RunState, read_json, read_run_json
@@ -96,7 +97,7 @@ def test_stop_escalates_to_sigkill_and_reaches_grandchildren(runs_dir):
     # The supervisor records descendants every ~0.5 s; make sure the grandchildren are in run.json.
     wait_for(lambda: set(grandchildren) <= {r.pid for r in recorded(paths)}, 5, "grandchildren recorded")
     t0 = time.monotonic()
-    assert runs.stop_run(paths) is RunState.STOPPED
+    assert stopping.stop_run(paths) is RunState.STOPPED
     assert time.monotonic() - t0 < 1 + 8
     assert read_json(paths.exit_json)["state"] == "stopped"
     assert statuses(paths)[-1]["state"] == "stopped"
@@ -133,7 +134,7 @@ def test_supervisor_killed_with_sigkill_then_stop_cleans_up_from_run_json(runs_d
     assert orphan.state is RunState.FAILED and orphan.note == "orphaned" and not orphan.live
     # The workers keep running without their supervisor until someone stops them.
     assert len(pg.alive([r for r in recorded(paths) if r.role == "worker"])) == 2
-    assert runs.stop_run(paths, grace_s=1) is RunState.STOPPED
+    assert stopping.stop_run(paths, grace_s=1) is RunState.STOPPED
     assert read_run_json(paths)["state"] == "stopped"
     assert read_json(paths.exit_json)["state"] == "stopped"
     assert_nothing_left(paths, grandchildren)

@@ -1,6 +1,6 @@
 """Reliability: 50 start/stop cycles, mixed ways of ending a run, and nothing left behind.
 
-Cycles rotate through: graceful stop (training.console.runs.stop_run), the same with a script that
+Cycles rotate through: graceful stop (training.console.stop.stop_run), the same with a script that
 ignores SIGTERM and has a grandchild in its own session (SIGKILL escalation), Ctrl-C (SIGINT)
 to `run.py --headless`, and SIGKILL of the launcher. Most cycles run a torch-free script in
 single mode (a DDP start costs 5-15 s on this loaded 2-core box); 3 of them are real torchrun +
@@ -27,6 +27,7 @@ from tests.support.processes import assert_gone, assert_no_processes_of, bound, 
 from tests.support.profiles import custom_profile, spin_profile_file
 from tests.support.waiting import wait_for
 from training.console import runs
+from training.console import stop as stopping
 from training.rundir import RunPaths, RunState, list_run_dirs, read_json, read_run_json
 from training.rundir import processes as pg
 
@@ -72,7 +73,7 @@ def _one_cycle(i: int, runs_dir: Path, profile_path: Path, env: dict[str, str]) 
         paths = runs.start_run(prof, runs_dir)
         wait_step(paths, 2, timeout=120 if ddp else 60)
         if how in ("stop", "stop_escalate"):
-            assert runs.stop_run(paths) is RunState.STOPPED
+            assert stopping.stop_run(paths) is RunState.STOPPED
             expected = RunState.STOPPED
         else:
             launcher = pg.ProcRef.from_json(read_run_json(paths)["launcher"], "launcher")

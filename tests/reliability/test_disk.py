@@ -19,6 +19,7 @@ from tests.support.live_runs import events, statuses, tmp_files, wait_done
 from tests.support.processes import assert_gone, assert_no_processes_of, recorded
 from tests.support.profiles import builtin_profile
 from training.console import runs
+from training.console import stop as stopping
 from training.engine.checkpoint import load_checkpoint
 from training.rundir import RunState, read_json
 from training.supervise.disk_faults import DISK_FULL_ENV
@@ -95,4 +96,4 @@ def test_disk_full_during_checkpoint_fails_cleanly_keeps_last_pt_and_resumes_aft
     finally:
         for p in runs.list_runs(runs_dir):
             if p.live:
-                runs.stop_run(runs.find_run(runs_dir, p.id), grace_s=0.5)
+                stopping.stop_run(runs.find_run(runs_dir, p.id), grace_s=0.5)

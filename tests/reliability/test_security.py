@@ -23,6 +23,7 @@ from tests.support.processes import assert_gone, recorded
 from tests.support.profiles import builtin_profile, custom_profile
 from tests.support.waiting import wait_for
 from training.console import runs
+from training.console import stop as stopping
 from training.engine.checkpoint import CheckpointLoadError, load_checkpoint
 from training.rundir import RunState, read_json, read_run_json
 
@@ -93,7 +94,7 @@ def ddp_run(tmp_path_factory):
             else:
                 os.environ[k] = v
         if paths is not None and runs.is_live(paths):
-            runs.stop_run(paths, grace_s=0.5)
+            stopping.stop_run(paths, grace_s=0.5)
         shared.__exit__(None, None, None)
 
 

@@ -28,6 +28,7 @@ from tests.support.processes import assert_gone, assert_no_processes_of, read_un
 from tests.support.profiles import spin_profile_file
 from tests.support.waiting import wait_for
 from training.console import runs
+from training.console import stop as stopping
 from training.rundir import RunPaths, RunState, list_run_dirs
 
 pytestmark = pytest.mark.slow
@@ -135,7 +136,7 @@ def _attach_sees_progress(runs_dir: Path, paths: RunPaths, after_step: int) -> N
 
 def _stop_and_check(runs_dir: Path, paths: RunPaths) -> None:
     refs = recorded(paths)
-    assert runs.stop_run(paths, grace_s=2) is RunState.STOPPED
+    assert stopping.stop_run(paths, grace_s=2) is RunState.STOPPED
     assert_gone(refs + recorded(paths))
     assert_no_processes_of(runs_dir)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.support.waiting import wait_for
 from training.console import runs
+from training.console import stop as stopping
 from training.profile import Profile
 from training.rundir import RunPaths, RunState
 from training.rundir.events import read_all
@@ -76,7 +77,7 @@ def wait_done(paths: RunPaths, timeout: float = 60.0) -> runs.RunSummary:
 def stop_quietly(paths: RunPaths) -> None:
     """Stop a run if it is still live (cleanup after a test that failed half-way)."""
     if runs.is_live(paths):
-        runs.stop_run(paths, grace_s=1.0)
+        stopping.stop_run(paths, grace_s=1.0)
 
 
 def run_to_end(profile: Profile, runs_dir: Path, timeout: float = 60.0) -> tuple[RunPaths, runs.RunSummary]:

@@ -73,7 +73,7 @@ def test_run_py_passes_the_flags_to_make_app(monkeypatch, recorded_runs_dir, arg
 
     monkeypatch.setattr(tui.app, "make_app", fake_make_app)
     monkeypatch.setattr(run_py, "_interactive", lambda: True)
-    monkeypatch.setattr("training.console.runs.reap_orphans", lambda runs_dir, **_: None)
+    monkeypatch.setattr("training.console.stop.reap_orphans", lambda runs_dir, **_: None)
     assert run_py.main(argv + ["--runs-dir", str(recorded_runs_dir)]) == 0
     assert {k: got[k] for k in expected} == expected
     assert got["attach"].id == GNN

@@ -12,6 +12,7 @@ from tests.fixtures.fake_nvml import four_2080ti, shared_2080ti
 from tests.support.fake_runs import make_run_dir, supervisor_record
 from tests.support.locations import ROOT
 from training.console import preflight, runs
+from training.console import stop as stopping
 from training.console.start_policy import StartRefused, check_start
 from training.monitor import gpu
 from training.monitor.gpu import GpuBackend
@@ -149,7 +150,7 @@ def test_a_queued_run_is_live_listed_with_its_wait_and_found_by_attach(tmp_path)
 def test_the_orphan_reaper_reaps_a_queued_run_whose_supervisor_died(tmp_path):
     paths = _queued_run(tmp_path, {"pid": 999_999, "create_time": 1.0})
     assert verified_state(paths)[1] is False
-    assert runs.reap_orphans(tmp_path) == [paths]
+    assert stopping.reap_orphans(tmp_path) == [paths]
     assert read_json(paths.exit_json)["state"] == "failed"
 
 

@@ -28,7 +28,8 @@ from tests.support.fake_runs import append_events, event, make_run_dir, write_ex
 from tests.support.locations import ROOT
 from traindeck.heartbeat import read_heartbeats
 from traindeck.untrusted import json_object_problem, parse_json, read_json_object
-from training.console.runs import format_runs_table, list_runs, reap_orphans, run_summary
+from training.console.runs import format_runs_table, list_runs, run_summary
+from training.console.stop import reap_orphans
 from training.monitor.telemetry import device_ranks, read_telemetry
 from training.profile import ProfileError, parse_override
 from training.rundir import RunPaths, read_run_json

@@ -179,7 +179,7 @@ def test_a_neighbours_forged_orphan_naming_your_process_is_not_reaped(tmp_path):
     import psutil
 
     from tests.support.fake_runs import make_run_dir
-    from training.console.runs import reap_orphans
+    from training.console.stop import reap_orphans
 
     yours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

@@ -19,6 +19,7 @@ from tests.support.processes import assert_nothing_left
 from tests.support.profiles import custom_profile
 from tests.support.waiting import wait_for
 from training.console import runs
+from training.console import stop as stopping
 from training.errors import RunNotFound, TraindeckError
 from training.rundir import (
     RunPaths,
@@ -128,24 +129,24 @@ def test_orphaned_run_is_shown_failed_and_reaped(tmp_path, sleeper):
     assert (s.state, s.live, s.note) == (RunState.FAILED, False, "orphaned")
     fresh = make_run(d, "young", state="starting", supervisor={"pid": None, "create_time": None})
     assert runs.run_summary(fresh).live  # start_run has not recorded the supervisor yet
-    assert runs.reap_orphans(d) == [paths]
+    assert stopping.reap_orphans(d) == [paths]
     assert not pg.is_alive(leftover)
     assert read_run_json(paths)["state"] == "failed"
     assert read_json(paths.exit_json)["state"] == "failed"
     assert read_all(paths.events)[-1]["message"].startswith("orphaned")
-    assert runs.reap_orphans(d) == []
+    assert stopping.reap_orphans(d) == []
 
 
 def test_stop_run_takes_over_from_a_dead_supervisor(tmp_path, sleeper):
     d = tmp_path / "runs"
     launcher = sleeper()
     paths = make_run(d, state="running", launcher={**launcher.to_json(), "role": "launcher"})
-    assert runs.stop_run(paths, grace_s=1) is RunState.STOPPED
+    assert stopping.stop_run(paths, grace_s=1) is RunState.STOPPED
     assert not pg.is_alive(launcher)
     assert read_run_json(paths)["state"] == "stopped"
     crashed = make_run(d, "crashed", state="running")
-    assert runs.stop_run(crashed, grace_s=1) is RunState.FAILED
-    assert runs.stop_run(make_run(d, "done"), grace_s=1) is RunState.FINISHED
+    assert stopping.stop_run(crashed, grace_s=1) is RunState.FAILED
+    assert stopping.stop_run(make_run(d, "done"), grace_s=1) is RunState.FINISHED
 
 
 def test_resume_refuses_live_runs_and_runs_without_a_checkpoint(tmp_path):

@@ -52,6 +52,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from training.console import stop as stopping
 from training.console.gpu_check_judge import (  # noqa: F401 - re-exported: tests import them from here
     FAIL,
     MEMORY_TOLERANCE_MIB,
@@ -392,7 +393,7 @@ class GpuCheck:
                    for e in read_all(paths.events)):
                 break
             time.sleep(0.1)
-        runs.stop_run(paths, grace_s=5)
+        stopping.stop_run(paths, grace_s=5)
         stopped_exit = read_json(paths.exit_json, {}) or {}
         self.report["runs"]["stopped"] = dict(stopped_exit)
         stopped_pids = self._collect_pids(paths)
@@ -467,13 +468,11 @@ class GpuCheck:
         return {s.index: s.mem_used_mib for s in self.backend.sample() if s.mem_used_mib is not None}
 
     def _wait(self, paths: RunPaths) -> None:
-        from training.console import runs
-
         deadline = time.monotonic() + self.run_timeout_s
         while not paths.exit_json.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         if not paths.exit_json.exists():
-            runs.stop_run(paths, grace_s=3)
+            stopping.stop_run(paths, grace_s=3)
 
     def train(self, profile: Profile, runs_dir: Path) -> RunPaths:
         from training.console import runs

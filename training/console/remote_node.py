@@ -70,7 +70,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from training.console.runs import stop_run
+    from training.console.stop import stop_run
 
     paths = _owned_run(args)
     state = stop_run(paths, grace_s=args.grace)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -31,7 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from traindeck import RUN_DIR_ENV  # noqa: F401 - the one definition, re-exported here
-from traindeck.untrusted import read_json_object
+from traindeck.untrusted import read_bounded, read_json_object
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 RUNS_DIR_ENV = "TRAINDECK_RUNS_DIR"
 # A multi-node run's other nodes, one directory each: <run>/nodes/<host>/ (the node's own layout).
@@ -138,6 +144,19 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 def read_run_json(paths: RunPaths) -> dict[str, Any]:
     return read_json(paths.run_json, {})
+
+
+PROFILE_MAX_BYTES = 4 << 20
+
+
+def read_profile_data(paths: RunPaths) -> dict[str, Any]:
+    """The run's profile.toml as data ({} for junk): read like every run file (bounded, no FIFO
+    waited on, no link followed); tomllib recurses on nested arrays."""
+    try:
+        data = read_bounded(paths.profile, PROFILE_MAX_BYTES)
+        return tomllib.loads(data.decode("utf-8")) if data is not None else {}
+    except (OSError, ValueError, RecursionError):
+        return {}
 
 
 # The supervisor's threads (its main loop, the health thread counting rewinds) merge into run.json

@@ -1,6 +1,6 @@
 """The supervisor's own writes to run.json and events.jsonl, which a full disk delays but never stops.
 
-While the supervisor lives it is the only writer of run.json (training.console.runs.stop_run takes
+While the supervisor lives it is the only writer of run.json (training.console.stop.stop_run takes
 over only once it is dead), and its threads (health, the log tailer, the checkpoint watch, the
 node followers) append events through it too. A write that fails with an OSError (ENOSPC, EROFS)
 waits here: run.json fields merged (the newest value of each wins), events in order (at most

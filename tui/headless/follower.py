@@ -66,7 +66,7 @@ class Follower:
         return self.feed.exit_json()
 
     def reap_orphan(self, paths: RunPaths) -> dict[str, Any] | None:
-        """The orphan reaper (training.console.runs.reap_orphan) on this run; exit.json after it.
+        """The orphan reaper (training.console.stop.reap_orphan) on this run; exit.json after it.
         `follow(..., reap_fn=...)` replaces it."""
         try:
             self.reap_fn(paths)
@@ -250,14 +250,14 @@ class Follower:
 
 
 def _default_stop(paths: RunPaths, grace_s: float | None = None, wait: bool = True) -> Any:
-    from training.console.runs import stop_run
+    from training.console.stop import stop_run
 
     # A second Ctrl-C asks for grace 0: what --stop --now does (SIGKILL to the run at once).
     return stop_run(paths, grace_s=grace_s, wait=wait, now=grace_s == 0.0)
 
 
 def _default_reap(paths: RunPaths) -> Any:
-    from training.console.runs import reap_orphan
+    from training.console.stop import reap_orphan
 
     return reap_orphan(paths)
 

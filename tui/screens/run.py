@@ -682,7 +682,7 @@ class RunScreen(Screen):
 
     @work(thread=True, group="control", exit_on_error=False)
     def _stop_run(self, then_exit: bool = False) -> None:
-        from training.console.runs import stop_run
+        from training.console.stop import stop_run
 
         if self._not_yours("stop"):
             return
