@@ -61,7 +61,10 @@ def checkpoints(paths: RunPaths) -> dict[str, dict]:
 
 @pytest.mark.parametrize("bar, mode", [("rich", "single"), ("rich", "ddp"), ("tqdm", "ddp")])
 def test_lightning_every_step_its_bar_shows_and_its_checkpoints(tmp_path, runs_dir, monkeypatch, bar, mode):
-    launch = 'mode = "ddp"\nnproc_per_node = 2' if mode == "ddp" else 'mode = "single"'
+    # c10d under ddp, as in test_user_project: torch 2.13's gloo can abort a rank in std::terminate as it
+    # leaves the group (bare torchrun too); Lightning's teardown hit it on the static rendezvous under load
+    # (2 of several runs), c10d's timing did not. Reading the bars is what this test is about.
+    launch = 'mode = "ddp"\nnproc_per_node = 2\nrdzv_backend = "c10d"' if mode == "ddp" else 'mode = "single"'
     paths = run_script(tmp_path, runs_dir, monkeypatch, "lightning_fit.py", [bar] if bar == "tqdm" else [],
                        "lightning", launch)
     sep = ": " if bar == "rich" else "="
