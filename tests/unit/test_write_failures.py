@@ -132,12 +132,18 @@ def test_run_json_on_a_really_full_disk_keeps_its_old_contents_and_leaves_no_tem
     assert read_json(paths.run_json)["state"] == "finished"
 
 
-def test_the_supervisors_writes_wait_while_the_disk_is_full_and_land_in_order_when_it_is_back(tmp_path,
-                                                                                             monkeypatch):
+def supervisor_of_a_new_run(tmp_path, warn=lambda _line: None) -> tuple[RunPaths, Supervisor]:
+    """A supervisor (not started) of a new run directory; its disk warnings go to `warn`."""
     paths = create_run_dir(tmp_path, "t")
     sup = Supervisor(paths)
+    sup.writer.disk.warn = warn
+    return paths, sup
+
+
+def test_the_supervisors_writes_wait_while_the_disk_is_full_and_land_in_order_when_it_is_back(tmp_path,
+                                                                                             monkeypatch):
     said = []
-    sup.writer.disk.warn = said.append
+    paths, sup = supervisor_of_a_new_run(tmp_path, warn=said.append)
     real_update, real_append = run_writer.update_run_json, run_writer.append_events
     monkeypatch.setattr(run_writer, "update_run_json", failing(10**9, real_update))
     monkeypatch.setattr(run_writer, "append_events", failing(10**9, real_append))
@@ -162,9 +168,7 @@ def test_the_supervisors_writes_wait_while_the_disk_is_full_and_land_in_order_wh
 
 
 def test_pending_events_are_bounded_and_what_was_dropped_is_counted(tmp_path, monkeypatch):
-    paths = create_run_dir(tmp_path, "t")
-    sup = Supervisor(paths)
-    sup.writer.disk.warn = lambda _line: None
+    _, sup = supervisor_of_a_new_run(tmp_path)
     monkeypatch.setattr(run_writer, "PENDING_EVENTS_MAX", 5)
     monkeypatch.setattr(run_writer, "append_events", failing(10**9, run_writer.append_events))
     for i in range(8):
@@ -175,10 +179,8 @@ def test_pending_events_are_bounded_and_what_was_dropped_is_counted(tmp_path, mo
 
 def test_a_run_that_failed_on_a_full_disk_says_disk_full_in_exit_json_written_once_there_is_room(tmp_path,
                                                                                                  monkeypatch):
-    paths = create_run_dir(tmp_path, "t")
-    sup = Supervisor(paths)
     said = []
-    sup.writer.disk.warn = said.append
+    paths, sup = supervisor_of_a_new_run(tmp_path, warn=said.append)
     sup.writer.retry_sleep = lambda _s: None
     # Nothing of a real run to sweep: this test's process and its children are not the run's.
     monkeypatch.setattr(run_processes.pg, "descendants", lambda _ref: [])
@@ -205,8 +207,7 @@ def test_a_run_that_failed_on_a_full_disk_says_disk_full_in_exit_json_written_on
 
 
 def test_a_healthy_run_is_not_named_for_the_disk_and_keeps_its_state(tmp_path):
-    sup = Supervisor(create_run_dir(tmp_path, "t"))
-    sup.writer.disk.warn = lambda _line: None
+    _, sup = supervisor_of_a_new_run(tmp_path)
     sup.writer.disk.failed("telemetry.jsonl", ENOSPC, dropped=1)
     sup.writer.disk.ok("telemetry.jsonl")
     finished = RunResult(RunState.FINISHED, 0, message="finished")
