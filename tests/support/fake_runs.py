@@ -134,3 +134,23 @@ def write_metric_lines(path: Path, n: int, start_step: int = 1, t0: float | None
                     f'"split":"train","values":{{"loss":{2.0 / (1.0 + s * 1e-4):.6f},'
                     f'"loss/aux":{0.5 / (1.0 + s * 1e-4):.6f},"lr":0.001,"samples_per_s":5000.0}}}}\n')
             f.write("".join(lines).encode())
+
+
+TWO_HOSTS_PROFILE = '[train]\ntask = "tiny"\n[launch]\nmode = "ddp"\nhosts = ["gpu-a", "gpu-b"]\n'
+
+
+def two_node_head(tmp_path: Path, node_exit: dict[str, Any]):
+    """The head of a `[launch] hosts = ["gpu-a", "gpu-b"]` run as its supervisor (not started) sees
+    it, gpu-b's exit.json (`node_exit`) in the head's copy of that node; returns (paths, supervisor)."""
+    from training.profile import parse_profile
+    from training.supervise.nodes import remote_nodes
+    from training.supervise.supervisor import Supervisor
+
+    paths = RunPaths(tmp_path / "runs" / "20261124-183000-cpu")
+    paths.root.mkdir(parents=True)
+    sup = Supervisor(paths)
+    sup.nodes.profile = parse_profile(TWO_HOSTS_PROFILE)
+    sup.nodes.remote = remote_nodes(sup.nodes.profile, paths.id, paths.root.parent)
+    paths.node("gpu-b").root.mkdir(parents=True)
+    write_json_atomic(paths.node("gpu-b").exit_json, node_exit)
+    return paths, sup

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
+from tests.support.fake_runs import two_node_head
 from training.rundir import create_run_dir
 from training.supervise.diagnosis import diagnose
 
@@ -62,20 +63,10 @@ def test_a_lost_peer_on_the_head_is_named_by_the_node_with_the_real_error():
 
 
 def test_the_heads_exit_names_the_node_after_the_drain(tmp_path):
-    from training.profile import parse_profile
-    from training.rundir import RunPaths, RunState, write_json_atomic
-    from training.supervise.nodes import remote_nodes
+    from training.rundir import RunState
     from training.supervise.outcome import RunResult
-    from training.supervise.supervisor import Supervisor
 
-    paths = RunPaths(tmp_path / "runs" / "20261124-183000-cpu")
-    paths.root.mkdir(parents=True)
-    sup = Supervisor(paths)
-    sup.nodes.profile = parse_profile('[train]\ntask = "tiny"\n[launch]\nmode = "ddp"\nhosts = ["gpu-a", "gpu-b"]\n')
-    sup.nodes.remote = remote_nodes(sup.nodes.profile, paths.id, paths.root.parent)
-    paths.node("gpu-b").root.mkdir(parents=True)
-    write_json_atomic(paths.node("gpu-b").exit_json, {"state": "failed", "failed_rank": 3, "error": REAL,
-                                                      "hint": None, "t": 20.0})
+    _, sup = two_node_head(tmp_path, {"state": "failed", "failed_rank": 3, "error": REAL, "hint": None, "t": 20.0})
     head = RunResult(RunState.FAILED, 1, 0, LOST_PEER, None, f"rank 0 failed: {LOST_PEER[0]}")
     named = sup.nodes.named_by_the_node_where_it_started(head)
     assert (named.failed_rank, named.error, sup.nodes.dropped_node) == (3, REAL, "gpu-b")

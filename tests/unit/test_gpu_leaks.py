@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from tests.fixtures import fake_nvml
+from tests.support.fake_runs import two_node_head
 from tests.support.locations import DATA
 from training.monitor import gpu
 from training.monitor.gpu import GpuBackend
@@ -187,19 +188,8 @@ interval_s = 0.5
 
 def test_the_head_lists_every_nodes_gpu_leaks_with_its_host(tmp_path):
     """Each node checks its own GPUs at its end; the head's exit.json names the host of each leak."""
-    from training.profile import parse_profile
-    from training.rundir import RunPaths, write_json_atomic
-    from training.supervise.nodes import remote_nodes
-    from training.supervise.supervisor import Supervisor
-
-    paths = RunPaths(tmp_path / "runs" / "20261124-183000-cpu")
-    paths.root.mkdir(parents=True)
-    sup = Supervisor(paths)
-    sup.nodes.profile = parse_profile('[train]\ntask = "tiny"\n[launch]\nmode = "ddp"\nhosts = ["gpu-a", "gpu-b"]\n')
-    sup.nodes.remote = remote_nodes(sup.nodes.profile, paths.id, paths.root.parent)
     leak = {"pid": 4242, "rank": 2, "gpu": 0, "used_mib": 900, "state": "running"}
-    paths.node("gpu-b").root.mkdir(parents=True)
-    write_json_atomic(paths.node("gpu-b").exit_json, {"state": "failed", "gpu_leaks": [leak, "not a leak"]})
+    _, sup = two_node_head(tmp_path, {"state": "failed", "gpu_leaks": [leak, "not a leak"]})
     [found] = sup.nodes.other_nodes_gpu_leaks()
     assert found == {**leak, "node": "gpu-b"}
     assert describe_leak(found).startswith("pid 4242 (rank 2) still holds 900 MiB on GPU 0 on gpu-b after the run")
