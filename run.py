@@ -265,7 +265,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
 
         return make_app(runs_dir=runs_dir, attach=paths, **_look(args)).run() or 0
     if args.profile or headless:
-        from training.console.start_policy import check_start
+        from training.console.start_checks import check_start
 
         profile = load_profile(args.profile or "cpu", args.overrides)
         # What --check already knows refuses the start now, not minutes into a launch.
@@ -289,7 +289,7 @@ def _check_resume(paths, runs_dir: Path, queue: bool) -> None:
     """A resume claims GPUs afresh (the run's may be someone else's now): the start table applies
     to it as to a new start, with the profile the run recorded."""
     from training.console.runs import is_live
-    from training.console.start_policy import check_start
+    from training.console.start_checks import check_start
     from training.profile import ProfileError, parse_profile
 
     if is_live(paths):

@@ -40,7 +40,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from training.rundir import RunPaths
-    from training.rundir.events import open_append
+    from training.rundir.events_file import open_append
 
     paths = RunPaths(args.run_dir)
     stop = []

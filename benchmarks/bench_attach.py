@@ -72,7 +72,7 @@ def attach_seconds(root: Path, n: int, snapshot: bool) -> float:
 
 
 def attach_in_process(root: Path, n: int, snapshot: bool) -> float:
-    import tui.screens.run as run_screen
+    import tui.screens.run_screen as run_screen
 
     saved = run_screen.USE_SERIES_SNAPSHOT
     run_screen.USE_SERIES_SNAPSHOT = snapshot

@@ -48,7 +48,7 @@ class Recorder:
 
 
 def _install(recorder: Recorder):
-    from tui.screens.run import RunScreen
+    from tui.screens.run_screen import RunScreen
 
     original = RunScreen.on_run_screen_events_arrived
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from training import report
 from training.monitor.log_metrics import LogMetricParser
-from training.rundir.events import EventReader, append_events, make_event
+from training.rundir.events_file import EventReader, append_events, make_event
 from training.rundir.series import SeriesStore
 
 KEY = ("train", "loss")

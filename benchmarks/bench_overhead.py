@@ -228,8 +228,8 @@ RUNNERS = {"bare": run_bare, "headless": run_headless, "tui": run_tui}
 def bench_heartbeat_control(seconds: float = 1.0) -> list[Result]:
     """Per-call cost of what the worker does every step (Heartbeat.beat) and at each logging
     boundary (ControlChannel.poll), as called in the loop (rate-limited, so mostly a clock read)."""
+    from traindeck.heartbeat import Heartbeat
     from training.rundir.control import ControlChannel
-    from training.rundir.heartbeat import Heartbeat
 
     out = []
     with tempfile.TemporaryDirectory() as d:

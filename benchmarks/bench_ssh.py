@@ -74,7 +74,7 @@ async def widget_map(root: Path, cols: int, rows: int) -> list[list[str]]:
     """[row][col] -> the name of the widget drawn there (the run screen of this tree at this size)."""
     from training.rundir import RunPaths
     from tui.app import make_app
-    from tui.screens.run import RunScreen
+    from tui.screens.run_screen import RunScreen
 
     app = make_app(runs_dir=root.parent, attach=RunPaths(root))
     grid = [["?"] * cols for _ in range(rows)]

@@ -1,6 +1,6 @@
 """events.jsonl, the writer's half: schema v1 lines, encoded and appended with one write().
 
-training.rundir.events adds the readers (and re-exports these), so every writer of events.jsonl, a
+training.rundir.events_file adds the readers (and re-exports these), so every writer of events.jsonl, a
 user's script through traindeck.report or the supervisor, goes through the same functions.
 """
 

@@ -5,7 +5,7 @@ directory others can write): its `[launch] hosts` and `ssh_options` are data, ne
 `ssh -oProxyCommand=...` or `-oLocalCommand=...` runs whatever it says, as you, before any
 host is reached, and a "host" that starts with '-' is an option. So both are checked when a
 profile is loaded (training.profile, with the file and line) and again right before every ssh
-(training.supervise.nodes.node_ssh), whatever file they came from:
+(training.supervise.node_ssh.node_ssh), whatever file they came from:
 
     host_problem(host)                 None, or why it is not a host name
     ssh_options_problem(options)       None, or which option is refused and what is allowed

@@ -1,6 +1,6 @@
 """`python -m training.worker RUN_DIR`: the built-in worker's entry point, as every launch names it.
 
-The worker itself is training.engine.worker; this name stays so that the launches recorded in
+The worker itself is training.engine.rank_main; this name stays so that the launches recorded in
 run.json (and a torchrun restart of a run started before the move) still find it.
 """
 
@@ -11,7 +11,7 @@ if __name__ == "__main__":
     use_rank_device()
 
 from training.engine.fast_exit import exit_without_teardown  # noqa: E402
-from training.engine.worker import main  # noqa: E402
+from training.engine.rank_main import main  # noqa: E402
 
 if __name__ == "__main__":
     exit_without_teardown(main())

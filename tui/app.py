@@ -23,6 +23,7 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.filter import NoColor
 from textual.screen import Screen
+from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from training.profile import Profile
@@ -30,8 +31,34 @@ from training.rundir import RunPaths
 from tui import messages
 from tui.cell_diff import CellDiff, DiffedUpdate, diffable
 from tui.screens.picker import PickerScreen
-from tui.screens.run import RunScreen
-from tui.screens.runs import RunsScreen
+from tui.screens.run_screen import RunScreen
+from tui.screens.runs_screen import RunsScreen
+
+
+def _footer_releases_removed_keys() -> None:
+    """Textual's Footer keeps every FooterKey it ever composed alive (Textualize/textual#6666, open
+    in textual 8.2.8): each key's `data_bind(compact=Footer.compact)` puts (key, setter) in the
+    Footer's watchers of `compact`, and Textual prunes that list of closed widgets only when
+    `compact` changes, which it never does. Each recompose (every Screen.refresh_bindings) so left
+    the ~9 keys it removed alive with their styles and caches, ~20 KB each: behind a fast run the
+    run screen refreshed its bindings on every batch and the console grew ~0.1-0.2 KB per event
+    (issue 35, BENCHMARKS.md "Memory over a long live run"). Dropping the removed keys before each
+    compose bounds the list by the keys on screen (tests/unit/test_memory_bounds.py)."""
+    compose = Footer.compose
+    if getattr(compose, "releases_removed_keys", False):
+        return
+
+    def compose_releasing(self: Footer) -> Any:
+        watchers = getattr(self, "__watchers", {}).get("compact")
+        if watchers:
+            watchers[:] = [(node, callback) for node, callback in watchers if not node._closing]
+        yield from compose(self)
+
+    compose_releasing.releases_removed_keys = True  # type: ignore[attr-defined]
+    Footer.compose = compose_releasing  # type: ignore[method-assign]
+
+
+_footer_releases_removed_keys()
 
 
 class TraindeckApp(App[int | None]):
@@ -114,9 +141,9 @@ class TraindeckApp(App[int | None]):
         if rehearsal:
             self._rehearse(profile, argv)
             return
-        from training.console.start_policy import check_start
+        from training.console.start_checks import check_start
 
-        # The start table (training.console.start_policy): a refusal is this worker's error,
+        # The start table (training.console.start_checks): a refusal is this worker's error,
         # shown as a notification; a warning is shown and the run starts.
         # Queued (busy GPUs waited for): the run screen's header shows its place and what it waits for.
         for warning in check_start(profile, self.runs_dir, backend=self.gpu_backend, queue=queue):

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from traindeck.numbers import finite_number
 from traindeck.untrusted import bounded_int, open_regular, read_bounded
 from training.rundir import RunPaths, RunState, read_json, read_run_json
-from training.rundir.events import EventReader
+from training.rundir.events_file import EventReader
 from training.rundir.liveness import SupervisorStatus, supervisor_status
 from training.rundir.records import Event, parse_events
 from training.rundir.snapshot import Folded, load_or_rebuild

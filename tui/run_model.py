@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from traindeck.numbers import finite_number
-from training.rundir.nodes import NodeView
+from training.rundir.node_views import NodeView
 from training.rundir.records import (
     CheckpointEvent,
     EpochEvent,
@@ -129,7 +129,7 @@ class RunModel:
     rehearsal: bool = False
     created: float | None = None
     rendezvous: RendezvousRecord | None = None  # run.json's, a multi-node run only
-    # A `[launch] hosts` run's nodes (training.rundir.nodes), the head first; () for one node.
+    # A `[launch] hosts` run's nodes (training.rundir.node_views), the head first; () for one node.
     nodes: tuple[NodeView, ...] = ()
     # The state comes from exit.json once it exists, else from the liveness check (a supervisor
     # that died without writing its end: failed), else from run.json (the supervisor's state

@@ -24,7 +24,7 @@ def render_run_screen(paths: RunPaths, svg_path: Path | None = None, size: tuple
 
 async def _render(paths: RunPaths, svg_path: Path | None, size: tuple[int, int]) -> dict[str, Any]:
     from tui.app import make_app
-    from tui.screens.run import RunScreen
+    from tui.screens.run_screen import RunScreen
     from tui.widgets import GpuPanel
     from tui.widgets.gpu_grid import GpuGrid
 

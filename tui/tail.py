@@ -1,6 +1,6 @@
 """Incremental readers for the run directory's append-only files, used by the screens' workers.
 
-events.jsonl and telemetry.jsonl are tailed with `training.rundir.events.EventReader` (telemetry lines
+events.jsonl and telemetry.jsonl are tailed with `training.rundir.events_file.EventReader` (telemetry lines
 carry "kind": "telemetry"); `TextTail` follows a plain per-rank log file. Worker threads only.
 """
 

@@ -14,7 +14,7 @@ from tests.support.waiting import wait_for
 from training.console import runs
 from training.engine.checkpoint import load_checkpoint, load_model_weights
 from training.rundir import RunState, create_run_dir, hostname, list_run_dirs, read_json, write_json_atomic
-from training.rundir.events import read_all
+from training.rundir.events_file import read_all
 from training.tasks import load_task_module
 
 
@@ -113,7 +113,7 @@ def test_save_and_stop_ends_stopped_with_a_loadable_checkpoint(runs_dir, capsys)
 
 
 def _states(paths) -> dict[int, str]:
-    from training.rundir.heartbeat import read_heartbeats
+    from traindeck.heartbeat import read_heartbeats
 
     return {rank: hb.get("state") for rank, hb in read_heartbeats(paths.root).items()}
 

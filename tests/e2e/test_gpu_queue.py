@@ -22,7 +22,7 @@ from tests.support.profiles import builtin_profile
 from tests.support.waiting import wait_for
 from training.monitor import gpu
 from training.rundir import RunPaths, list_run_dirs, read_json, read_run_json
-from training.rundir.events import read_tail
+from training.rundir.events_file import read_tail
 from training.rundir.gpu_locks import GpuLocks, lock_dir_for
 
 FOREIGN = {0: [(4_190_001, 9_728)], 2: [(4_190_002, 2_000)]}  # 9.5 GiB on GPU 0, 2.0 GiB on GPU 2

@@ -23,10 +23,10 @@ import pytest
 from tests.support.locations import ROOT
 from tests.support.processes import assert_no_processes_of, kill_everything_of
 from tests.support.waiting import wait_for
+from traindeck.heartbeat import read_heartbeats
 from training.rundir import RunPaths, list_run_dirs, read_json, read_run_json
-from training.rundir.heartbeat import read_heartbeats
 from training.supervise.launch import free_port
-from training.supervise.rendezvous import probe_endpoint
+from training.supervise.rdzv_watch import probe_endpoint
 
 SSHD = Path("/usr/sbin/sshd")
 pytestmark = [

@@ -20,7 +20,7 @@ from training.console.rehearsal_checks import FAIL, PASS, SKIP, PhaseResult
 from training.console.rehearse import FP16_NOTE, phase_profiles, rehearsal_profile
 from training.profile import load_profile, parse_profile
 from training.rundir import create_run_dir, write_json_atomic
-from training.rundir.events import append_events, make_event
+from training.rundir.events_file import append_events, make_event
 from training.tasks import TASKS
 
 REHEARSE = DATA / "rehearse"

@@ -25,7 +25,7 @@ from training.errors import TraindeckError
 from training.profile import parse_profile
 from training.rundir import RunState, read_json, read_run_json
 from training.rundir import processes as pg
-from training.rundir.events import read_all
+from training.rundir.events_file import read_all
 from training.rundir.logs import rank_logs
 
 # ---- tests --------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ import torch
 from tests.support import engine
 from tests.support.processes import kill_tree
 from tests.support.waiting import wait_for
+from traindeck.heartbeat import read_heartbeats
 from training.engine.checkpoint import load_checkpoint
 from training.engine.export import export_onnx
 from training.rundir.control import send_and_wait
-from training.rundir.heartbeat import read_heartbeats
 
 pytestmark = pytest.mark.slow
 

@@ -24,9 +24,9 @@ from tests.support.live_runs import events, tmp_files
 from tests.support.locations import SCRIPTS
 from tests.support.profiles import builtin_profile
 from tests.support.waiting import wait_for
+from traindeck.heartbeat import read_heartbeats
 from training.engine.checkpoint import load_checkpoint
 from training.rundir import create_run_dir
-from training.rundir.heartbeat import read_heartbeats
 from training.supervise.launch import build_launch
 
 pytestmark = pytest.mark.slow

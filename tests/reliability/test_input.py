@@ -28,7 +28,7 @@ from tests.support.processes import assert_gone, assert_no_processes_of, recorde
 from tests.support.profiles import custom_profile, profile_from
 from training.console import runs
 from training.rundir import RunPaths, RunState, create_run_dir, read_json, write_json_atomic
-from training.rundir.events import EventReader, encode, make_event
+from training.rundir.events_file import EventReader, encode, make_event
 from tui.headless import follow
 
 CPU_PROFILE = (Path(run.__file__).resolve().parent / "profiles" / "cpu.toml").read_text()

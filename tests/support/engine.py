@@ -17,7 +17,7 @@ from tests.support.fake_runs import make_run_dir
 from tests.support.locations import DATA, ROOT
 from training.profile import parse_profile
 from training.rundir import RUN_DIR_ENV, RunPaths
-from training.rundir.events import read_all
+from training.rundir.events_file import read_all
 from training.supervise.launch import free_port
 
 WORKER_MAIN = DATA / "engine" / "worker_main.py"

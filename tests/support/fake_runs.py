@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import psutil
 
 from training.rundir import RunPaths, hostname, write_json_atomic
-from training.rundir.events import SCHEMA_VERSION
+from training.rundir.events_file import SCHEMA_VERSION
 
 # A profile any fake run can carry: the tiny built-in task, `gpus` GPUs, one rank per GPU.
 SYNTHETIC_PROFILE_TOML = """name = "synthetic"
@@ -143,8 +143,8 @@ def two_node_head(tmp_path: Path, node_exit: dict[str, Any]):
     """The head of a `[launch] hosts = ["gpu-a", "gpu-b"]` run as its supervisor (not started) sees
     it, gpu-b's exit.json (`node_exit`) in the head's copy of that node; returns (paths, supervisor)."""
     from training.profile import parse_profile
-    from training.supervise.nodes import remote_nodes
-    from training.supervise.supervisor import Supervisor
+    from training.supervise.node_ssh import remote_nodes
+    from training.supervise.run_supervisor import Supervisor
 
     paths = RunPaths(tmp_path / "runs" / "20261124-183000-cpu")
     paths.root.mkdir(parents=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.waiting import wait_for
+from traindeck.heartbeat import read_heartbeats
 from training.console import runs
 from training.console import stop as stopping
 from training.profile import Profile
 from training.rundir import RunPaths, RunState
-from training.rundir.events import read_all
-from training.rundir.heartbeat import read_heartbeats
+from training.rundir.events_file import read_all
 
 
 def events(paths: RunPaths, kind: str | None = None) -> list[dict]:

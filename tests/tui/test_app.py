@@ -22,8 +22,8 @@ from tui.app import make_app
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.picker import PickerScreen
 from tui.screens.quit_dialog import QuitDialog
-from tui.screens.run import RunScreen
-from tui.screens.runs import RunsScreen
+from tui.screens.run_screen import RunScreen
+from tui.screens.runs_screen import RunsScreen
 from tui.widgets import EventLog, GpuPanel, LossPlot, RankLog, RunHeader
 
 GNN = "20261124-090000-8xb200-gnn"

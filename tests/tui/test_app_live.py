@@ -17,7 +17,7 @@ from training.rundir import RunPaths, read_json
 from tui.app import make_app
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.picker import PickerScreen
-from tui.screens.run import RunScreen
+from tui.screens.run_screen import RunScreen
 from tui.widgets import EventLog
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

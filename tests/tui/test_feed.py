@@ -13,7 +13,7 @@ from training.rundir.liveness import SupervisorStatus, supervisor_status
 from tui.app import make_app
 from tui.feed import RunFeed
 from tui.run_model import RunModel
-from tui.screens.run import RunScreen
+from tui.screens.run_screen import RunScreen
 
 T0 = 1_764_000_000.0
 

@@ -7,7 +7,7 @@ import json
 
 from tests.support.waiting import await_for
 from tui import headless
-from tui.screens.run import RunScreen
+from tui.screens.run_screen import RunScreen
 from tui.widgets import GpuPanel
 from tui.widgets.gpu_grid import GpuGrid
 from tui.widgets.gpu_panel import DeviceView

@@ -21,7 +21,7 @@ import pytest
 from tests.support.locations import ROOT
 from tests.support.processes import read_until
 from training.rundir import RunPaths, RunState, hostname, write_json_atomic
-from training.rundir.events import append_events, make_event
+from training.rundir.events_file import append_events, make_event
 from tui import headless
 from tui.headless import follow
 

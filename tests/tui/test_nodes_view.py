@@ -8,7 +8,7 @@ import shutil
 
 from tests.support.waiting import await_for
 from training.rundir import RunPaths, read_run_json, write_json_atomic
-from tui.screens.run import RunScreen
+from tui.screens.run_screen import RunScreen
 from tui.widgets import GpuPanel, RunHeader
 
 GNN = "20261124-090000-8xb200-gnn"

@@ -8,7 +8,7 @@ from textual.color import Color
 
 import run as run_py
 from tests.tui.test_app import GNN, wait_run_loaded
-from tui.screens.run import HEADER_REFRESH_S, LOW_BANDWIDTH_PLOT_S, PLOT_REFRESH_S
+from tui.screens.run_screen import HEADER_REFRESH_S, LOW_BANDWIDTH_PLOT_S, PLOT_REFRESH_S
 from tui.widgets import GpuPanel
 from tui.widgets._render import _SPARKS  # "█" is also a bar's; the other seven are the sparkline's
 

@@ -11,8 +11,8 @@ from tests.support.picker import on_the_picker, picker_app, record_starts
 from tests.support.waiting import await_for
 from training.monitor.gpu import GpuBackend
 from tui.app import make_app
-from tui.screens.run import RunScreen
-from tui.screens.runs import RunsScreen
+from tui.screens.run_screen import RunScreen
+from tui.screens.runs_screen import RunsScreen
 from tui.widgets import RunHeader
 
 WAITING_FOR = "GPU 0 held by pid 4190001, outside this container, 9.5 GiB"

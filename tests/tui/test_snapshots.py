@@ -20,7 +20,7 @@ from training.monitor.gpu import GpuBackend
 from training.rundir import RunPaths
 from tui.app import make_app
 from tui.screens.picker import PickerScreen
-from tui.screens.run import RunScreen
+from tui.screens.run_screen import RunScreen
 
 RUNS = RECORDED_RUNS
 SIZES = [(80, 24), (160, 48)]

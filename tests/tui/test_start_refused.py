@@ -1,4 +1,4 @@
-"""The console's start applies the same table as run.py (training.console.start_policy): a profile
+"""The console's start applies the same table as run.py (training.console.start_checks): a profile
 that wants more GPUs than the box has is refused from the picker with --check's line and the fix,
 and nothing starts; another GPU model is only a warning."""
 

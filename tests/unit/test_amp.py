@@ -81,7 +81,7 @@ def test_the_worker_refuses_bf16_on_a_turing_gpu(monkeypatch):
     (2, 0, 64, [], "no GPU"),
 ])
 def test_dp_uses_the_profiles_gpus_and_checks_divisibility_by_them(wanted, visible, batch, ids, note):
-    from training.engine.setup import plan_dp
+    from training.engine.rank_setup import plan_dp
 
     device_ids, notes = plan_dp(wanted, visible, batch)
     assert device_ids == ids

@@ -9,7 +9,7 @@ import time
 
 from training.monitor.checkpoint_watch import CHECKPOINT_NAMES, SETTLE_S, CheckpointScan, CheckpointWatcher
 from training.monitor.metric_presets import PRESET_CHECKPOINT_NAMES
-from training.rundir.events import read_all
+from training.rundir.events_file import read_all
 
 
 def make(tmp_path, pattern="out/*.pt", since=None):

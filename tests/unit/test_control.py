@@ -9,11 +9,11 @@ import time
 
 import pytest
 
+from traindeck.heartbeat import Heartbeat, read_heartbeats
 from training.errors import TraindeckError
 from training.rundir import RunPaths, control, create_run_dir, write_json_atomic
 from training.rundir.control import ControlChannel, send, send_and_wait
-from training.rundir.events import append_events, make_event
-from training.rundir.heartbeat import Heartbeat, read_heartbeats
+from training.rundir.events_file import append_events, make_event
 
 
 @pytest.fixture

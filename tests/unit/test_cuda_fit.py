@@ -12,8 +12,8 @@ import torch
 
 from tests.fixtures.fake_nvml import FakeNvml, eight_b200, four_2080ti
 from training.console.preflight import arch_check, cuda_check, shm_check
-from training.engine import setup
-from training.engine import worker as worker_module
+from training.engine import rank_main as worker_module
+from training.engine import rank_setup
 from training.engine.cuda_fit import runs_on
 from training.monitor.gpu import GpuBackend
 from training.profile import load_profile
@@ -93,15 +93,15 @@ def test_a_containers_64mb_dev_shm_fails_for_the_video_profiles_loader_workers()
 def test_the_worker_refuses_to_train_a_gpu_profile_on_the_cpu_where_nvml_sees_gpus(monkeypatch):
     _cuda_wheel(monkeypatch, available=False)
     real = GpuBackend(nvml=RealLookingNvml(eight_b200().devices, cuda_driver_version=12020))
-    problem = setup.unusable_gpus(8, 0, backend=real, environ={})
+    problem = rank_setup.unusable_gpus(8, 0, backend=real, environ={})
     assert "12.2" in problem and "whl/cu122" in problem
     # The CPU build (make's default install): the same refusal, naming the CUDA wheel.
     monkeypatch.setattr(torch.version, "cuda", None)
-    assert "CPU build" in setup.unusable_gpus(8, 0, backend=real, environ={})
+    assert "CPU build" in rank_setup.unusable_gpus(8, 0, backend=real, environ={})
     # Nothing to refuse: no GPU wanted, GPUs hidden on purpose, or simulated GPUs (the CPU tests).
-    assert setup.unusable_gpus(0, 0, backend=real, environ={}) == ""
-    assert setup.unusable_gpus(8, 0, backend=real, environ={"CUDA_VISIBLE_DEVICES": ""}) == ""
-    assert setup.unusable_gpus(8, 0, backend=GpuBackend(nvml=eight_b200()), environ={}) == ""
+    assert rank_setup.unusable_gpus(0, 0, backend=real, environ={}) == ""
+    assert rank_setup.unusable_gpus(8, 0, backend=real, environ={"CUDA_VISIBLE_DEVICES": ""}) == ""
+    assert rank_setup.unusable_gpus(8, 0, backend=GpuBackend(nvml=eight_b200()), environ={}) == ""
 
 
 def test_the_worker_fails_with_the_fix_instead_of_training(monkeypatch, tmp_path):
@@ -109,7 +109,7 @@ def test_the_worker_fails_with_the_fix_instead_of_training(monkeypatch, tmp_path
 
     paths = engine.make_run(tmp_path / "runs", '[hardware]\ngpus = 1\n[launch]\nmode = "single"\n'
                                                '[train]\ntask = "tiny"\n')
-    monkeypatch.setattr(setup, "unusable_gpus", lambda *a, **k: "NVML sees 1 GPU(s) ... install a CUDA torch")
+    monkeypatch.setattr(rank_setup, "unusable_gpus", lambda *a, **k: "NVML sees 1 GPU(s) ... install a CUDA torch")
     messages = []
     monkeypatch.setattr(worker_module, "build_trainer", lambda *a: pytest.fail("it went on to train"))
     monkeypatch.setattr(worker_module, "report", SimpleNamespace(

@@ -148,7 +148,7 @@ def test_supervisor_reports_a_leak_in_exit_json_and_events(tmp_path, monkeypatch
     from tests.support.live_runs import stop_quietly, wait_done
     from training.console import runs
     from training.profile import parse_profile
-    from training.rundir.events import read_all
+    from training.rundir.events_file import read_all
 
     runs_dir = tmp_path / "runs"
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -13,12 +13,12 @@ from tests.support.fake_runs import make_run_dir, supervisor_record
 from tests.support.locations import ROOT
 from training.console import preflight, runs
 from training.console import stop as stopping
-from training.console.start_policy import StartRefused, check_start
+from training.console.start_checks import StartRefused, check_start
 from training.monitor import gpu
 from training.monitor.gpu import GpuBackend
 from training.profile import load_profile
 from training.rundir import RunState, list_run_dirs, read_json, read_run_json
-from training.rundir.events import read_all
+from training.rundir.events_file import read_all
 from training.rundir.gpu_locks import GpuLocks, lock_dir_for
 from training.rundir.liveness import not_live_reason, verified_state
 from training.supervise.gpu_select import Waiting, claim_gpus
@@ -109,7 +109,7 @@ def test_check_runs_the_busy_gpu_check_and_names_queue(tmp_path):
 # ---- what the supervisor writes while queued -------------------------------------------------
 
 def test_the_supervisor_writes_its_place_when_it_changes_not_on_every_look(tmp_path):
-    from training.supervise.supervisor import Supervisor
+    from training.supervise.run_supervisor import Supervisor
 
     paths = make_run_dir(tmp_path, "20260101-000000-q", state="starting", supervisor=supervisor_record())
     sup = Supervisor(paths)

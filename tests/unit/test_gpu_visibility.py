@@ -8,7 +8,7 @@ import torch
 
 from tests.support.profiles import builtin_profile
 from training.console.rehearse import rehearsal_profile
-from training.engine.setup import choose_device
+from training.engine.rank_setup import choose_device
 from training.profile import load_profile
 from training.supervise.launch import build_launch
 

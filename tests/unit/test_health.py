@@ -12,7 +12,7 @@ import pytest
 from training.monitor.health import HealthMonitor, is_nonfinite
 from training.profile import parse_profile
 from training.rundir import RunPaths
-from training.rundir.events import append_events, make_event
+from training.rundir.events_file import append_events, make_event
 
 T0 = 1_000_000.0
 
@@ -223,7 +223,7 @@ def test_rewind_is_a_nan_action_for_built_in_tasks_only(tmp_path):
 def test_the_supervisor_rewinds_at_most_rewind_max_times_then_save_stops(tmp_path):
     from training.monitor.health import Finding
     from training.rundir.control import send  # noqa: F401 - the channel the rewind travels through
-    from training.supervise.supervisor import Supervisor
+    from training.supervise.run_supervisor import Supervisor
 
     paths = RunPaths(tmp_path)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -248,7 +248,7 @@ def test_the_rewind_count_survives_a_resume_in_run_json(tmp_path, monkeypatch):
     from training.monitor.health import Finding
     from training.rundir import read_run_json, update_run_json, write_json_atomic
     from training.rundir.processes import ProcRef
-    from training.supervise.supervisor import Supervisor
+    from training.supervise.run_supervisor import Supervisor
 
     paths = RunPaths(tmp_path / "run")
     paths.checkpoints.mkdir(parents=True)
@@ -536,7 +536,7 @@ def test_the_no_false_alarm_check_of_the_suites_healthy_runs_sees_every_firing(t
 
 def two_nodes(tmp_path, **health):
     """The head (gpu-a) and gpu-b's copy in nodes/gpu-b/, the monitor over both."""
-    from training.rundir.nodes import node_dirs
+    from training.rundir.node_views import node_dirs
 
     paths = RunPaths(tmp_path)
     nodes = node_dirs(paths, ["gpu-a", "gpu-b"])

@@ -34,7 +34,7 @@ from training.monitor.telemetry import device_ranks, read_telemetry
 from training.profile import ProfileError, parse_override
 from training.rundir import RunPaths, read_run_json
 from training.rundir.control import ControlChannel, send
-from training.rundir.events import EventReader, read_all, read_tail
+from training.rundir.events_file import EventReader, read_all, read_tail
 from training.rundir.liveness import not_live_reason, supervisor_status, verified_state
 from training.rundir.logs import rank_logs
 from training.rundir.processes import ProcRef
@@ -422,7 +422,7 @@ def test_tails_keep_bounded_memory_on_one_long_line(one_long_line):
 
 
 def test_run_json_nodes_of_any_type_or_a_path_name_no_node():
-    from training.rundir.nodes import other_hosts
+    from training.rundir.node_views import other_hosts
 
     assert other_hosts({"nodes": True}) == [] and other_hosts({"nodes": 5}) == []
     assert other_hosts({"nodes": [{"host": "../../home/me"}, {"host": ".."}, {"host": ""}, {"host": "gpu-b"}]}) \

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.locations import DATA, ROOT
 from training.monitor.log_metrics import MAX_LINE_BYTES, LogMetricParser, LogTailer, parse_number
-from training.rundir.events import read_all
+from training.rundir.events_file import read_all
 
 README_METRICS = {
     "train": [r"Epoch (?P<epoch>\d+)/(?P<epochs>\d+) - Train Loss: (?P<loss>[\d.]+), Acc: (?P<acc>[\d.]+%)"],

@@ -73,3 +73,35 @@ def test_notifier_keeps_the_newest_outcomes():
     for i in range(N // 10):
         notifier.outcomes.append(Outcome(("true",), i))
     assert len(notifier.outcomes) == NOTIFY_OUTCOMES_KEPT and notifier.outcomes[-1].returncode == N // 10 - 1
+
+
+async def test_footer_keeps_only_the_keys_it_shows_however_often_bindings_refresh():
+    # Textual's Footer kept every FooterKey it ever composed (Textualize/textual#6666): a recompose
+    # per Screen.refresh_bindings, which the run screen did per batch behind a fast run. tui.app
+    # drops the removed keys before each compose.
+    import gc
+
+    from textual.app import App
+    from textual.binding import Binding
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    import tui.app  # noqa: F401 - installs the Footer's release of removed keys
+
+    class Keys(App):
+        BINDINGS = [Binding("s", "stop", "Stop"), Binding("p", "pause", "Pause"), Binding("q", "quit", "Quit")]
+
+        def compose(self):
+            yield Footer(compact=True)
+
+    app = Keys()
+    async with app.run_test(size=(80, 10)) as pilot:
+        footer = app.query_one(Footer)
+        for _ in range(30):
+            app.screen.refresh_bindings()
+            await pilot.pause()
+        shown = len(footer.query(FooterKey))
+        assert shown >= 3
+        assert len(getattr(footer, "__watchers")["compact"]) <= shown
+        gc.collect()
+        assert sum(isinstance(o, FooterKey) for o in gc.get_objects()) <= 2 * shown

@@ -20,7 +20,7 @@ from traindeck.events import encode
 from traindeck.heartbeat import Heartbeat
 from traindeck.rank_device import RANK_DEVICES_ENV, program_argv, rank_device, use_rank_device
 from training import PROJECT_ROOT
-from training.engine.setup import cuda_device_identities
+from training.engine.rank_setup import cuda_device_identities
 from training.errors import TraindeckError
 from training.monitor import gpu
 from training.monitor.gpu import GpuBackend

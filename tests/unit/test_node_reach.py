@@ -14,7 +14,7 @@ import pytest
 from training.errors import TraindeckError
 from training.rundir import RunPaths, read_json, read_run_json, write_json_atomic
 from training.rundir import processes as pg
-from training.rundir.events import EventReader, append_events, make_event
+from training.rundir.events_file import EventReader, append_events, make_event
 
 ME = pg.pid_create_time()  # this test process: a live "supervisor"
 GONE = {"pid": 1, "create_time": 1.0}  # init with another start time: not ours, not alive
@@ -108,8 +108,8 @@ def test_the_supervisors_health_action_reaches_rank_0_on_another_node(tmp_path, 
     from tests.support.locations import ROOT
     from training.monitor.health import Finding
     from training.profile import parse_profile
-    from training.supervise.nodes import RemoteNode
-    from training.supervise.supervisor import Supervisor
+    from training.supervise.node_ssh import RemoteNode
+    from training.supervise.run_supervisor import Supervisor
 
     head, node = two_node_run(tmp_path)
     beat(head.node("gpu-b"), 0)

@@ -15,9 +15,9 @@ from training.profile import Launch
 from training.rundir import RunPaths, hostname, read_json, read_run_json, write_json_atomic
 from training.rundir import processes as pg
 from training.rundir.node_stream import MirrorGap, NodeMirror, NodeStream
-from training.rundir.nodes import node_views
+from training.rundir.node_views import node_views
 from training.supervise.node_follow import NodeFollower, shares_run_dir
-from training.supervise.nodes import RemoteNode
+from training.supervise.node_ssh import RemoteNode
 
 ME = pg.pid_create_time()
 GONE = {"pid": os.getpid(), "create_time": 1.0}  # our pid, another process's start: not alive

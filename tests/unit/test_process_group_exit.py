@@ -12,8 +12,8 @@ import torch.distributed as dist
 from torch.distributed import distributed_c10d
 
 from tests.support import engine
-from training.engine import worker as worker_module
-from training.engine.worker import leave_process_group
+from training.engine import rank_main as worker_module
+from training.engine.rank_main import leave_process_group
 
 
 @pytest.fixture

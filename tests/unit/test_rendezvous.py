@@ -8,7 +8,7 @@ from tests.support.profiles import profile_from
 from training.rundir import RunPaths
 from training.rundir.rendezvous import RendezvousRecord, rendezvous_of
 from training.supervise.launch import build_launch
-from training.supervise.rendezvous import UNREACHABLE_AFTER_S, RendezvousWatch, probe_endpoint
+from training.supervise.rdzv_watch import UNREACHABLE_AFTER_S, RendezvousWatch, probe_endpoint
 from tui.headless.lines import progress_line
 from tui.run_model import RunModel
 
@@ -170,7 +170,7 @@ def test_a_hostfile_becomes_the_hosts(tmp_path):
 
 
 def test_every_other_node_runs_the_profile_as_a_node_started_by_hand(monkeypatch):
-    from training.supervise.nodes import node_profile, node_ssh, remote_nodes
+    from training.supervise.node_ssh import node_profile, node_ssh, remote_nodes
 
     monkeypatch.delenv("TRAINDECK_SSH", raising=False)
     p = hosts_profile('ssh_options = ["-F", "/cfg/ssh"]\nremote_runs_dir = "/data/runs"\nremote_python = "/opt/py"\n'
@@ -259,7 +259,7 @@ def test_a_swapped_state_in_a_live_store_is_read_as_data(tmp_path):
     from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
 
     from training.supervise.launch import free_port
-    from training.supervise.rendezvous import StoreReader
+    from training.supervise.rdzv_watch import StoreReader
 
     port = free_port()
     server = TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=5), wait_for_workers=False)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tests.support.locations import ROOT
 from training import report
 from training.rundir import RUN_DIR_ENV
-from training.rundir.events import EventReader, append_events, make_event, read_all
+from training.rundir.events_file import EventReader, append_events, make_event, read_all
 
 
 def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:

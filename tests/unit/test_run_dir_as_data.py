@@ -17,7 +17,7 @@ from training.errors import TraindeckError
 from training.profile import Launch, ProfileError, parse_profile
 from training.rundir import RunPaths, write_json_atomic
 from training.ssh_policy import check_ssh_target, ssh_options_problem
-from training.supervise.nodes import RemoteNode, node_ssh
+from training.supervise.node_ssh import RemoteNode, node_ssh
 
 NEIGHBOUR_UID = 54321
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root (CI runs as root)")

@@ -29,7 +29,7 @@ from training.rundir import (
     read_run_json,
 )
 from training.rundir import processes as pg
-from training.rundir.events import append_events, make_event, read_all
+from training.rundir.events_file import append_events, make_event, read_all
 from training.rundir.logs import rank_logs
 from training.supervise.launch import IMPORT_DIR, PROJECT_ROOT
 

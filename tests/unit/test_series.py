@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from training.rundir.events import make_event
+from training.rundir.events_file import make_event
 from training.rundir.series import Series, SeriesStore
 
 KEY = ("train", "loss")

@@ -15,7 +15,7 @@ import run as cli
 from training.console.stackdump import dump_stacks
 from training.errors import TraindeckError
 from training.rundir import create_run_dir, hostname, update_run_json, write_json_atomic
-from training.rundir.events import read_all
+from training.rundir.events_file import read_all
 
 # A stand-in for a worker rank: faulthandler on SIGUSR1 into dumps/rank-N.txt (as training.worker
 # does), then it waits inside a function whose name the dump must show.

@@ -21,7 +21,7 @@ from training.monitor import telemetry
 from training.monitor.gpu import GpuBackend
 from training.monitor.telemetry import TelemetrySampler, read_telemetry
 from training.rundir import RunPaths
-from training.rundir.events import EventReader
+from training.rundir.events_file import EventReader
 
 GPU_KEYS = {"index", "name", "util", "mem_util", "mem_used_mib", "mem_total_mib", "temp_c", "power_w",
             "power_limit_w", "sm_clock_mhz", "sm_clock_max_mhz", "fan_pct", "throttle", "pcie_rx_kbs",

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from training.engine.data import make_data
-from training.engine.setup import Precision
+from training.engine.rank_setup import Precision
 from training.engine.trainer import Trainer
 from training.tasks import load_task_module
 

@@ -16,7 +16,7 @@ from training.monitor import watchdog as watchdog_module
 from training.monitor.watchdog import AUTO_MIN_S, STARTUP_S, STRAGGLER_CHECKS, Watchdog
 from training.profile import Profile
 from training.rundir import create_run_dir, write_json_atomic
-from training.rundir.events import read_all
+from training.rundir.events_file import read_all
 
 SCRIPTS = DATA / "watchdog"
 
@@ -29,7 +29,7 @@ def make_profile(hang_after_s: float = 0.0, straggler_ratio: float = 1.5) -> Pro
 
 
 class Fleet:
-    """Fabricated heartbeat files for a few ranks, written the way training.rundir.heartbeat writes them."""
+    """Fabricated heartbeat files for a few ranks, written the way traindeck.heartbeat writes them."""
 
     def __init__(self, tmp_path: Path, hang_after_s: float = 5.0, straggler_ratio: float = 1.5, utils=None):
         self.paths = create_run_dir(tmp_path / "runs", "wd")
@@ -368,7 +368,7 @@ class Nodes:
     nodes/gpu-b/heartbeats/ (where the head's follower copies them), as they are written there."""
 
     def __init__(self, tmp_path: Path, hang_after_s: float = 5.0, utils=None):
-        from training.rundir.nodes import node_dirs
+        from training.rundir.node_views import node_dirs
 
         self.paths = create_run_dir(tmp_path / "runs", "multi")
         nodes = node_dirs(self.paths, ["gpu-a", "gpu-b"])
@@ -427,7 +427,7 @@ def test_a_straggler_on_another_node_is_named_with_its_host(tmp_path):
 
 def test_gpu_util_lookup_reads_every_nodes_telemetry(tmp_path):
     from training.monitor.watchdog import telemetry_gpu_util
-    from training.rundir.nodes import node_dirs
+    from training.rundir.node_views import node_dirs
 
     paths = create_run_dir(tmp_path / "runs", "tel")
     nodes = node_dirs(paths, ["gpu-a", "gpu-b"])

@@ -15,12 +15,12 @@ import pytest
 from training.monitor import telemetry
 from training.monitor.telemetry import TelemetrySampler, read_telemetry
 from training.rundir import RunPaths, RunState, create_run_dir, read_json, records, write_json_atomic
-from training.rundir.events import EventReader
+from training.rundir.events_file import EventReader
 from training.rundir.write_failures import WriteTrouble, describe, retry_until_written
 from training.supervise import run_processes, run_writer
 from training.supervise.outcome import RunResult, named_for_the_disk
 from training.supervise.run_processes import RunProcesses
-from training.supervise.supervisor import Supervisor
+from training.supervise.run_supervisor import Supervisor
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

@@ -12,7 +12,7 @@
 
     locks  the GPU lock directory is unsafe     refuse                a root-owned 1777 directory, or one of your own
 
-training.console.start_policy applies the table at start; `run.py --check` (training.console.
+training.console.start_checks applies the table at start; `run.py --check` (training.console.
 preflight) closes with the same fixes (`closing_hint`), so a busy port is not answered with
 "rehearse". It sits below both, so neither imports the other's caller.
 """

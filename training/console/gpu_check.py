@@ -52,6 +52,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from traindeck.heartbeat import read_heartbeats
 from training.console import stop as stopping
 from training.console.gpu_check_judge import (  # noqa: F401 - re-exported: tests import them from here
     FAIL,
@@ -87,8 +88,7 @@ from training.rundir import (
     read_json,
     write_json_atomic,
 )
-from training.rundir.events import read_all
-from training.rundir.heartbeat import read_heartbeats
+from training.rundir.events_file import read_all
 from training.rundir.records import ExitRecord, RunRecord, create_run_json, finish_run
 
 EXIT_SKIPPED = 77

@@ -8,7 +8,7 @@ from typing import Any
 
 from traindeck.units import mib
 from training.rundir import RunPaths, read_json, read_run_json
-from training.rundir.events import read_all
+from training.rundir.events_file import read_all
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 # The driver's own bookkeeping moves a GPU's used memory by a few MiB; a leaked context is hundreds.
@@ -469,7 +469,7 @@ def judge_onnx(paths: RunPaths, device_type: str = "cuda") -> Item:
 def judge_rank_failure(paths: RunPaths, rank: int, bound_s: float, backend: str | None) -> Item:
     """A rank that raises mid-training ends the whole run within `bound_s` of its failure (not NCCL's
     10-minute timeout), and exit.json names that rank."""
-    from training.rundir.heartbeat import read_heartbeats
+    from traindeck.heartbeat import read_heartbeats
 
     name = "rank-failure"
     data = read_json(paths.exit_json, {}) or {}

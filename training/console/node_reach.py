@@ -1,5 +1,5 @@
 """`--control` and `--dump` of a `[launch] hosts` run, from the head: they reach the other nodes
-over SSH (training.supervise.nodes: `remote_node control|dump` there).
+over SSH (training.supervise.node_ssh: `remote_node control|dump` there).
 
     control_run(paths, action) -> str      the request goes to rank 0's node, wherever c10d put it
     dump_run(paths) -> [lines]             every node's ranks, each node's lines under its host
@@ -18,10 +18,10 @@ from typing import Any
 from training import PROJECT_ROOT
 from training.errors import TraindeckError
 from training.profile import Profile, ProfileError, parse_profile
-from training.rundir.nodes import head_host, rank0_host
+from training.rundir.node_views import head_host, rank0_host
 from training.rundir.paths import RunPaths, read_run_json
 from training.ssh_policy import host_problem
-from training.supervise.nodes import RemoteNode, control_node, dump_node
+from training.supervise.node_ssh import RemoteNode, control_node, dump_node
 
 
 def run_nodes(paths: RunPaths, run_json: dict[str, Any] | None = None) -> tuple[Profile | None, list[RemoteNode]]:

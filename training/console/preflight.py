@@ -470,7 +470,7 @@ def format_profile_list(profiles_dir: Path | None = None, backend=None) -> str:
 
 def head_check(profile: Profile) -> Check | None:
     """`[launch] hosts`: run.py starts the run on the first host, the head (it hosts the rendezvous)."""
-    from training.supervise.rendezvous import is_this_machine
+    from training.supervise.rdzv_watch import is_this_machine
 
     hosts = profile.launch.hosts
     if len(hosts) < 2:
@@ -487,7 +487,7 @@ def node_checks(report: PreflightReport) -> None:
     """`run.py --check` on a `[launch] hosts` profile: every other host over SSH (reachable, the
     same traindeck version, GPUs wanted vs found), and the commands the head would run there."""
     from training import traindeck_version
-    from training.supervise.nodes import check_node, node_profile, node_ssh, remote_nodes
+    from training.supervise.node_ssh import check_node, node_profile, node_ssh, remote_nodes
 
     profile = report.profile
     head = head_check(profile)

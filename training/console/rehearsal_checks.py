@@ -11,7 +11,7 @@ from typing import Any
 from traindeck.numbers import finite_number
 from training.profile import Profile
 from training.rundir import RunPaths, read_json
-from training.rundir.events import EventReader
+from training.rundir.events_file import EventReader
 
 # A resumed loss this many times the worst loss before the resume means the resume did not
 # continue the curve (fresh optimizer state against trained weights, an lr restart, a blow-up).

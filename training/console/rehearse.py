@@ -73,7 +73,7 @@ from training.console.rehearsal_profile import (  # noqa: F401 - re-exported: th
 )
 from training.profile import Profile, parse_profile
 from training.rundir import RunPaths, read_run_json, write_json_atomic
-from training.rundir.events import append_events, make_event
+from training.rundir.events_file import append_events, make_event
 from training.rundir.liveness import SupervisorStatus, supervisor_status
 
 RESULT_FILE = "rehearsal.json"

@@ -1,5 +1,5 @@
 """`python -m training.console.remote_node start|stop|check ...`: what the head runs on every other
-node of a `[launch] hosts` run, over SSH (training.supervise.nodes builds the command).
+node of a `[launch] hosts` run, over SSH (training.supervise.node_ssh builds the command).
 
     start RUN_DIR --run-id ID --head HOST --cwd DIR   (profile.toml on stdin)
         validate the profile here, create RUN_DIR (RUNS_DIR/<run id>/nodes/<host>), start this

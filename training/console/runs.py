@@ -32,7 +32,7 @@ from training.rundir import (
     update_run_json,
 )
 from training.rundir import processes as pg
-from training.rundir.events import append_events, make_event, read_tail
+from training.rundir.events_file import append_events, make_event, read_tail
 from training.rundir.liveness import (  # noqa: F401 - verified_state, is_live: the console's names too
     SPAWN_WINDOW_S,
     SupervisorStatus,
@@ -41,7 +41,7 @@ from training.rundir.liveness import (  # noqa: F401 - verified_state, is_live: 
     supervisor_status,
     verified_state,
 )
-from training.rundir.nodes import node_views, other_hosts
+from training.rundir.node_views import node_views, other_hosts
 from training.rundir.paths import read_profile_data
 from training.rundir.records import (
     CheckpointEvent,
@@ -373,7 +373,7 @@ def resume_run(paths: RunPaths, queue: bool = False) -> RunPaths:
         step = max((s for h in other_hosts(data) if (s := _last_checkpoint_step(paths.node(h))) is not None),
                    default=None)
     # The copies of the other nodes' ends belong to the run's earlier life: the head's supervisor
-    # starts every node again (training.supervise.nodes.start_node) and follows their new ends.
+    # starts every node again (training.supervise.node_ssh.start_node) and follows their new ends.
     for stale in [paths.exit_json] + [paths.node(h).exit_json for h in other_hosts(data)]:
         try:
             stale.unlink()

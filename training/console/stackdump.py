@@ -31,7 +31,7 @@ from pathlib import Path
 from training.errors import TraindeckError
 from training.rundir import RunPaths, hostname, read_run_json
 from training.rundir import processes as pg
-from training.rundir.events import append_events, make_event
+from training.rundir.events_file import append_events, make_event
 
 PY_SPY_TIMEOUT_S = 8.0
 EXCERPT_FRAMES = 4

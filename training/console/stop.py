@@ -7,12 +7,12 @@ Every way a run is stopped is here, for the CLI, the console and the viewers ali
     stop_run(paths, grace_s, wait, now=, progress=) -> RunState        # the core: a live supervisor
                                                                       # is asked; a dead one's job done here
     reap_orphans(runs_dir, warn) / reap_orphan(paths)                  # every start: dead supervisors' runs
-    sweep_dead_run(paths, data, grace_s, progress) -> SweepResult     # supervisor gone
+    reap_dead_run(paths, data, grace_s, progress) -> ReapResult     # supervisor gone
     wait_for_supervisor(paths, sup, timeout_s, grace_s, progress)      # the visible grace
     kill_now(paths, data)                                             # --now with a live supervisor
     format_outcome(paths, outcome) -> (text, exit code)
 
-Every way of finding the run's processes is training.rundir.sweep's: run.json's records, the
+Every way of finding the run's processes is training.rundir.reaper's: run.json's records, the
 run's cgroup (where the box gives one), TRAINDECK_RUN_DIR in the process table, descendants.
 """
 
@@ -27,7 +27,7 @@ from typing import Any, Callable
 from traindeck.numbers import finite_number
 from training.console.owned_run import check_owned_run, ownership_problem
 from training.errors import TraindeckError
-from training.rundir import RunPaths, RunState, hostname, list_run_dirs, read_json, read_run_json, sweep
+from training.rundir import RunPaths, RunState, hostname, list_run_dirs, read_json, read_run_json, reaper
 from training.rundir import processes as pg
 from training.rundir.cgroups import RunCgroup, run_key
 from training.rundir.liveness import SupervisorStatus, _state_of, supervisor_status
@@ -44,7 +44,7 @@ STOP_MARGIN_S = 10.0
 @dataclass
 class StopOutcome:
     state: RunState
-    survivors: list[sweep.Survivor] = field(default_factory=list)
+    survivors: list[reaper.Survivor] = field(default_factory=list)
     method: str = "process table"
 
     @property
@@ -75,12 +75,12 @@ def _supervisor_pid(data: dict[str, Any]) -> set[int]:
     return {sup.pid} if sup is not None and pg.is_alive(sup) else set()
 
 
-def sweep_dead_run(paths: RunPaths, data: dict[str, Any], grace_s: float,
-                   progress: Progress | None = None) -> sweep.SweepResult:
+def reap_dead_run(paths: RunPaths, data: dict[str, Any], grace_s: float,
+                   progress: Progress | None = None) -> reaper.ReapResult:
     """Stop every process of a run whose supervisor is gone: SIGTERM, the grace (said), SIGKILL,
     cgroup.kill, then check what is left."""
     cgroup = run_cgroup(paths, data)
-    result = sweep.stop_all(paths.root, recorded_procs(data), cgroup, grace_s=grace_s,
+    result = reaper.stop_all(paths.root, recorded_procs(data), cgroup, grace_s=grace_s,
                             exclude=_supervisor_pid(data), progress=progress)
     if cgroup is not None and not cgroup.populated():
         cgroup.remove()
@@ -90,7 +90,7 @@ def sweep_dead_run(paths: RunPaths, data: dict[str, Any], grace_s: float,
 def kill_now(paths: RunPaths, data: dict[str, Any]) -> None:
     """`--stop --now` with a live supervisor: it has the SIGTERM (it records `stopped`); kill
     every process of the run at once instead of waiting out its grace."""
-    sweep.kill_and_verify(paths.root, recorded_procs(data), run_cgroup(paths, data),
+    reaper.kill_and_verify(paths.root, recorded_procs(data), run_cgroup(paths, data),
                           exclude=_supervisor_pid(data))
 
 
@@ -114,19 +114,19 @@ def wait_for_supervisor(paths: RunPaths, sup: pg.ProcRef, timeout_s: float, grac
 
     def describe(_left: list[Any], _remaining: float) -> str:
         elapsed = clock() - start
-        procs = [sweep.RunProcess(r, "recorded", "", _command(r)) for r in running]
+        procs = [reaper.RunProcess(r, "recorded", "", _command(r)) for r in running]
         if not procs:
             return f"waiting for the supervisor to finish the stop ({elapsed:.0f} s so far)"
-        return sweep._waiting_line(procs, grace_s - elapsed)
+        return reaper._waiting_line(procs, grace_s - elapsed)
 
-    return sweep.wait_with_progress(left, timeout_s, progress, describe, clock, sleep, poll_s=0.1)
+    return reaper.wait_with_progress(left, timeout_s, progress, describe, clock, sleep, poll_s=0.1)
 
 
 def _command(ref: pg.ProcRef) -> str:
     p = pg.resolve(ref)
     if p is None:
         return "gone"
-    return sweep._command(p)
+    return reaper._command(p)
 
 
 def _grace(paths: RunPaths) -> float:
@@ -140,7 +140,7 @@ def _take_over(paths: RunPaths, data: dict[str, Any], grace_s: float, reason: st
     records, its cgroup, TRAINDECK_RUN_DIR in the process table: training.console.stop), then
     record how the run ended. Processes still running mean the run was healthy until now
     (stopped); none mean it had already died with its supervisor (failed)."""
-    swept = sweep_dead_run(paths, data, grace_s, progress)
+    swept = reap_dead_run(paths, data, grace_s, progress)
     alive_before = swept.found
     recorded = _state_of(data.get("state"))
     if not recorded.is_live and not alive_before:
@@ -227,7 +227,7 @@ def reap_orphan(paths: RunPaths) -> bool:
         return False
     if supervisor_status(data).is_live:
         return False
-    swept = sweep_dead_run(paths, data, 2.0)
+    swept = reap_dead_run(paths, data, 2.0)
     survivors = swept.found
     state = RunState.FAILED
     message = f"orphaned: the supervisor (pid {as_dict(data.get('supervisor')).get('pid')}) died"
@@ -251,7 +251,7 @@ def stop_and_check(paths: RunPaths, grace_s: float | None = None, now: bool = Fa
     state = stop_run(paths, grace_s=grace_s, now=now, progress=progress)
     data = read_run_json(paths)
     cgroup = run_cgroup(paths, data)
-    _killed, survivors = sweep.kill_and_verify(paths.root, recorded_procs(data), cgroup,
+    _killed, survivors = reaper.kill_and_verify(paths.root, recorded_procs(data), cgroup,
                                                exclude=_supervisor_pid(data))
     if cgroup is not None and not cgroup.populated():
         cgroup.remove()
@@ -259,7 +259,7 @@ def stop_and_check(paths: RunPaths, grace_s: float | None = None, now: bool = Fa
     record = ExitRecord.from_json(read_json(paths.exit_json, None))
     if record is not None and (survivors or "nothing_left" not in record.extra):
         # The run's end is recorded (run.json's state too): exit.json gets what this sweep found.
-        finish_run(paths, record.with_extra(**sweep.SweepResult(method, survivors=survivors).exit_fields()),
+        finish_run(paths, record.with_extra(**reaper.ReapResult(method, survivors=survivors).exit_fields()),
                    run_json=False)
     return StopOutcome(state, survivors, method)
 

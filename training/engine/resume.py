@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from training.engine.checkpoint import CheckpointFiles, load_checkpoint, load_model_weights, restore_rng_state
-from training.engine.setup import Notes
+from training.engine.rank_setup import Notes
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from traindeck.heartbeat import Heartbeat
 from training import report
 from training.engine.amp import AutocastProbe
 from training.engine.checkpoint import (
@@ -31,11 +32,10 @@ from training.engine.checkpoint import (
 )
 from training.engine.data import Data, _batch_to
 from training.engine.hooks import Hooks
+from training.engine.rank_setup import Environment, Notes, Precision
 from training.engine.resume import StartPoint
-from training.engine.setup import Environment, Notes, Precision
 from training.rundir import RunPaths, read_run_json
 from training.rundir.control import CODE_ACTIONS, ControlChannel
-from training.rundir.heartbeat import Heartbeat
 from training.rundir.records import RunRecord
 
 PAUSE_POLL_S = 0.5

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from training.monitor.polling import EventWritingPoller
-from training.rundir.events import make_event
+from training.rundir.events_file import make_event
 
 POLL_S = 0.5
 SETTLE_S = 1.0

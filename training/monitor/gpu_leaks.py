@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import psutil
 
 from traindeck import units
-from training.rundir.events import make_event
+from training.rundir.events_file import make_event
 from training.rundir.processes import CREATE_TIME_TOLERANCE_S
 
 _STATE_HINTS = {

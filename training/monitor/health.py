@@ -82,8 +82,8 @@ from typing import Any, Callable
 from traindeck.numbers import finite_number, is_nonfinite
 from training.monitor.polling import PollingThread
 from training.rundir import RunPaths
-from training.rundir.events import EventReader, make_event
-from training.rundir.nodes import NodeDir, on_host
+from training.rundir.events_file import EventReader, make_event
+from training.rundir.node_views import NodeDir, on_host
 
 CHECK_INTERVAL_S = 1.0
 # Throughput: the running median is over this many recent healthy points, and judges only

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from training.monitor.metric_presets import PRESETS, preset_names
 from training.monitor.polling import EventWritingPoller
-from training.rundir.events import make_event
+from training.rundir.events_file import make_event
 
 PLACEMENT_GROUPS = ("step", "epoch")
 # Groups that describe the point rather than being a value to plot.
@@ -72,7 +72,7 @@ def _value_name(group: str, split: str) -> str:
 
 
 class LogMetricParser:
-    """Regexes over printed lines -> event dicts (training.rundir.events.make_event)."""
+    """Regexes over printed lines -> event dicts (training.rundir.events_file.make_event)."""
 
     def __init__(self, metrics: dict[str, list[str] | str]):
         self.patterns: list[tuple[str, re.Pattern[str]]] = []

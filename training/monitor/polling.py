@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from training.rundir.events import append_events
+from training.rundir.events_file import append_events
 
 _Poller = TypeVar("_Poller", bound="PollingThread")
 

@@ -3,7 +3,7 @@
 Runs as a daemon thread in the supervisor. With GPUs it samples every device through
 training.monitor.gpu (source "nvml", or "fake-nvml" for the test/demo stand-in); without, every worker process of the run through psutil
 (source "cpu"). Host CPU and memory are in both. Each line is written with one os.write on
-an O_APPEND descriptor, and carries "kind": "telemetry" so training.rundir.events.EventReader (which
+an O_APPEND descriptor, and carries "kind": "telemetry" so training.rundir.events_file.EventReader (which
 wants a "kind") tails this file as it tails events.jsonl:
 
     {"v":1,"t":1764000000.25,"kind":"telemetry","source":"nvml",
@@ -35,12 +35,19 @@ from typing import Any, Callable, Iterable
 
 import psutil
 
+from traindeck.heartbeat import read_heartbeats
 from traindeck.untrusted import open_regular
 from training.errors import TraindeckError
 from training.monitor.gpu import GpuBackend, GpuInfo, GpuSample, get_backend, normalize_bus_id, normalize_uuid
 from training.rundir import RunPaths
-from training.rundir.events import encode, make_event, open_append, parse_lines, read_all, read_last_lines
-from training.rundir.heartbeat import read_heartbeats
+from training.rundir.events_file import (
+    encode,
+    make_event,
+    open_append,
+    parse_lines,
+    read_all,
+    read_last_lines,
+)
 from training.rundir.write_failures import WriteTrouble
 
 MIN_INTERVAL_S = 0.25

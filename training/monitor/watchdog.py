@@ -1,7 +1,7 @@
 """Hang and straggler detection from the ranks' heartbeat files (a thread of the supervisor).
 
 Every rank rewrites RUN_DIR/heartbeats/rank-N.json at most ~1/s while it trains
-({"rank", "pid", "step", "epoch", "t", "state"}, training.rundir.heartbeat). The watchdog stats those
+({"rank", "pid", "step", "epoch", "t", "state"}, traindeck.heartbeat). The watchdog stats those
 files every ~1 s, parses only the ones that changed, keeps a short per-rank history of
 (t, step) and turns two situations into `log` events with level "warning":
 
@@ -48,13 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from traindeck.heartbeat import HEARTBEAT_INTERVAL_S, MAX_HEARTBEAT_BYTES
 from traindeck.untrusted import bounded_int, finite_float, read_json_object
 from training.monitor.polling import PollingThread
 from training.monitor.telemetry import read_telemetry
 from training.rundir import RunPaths
-from training.rundir.events import make_event
-from training.rundir.heartbeat import HEARTBEAT_INTERVAL_S, MAX_HEARTBEAT_BYTES
-from training.rundir.nodes import NodeDir, on_host
+from training.rundir.events_file import make_event
+from training.rundir.node_views import NodeDir, on_host
 from training.rundir.processes import MAX_PID
 
 # States in which a rank is not expected to advance.

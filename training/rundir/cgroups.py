@@ -8,7 +8,7 @@ its own (so everything it ever starts is in there too), and a stop writes `1` to
 `cgroup.kill` (Linux >= 5.14): the kernel kills every process in it, however it detached.
 
 Elsewhere (cgroup v1 only, not writable, a kernel without cgroup.kill, or TRAINDECK_CGROUP=off)
-a run gets no cgroup and is found by the process-table scan alone (training.rundir.sweep).
+a run gets no cgroup and is found by the process-table scan alone (training.rundir.reaper).
 
     support = detect()                     # what this box gets, and why
     group = RunCgroup.create(support, run_key(paths.root))   # None where support is not usable

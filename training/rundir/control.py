@@ -27,7 +27,7 @@ from traindeck.numbers import finite_number
 from traindeck.untrusted import bounded_int
 from training.errors import TraindeckError
 from training.rundir import RunPaths, read_json, write_json_atomic
-from training.rundir.events import EventReader
+from training.rundir.events_file import EventReader
 from training.rundir.liveness import not_live_reason
 
 ACTIONS = ("save", "save-stop", "pause", "resume", "rewind")

@@ -151,7 +151,7 @@ class NodeMirror:
     A mirror, not a writer of records: nodes/<host>/run.json and exit.json are copies (the same
     JSON) of what that node's own creator, merges and finish_run wrote (training.rundir.records),
     replaced whole as they change there. It never writes the head's run.json or exit.json; the
-    head's supervisor reads the copies (training.rundir.nodes) and records the run's end itself."""
+    head's supervisor reads the copies (training.rundir.node_views) and records the run's end itself."""
 
     def __init__(self, root: Path) -> None:
         self.paths = RunPaths(Path(root))

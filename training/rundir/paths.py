@@ -4,7 +4,7 @@
         profile.toml      resolved profile (overrides applied)
         run.json          id, profile, mode, argv, host, supervisor pid + create_time, state, processes;
                           a queued run: "queue": true and "gpu_queue" (its place, what it waits for)
-        events.jsonl      append-only event stream (training.rundir.events)
+        events.jsonl      append-only event stream (training.rundir.events_file)
         telemetry.jsonl   one line per sample (training.monitor.telemetry)
         logs/             per-rank stdout/stderr
         checkpoints/      last.pt, best.pt, epoch-NNNN.pt

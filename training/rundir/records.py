@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Union
 
 from traindeck.numbers import finite_number, number
-from training.rundir.events import append_events, make_event
+from training.rundir.events_file import append_events, make_event
 from training.rundir.paths import RunPaths, update_run_json, write_json_atomic
 from training.rundir.processes import ProcRef
 from training.rundir.rendezvous import RendezvousRecord, rendezvous_of

@@ -1,7 +1,7 @@
 """A multi-node run's rendezvous as run.json records it, and the one sentence every viewer shows.
 
 While torchrun's c10d rendezvous waits for the other nodes, the supervisor
-(training.supervise.rendezvous) keeps run.json's "rendezvous" current:
+(training.supervise.rdzv_watch) keeps run.json's "rendezvous" current:
 
     "rendezvous": {"endpoint": "10.0.0.1:29500", "id": "traindeck-3f1c...", "nnodes": 2,
                    "state": "waiting|unreachable|met|failed", "since": <unix s>,

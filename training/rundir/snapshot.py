@@ -41,7 +41,7 @@ from traindeck.untrusted import (
     parse_json,
     read_bounded,
 )
-from training.rundir.events import EventReader
+from training.rundir.events_file import EventReader
 from training.rundir.records import Event, MetricEvent, as_events, parse_events
 from training.rundir.series import Series, SeriesStore
 

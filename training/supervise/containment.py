@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 import psutil
 
-from training.rundir import RunPaths, sweep, update_run_json
+from training.rundir import RunPaths, reaper, update_run_json
 from training.rundir import processes as pg
 from training.rundir.cgroups import CgroupSupport, RunCgroup, detect, run_key
 
@@ -91,8 +91,8 @@ class Containment:
 
     def final_check(self, known: Iterable[pg.ProcRef]) -> dict[str, Any]:
         """At the end of every run: stop whatever of it is still running, by every way of finding
-        it (training.rundir.sweep), and say what is left. Returns exit.json's added keys."""
-        result = sweep.stop_all(self.paths.root, list(known), self.cgroup, grace_s=FINAL_GRACE_S,
+        it (training.rundir.reaper), and say what is left. Returns exit.json's added keys."""
+        result = reaper.stop_all(self.paths.root, list(known), self.cgroup, grace_s=FINAL_GRACE_S,
                                 exclude={os.getpid()}, method=self.method)
         if result.killed:
             self.log(f"{len(result.killed)} process(es) of the run outlived it and were killed: "

@@ -22,10 +22,10 @@ from training.monitor.notify import Notifier
 from training.profile import Profile
 from training.rundir import RunPaths, RunState, read_run_json
 from training.rundir.control import send
-from training.rundir.events import make_event
+from training.rundir.events_file import make_event
 from training.rundir.records import RunRecord
 from training.supervise.node_coordination import OtherNodes
-from training.supervise.nodes import control_node
+from training.supervise.node_ssh import control_node
 from training.supervise.outcome import RunResult
 from training.supervise.run_writer import RunWriter
 from training.supervise.supervisor_log import log

@@ -27,9 +27,9 @@ from training.monitor.watchdog import Watchdog, telemetry_gpu_util
 from training.placeholders import fill
 from training.profile import Profile
 from training.rundir import RunPaths, read_run_json
-from training.rundir.events import make_event
+from training.rundir.events_file import make_event
 from training.rundir.logs import rank0_stdout
-from training.rundir.nodes import node_dirs
+from training.rundir.node_views import node_dirs
 from training.rundir.snapshot import SnapshotWriter
 from training.supervise.health_actions import HealthActions
 from training.supervise.launch import LaunchSpec, placeholder_values

@@ -1,7 +1,7 @@
 """How this node's supervisor coordinates with the other nodes of a multi-node run.
 
 `OtherNodes`, the head of a `[launch] hosts` run: it starts every other host's node over SSH
-(training.supervise.nodes), follows each one (training.supervise.node_follow: its files copied
+(training.supervise.node_ssh), follows each one (training.supervise.node_follow: its files copied
 into <run>/nodes/<host>/, its liveness and end reported), stops them all when the run ends or one
 drops out (torchrun's semantics: one node failing ends the run on every node), and after the drain
 names the node where a failure began and the GPU leaks each node found. A node started by hand,
@@ -9,7 +9,7 @@ or the head of a one-host run, has no other nodes: every method is then a no-op.
 
 `RendezvousReport`, any multi-node c10d or static launch: while torchrun waits for the other
 nodes it says in run.json's "rendezvous" (and an event when its state changes) what it waits for,
-and whether the endpoint answers at all (training.supervise.rendezvous).
+and whether the endpoint answers at all (training.supervise.rdzv_watch).
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ import threading
 import time
 from typing import Any
 
+from traindeck.heartbeat import read_heartbeats
 from training.errors import TraindeckError
 from training.profile import Profile
 from training.rundir import RunPaths, RunState, read_json
-from training.rundir.events import make_event
-from training.rundir.heartbeat import read_heartbeats
-from training.rundir.nodes import rank0_host
+from training.rundir.events_file import make_event
+from training.rundir.node_views import rank0_host
 from training.supervise.diagnosis import node_root_cause
 from training.supervise.launch import LaunchSpec, parse_endpoint, rdzv_backend_of
 from training.supervise.node_follow import NodeFollower, NodeNews, shares_run_dir
-from training.supervise.nodes import RemoteNode, node_profile, remote_nodes, start_node, stop_node
+from training.supervise.node_ssh import RemoteNode, node_profile, remote_nodes, start_node, stop_node
 from training.supervise.outcome import RunResult
-from training.supervise.rendezvous import RendezvousWatch, StoreReader, UncountedReader
+from training.supervise.rdzv_watch import RendezvousWatch, StoreReader, UncountedReader
 from training.supervise.run_writer import RunWriter
 from training.supervise.supervisor_log import log
 

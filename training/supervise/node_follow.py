@@ -27,7 +27,7 @@ from traindeck.untrusted import parse_json
 from training.profile import Launch
 from training.rundir import RunPaths, read_run_json
 from training.rundir.node_stream import MirrorGap, NodeMirror
-from training.supervise.nodes import RemoteNode, node_ssh
+from training.supervise.node_ssh import RemoteNode, node_ssh
 
 RECONNECT_FIRST_S = 1.0
 RECONNECT_MAX_S = 15.0

@@ -18,11 +18,11 @@ import subprocess
 import time
 from typing import Any
 
+from traindeck.heartbeat import read_heartbeats
 from training.monitor.gpu import get_backend
 from training.monitor.gpu_leaks import gpu_baseline, gpu_leaks_after_exit
 from training.rundir import RunPaths
 from training.rundir import processes as pg
-from training.rundir.heartbeat import read_heartbeats
 from training.supervise import disk_faults
 from training.supervise.containment import Containment
 from training.supervise.diagnosis import rank_text, traceback_summary

@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable
 
 from training.rundir import RunPaths, update_run_json
-from training.rundir.events import append_events, make_event
+from training.rundir.events_file import append_events, make_event
 from training.rundir.write_failures import WriteTrouble, retry_until_written
 from training.supervise.supervisor_log import log
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, TextIO
 from training.rundir import RunPaths, RunState
 from training.rundir.liveness import SupervisorStatus
 from training.rundir.logs import rank_logs
-from training.rundir.nodes import node_views
+from training.rundir.node_views import node_views
 from training.rundir.records import Event, parse_events
 from training.rundir.rendezvous import rendezvous_of
 from tui.feed import RunFeed, read_last_json_line

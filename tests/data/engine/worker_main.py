@@ -48,7 +48,7 @@ if fail_on:
 
     checkpoint.write_atomic = write_atomic_disk_full
 
-from training.engine import worker  # noqa: E402
+from training.engine import rank_main as worker  # noqa: E402
 from training.engine.fast_exit import exit_without_teardown  # noqa: E402
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 
 import torch  # noqa: F401 - the point: imported once, before any fork
 
-import training.engine.worker as worker
+import training.engine.rank_main as worker
 
 run_dir, log_path = sys.argv[1], sys.argv[2]
 while True:

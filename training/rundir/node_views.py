@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from training.rundir.heartbeat import read_heartbeats
+from traindeck.heartbeat import read_heartbeats
 from training.rundir.paths import RunPaths, read_json, read_run_json
 
 

@@ -1,4 +1,4 @@
-"""Starting a run applies preflight's table (training.console.start_policy): refuse a busy explicit
+"""Starting a run applies preflight's table (training.console.start_checks): refuse a busy explicit
 port, too little disk or too few GPUs with --check's line and the fix; warn on another GPU model;
 re-pick an automatic port. And `--check` closes with the fix that fits the failure."""
 
@@ -17,7 +17,7 @@ from tests.support.locations import ROOT
 from tests.support.profiles import profile_from
 from training.console import preflight
 from training.console.check_table import START_RULES
-from training.console.start_policy import StartRefused, check_start
+from training.console.start_checks import StartRefused, check_start
 from training.monitor.gpu import GpuBackend
 from training.profile import load_profile
 

@@ -33,7 +33,7 @@ from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from training.rundir import RunPaths
-from training.rundir.nodes import NodeView, head_host, node_views, other_hosts
+from training.rundir.node_views import NodeView, head_host, node_views, other_hosts
 from training.rundir.records import Event, HealthEvent
 from training.rundir.series import Key, SeriesStore
 from tui import messages

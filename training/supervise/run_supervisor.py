@@ -38,7 +38,7 @@ from training.monitor.gpu_leaks import leak_events
 from training.profile import Profile, parse_profile
 from training.rundir import RunPaths, RunState, hostname, read_run_json
 from training.rundir import processes as pg
-from training.rundir.events import EventReader, make_event
+from training.rundir.events_file import EventReader, make_event
 from training.rundir.records import GpuQueuePlace, finish_run
 from training.supervise import disk_faults
 from training.supervise.diagnosis import diagnose

@@ -70,7 +70,7 @@ class Survivor:
 
 
 @dataclass
-class SweepResult:
+class ReapResult:
     method: str
     found: list[RunProcess] = field(default_factory=list)
     killed: list[RunProcess] = field(default_factory=list)
@@ -252,13 +252,13 @@ def wait_with_progress(is_done: Callable[[], list[Any]], grace_s: float, progres
 def stop_all(run_root: Path, recorded: Iterable[ProcRef] = (), cgroup: RunCgroup | None = None,
              grace_s: float = 0.0, exclude: Iterable[int] = (), progress: Progress | None = None,
              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-             method: str | None = None) -> SweepResult:
+             method: str | None = None) -> ReapResult:
     """SIGTERM the run (its launcher when one is alive, so torchrun stops its ranks its own way;
     else every process), wait up to `grace_s` saying so, then SIGKILL everything of the run found
     again (cgroup.kill where there is a cgroup), and check that nothing is left."""
     exclude = set(exclude)
     recorded = list(recorded)
-    result = SweepResult(method or ("cgroup" if cgroup is not None else "process table"))
+    result = ReapResult(method or ("cgroup" if cgroup is not None else "process table"))
     result.found = find(run_root, recorded, cgroup, exclude)
     if result.found and grace_s > 0:
         launcher = [f for f in result.found if f.ref.role == "launcher"]

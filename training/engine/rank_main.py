@@ -28,7 +28,7 @@ Test-only environment (never set by traindeck itself), read once at setup (train
     TRAINDECK_TEST_STEP_DELAY_S=0.05  sleep this long after every optimizer step
     TRAINDECK_TEST_NAN_AT_STEP=40     the weights become NaN after step 40 (the health rules' tests)
 
-The pieces: training.engine.setup (environment, device, model, optimizer), .data (samplers and
+The pieces: training.engine.rank_setup (environment, device, model, optimizer), .data (samplers and
 loaders), .resume (checkpoint -> weights and training state), .trainer (the loop, validation,
 checkpoints, control requests), .hooks (the test-only hooks).
 """
@@ -46,14 +46,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from traindeck.heartbeat import Heartbeat
 from training import report
 from training.engine.amp import AutocastProbe
 from training.engine.checkpoint import CheckpointFiles, CheckpointWriteError
 from training.engine.cuda_fit import CudaUnusable
 from training.engine.data import make_data
 from training.engine.hooks import Hooks
-from training.engine.resume import load_resume_weights, restore_training_state
-from training.engine.setup import (
+from training.engine.rank_setup import (
     Environment,
     build_task,
     choose_precision,
@@ -64,10 +64,10 @@ from training.engine.setup import (
     read_environment,
     wrap_model,
 )
+from training.engine.resume import load_resume_weights, restore_training_state
 from training.engine.trainer import StopRequested, Trainer
 from training.profile import parse_profile
 from training.rundir import RUN_DIR_ENV, RunPaths
-from training.rundir.heartbeat import Heartbeat
 
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143

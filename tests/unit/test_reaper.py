@@ -1,4 +1,4 @@
-"""Finding a run's processes without its supervisor (training.rundir.sweep), on short-lived real
+"""Finding a run's processes without its supervisor (training.rundir.reaper), on short-lived real
 processes that carry TRAINDECK_RUN_DIR, clear it, or only read the run's files."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.processes import pid_alive
 from tests.support.waiting import wait_for
-from training.rundir import RUN_DIR_ENV, sweep
+from training.rundir import RUN_DIR_ENV, reaper
 from training.rundir import processes as pg
 
 # Ignores SIGTERM; touches argv[1] (if given) once it does.
@@ -40,13 +40,13 @@ def procs(tmp_path):
 def test_progress_is_said_after_a_second_then_every_five_with_the_time_left():
     t = [100.0]
     said = []
-    left = sweep.wait_with_progress(lambda: ["x"], 12.0, said.append,
+    left = reaper.wait_with_progress(lambda: ["x"], 12.0, said.append,
                                     lambda items, remaining: f"{len(items)} left, {remaining:.0f} s to go",
                                     clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s), poll_s=0.5)
     assert left == ["x"]
     assert said == ["1 left, 11 s to go", "1 left, 6 s to go", "1 left, 1 s to go"]
     t[0], said[:] = 0.0, []
-    assert sweep.wait_with_progress(lambda: [], 30.0, said.append, lambda i, r: "never",
+    assert reaper.wait_with_progress(lambda: [], 30.0, said.append, lambda i, r: "never",
                                     clock=lambda: t[0], sleep=lambda s: None) == [] and said == []
 
 
@@ -56,10 +56,10 @@ def test_a_detached_process_is_found_by_its_environment_and_stopped_after_the_gr
     env = {**os.environ, RUN_DIR_ENV: str(run)}
     keyed = procs(env)
     other = procs({**os.environ, RUN_DIR_ENV: str(tmp_path / "another-run")})
-    found = sweep.find(run)
+    found = reaper.find(run)
     assert [(f.ref.pid, f.how) for f in found] == [(keyed.pid, "environment")]
     said: list[str] = []
-    result = sweep.stop_all(run, grace_s=1.2, progress=said.append)
+    result = reaper.stop_all(run, grace_s=1.2, progress=said.append)
     assert [f.ref.pid for f in result.killed] == [keyed.pid]  # it ignored SIGTERM: SIGKILL
     assert result.survivors == [] and result.exit_fields() == {
         "stop_method": "process table", "nothing_left": True, "survivors": []}
@@ -78,9 +78,9 @@ def test_recorded_pids_and_their_descendants_are_found_even_without_the_key(tmp_
     try:
         ref = pg.ref_of(parent.pid, "launcher")
         wait_for(lambda: pg.descendants(ref), 10, "the child")
-        found = {f.how for f in sweep.find(run, recorded=[ref])}
+        found = {f.how for f in reaper.find(run, recorded=[ref])}
         assert found == {"recorded", "descendant"}
-        killed, survivors = sweep.kill_and_verify(run, [ref])
+        killed, survivors = reaper.kill_and_verify(run, [ref])
         assert len(killed) == 2 and survivors == []
     finally:
         parent.kill()
@@ -95,9 +95,9 @@ def test_a_writer_without_the_key_is_a_suspect_and_a_reader_is_not(tmp_path, pro
         writer = procs({}, stdout=out)
     with open(log) as reading:
         _reader = procs({}, stdin=reading)  # held open: a reader is never a suspect
-    found = sweep.suspects(run)
+    found = reaper.suspects(run)
     assert [s.pid for s in found] == [writer.pid]
     assert "cleared its environment" in found[0].why and "logs/rank-0.log" in found[0].why
-    killed, survivors = sweep.kill_and_verify(run)
+    killed, survivors = reaper.kill_and_verify(run)
     assert killed == [] and [s.pid for s in survivors] == [writer.pid]
     assert pid_alive(writer.pid)  # named, never killed on a guess
