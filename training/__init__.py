@@ -1,8 +1,20 @@
 """traindeck's engine: profiles, launch and supervision, workers, tasks, telemetry, metrics.
 
 Nothing in this package imports the UI (tui/); the UI reads what this package writes into
-the run directory. The public API for users' scripts is `from traindeck import report`
-(the `traindeck` package; `training.report` is the same module, kept for old scripts).
+the run directory. The public API for users' scripts is `from traindeck import report`.
+Packages by the process that runs them: console (run.py's side), supervise (the supervisor),
+engine (every rank), monitor (the supervisor's watchers), rundir (the contract), tasks (the
+built-in workloads). The modules here are used by all of them:
+
+    profile       the typed model of a profiles/*.toml file, its strict loader and its writer
+    errors        the errors traindeck reports as one paragraph (never a traceback)
+    placeholders  the one placeholder syntax of a profile ({run_dir}, {{ and }})
+    cpus          how many CPUs this process may really use (affinity and the cgroup's quota)
+    ssh_policy    what may reach `ssh`: host names and an allow-list of options
+    supervisor    `python -m training.supervisor RUN_DIR`: the supervisor's entry point
+    worker        `python -m training.worker RUN_DIR`: the built-in worker's entry point
+    report        `from training import report`: the same module object as traindeck.report, kept
+                  because users' scripts import it by that name (the one name used twice on purpose)
 """
 
 from pathlib import Path

@@ -3,7 +3,16 @@
 The registry is torch-free on purpose: the profile loader validates `[task]` options against
 the `Option`s declared here (type, default, bounds or choices, help), and the console lists and
 checks profiles without paying for `import torch`. Each task module (imported only by the
-worker) builds its model and data from `TaskSpec.resolve(options)` and checks nothing itself.
+worker) builds its model and data from `TaskSpec.resolve(options)` and checks nothing itself:
+
+    base              the contract between the worker and a workload; Option, OptionError
+    synthetic         deterministic synthetic data shared by the tasks; SyntheticTask
+    gnn_coloring      a message-passing GNN coloring random graphs
+    chess_value       a residual CNN regressing a planted evaluation of chess-like positions
+    video_action      a 3D CNN recognising planted motion patterns in short clips
+    protein_rcl       per-residue regression over amino-acid sequences (CNN, U-Net or LSTM)
+    image_classifier  ResNet-style classifiers on images with a planted class pattern
+    tiny              a small MLP on a planted linear-plus-noise signal (tests, rehearsals)
 """
 
 from __future__ import annotations
