@@ -6,6 +6,9 @@
     python run.py --profile cpu --headless # plain progress lines; exit code = the run's
     python run.py --profile 4x2080ti --queue   # a shared box: wait in line for busy GPUs
     python run.py --list | --check --profile 8xb200-gnn | --runs | --attach [RUN] | --stop RUN | --gpus
+    python run.py --profile cpu --sweep train.lr=1e-3,3e-4 --sweep train.batch_size=64,128   # a grid
+    python run.py --compare SWEEP | RUN RUN ... [--json]   # ranked by the monitored metric
+    python run.py --export RUN --format tensorboard|csv DIR
 
 `run.py` and the `traindeck` console script are the same entry point (`main`).
 """
@@ -54,6 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --profile or --resume on a shared box: when the GPUs are busy, wait in line "
                        "for them (state 'queued', first come first served) instead of refusing; the wait goes "
                        "on without the console, --stop cancels it")
+
+    sweep = p.add_argument_group("sweeps and comparisons")
+    sweep.add_argument("--sweep", action="append", default=[], metavar="SECTION.KEY=V1,V2,...",
+                       help="with --profile: one run per value (repeatable: the grid of every flag), each value "
+                       "type-checked like --set; the runs go through the box's GPU queue, one after another "
+                       "(or --parallel N), started by a small process of the sweep's own, so the console may exit")
+    sweep.add_argument("--parallel", type=int, default=1, metavar="N",
+                       help="with --sweep: up to N runs of the sweep live at once (each still waits for its GPUs)")
+    sweep.add_argument("--compare", nargs="+", metavar="RUN|SWEEP",
+                       help="print runs side by side, ranked by the monitored metric (the best marked *): state, "
+                       "best value and epoch, final train loss, samples/s, duration, health incidents, and the "
+                       "config keys that differ")
+    sweep.add_argument("--json", action="store_true", help="with --compare: JSON for scripts")
+    sweep.add_argument("--export", metavar="RUN",
+                       help="write the run's series (every metric, split and component) to DIR: --format "
+                       "tensorboard (event files; needs the tensorboard package) or csv")
+    sweep.add_argument("--format", dest="export_format", choices=("tensorboard", "csv"), default=None,
+                       help="with --export: tensorboard or csv")
+    sweep.add_argument("export_dir", nargs="?", type=Path, default=None, metavar="DIR",
+                       help="with --export: the directory to write into")
 
     info = p.add_argument_group("profiles")
     info.add_argument("--list", action="store_true", help="list profiles with a hardware-match column")
@@ -199,11 +222,32 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
 
         print(f"stop method on this box: {detect().describe()}")
         return 0 if report.ok else 1
+    if args.export_dir is not None and not args.export:
+        raise TraindeckError(f"'{args.export_dir}': a directory goes with --export RUN --format tensorboard|csv DIR.")
     if args.runs:
         from training.console import runs
+        from training.console.sweeps import format_runs_grouped
 
-        print(runs.format_runs_table(runs.list_runs(runs_dir, warn=lambda line: print(line, file=sys.stderr))))
+        summaries = runs.list_runs(runs_dir, warn=lambda line: print(line, file=sys.stderr))
+        print(format_runs_grouped(runs_dir, summaries))
         return 0
+    if args.compare:
+        from training.console.compare import comparison_json, format_comparison, load_comparison, resolve_runs
+
+        comparison = load_comparison(resolve_runs(runs_dir, args.compare))
+        print(comparison_json(comparison) if args.json else format_comparison(comparison))
+        return 0
+    if args.export:
+        return _export(args, runs_dir)
+    if args.stop and (args.stop.startswith("sweep-") or (Path(args.stop) / "sweep.json").exists()):
+        from training.console.sweeps import find_sweep, stop_sweep
+
+        sweep = find_sweep(runs_dir, args.stop)
+        if sweep is None:
+            raise TraindeckError(f"no sweep matching '{args.stop}' in {runs_dir}. See the sweeps with: run.py --runs")
+        text, code = stop_sweep(sweep, progress=lambda line: print(line, file=sys.stderr, flush=True))
+        print(text, file=sys.stderr if code else sys.stdout)
+        return code
     if args.stop:
         from training.console import runs
         from training.console.stop import format_outcome, stop_and_check
@@ -236,6 +280,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
     from training.console import runs
     from training.console import stop as stopping
 
+    if args.sweep or args.parallel != 1:
+        return _start_sweep(args, argv, runs_dir)
     headless = args.headless or not _interactive()
     starts = args.resume or (args.attach is None and not args.rehearse and (args.profile or headless))
     if args.queue and not starts:
@@ -300,6 +346,46 @@ def _check_resume(paths, runs_dir: Path, queue: bool) -> None:
         return  # resume_run says what is wrong with the run directory
     for warning in check_start(profile, runs_dir, queue=queue):
         print(f"traindeck: {warning}", file=sys.stderr)
+
+
+def _export(args: argparse.Namespace, runs_dir: Path) -> int:
+    from training.console import runs
+    from training.console.export import export_run
+
+    if args.export_format is None or args.export_dir is None:
+        raise TraindeckError("--export RUN needs --format tensorboard|csv and a directory, e.g. "
+                             "'run.py --export RUN --format tensorboard exports/'.")
+    print(export_run(runs.find_run(runs_dir, args.export), args.export_format, args.export_dir))
+    return 0
+
+
+def _start_sweep(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
+    """--profile P --sweep K=V1,V2 ...: every point checked first, then the sweep's runner started."""
+    from training.console.start_checks import check_start
+    from training.console.sweep_grid import check_points, expand, parse_sweeps
+    from training.console.sweeps import start_sweep
+    from training.profile import load_profile
+
+    if not args.sweep or not args.profile:
+        raise TraindeckError("--sweep goes with --profile NAME (and --parallel with --sweep), e.g. 'run.py --profile "
+                             "cpu --sweep train.lr=1e-3,3e-4 --sweep train.batch_size=64,128 --parallel 2'.")
+    if args.parallel < 1:
+        raise TraindeckError(f"--parallel {args.parallel}: give how many runs of the sweep may be live at once, 1 or more.")
+    if args.resume or args.attach is not None or args.rehearse:
+        raise TraindeckError("--sweep starts new runs; it does not go with --resume, --attach or --rehearse.")
+    profile = load_profile(args.profile, args.overrides)
+    grid = parse_sweeps(args.sweep)
+    check_points(profile.to_toml(), profile.source or args.profile, expand(grid))
+    for warning in check_start(profile, runs_dir, queue=True):
+        print(f"traindeck: {warning}", file=sys.stderr)
+    sweep = start_sweep(profile, runs_dir, grid, args.overrides, parallel=args.parallel,
+                        argv=["--profile", args.profile, *(a for s in args.overrides for a in ("--set", s))])
+    points = len(expand(grid))
+    how = "one after another" if args.parallel == 1 else f"up to {args.parallel} at once"
+    print(f"sweep {sweep.id}: {points} runs of {profile.name} ({' x '.join(k for k, _ in grid)}), {how}, through "
+          f"this box's GPU queue; it goes on without the console.\n"
+          f"  watch: run.py --runs    compare: run.py --compare {sweep.id}    stop: run.py --stop {sweep.id}")
+    return 0
 
 
 def _look(args: argparse.Namespace) -> dict:

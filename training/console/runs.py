@@ -279,17 +279,19 @@ def _write_profile(paths: RunPaths, profile: Profile) -> None:
 
 
 def start_run(profile: Profile, runs_dir: Path, argv: list[str] | None = None,
-              rehearsal: bool = False, cwd: str | os.PathLike | None = None, queue: bool = False) -> RunPaths:
+              rehearsal: bool = False, cwd: str | os.PathLike | None = None, queue: bool = False,
+              sweep: dict[str, Any] | None = None) -> RunPaths:
     """`cwd`: where a custom script runs when the profile sets no `[train] cwd` (default: ours,
     the directory run.py was started from). Recorded in run.json, so --resume runs there too.
     `queue`: the supervisor waits in the box's GPU queue while the GPUs are busy (state `queued`)
-    instead of failing the run; recorded in run.json ("queue": true)."""
+    instead of failing the run; recorded in run.json ("queue": true). `sweep`: the run is a point
+    of a sweep ({"id", "point"}, training.console.sweep_runner), recorded in run.json as "sweep"."""
     from training.supervise.launch import run_cwd
 
     paths = create_run_dir(Path(runs_dir), profile.name)
     paths = RunPaths(paths.root.resolve())
     return _record_and_spawn(paths, profile, argv, rehearsal, run_cwd(profile, cwd if cwd is None else Path(cwd).resolve()),
-                             queue=bool(queue))
+                             queue=bool(queue), **({"sweep": dict(sweep)} if sweep else {}))
 
 
 def start_node_run(profile: Profile, root: Path, run_id: str, cwd: str, node: dict[str, Any]) -> RunPaths:
