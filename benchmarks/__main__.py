@@ -34,6 +34,7 @@ BENCHES = {
     "attach": "benchmarks.bench_attach",      # issue 17: attach to 10^6 events, before/after the snapshot
     "follow": "benchmarks.bench_follow",      # issue 35: RSS of console/headless/supervisor over a live 10^6-event run
     "input": "benchmarks.bench_input",        # issue 15: data share of step time, num_workers 0 vs 2
+    "anatomy": "benchmarks.bench_anatomy",    # issue 33: steps/s with the step anatomy on vs off, 1 ms step
     "overhead": "benchmarks.bench_overhead",  # 1 + 7: DDP steps/s bare/headless/TUI, start-up
 }
 

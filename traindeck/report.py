@@ -6,6 +6,13 @@
     report.checkpoint("checkpoints/last.pt", epoch=epoch, step=step)
     report.epoch(epoch, seconds=35.2, samples_per_s=5012.0)
     report.status("running", epochs=10) ; report.message("lr warmup done", level="info")
+    with report.phase("data"):                                 # the step anatomy of your own loop
+        batch = next(loader)
+
+Phases (`data`, `compute`, `comm`, `optimizer`, `eval`, `checkpoint`, or a name of your own) add up
+their seconds on every rank; the next `log()` on that rank, at most every TIMING_EVERY_S, writes a
+`timing` event with them: the interval's wall time less what the phases cover is `other`, and the
+steps are the difference of log()'s step numbers. Only where a script marks its phases.
 
 Outside traindeck (no TRAINDECK_RUN_DIR in the environment) every call is a silent no-op, so
 a script can keep these lines when it runs under plain torchrun. Under DDP only rank 0
@@ -46,6 +53,8 @@ FLUSH_EVENTS = 256
 FLUSH_SECONDS = 0.25
 # If the disk stalls for minutes, keep at most this many points instead of growing without bound.
 MAX_BUFFERED = 100_000
+# A script's marked phases become a timing event at most this often per rank.
+TIMING_EVERY_S = 1.0
 
 
 def _env_rank() -> int | None:
@@ -98,6 +107,11 @@ class Reporter:
         self._heartbeat_wanted = heartbeat
         self._heartbeat: Any = None
         self._heartbeat_rank: int | None = None
+        # report.phase(): seconds per phase since the last timing event, and the totals since the first.
+        self._phases: dict[str, float] = {}
+        self._phase_since = time.perf_counter()
+        self._phase_step: int | None = None
+        self._phase_totals: dict[str, Any] = {"steps": 0, "seconds": 0.0, "phases": {}}
 
     # ---- who writes ---------------------------------------------------------------------
     @property
@@ -239,6 +253,33 @@ class Reporter:
         except Exception:
             self.errors += 1
 
+    # ---- the step anatomy of a user's script (report.phase) ---------------------------
+    def add_phase(self, name: str, seconds: float) -> None:
+        self._phases[name] = self._phases.get(name, 0.0) + seconds
+
+    def _timing_due(self, step: int) -> None:
+        """At a log(): the phases since the last timing event, when there are some and it is time."""
+        now = time.perf_counter()
+        seconds = now - self._phase_since
+        if self._phase_step is None:  # the first log() starts the count: its steps' start is unknown
+            self._phase_step, self._phase_since, self._phases = step, now, {}
+            return
+        if seconds < TIMING_EVERY_S or step <= self._phase_step:
+            return
+        phases, self._phases = self._phases, {}
+        covered = sum(phases.values())
+        phases["other"] = phases.get("other", 0.0) + max(0.0, seconds - covered)
+        steps, self._phase_step, self._phase_since = step - self._phase_step, step, now
+        totals = self._phase_totals
+        totals["steps"] += steps
+        totals["seconds"] += seconds
+        for k, v in phases.items():
+            totals["phases"][k] = totals["phases"].get(k, 0.0) + v
+        self.emit("timing", all_ranks=True, rank=self.rank, step=step, steps=steps, seconds=round(seconds, 6),
+                  phases={k: round(v, 6) for k, v in phases.items()}, clock="host",
+                  total={"steps": totals["steps"], "seconds": round(totals["seconds"], 6),
+                         "phases": {k: round(v, 6) for k, v in totals["phases"].items()}})
+
     # ---- public calls -----------------------------------------------------------------
     def log(self, step: int | None = None, epoch: int | None = None, split: str = "train",
             all_ranks: bool = False, **values: Any) -> None:
@@ -256,6 +297,8 @@ class Reporter:
             self.dropped += 1
             return
         self._beat(step, epoch)
+        if self._phases or self._phase_step is not None:
+            self._timing_due(step)
         if not (all_ranks or self.rank == 0):
             return
         clean = {}
@@ -395,6 +438,29 @@ def message(message: str, level: str = "info", all_ranks: bool = False, **info: 
         get_reporter().message(message, level=level, all_ranks=all_ranks, **info)
     except Exception:
         pass
+
+
+class phase:
+    """`with report.phase("data"): ...`: the seconds inside count for that phase of this rank's
+    step anatomy (a no-op costing a clock read or two outside traindeck)."""
+
+    __slots__ = ("name", "_t0")
+
+    def __init__(self, name: str) -> None:
+        self.name = str(name)
+
+    def __enter__(self) -> "phase":
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        try:
+            reporter = get_reporter()
+            if reporter.enabled:
+                reporter.add_phase(self.name, time.perf_counter() - self._t0)
+        except Exception:
+            pass  # never into the training script
+        return False
 
 
 def flush() -> None:

@@ -209,6 +209,11 @@ class Health:
     throughput_fraction: float = _opt(0.5, "fraction of the running median samples/s", min=0, max=1,
                                       min_exclusive=True)
     throughput_for_s: float = _opt(120.0, "seconds the throughput must stay low", min=0)
+    input_bound: str = _action("warn", "the ranks waiting for their input batch (the step anatomy's data phase) "
+                                       "above input_bound_share of their time for input_bound_for_s")
+    input_bound_share: float = _opt(0.3, "share of a rank's wall time spent waiting for input that counts as "
+                                         "input-bound (the median rank's)", min=0, max=1, min_exclusive=True)
+    input_bound_for_s: float = _opt(60.0, "seconds the input wait must stay above input_bound_share", min=0)
     memory_creep: str = _action("warn", "a GPU's memory (its peak per epoch) rising at each of the last "
                                         "memory_creep_epochs epoch ends, by memory_creep_fraction in all")
     memory_creep_fraction: float = _opt(0.1, "growth of a GPU's per-epoch memory peak over those epochs, as a "

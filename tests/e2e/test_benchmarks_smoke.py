@@ -76,6 +76,12 @@ def test_input():
     check(bench_input.run(quick=True), 4)
 
 
+def test_anatomy():
+    from benchmarks import bench_anatomy
+
+    check(bench_anatomy.run(quick=True), 4)
+
+
 def test_heartbeat_control_micro():
     from benchmarks import bench_overhead
 

@@ -235,12 +235,13 @@ def points(events: list[dict], split: str) -> list[tuple]:
 
 def test_hf_trainer_preset_reads_the_trainers_log_dicts(tmp_path):
     events = tail_capture("hf_trainer.log", {"preset": "hf-trainer"}, tmp_path)
-    train = points(events, "train")
+    train, summary = points(events, "train")[:-1], points(events, "train")[-1]
     # logging_steps=2 over 12 steps: 6 dicts, numbers quoted as strings by transformers 5; epoch 0.33 is epoch 1.
     assert [s for s, _, _ in train] == [1, 2, 3, 4, 5, 6] and [e for _, e, _ in train] == [1, 1, 1, 2, 2, 2]
     assert train[0][2] == {"loss": 3.898, "grad_norm": 0.6986, "lr": 0.0009167}
-    # Evaluations land on the train point logged just before them; timings are left out; the
-    # end-of-training summary dict (train_runtime, train_loss) is not a point.
+    # Evaluations land on the train point logged just before them; timings are left out; of the
+    # end-of-training summary dict (train_runtime, train_loss) only the throughput, at the last step.
+    assert summary == (6, 2, {"samples_per_s": 1524.0, "steps_per_s": 190.5})
     assert points(events, "val") == [(3, 1, {"loss": 3.885}), (6, 2, {"loss": 3.881})]
     assert {e["split"] for e in events} == {"train", "val"}
 
@@ -250,6 +251,9 @@ def test_lightning_preset_reads_the_tqdm_bar_at_lightnings_own_step(tmp_path):
     train = points(events, "train")
     # Two epochs of 8 batches, one point per step although the bar redraws each one twice or more.
     assert [s for s, _, _ in train] == list(range(1, 17))
+    # The bar's rate rides on the train point (a redraw with only a new rate is no new point).
+    assert all(v["steps_per_s"] > 0 for _, _, v in train)
+    train = [(s, e, {k: v for k, v in values.items() if k != "steps_per_s"}) for s, e, values in train]
     assert train[0] == (1, 1, {"loss": 4.74}) and train[-1] == (16, 2, {"loss": 0.337})
     assert points(events, "val") == [(8, 1, {"loss": 1.2}), (16, 2, {"loss": 0.271})]
 
@@ -295,4 +299,4 @@ def test_presets_combine_with_regexes_on_the_same_output(tmp_path):
     metrics = {"preset": ["hf-trainer"], "val": [r"'eval_runtime': '(?P<runtime>[\d.]+)'"]}
     events = tail_capture("hf_trainer.log", metrics, tmp_path)
     runtimes = [e["values"] for e in events if e["split"] == "val" and "runtime" in e["values"]]
-    assert len(points(events, "train")) == 6 and runtimes == [{"runtime": 0.004}, {"runtime": 0.0037}]
+    assert len(points(events, "train")) == 7 and runtimes == [{"runtime": 0.004}, {"runtime": 0.0037}]

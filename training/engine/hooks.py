@@ -3,6 +3,7 @@ the training loop reads no environment variables:
 
     TRAINDECK_TEST_DUMP_WEIGHTS=DIR   each rank saves its final weights to DIR/rank-<rank>.pt
     TRAINDECK_TEST_STEP_DELAY_S=0.05  sleep this long after every optimizer step
+    TRAINDECK_TEST_STEP_DELAY_RANK=1  ... on this rank only (a straggler, for the step anatomy's tests)
     TRAINDECK_TEST_NAN_AT_STEP=40     after optimizer step 40, every rank's weights become NaN (what a
                                       blown-up update does), once per process: a rewind to a
                                       checkpoint before step 40 passes it again healthy (the health
@@ -32,6 +33,7 @@ class Hooks:
     nan_at_step: int = 0
     raise_at: tuple[int, int] | None = None  # (rank, step)
     rank: int = 0
+    delay_rank: int | None = None  # the step delay on this rank only; None: every rank
     _fired: list = field(default_factory=list, compare=False, repr=False)  # the NaN, once
 
     @classmethod
@@ -43,10 +45,12 @@ class Hooks:
                    dump_weights=Path(dump) if dump else None,
                    nan_at_step=int(os.environ.get("TRAINDECK_TEST_NAN_AT_STEP") or 0),
                    raise_at=(int(rank_text), int(step_text)) if raise_at else None,
-                   rank=int(os.environ.get("RANK") or 0))
+                   rank=int(os.environ.get("RANK") or 0),
+                   delay_rank=int(os.environ["TRAINDECK_TEST_STEP_DELAY_RANK"])
+                   if os.environ.get("TRAINDECK_TEST_STEP_DELAY_RANK") else None)
 
     def after_step(self, step: int, raw: nn.Module) -> None:
-        if self.step_delay_s:
+        if self.step_delay_s and self.delay_rank in (None, self.rank):
             time.sleep(self.step_delay_s)
         if self.raise_at == (self.rank, step):
             raise RuntimeError(f"TRAINDECK_TEST_RAISE_AT: rank {self.rank} raises after step {step} on purpose")

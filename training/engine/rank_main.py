@@ -26,11 +26,13 @@ Exit codes: 0 finished (or stopped on request after saving), 1 error (traceback 
 Test-only environment (never set by traindeck itself), read once at setup (training.engine.hooks):
     TRAINDECK_TEST_DUMP_WEIGHTS=DIR   each rank saves its final weights to DIR/rank-<rank>.pt
     TRAINDECK_TEST_STEP_DELAY_S=0.05  sleep this long after every optimizer step
+    TRAINDECK_TEST_STEP_DELAY_RANK=1  ... on this rank only (a straggler)
     TRAINDECK_TEST_NAN_AT_STEP=40     the weights become NaN after step 40 (the health rules' tests)
 
 The pieces: training.engine.rank_setup (environment, device, model, optimizer), .data (samplers and
 loaders), .resume (checkpoint -> weights and training state), .trainer (the loop, validation,
-checkpoints, control requests), .hooks (the test-only hooks).
+checkpoints, control requests), .step_clock (the step anatomy), .flops (FLOPs per sample, once),
+.hooks (the test-only hooks).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from training.engine.amp import AutocastProbe
 from training.engine.checkpoint import CheckpointFiles, CheckpointWriteError
 from training.engine.cuda_fit import CudaUnusable
 from training.engine.data import make_data
+from training.engine.flops import count_flops_per_sample
 from training.engine.hooks import Hooks
 from training.engine.rank_setup import (
     Environment,
@@ -92,6 +95,9 @@ def build_trainer(profile, paths: RunPaths, env: Environment, heartbeat: Heartbe
     ckpt_files = CheckpointFiles(paths.checkpoints, keep_last=profile.checkpoint.keep_last)
     resumed = load_resume_weights(model, profile, ckpt_files, notes)  # before wrapping
 
+    # FLOPs of one sample, counted once on the unwrapped model (before DDP's hooks are on it).
+    flops, flops_note = (count_flops_per_sample(task, model, train_set, env.device, channels_last)
+                         if env.rank == 0 else (None, ""))
     raw = model  # what is checkpointed and exported; the loop calls the wrapper (DDP, DataParallel)
     model, dp_ids = wrap_model(raw, profile, env, precision, notes)
     if env.device.type == "cuda":
@@ -109,7 +115,8 @@ def build_trainer(profile, paths: RunPaths, env: Environment, heartbeat: Heartbe
     return Trainer(profile=profile, paths=paths, env=env, heartbeat=heartbeat, task=task, model=model, raw=raw,
                    dp_ids=dp_ids, precision=precision, channels_last=channels_last, optimizer=optimizer,
                    params=params, scheduler=scheduler, data=data, ckpt_files=ckpt_files, start=start,
-                   autocast_probe=probe, hooks=Hooks.from_environ(), notes=notes)
+                   autocast_probe=probe, hooks=Hooks.from_environ(), notes=notes, flops_per_sample=flops,
+                   flops_note=flops_note)
 
 
 def _read_profile(argv: list[str] | None):

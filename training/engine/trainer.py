@@ -2,6 +2,12 @@
 checkpoints and the control requests (save, save-stop, pause, resume from the console; rewind from
 the supervisor's [health] nan rule).
 
+The step anatomy (training.engine.step_clock) laps at each boundary of a step: `other` when a step
+begins (whatever ran since the last one: logging, heartbeats, hooks), `data` when its batch is on the
+device, `compute` (and `comm`, the all-reduce wait after DDP's last bucket) when backward returns,
+`optimizer` after the update; validation and checkpoints are `eval` and `checkpoint`. Every rank
+writes its own `timing` event at each logging boundary (and a last one at the end).
+
 Every method that talks to other ranks is called by every rank at the same step; anything written
 to the run directory is written by rank 0 only (`self.is_main`)."""
 
@@ -34,6 +40,7 @@ from training.engine.data import Data, _batch_to
 from training.engine.hooks import Hooks
 from training.engine.rank_setup import Environment, Notes, Precision
 from training.engine.resume import StartPoint
+from training.engine.step_clock import make_step_clock, time_comm_hook
 from training.rundir import RunPaths, read_run_json
 from training.rundir.control import CODE_ACTIONS, ControlChannel
 from training.rundir.records import RunRecord
@@ -102,6 +109,9 @@ class Trainer:
     autocast_probe: AutocastProbe | None
     hooks: Hooks = field(default_factory=Hooks)
     notes: Notes = field(default_factory=list)
+    # Rank 0: FLOPs of one training sample (training.engine.flops), or None and why.
+    flops_per_sample: float | None = None
+    flops_note: str = ""
 
     def __post_init__(self) -> None:
         self.T = self.profile.train
@@ -122,6 +132,12 @@ class Trainer:
         self.rewinds = RunRecord.from_json(read_run_json(self.paths)).health_rewinds
         if self.is_main:
             remove_stale_temp_files(self.paths.checkpoints)
+        self.clock = make_step_clock(self.device)
+        # DDP's all-reduce told apart from backward: a comm hook marks the clock at each bucket.
+        self.comm_timed = time_comm_hook(self.model, self.clock)
+        self.samples_per_rank_step = self.samples_per_step // max(1, self.env.world_size)
+        self.timing_steps = 0
+        self.timing_totals = {"steps": 0, "seconds": 0.0, "samples": 0, "phases": {}}
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -149,6 +165,8 @@ class Trainer:
     def _announce(self) -> None:
         for level, message in self.notes:
             report.message(message, level=level)
+        if self.is_main and self.flops_note:
+            report.message(f"no FLOPs per sample, so no TFLOP/s or MFU: {self.flops_note}")
         env, T = self.env, self.T
         world_desc = f"{env.world_size} x {self.device.type}" if self.ddp else f"{env.mode} on {self.device}"
         report.status("running", message=f"training {T.task}: {world_desc}, {T.epochs} epochs x "
@@ -157,7 +175,18 @@ class Trainer:
                       epochs=T.epochs, steps_per_epoch=self.data.steps_per_epoch, start_step=self.step,
                       batch_size=T.batch_size, amp=self.precision.describe(),
                       grad_scaler=self.precision.scaler.is_enabled(), dp_device_ids=self.dp_ids or None,
-                      num_workers=self.data.num_workers)
+                      num_workers=self.data.num_workers, **self._compute_identity())
+
+    def _compute_identity(self) -> dict:
+        """What TFLOP/s and MFU are computed from (training.rundir.step_anatomy, traindeck.gpu_peaks):
+        the FLOPs of a sample, the GPU model, the dtype the matmuls run in, the GPUs computing."""
+        if self.device.type != "cuda":
+            return {"flops_per_sample": self.flops_per_sample, "gpus": 0}
+        dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.precision.dtype)
+        if dtype is None:
+            dtype = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
+        return {"flops_per_sample": self.flops_per_sample, "gpu_model": torch.cuda.get_device_name(self.device),
+                "compute_dtype": dtype, "gpus": len(self.dp_ids) or self.env.world_size}
 
     def _reset_interval(self) -> None:
         self.loss_sum = torch.zeros((), device=self.device)
@@ -168,15 +197,18 @@ class Trainer:
 
     def train_step(self, batches) -> None:
         """One optimizer step over train.grad_accum micro-batches; the loss stays on the device."""
-        T, scaler = self.T, self.precision.scaler
+        T, scaler, clock = self.T, self.precision.scaler, self.clock
+        clock.lap("other")
         for micro in range(T.grad_accum):
             batch = _batch_to(next(batches), self.device, self.channels_last)
+            clock.lap("data")
             last_micro = micro == T.grad_accum - 1
             sync = self.model.no_sync() if self.ddp and not last_micro else contextlib.nullcontext()
             with sync:
                 with self.precision.autocast():
                     loss, components = self.task.loss(self.model, batch)
                 scaler.scale(loss / T.grad_accum).backward()
+            clock.lap_split("compute", "comm")
             self.loss_sum += loss.detach().float() / T.grad_accum
             for k, v in components.items():
                 v = v.detach().float() / T.grad_accum
@@ -191,9 +223,11 @@ class Trainer:
         scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        clock.lap("optimizer")
         self.step += 1
         self.epoch_step += 1
         self.steps_since_log += 1
+        self.timing_steps += 1
         self.heartbeat.beat(self.step, epoch=self.epoch)
         if self.autocast_probe is not None:
             self._report_autocast()
@@ -231,6 +265,7 @@ class Trainer:
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         metrics["samples_per_s"] = self.steps_since_log * self.samples_per_step / max(now - self.t_log, 1e-9)
         report.log(self.step, epoch=self.epoch, **metrics)
+        self.report_timing()
         self.loss_sum.zero_()
         self.comp_sums = {}
         self.grad_norm = None
@@ -238,6 +273,28 @@ class Trainer:
         if code and self.handle_control(code, seq, paused=False):
             self.pause(seq)
         self.t_log = time.monotonic()
+
+    def report_timing(self) -> None:
+        """This rank's `timing` event: the seconds of each phase since the last one (a CUDA clock
+        reads its events here, after the interval's host sync), and the totals since the start."""
+        self.clock.lap("other")
+        phases = self.clock.drain()
+        seconds = sum(phases.values())
+        if not phases or seconds <= 0:
+            return
+        steps, self.timing_steps = self.timing_steps, 0
+        samples = steps * self.samples_per_rank_step
+        totals = self.timing_totals
+        totals["steps"] += steps
+        totals["seconds"] += seconds
+        totals["samples"] += samples
+        for name, value in phases.items():
+            totals["phases"][name] = totals["phases"].get(name, 0.0) + value
+        report.get_reporter().emit(
+            "timing", all_ranks=True, rank=self.env.rank, step=self.step, steps=steps, seconds=round(seconds, 6),
+            phases={k: round(v, 6) for k, v in phases.items()}, samples=samples, clock=self.clock.kind,
+            total={"steps": totals["steps"], "seconds": round(totals["seconds"], 6), "samples": totals["samples"],
+                   "phases": {k: round(v, 6) for k, v in totals["phases"].items()}})
 
     def end_epoch(self, skip_steps: int, epoch_seconds: float) -> None:
         """Validate (every train.val_every epochs and the last), report the epoch, checkpoint."""
@@ -276,6 +333,7 @@ class Trainer:
                                   self.profile.export.opset)
             report.message(message, level="info" if ok else "warning")
         self.hooks.at_finish(self.raw, self.env.rank)
+        self.report_timing()  # the steps since the last logging boundary, the last validation and save
         if self.is_main:
             report.message(f"training finished: {self.T.epochs} epochs, step {self.step}")
         self.heartbeat.beat(self.step, epoch=self.epoch, state="finished", force=True)
@@ -283,6 +341,7 @@ class Trainer:
     # ---- validation ----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         eval_model = self.model if isinstance(self.model, nn.DataParallel) else self.raw  # DDP forward trains
+        self.clock.lap("other")
         self.heartbeat.beat(self.step, epoch=self.epoch, state="validating", force=True)
         self.raw.eval()
         totals: dict[str, torch.Tensor] = {}
@@ -299,7 +358,9 @@ class Trainer:
         self.raw.train()
         self.heartbeat.beat(self.step, epoch=self.epoch, state="training", force=True)
         totals = _all_reduce_dict(totals, self.ddp)
-        return {k: float(v) for k, v in self.task.val_metrics(totals).items()}
+        metrics = {k: float(v) for k, v in self.task.val_metrics(totals).items()}
+        self.clock.lap("eval")
+        return metrics
 
     def _zero_val_totals(self, eval_model: nn.Module) -> dict[str, torch.Tensor]:
         """The task's validation statistics as zeros, their keys and shapes from a dry val_stats on
@@ -315,6 +376,7 @@ class Trainer:
     def save(self, kinds: list[str], epoch_complete: bool, monitor_value: float | None = None) -> None:
         """Collective: every rank calls it at the same step. kinds: 'last', 'epoch', 'best'."""
         # A long write must not look like a hung step to the watchdog.
+        self.clock.lap("other")
         self.heartbeat.beat(self.step, epoch=self.epoch, state="saving", force=True)
         rng_states = [capture_rng_state()]
         if self.ddp:
@@ -325,6 +387,7 @@ class Trainer:
             dist.broadcast(flag, src=0)
             if flag.item() and not failure:
                 failure = "rank 0 could not write the checkpoint"
+        self.clock.lap("checkpoint")
         if failure:
             raise CheckpointWriteError(failure)
 
@@ -450,6 +513,7 @@ class Trainer:
     def pause(self, seq: int) -> None:
         """All ranks wait here; in DDP a cheap all-reduce every PAUSE_POLL_S keeps them in step."""
         paused = True
+        self.clock.lap("other")
         while paused:
             self.heartbeat.beat(self.step, epoch=self.epoch, state="paused")
             time.sleep(PAUSE_POLL_S)
@@ -460,6 +524,7 @@ class Trainer:
                 code = int(round(t.item()))
             if code:
                 paused = self.handle_control(code, seq, paused=True)
+        self.clock.skip()  # a pause is no part of any step
         self.heartbeat.beat(self.step, epoch=self.epoch, state="training", force=True)
 
 

@@ -11,6 +11,9 @@ divergence  the train-loss EMA above divergence_factor x the best EMA so far, an
             run's early loss (the EMA when the warm-up ended): a multiple of a best near zero is noise
 overfit     the val loss rising for overfit_evals evaluations in a row while the train loss falls
 throughput  train samples/s below throughput_fraction of its running median for throughput_for_s
+input_bound the median rank waiting for its input batch (the step anatomy's data phase, from the
+            ranks' `timing` events) above input_bound_share of its wall time for input_bound_for_s;
+            the warning names the fix (num_workers, pin_memory, persistent_workers, the box's cores)
 stall       no step for stall_after_s: the watchdog's hang check (training.monitor.watchdog)
 straggler   a rank slower than the others: the watchdog's straggler check
 memory_creep  a GPU's memory (its peak per epoch, from telemetry.jsonl) rose at each of the last
@@ -80,10 +83,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from traindeck.numbers import finite_number, is_nonfinite
+from training.cpus import usable_cpus
 from training.monitor.polling import PollingThread
 from training.rundir import RunPaths
 from training.rundir.events_file import EventReader, make_event
 from training.rundir.node_views import NodeDir, on_host
+from training.rundir.records import TimingEvent, parse_event
+from training.rundir.step_anatomy import TimingFold
 
 CHECK_INTERVAL_S = 1.0
 # Throughput: the running median is over this many recent healthy points, and judges only
@@ -366,6 +372,63 @@ class ThroughputRule:
                         threshold=round(bar, 3))]
 
 
+class InputBoundRule:
+    """The ranks wait for their input: the median rank's data phase (training.rundir.step_anatomy)
+    above `share` of its wall time in every interval for `for_s`. The ranks' timing events are folded
+    here as every viewer folds them; the warning says what to change."""
+
+    name = "input_bound"
+    kinds = ("timing",)
+
+    def __init__(self, share: float, for_s: float, cpus: int | None = None) -> None:
+        self.share, self.for_s, self.cpus = share, for_s, cpus
+        self.num_workers: int | None = None  # from the worker's running status, when it says
+        self.reset()
+
+    def reset(self) -> None:
+        self.fold = TimingFold()
+        self.high_since: float | None = None
+        self.firing = False
+
+    def learn_status(self, event: dict[str, Any]) -> None:
+        workers = event.get("num_workers")
+        self.num_workers = workers if isinstance(workers, int) and not isinstance(workers, bool) else None
+
+    def observe(self, event: dict[str, Any]) -> list[Finding]:
+        timing = parse_event(event)
+        if not isinstance(timing, TimingEvent) or timing.steps == 0:
+            return []  # an interval without steps (the last validation and save) says nothing of input
+        self.fold.add(timing)
+        anatomy = self.fold.recent()
+        t = timing.t
+        if anatomy is None or t is None:
+            return []
+        data = anatomy.share("data")
+        if data <= self.share:
+            if data <= self.share / 2:
+                self.firing = False
+            self.high_since = None
+            return []
+        if self.high_since is None:
+            self.high_since = t
+        if self.firing or t - self.high_since < self.for_s:
+            return []
+        self.firing = True
+        ranks = len(anatomy.ranks)
+        who = f"the median of {ranks} ranks" if ranks > 1 else "the rank"
+        return [Finding(self.name, (
+            f"input-bound: {who} waits for its next batch {data:.0%} of the time (limit {self.share:.0%} for "
+            f"{self.for_s:g} s) at step {timing.step if timing.step is not None else '?'}; {self.fix()}"),
+            value=round(data, 3), step=timing.step, metric="data", threshold=self.share)]
+
+    def fix(self) -> str:
+        workers = f" (now {self.num_workers})" if self.num_workers is not None else ""
+        cores = f"; this box gives training {self.cpus} cores" if self.cpus else ""
+        return (f"raise [train] num_workers{workers} so batches are made while the model computes, keep "
+                f"pin_memory and persistent_workers on for GPU runs, and move decoding or augmentation off "
+                f"the training process{cores}")
+
+
 # ---- the rules over telemetry ----------------------------------------------------------------
 
 def _gpus(sample: dict[str, Any]) -> list[dict[str, Any]]:
@@ -574,7 +637,7 @@ class HealthMonitor(PollingThread):
         self.clock = clock
         self.actions = {name: str(_setting(profile, name, "warn")) for name in
                         ("nan", "divergence", "overfit", "throughput", "memory_creep", "throttle", "stall",
-                         "straggler")}
+                         "straggler", "input_bound")}
         self.actions["nan"] = str(_setting(profile, "nan", "stop"))
         self.rules = [
             NonFiniteRule(),
@@ -591,6 +654,8 @@ class HealthMonitor(PollingThread):
             ThrottleRule(float(_setting(profile, "throttle_for_s", 300.0)),
                          float(_setting(profile, "throttle_share", 0.8)),
                          bool(_setting(profile, "throttle_power_cap", False))),
+            InputBoundRule(float(_setting(profile, "input_bound_share", 0.3)),
+                           float(_setting(profile, "input_bound_for_s", 60.0)), usable_cpus()),
         ]
         self.incident_clear_s = float(_setting(profile, "incident_clear_s", 600.0))
         self.incidents: dict[SubjectKey, Incident] = {}  # the open ones: at most one per rule and subject
@@ -648,6 +713,8 @@ class HealthMonitor(PollingThread):
             if kind == "status" and event.get("state") == "running" and event.get("source") != "supervisor":
                 for rule in self.rules:
                     rule.reset()  # a new life of the worker (resume, restart): its own baseline
+                    if hasattr(rule, "learn_status"):
+                        rule.learn_status(event)
                     self._note_healthy(rule, _event_time(event, now, self.clock))
                 continue
             if kind == "log" and event.get("control") in ("pause", "resume", "rewind"):

@@ -2,8 +2,11 @@
 
     hf-trainer  the Trainer's log dicts: {'loss': 3.9, 'grad_norm': 0.7, 'learning_rate': 0.001,
                 'epoch': 0.33} (values quoted as strings in transformers 5) -> train (learning_rate as
-                lr); {'eval_loss': ...} -> val; the final train_runtime summary is skipped
-    lightning   the progress bar: tqdm's "Epoch 0:  25%|..| 2/8 [.., train_loss=6.33, val_loss=1.2]"
+                lr); {'eval_loss': ...} -> val; the final train_runtime summary gives the run's
+                throughput only (train_samples_per_second, train_steps_per_second -> samples_per_s,
+                steps_per_s at the last step), not a loss point
+    lightning   the progress bar: tqdm's "Epoch 0:  25%|..| 2/8 [.., 3.2it/s, train_loss=6.33, val_loss=1.2]"
+                (its rate as steps_per_s on the train point)
                 or rich's "Epoch 1/1 ━━ 8/8 .. train_loss: 0.337" (+ "val_loss: 0.271" below it)
     keras       "Epoch 3/10" then "6/6 ━━ 0s 4ms/step - loss: 4.47 - mae: 1.70 - val_loss: 4.20"
     tqdm        any tqdm bar's postfix: "..| 20/20 [00:00<00:00, 2950.41it/s, loss=0.00267, lr=0.05]"
@@ -82,9 +85,14 @@ class HfTrainer:
             logged = ast.literal_eval(m.group(0))
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             return []
-        if not isinstance(logged, dict) or "train_runtime" in logged:
-            return []  # the end-of-training summary repeats averages, not a point on the curve
+        if not isinstance(logged, dict):
+            return []
         numbers = {str(k): v for k, v in ((k, _number(v)) for k, v in logged.items()) if v is not None}
+        if "train_runtime" in logged:
+            # The end-of-training summary repeats averages, not a point on the curve: only its throughput.
+            rates = {name: numbers[key] for key, name in (("train_samples_per_second", "samples_per_s"),
+                                                          ("train_steps_per_second", "steps_per_s")) if key in numbers}
+            return [Point("train", rates, step=last_step)] if rates else []
         epoch_fraction = numbers.pop("epoch", None)
         epoch = math.ceil(epoch_fraction) if epoch_fraction is not None else None
         if any(k.startswith("eval_") for k in numbers):
@@ -99,6 +107,18 @@ class HfTrainer:
 # tqdm's bar: "DESC: PCT%|BAR| N/TOTAL [ELAPSED<REMAINING, RATE, k=v, k=v]" (TOTAL may be "?").
 _TQDM = re.compile(r"^(?P<desc>.*?):?\s*(?:\d+%)?\|.*\|\s*(?P<n>\d+)/(?P<total>\d+|\?)\s*\[(?P<inside>[^\]]*)\]")
 _PAIR = re.compile(r"^\s*(?P<name>[A-Za-z_][\w/.-]*)=(?P<value>\S+)\s*$")
+
+
+def _tqdm_rate(inside: str) -> float | None:
+    """The bar's rate as iterations per second ("83.08it/s", or "2.50s/it" for slow ones)."""
+    parts = inside.split(",")
+    rate = parts[1].strip() if len(parts) > 1 else ""
+    if rate.endswith("it/s"):
+        return _number(rate[:-4])
+    if rate.endswith("s/it"):
+        seconds = _number(rate[:-4])
+        return 1.0 / seconds if seconds else None
+    return None
 
 
 def _tqdm_postfix(inside: str) -> dict[str, float]:
@@ -168,7 +188,7 @@ class Lightning:
             if bar.group("total") != "?":
                 step = epoch * int(bar.group("total")) + int(bar.group("n"))
             return done + self._points(_tqdm_postfix(bar.group("inside")), step,
-                                       _epoch_shown(epoch, bar.group("n")), None)
+                                       _epoch_shown(epoch, bar.group("n")), None, _tqdm_rate(bar.group("inside")))
         m = self._RICH.match(line)
         if m:
             done = self.finish()
@@ -199,8 +219,12 @@ class Lightning:
                 pairs[m.group("name")] = value
         return pairs
 
-    def _points(self, pairs: dict[str, float], step: int | None, epoch: int, epochs: int | None) -> list[Point]:
-        return [Point(split, values, step=step, epoch=epoch, epochs=epochs)
+    def _points(self, pairs: dict[str, float], step: int | None, epoch: int, epochs: int | None,
+                rate: float | None = None) -> list[Point]:
+        """A point per split whose numbers changed (a redraw's new rate alone is no new point); the
+        train point carries the bar's rate as steps_per_s."""
+        return [Point(split, {**values, "steps_per_s": rate} if split == "train" and rate else values,
+                      step=step, epoch=epoch, epochs=epochs)
                 for split, values in _split_values(pairs, strip_train=True).items()
                 if self.changes.new(split, values)]
 

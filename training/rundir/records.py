@@ -9,7 +9,7 @@ keys stay exactly as they are (older runs and outside tools read them):
                                       after it is a merge (paths.update_run_json)
     ExitRecord.from_json(exit.json)   returncode, state, failed_rank, error, hint, message, t, seconds
     parse_event(line)                 MetricEvent | EpochEvent | CheckpointEvent | StatusEvent | LogEvent
-                                      | HealthEvent: each event parsed once, where it is read (tui.feed,
+                                      | HealthEvent | TimingEvent: each event parsed once, where it is read (tui.feed,
                                       the series snapshot, --runs); every reader after takes the type.
                                       `raw` is the line as written, for the describer (tui.describe)
     finish_run(paths, record)         the end of a run: the status event, exit.json, run.json's final
@@ -277,6 +277,12 @@ class StatusEvent:
     # A `queued` status: the place in the box's GPU queue and what the run waits for.
     place: int | None = None
     waiting_for: str = ""
+    # The built-in worker's `running` status: FLOPs of one training sample (forward + backward,
+    # counted once at start), the GPU model, the dtype the matmuls run in, the GPUs computing.
+    flops_per_sample: float | None = None
+    gpu_model: str = ""
+    compute_dtype: str = ""
+    gpus: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -316,7 +322,51 @@ class HealthEvent:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-Event = Union[MetricEvent, EpochEvent, CheckpointEvent, StatusEvent, LogEvent, HealthEvent]
+@dataclass(slots=True)
+class TimingEvent:
+    """One rank's step anatomy over a logging interval (training.engine.step_clock, or
+    traindeck.report.phase in a user's script): seconds per phase, and the rank's totals since its
+    start, so the newest event of each rank is the whole run's anatomy too."""
+
+    t: float | None
+    rank: int
+    step: int | None
+    steps: int  # optimizer steps in the interval
+    seconds: float  # the interval's wall time: the phases add up to it
+    phases: dict[str, float]  # phase -> seconds (training.rundir.step_anatomy.PHASES)
+    samples: int | None  # samples this rank trained on in the interval
+    clock: str  # "host" (perf_counter) or "cuda" (CUDA events)
+    total_steps: int = 0
+    total_seconds: float = 0.0
+    total_samples: int | None = None
+    total_phases: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+Event = Union[MetricEvent, EpochEvent, CheckpointEvent, StatusEvent, LogEvent, HealthEvent, TimingEvent]
+
+
+def _phases(value: Any) -> dict[str, float]:
+    """A {phase: seconds} object's finite, non-negative numbers."""
+    if not isinstance(value, dict):
+        return {}
+    out = {}
+    for name, seconds in value.items():
+        seconds = finite_number(seconds)
+        if isinstance(name, str) and seconds is not None and seconds >= 0:
+            out[name] = float(seconds)
+    return out
+
+
+def _timing(e: dict[str, Any], t: float | None) -> TimingEvent | None:
+    rank, steps, seconds = as_int(e.get("rank")), as_int(e.get("steps")), finite_number(e.get("seconds"))
+    if rank is None or rank < 0 or steps is None or steps < 0 or seconds is None or seconds < 0:
+        return None
+    total = as_dict(e.get("total"))
+    return TimingEvent(t, rank, as_int(e.get("step")), steps, float(seconds), _phases(e.get("phases")),
+                       as_int(e.get("samples")), _str(e.get("clock")) or "host",
+                       max(0, as_int(total.get("steps")) or 0), max(0.0, finite_number(total.get("seconds")) or 0.0),
+                       as_int(total.get("samples")), _phases(total.get("phases")), e)
 
 
 def metric_numbers(values: dict[str, Any]) -> dict[str, float]:
@@ -359,7 +409,10 @@ def parse_event(e: dict[str, Any]) -> Event | None:
         return StatusEvent(t, _str(e.get("state")), _str(e.get("message")), as_int(e.get("epochs")),
                            as_int(e.get("steps_per_epoch")), as_int(e.get("start_step")),
                            as_int(e.get("world_size")), _str(e.get("device")), as_int(e.get("place")),
-                           _str(e.get("waiting_for")), e)
+                           _str(e.get("waiting_for")), finite_number(e.get("flops_per_sample")),
+                           _str(e.get("gpu_model")), _str(e.get("compute_dtype")), as_int(e.get("gpus")), e)
+    if kind == "timing":
+        return _timing(e, t)
     if kind == "health":
         incident = e.get("incident") if isinstance(e.get("incident"), str) else None
         return HealthEvent(t, _str(e.get("rule")), e.get("value"), as_int(e.get("step")), as_int(e.get("rank")),

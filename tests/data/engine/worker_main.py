@@ -4,6 +4,8 @@
   tests/fixtures/engine_task.py, whose loss has named components (loss/ce, loss/reg).
 - ENGINE_TEST_ENOSPC_ON_SAVE=N makes the N-th checkpoint write (1-based) fail with ENOSPC after
   half its bytes, the way a full disk does.
+- ENGINE_TEST_SLOW_SAMPLE_S=0.001 makes every training sample take this long to load: a slow
+  DataLoader (the step anatomy's input-bound tests).
 """
 
 import errno
@@ -49,6 +51,30 @@ if fail_on:
     checkpoint.write_atomic = write_atomic_disk_full
 
 from training.engine import rank_main as worker  # noqa: E402
+
+slow_sample_s = float(os.environ.get("ENGINE_TEST_SLOW_SAMPLE_S") or 0)
+if slow_sample_s:
+    import time
+
+    from torch.utils.data import Dataset
+
+    class SlowDataset(Dataset):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __len__(self):
+            return len(self.inner)
+
+        def __getitem__(self, i):
+            time.sleep(slow_sample_s)
+            return self.inner[i]
+
+    real_make_data = worker.make_data
+
+    def make_slow_data(train_set, *args, **kwargs):
+        return real_make_data(SlowDataset(train_set), *args, **kwargs)
+
+    worker.make_data = make_slow_data
 from training.engine.fast_exit import exit_without_teardown  # noqa: E402
 
 if __name__ == "__main__":
