@@ -29,7 +29,7 @@ from typing import Any, Callable
 from traindeck.numbers import finite_number
 from traindeck.untrusted import bounded_int, open_regular, read_bounded
 from training.rundir import RunPaths, RunState, read_json, read_run_json
-from training.rundir.events_file import EventReader
+from training.rundir.events_file import READ_CHUNK_BYTES, EventReader
 from training.rundir.liveness import SupervisorStatus, supervisor_status
 from training.rundir.records import Event, parse_events
 from training.rundir.snapshot import Folded, load_or_rebuild
@@ -83,7 +83,7 @@ class FeedBatch:
 class RunFeed:
     """Stat-keyed reads of one run directory (not thread-safe: one reader, e.g. one worker group)."""
 
-    def __init__(self, paths: RunPaths, chunk_bytes: int = 4 << 20,
+    def __init__(self, paths: RunPaths, chunk_bytes: int = READ_CHUNK_BYTES,
                  monotonic: Callable[[], float] = time.monotonic, snapshot: bool = True) -> None:
         self.paths = paths
         self.snapshot = snapshot

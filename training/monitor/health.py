@@ -691,7 +691,9 @@ class HealthMonitor(PollingThread):
     # ---- thread (PollingThread's): one poll per interval; a failure is told once, health is advisory
     def poll_step(self) -> bool:
         self.poll(self.clock())
-        return False
+        # A backlog (a resumed run's history, a burst behind a fast writer) is read one chunk per
+        # look and looked at again at once: the readers' chunk bounds the memory, not the pace.
+        return not all(reader.at_end for _, reader in self.readers + self.telemetry_readers)
 
     def poll(self, now: float) -> list[dict[str, Any]]:
         """Read the new events, check, emit what is due; returns what was emitted. Telemetry is read

@@ -114,6 +114,13 @@ def read_last_lines(f: BinaryIO, n: int, max_line_bytes: int = MAX_LINE_BYTES,
     return lines
 
 
+# How much one read() parses at most. Every long-lived follower (the console, the supervisor's
+# health thread and series snapshot) holds one chunk's parsed events at a time, and that peak stays
+# in its RSS: 4 MB (~25,000 events, two forms) cost the supervisor 60 MiB behind a fast run,
+# 512 KB costs 4-8 (issue 35, BENCHMARKS.md "Memory over a long live run").
+READ_CHUNK_BYTES = 512 << 10
+
+
 class EventReader:
     """Tails a JSONL file incrementally.
 
@@ -122,7 +129,7 @@ class EventReader:
     replacement (starts over), and junk (skipped and counted in `skipped`).
     """
 
-    def __init__(self, path: Path, chunk_bytes: int = 4 << 20):
+    def __init__(self, path: Path, chunk_bytes: int = READ_CHUNK_BYTES):
         self.path = Path(path)
         self.offset = 0
         self.skipped = 0

@@ -41,7 +41,7 @@ from traindeck.untrusted import (
     parse_json,
     read_bounded,
 )
-from training.rundir.events_file import EventReader
+from training.rundir.events_file import READ_CHUNK_BYTES, EventReader
 from training.rundir.records import Event, MetricEvent, as_events, parse_events
 from training.rundir.series import Series, SeriesStore
 
@@ -235,7 +235,7 @@ def load(events: Path) -> Folded | None:
     return folded
 
 
-def fold_file(events: Path, folded: Folded | None = None, chunk_bytes: int = 4 << 20) -> Folded:
+def fold_file(events: Path, folded: Folded | None = None, chunk_bytes: int = READ_CHUNK_BYTES) -> Folded:
     """Fold events.jsonl from `folded.offset` (or the start) to its last complete line."""
     folded = folded or Folded()
     reader = EventReader(events, chunk_bytes=chunk_bytes)

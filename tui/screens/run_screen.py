@@ -489,7 +489,9 @@ class RunScreen(Screen):
         if first or model.state != shown.state or (model.paused and model.live) != shown.paused \
                 or bool(health):
             self._header_redraw.flush()  # a change of state shows at once; a new step can wait
-        if model.state != self._last_state or message.caught_up != self.loaded:
+        # Only a change of state changes the bindings (check_action reads model.live and state);
+        # each refresh rebuilds the Footer, which leaked its keys (Textual #6666; tui.app's fix).
+        if model.state != self._last_state or first:
             self._last_state = model.state
             self.refresh_bindings()
         self.loaded = self.loaded or message.caught_up
