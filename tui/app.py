@@ -30,6 +30,7 @@ from training.profile import Profile
 from training.rundir import RunPaths
 from tui import messages
 from tui.cell_diff import CellDiff, DiffedUpdate, diffable
+from tui.screens.compare_screen import CompareScreen
 from tui.screens.picker import PickerScreen
 from tui.screens.run_screen import RunScreen
 from tui.screens.runs_screen import RunsScreen
@@ -64,7 +65,7 @@ _footer_releases_removed_keys()
 class TraindeckApp(App[int | None]):
     TITLE = "traindeck"
     CSS_PATH = ["styles/app.tcss", "styles/picker.tcss", "styles/run.tcss", "styles/runs.tcss",
-                "styles/widgets.tcss"]
+                "styles/widgets.tcss", "styles/compare.tcss"]
     # Narrow: GPU panels are table rows; wide and tall: a grid of cards.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
@@ -179,6 +180,9 @@ class TraindeckApp(App[int | None]):
     def on_show_runs(self, message: messages.ShowRuns) -> None:
         if not isinstance(self.screen, RunsScreen):
             self.push_screen(RunsScreen(self.runs_dir))
+
+    def on_compare_runs(self, message: messages.CompareRuns) -> None:
+        self.push_screen(CompareScreen(message.runs, clock=self.clock))
 
     def on_detach(self, message: messages.Detach) -> None:
         # Detaching returns to the picker or runs list it came from; from --attach it leaves.

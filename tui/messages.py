@@ -28,6 +28,13 @@ class OpenRun(Message):
 
 
 @dataclass
+class CompareRuns(Message):
+    """Show these runs side by side (the compare screen)."""
+
+    runs: list[RunPaths]
+
+
+@dataclass
 class ShowRuns(Message):
     """Show every run in the runs directory."""
 

@@ -149,22 +149,23 @@ class Series:
         """x, ymin, ymax, ysum, count per stored unit (raw points when they are all still held)."""
         if self.count <= len(self.recent):
             pts = np.asarray(self.recent, dtype=np.float64).reshape(-1, 4)
-            xs = pts[:, 0] if x == "step" else pts[:, 1]
+            xs = pts[:, 0] if x == "step" else pts[:, 3] if x == "time" else pts[:, 1]
             ys = pts[:, 2]
             return xs, ys, ys, ys, np.ones_like(ys)
         rows = self._b[: self._nb]
         if self._open is not None:
             rows = np.vstack([rows, np.asarray(self._open)[None, :]])
         n = rows[:, 7]
-        xs = (rows[:, 0] + rows[:, 1]) / 2 if x == "step" else rows[:, 2] / n
+        # x by time: a bucket's last point's wall time (the buckets keep no first one).
+        xs = (rows[:, 0] + rows[:, 1]) / 2 if x == "step" else rows[:, 3] if x == "time" else rows[:, 2] / n
         return xs, rows[:, 4], rows[:, 5], rows[:, 6], n
 
     def view(self, width: int, x: str = "step", smoothing: float = 0.0,
              log_y: bool = False) -> tuple[list[float], list[float]]:
         if self.count == 0:
             return [], []
-        if x not in ("step", "epoch"):
-            raise ValueError("x must be 'step' or 'epoch'")
+        if x not in ("step", "epoch", "time"):
+            raise ValueError("x must be 'step', 'epoch' or 'time' (wall time, unix seconds)")
         width = max(1, int(width))
         xs, ymin, ymax, ysum, n = self._columns(x)
         if x == "epoch":
