@@ -31,6 +31,7 @@ BENCHES = {
     "ssh": "benchmarks.bench_ssh",            # issue 17: terminal bytes beside htop, by widget (no --before here)
     "paint": "benchmarks.bench_paint",        # issue 17: report.log -> header / plot, timed at paint (pyte)
     "memory": "benchmarks.bench_memory",      # 6: RSS after 10^6 vs 10^4 events
+    "compare": "benchmarks.bench_compare",    # issue 34: open 50 runs of 10^6 events, to the first frame
     "attach": "benchmarks.bench_attach",      # issue 17: attach to 10^6 events, before/after the snapshot
     "follow": "benchmarks.bench_follow",      # issue 35: RSS of console/headless/supervisor over a live 10^6-event run
     "input": "benchmarks.bench_input",        # issue 15: data share of step time, num_workers 0 vs 2
