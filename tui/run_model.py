@@ -25,8 +25,10 @@ from training.rundir.records import (
     RendezvousRecord,
     RunRecord,
     StatusEvent,
+    TimingEvent,
     parse_event,
 )
+from training.rundir.step_anatomy import Anatomy, Throughput, TimingFold, throughput
 from tui.formats import format_stall
 
 LIVE_STATES = ("queued", "starting", "running")
@@ -117,6 +119,9 @@ class HeaderInfo:
     rendezvous: str = ""
     # A `[launch] hosts` run's nodes: "127.0.0.1 head · 127.0.0.2 running" ("" for one node).
     nodes: str = ""
+    # Where known (a GPU run of a built-in task): samples/s per GPU and MFU (0..1, never above).
+    per_gpu: float | None = None
+    mfu: float | None = None
 
 
 @dataclass
@@ -183,6 +188,13 @@ class RunModel:
     # `queued` status event).
     queue_place: int | None = None
     waiting_for: str = ""
+    # The step anatomy: every rank's newest timing event (training.rundir.step_anatomy), and what
+    # TFLOP/s and MFU are computed from (the worker's running status).
+    timing: TimingFold = field(default_factory=TimingFold)
+    flops_per_sample: float | None = None
+    gpu_model: str = ""
+    compute_dtype: str = ""
+    gpus: int | None = None
 
     # ---- folding ---------------------------------------------------------------------------
     def apply_run_json(self, data: dict[str, Any]) -> None:
@@ -248,6 +260,8 @@ class RunModel:
             self._status(e)
         elif isinstance(e, LogEvent):
             self._log(e)
+        elif isinstance(e, TimingEvent):
+            self.timing.add(e)
         elif isinstance(e, HealthEvent):
             self.health.append(e)
             if len(self.health) > MAX_HEALTH_MARKS:
@@ -364,6 +378,9 @@ class RunModel:
             self.world_size = e.world_size or self.world_size
             self.device = e.device or self.device
             self.start_step = e.start_step or 0
+            if e.gpus is not None:  # the built-in worker's: what TFLOP/s and MFU are computed from
+                self.flops_per_sample, self.gpus = e.flops_per_sample, e.gpus
+                self.gpu_model, self.compute_dtype = e.gpu_model, e.compute_dtype
         self._step_to(e.start_step)
         if e.state == "queued":
             self.queue_place, self.waiting_for = e.place, e.waiting_for or self.waiting_for
@@ -433,8 +450,19 @@ class RunModel:
             text += f" ×{self.health_head_firings}"
         return text + (f" (+{self.health_incidents - 1})" if self.health_incidents > 1 else "")
 
+    def anatomy(self) -> Anatomy | None:
+        """Each rank's newest logging interval, folded (the Time view, the header)."""
+        return self.timing.recent()
+
+    def throughput(self) -> Throughput:
+        """Samples/s per GPU, TFLOP/s per GPU and MFU, or why not (training.rundir.step_anatomy)."""
+        return throughput(self.samples_per_s, self.flops_per_sample, self.gpus or 0, self.gpu_model,
+                          self.compute_dtype, ranks=max(1, self.world_size))
+
     def header(self, now: float) -> HeaderInfo:
+        speed = self.throughput()
         return HeaderInfo(
+            per_gpu=speed.per_gpu if self.gpus else None, mfu=speed.mfu,
             run_id=self.run_id, profile=self.profile, mode=self.mode, world_size=self.world_size,
             device=self.device, state=self.state, epoch=self.epoch or 0, epochs=self.epochs, step=self.step or 0,
             total_steps=self.total_steps, samples_per_s=self.samples_per_s, elapsed_s=self.elapsed(now),

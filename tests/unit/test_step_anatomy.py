@@ -233,3 +233,37 @@ def test_report_phase_outside_traindeck_is_a_no_op():
     report.configure(None)
     with report.phase("data"):
         pass
+
+
+def test_the_headless_summary_and_runs_table_tell_where_the_time_went(tmp_path):
+    from tests.support.fake_runs import make_run_dir
+    from training.console.runs import format_runs_table, run_summary
+    from training.rundir.events_file import append_events
+    from tui.headless.lines import anatomy_lines
+    from tui.run_model import RunModel
+
+    events = [make_event("status", t=999.0, state="running", world_size=2, device="cpu", flops_per_sample=4000.0,
+                         gpus=0),
+              make_event("metric", t=1000.0, step=20, split="train", values={"loss": 1.0, "samples_per_s": 640.0})]
+    events += [timing(r, 20, data=0.05 if r else 0.01) for r in (0, 1)]
+    model = RunModel()
+    model.apply_events(events)
+    lines = anatomy_lines(model)
+    assert lines[0].startswith("  time: step ") and "input wait" in lines[0] and "slowest rank 1" in lines[0]
+    assert lines[1] == "  throughput: 640 samples/s, 320 per rank, no MFU: no GPU: MFU is a GPU measure"
+    assert model.header(1000.0).per_gpu is None  # per GPU only where there are GPUs
+
+    paths = make_run_dir(tmp_path / "runs", "20261201-120000-cpu", profile_name="cpu", mode="ddp", state="finished")
+    append_events(paths.events, events)
+    summary = run_summary(paths)
+    assert summary.anatomy == parse_fold(events).whole_run().summary()
+    assert f"  time {summary.anatomy}" in format_runs_table([summary]).splitlines()
+
+
+def parse_fold(events):
+    fold = TimingFold()
+    for e in events:
+        parsed = parse_event(e)
+        if isinstance(parsed, TimingEvent):
+            fold.add(parsed)
+    return fold

@@ -51,11 +51,13 @@ from training.rundir.records import (
     MetricEvent,
     RunRecord,
     StatusEvent,
+    TimingEvent,
     as_dict,
     as_int,
     create_run_json,
     parse_events,
 )
+from training.rundir.step_anatomy import TimingFold
 
 TAIL_BYTES = 256 << 10
 
@@ -81,6 +83,8 @@ class RunSummary:
     waiting: str = ""
     # A `[launch] hosts` run: one line per node, the head first ("127.0.0.2 (rank 1): running").
     nodes: tuple[str, ...] = ()
+    # Where its time went (training.rundir.step_anatomy): "step 12.3 ms: input wait 41% · ...".
+    anatomy: str = ""
 
 
 # ---- small readers ----------------------------------------------------------------------
@@ -93,7 +97,10 @@ def _tail_events(path: Path, max_bytes: int = TAIL_BYTES) -> list[Event]:
 def _progress(paths: RunPaths) -> dict[str, Any]:
     step = epoch = epochs = None
     loss = None
+    timing = TimingFold()  # each rank's newest timing event holds its totals: the tail is enough
     for e in _tail_events(paths.events):
+        if isinstance(e, TimingEvent):
+            timing.add(e)
         if isinstance(e, (MetricEvent, EpochEvent, CheckpointEvent)) and e.step is not None:
             step = e.step if step is None else max(step, e.step)
         if isinstance(e, (MetricEvent, EpochEvent)) and e.epoch is not None:
@@ -102,7 +109,9 @@ def _progress(paths: RunPaths) -> dict[str, Any]:
             epochs = e.epochs
         if isinstance(e, MetricEvent) and e.split == "train" and finite_number(e.values.get("loss")) is not None:
             loss = finite_number(e.values.get("loss"))
-    return {"step": step, "epoch": epoch, "epochs": epochs, "last_loss": loss}
+    whole = timing.whole_run()
+    return {"step": step, "epoch": epoch, "epochs": epochs, "last_loss": loss,
+            "anatomy": whole.summary() if whole is not None else ""}
 
 
 # ---- summaries and listing --------------------------------------------------------------
@@ -134,7 +143,8 @@ def run_summary(paths: RunPaths) -> RunSummary:
         epoch=progress["epoch"], epochs=epochs, last_loss=progress["last_loss"],
         rehearsal=record.rehearsal, note=note,
         returncode=exit_record.returncode if exit_record is not None and not live else None, waiting=waiting,
-        nodes=tuple(v.describe() for v in node_views(paths, data, head_state=state.value)))
+        nodes=tuple(v.describe() for v in node_views(paths, data, head_state=state.value)),
+        anatomy=progress["anatomy"])
 
 
 def _text(value: Any) -> str:
@@ -200,6 +210,8 @@ def format_runs_table(summaries: Iterable[RunSummary]) -> str:
             lines.append(f"  queued {s.waiting}")
         for node in s.nodes if s is not None else ():
             lines.append(f"  node {node}")
+        if s is not None and s.anatomy:
+            lines.append(f"  time {s.anatomy}")
     return "\n".join(lines)
 
 

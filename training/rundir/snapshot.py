@@ -42,12 +42,13 @@ from traindeck.untrusted import (
     read_bounded,
 )
 from training.rundir.events_file import READ_CHUNK_BYTES, EventReader
-from training.rundir.records import Event, MetricEvent, as_events, parse_events
+from training.rundir.records import Event, MetricEvent, TimingEvent, as_events, parse_events
 from training.rundir.series import Series, SeriesStore
 
 NAME = "series.snapshot.npz"
 VERSION = 1
 MAX_STORY = 5000  # non-metric events kept (the event log's max_lines)
+MAX_LAST = 1 + 4096  # the last train metric and the newest timing event of each rank
 SAVE_EVERY_S = 5.0
 RESAVE_TAIL_BYTES = 4 << 20  # a viewer that read this much tail saves a fresh snapshot
 FINGERPRINT_BYTES = 4096
@@ -92,6 +93,9 @@ class Folded:
             self.seq += 1
             if type(e) is MetricEvent and e.split == "train":
                 self.last_metric["train"] = (self.seq, e.raw)  # the steps: only the last one is replayed
+            elif type(e) is TimingEvent:
+                # Each rank's newest carries its totals: the step anatomy replays from it alone.
+                self.last_metric[f"timing/{e.rank}"] = (self.seq, e.raw)
             else:
                 self.story.append((self.seq, e.raw))  # validation results are part of the story
 
@@ -159,7 +163,7 @@ class Folded:
                 _check(isinstance(key, list) and len(key) == 2 and all(isinstance(k, str) for k in key), "key")
                 store.series[tuple(key)] = s
         story, last_metric = meta.get("story"), meta.get("last_metric")
-        _check(isinstance(story, list) and isinstance(last_metric, dict), "story")
+        _check(isinstance(story, list) and isinstance(last_metric, dict) and len(last_metric) <= MAX_LAST, "story")
         _check(isinstance(meta.get("fingerprint"), str), "fingerprint")
         folded = cls(store=store, offset=_int(meta.get("offset"), 0, 1 << 62), seq=_int(meta.get("seq"), 0, 1 << 62),
                      fingerprint=meta["fingerprint"])

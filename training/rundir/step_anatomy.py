@@ -101,7 +101,7 @@ def fold_ranks(ranks: Iterable[RankTime]) -> Anatomy | None:
     phases = {}
     for name in _ordered(n for r in ranks for n in r.phases):
         per_step = [(r.phases.get(name, 0.0) / r.steps, r.rank) for r in ranks]
-        worst = max(per_step)
+        worst = max(per_step, key=lambda sr: (sr[0], -sr[1]))  # a tie: the lowest rank
         phases[name] = PhaseSpread(statistics.median(s for s, _ in per_step), worst[0], worst[1])
     busy = statistics.median(r.busy_s for r in ranks)
     slowest = max(ranks, key=lambda r: (r.busy_s, -r.rank))
@@ -146,6 +146,7 @@ class Throughput:
     tflops_per_gpu: float | None  # achieved: FLOPs per sample x samples/s per GPU
     mfu: float | None  # 0..1, never above
     why_no_mfu: str = ""
+    per: str = "GPU"  # what per_gpu is per: "rank" on a CPU box
 
 
 def throughput(samples_per_s: float | None, flops_per_sample: float | None, gpus: int, gpu_model: str,
@@ -157,7 +158,7 @@ def throughput(samples_per_s: float | None, flops_per_sample: float | None, gpus
     per_gpu = samples_per_s / max(1, gpus or ranks)
     tflops = per_gpu * flops_per_sample / 1e12 if flops_per_sample else None
     if not gpus:
-        return Throughput(samples_per_s, per_gpu, tflops, None, "no GPU: MFU is a GPU measure")
+        return Throughput(samples_per_s, per_gpu, tflops, None, "no GPU: MFU is a GPU measure", per="rank")
     if tflops is None:
         return Throughput(samples_per_s, per_gpu, None, None, "no FLOP count for this model")
     share, why = mfu(tflops, peak_for(gpu_model, dtype, table))

@@ -34,7 +34,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from training.rundir import RunPaths
 from training.rundir.node_views import NodeView, head_host, node_views, other_hosts
-from training.rundir.records import Event, HealthEvent
+from training.rundir.records import Event, HealthEvent, TimingEvent
 from training.rundir.series import Key, SeriesStore
 from tui import messages
 from tui.describe import describe, plain_text
@@ -44,7 +44,7 @@ from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.quit_dialog import QuitDialog
 from tui.tail import TextTail
 from tui.terminal_notify import osc_notification
-from tui.widgets import DeviceView, EventLog, GpuGrid, LossPlot, PanelAlert, RankLog, RunHeader
+from tui.widgets import DeviceView, EventLog, GpuGrid, LossPlot, PanelAlert, RankLog, RunHeader, TimeView
 from tui.widgets.loss_plot import default_shown, series_label
 
 # events.jsonl is polled often so a batch reaches the UI within ~0.1-0.2 s; an idle poll is a
@@ -138,6 +138,7 @@ class RunScreen(Screen):
         Binding("1", "tab('plot')", "Plot tab", show=False),
         Binding("2", "tab('events')", "Events tab", show=False),
         Binding("3", "tab('logs')", "Logs tab", show=False),
+        Binding("4", "tab('time')", "Time tab", show=False),
         Binding("a", "runs", "Runs", show=False),
         Binding("q", "quit_run", "Quit"),
     ]
@@ -261,6 +262,8 @@ class RunScreen(Screen):
                 yield EventLog(id="event-log")
             with TabPane("Logs", id="logs"):
                 yield RankLog(id="rank-log")
+            with TabPane("Time", id="time"):
+                yield TimeView(id="time-view")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -475,6 +478,9 @@ class RunScreen(Screen):
         self._update_alerts()
         if not self.telemetry_seen and message.caught_up and not model.live:
             grid.placeholder = "no telemetry was recorded for this run"
+        if message.base is not None or any(type(e) is TimingEvent for e in records):
+            view = self.query_one(TimeView)
+            view.anatomy, view.throughput = model.anatomy(), model.throughput()
         health = [e for e in records if type(e) is HealthEvent]
         # From the model, not this batch: an attach that starts from the series snapshot gets the
         # firings folded into it (message.base) and none among the batch's events.

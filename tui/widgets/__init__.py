@@ -6,6 +6,7 @@
     loss_plot       train/val loss and every component (plotext), downsampled to the plot's width
     event_log       the run's story: checkpoints, epochs, validation, warnings, health, the failure
     rank_log        per-rank logs, the supervisor's, stack dumps; follows the one picked
+    time_view       the step anatomy: a stacked bar of phases per rank, median vs worst, MFU
     _painted_lines  repaint only the lines that changed (shared by the panels and the plot)
     _render         text helpers for render methods: bars, sparklines, short numbers
 """
@@ -16,5 +17,6 @@ from tui.widgets.gpu_panel import DeviceView, GpuPanel, PanelAlert
 from tui.widgets.loss_plot import LossPlot
 from tui.widgets.rank_log import RankLog
 from tui.widgets.run_header import RunHeader
+from tui.widgets.time_view import TimeView
 
-__all__ = ["DeviceView", "EventLog", "GpuGrid", "GpuPanel", "LossPlot", "PanelAlert", "RankLog", "RunHeader"]
+__all__ = ["DeviceView", "EventLog", "GpuGrid", "GpuPanel", "LossPlot", "PanelAlert", "RankLog", "RunHeader", "TimeView"]

@@ -61,6 +61,12 @@ class RunHeader(Widget):
         progress.append("  ")
         progress.append("--" if i.samples_per_s is None else f"{i.samples_per_s:,.0f}")
         progress.append(" samples/s", label)
+        if i.per_gpu is not None:
+            progress.append(f" {i.per_gpu:,.0f}")
+            progress.append("/GPU", label)
+        if i.mfu is not None:
+            progress.append("  MFU ", label)
+            progress.append(f"{i.mfu:.0%}")
         progress.append("  elapsed ", label)
         progress.append(format_duration(i.elapsed_s))
         if i.eta_s is not None:
