@@ -6,7 +6,7 @@ own event reader) as the run's series; `--stop SWEEP` on a sweep that is still s
 cancels the rest.
 
 The runs are tiny (single mode, one epoch of 512 samples: a few seconds each on a loaded 2-core
-box); one sweep serves every test of the module.
+box); one sweep serves every check of it.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ import json
 
 import pytest
 
-from tests.support.processes import kill_everything_of
 from tests.support.waiting import wait_for
 from training.console.sweeps import find_sweep, sweep_status
 from training.rundir import RunPaths, read_json, read_run_json
-from training.rundir.gpu_locks import LOCK_DIR_ENV
 from training.rundir.snapshot import fold_file
 from training.rundir.sweep_dir import read_sweep, sweep_runs
 
@@ -39,27 +37,29 @@ def _main(argv, capsys):
     return code, out.out, out.err
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """The 3 x 2 sweep, run to its end once for the module: (runs_dir, sweep paths)."""
+@pytest.fixture
+def sweep(runs_dir):
+    """The 3 x 2 sweep, run to its end: (runs_dir, sweep paths)."""
     from run import main
 
-    runs_dir = tmp_path_factory.mktemp("sweep") / "runs"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        mp.setenv(LOCK_DIR_ENV, str(tmp_path_factory.mktemp("gpu-locks")))
-        assert main(["--runs-dir", str(runs_dir), "--profile", "cpu", *TINY, *GRID,
-                     "--parallel", str(PARALLEL)]) == 0
-        paths = find_sweep(runs_dir, "sweep-")
-        try:
-            wait_for(lambda: (read_sweep(paths) or None) and read_sweep(paths).state == "finished"
-                     and not sweep_status(paths).runs_live, timeout=120, what="the sweep's end")
-            yield runs_dir, paths
-        finally:
-            kill_everything_of(runs_dir)
+    assert main(["--runs-dir", str(runs_dir), "--profile", "cpu", *TINY, *GRID, "--parallel", str(PARALLEL)]) == 0
+    paths = find_sweep(runs_dir, "sweep-")
+    wait_for(lambda: (read_sweep(paths) or None) and read_sweep(paths).state == "finished"
+             and not sweep_status(paths).runs_live, timeout=120, what="the sweep's end")
+    return runs_dir, paths
 
 
-def test_the_grid_runs_through_the_queue(sweep):
+def test_a_3x2_sweep_runs_lists_compares_and_exports(sweep, capsys, tmp_path):
+    """One sweep for every check (six real runs are the module's cost): under xdist the checks
+    split across workers would run it once per worker."""
+    check_the_grid_runs_through_the_queue(sweep)
+    check_runs_lists_the_sweep_as_a_group(sweep, capsys)
+    check_compare_ranks_the_six_with_the_keys_that_differ(sweep, capsys)
+    check_tensorboard_export_reads_back_as_the_series(sweep, capsys, tmp_path / "tb")
+    check_csv_export_has_every_point(sweep, capsys, tmp_path / "csv")
+
+
+def check_the_grid_runs_through_the_queue(sweep):
     runs_dir, paths = sweep
     record = read_sweep(paths)
     assert [p.state for p in record.points] == ["started"] * 6
@@ -80,7 +80,7 @@ def test_the_grid_runs_through_the_queue(sweep):
     assert spans[3][0] >= min(e for _, e in spans[:3]) - 0.5
 
 
-def test_runs_lists_the_sweep_as_a_group(sweep, capsys):
+def check_runs_lists_the_sweep_as_a_group(sweep, capsys):
     runs_dir, paths = sweep
     code, out, _ = _main(["--runs-dir", str(runs_dir), "--runs"], capsys)
     assert code == 0
@@ -88,7 +88,7 @@ def test_runs_lists_the_sweep_as_a_group(sweep, capsys):
     assert sum(1 for line in out.splitlines() if line.startswith("  2")) == 6  # its runs, indented below it
 
 
-def test_compare_ranks_the_six_with_the_keys_that_differ(sweep, capsys):
+def check_compare_ranks_the_six_with_the_keys_that_differ(sweep, capsys):
     runs_dir, paths = sweep
     code, out, _ = _main(["--runs-dir", str(runs_dir), "--compare", paths.id], capsys)
     assert code == 0, out
@@ -107,14 +107,12 @@ def test_compare_ranks_the_six_with_the_keys_that_differ(sweep, capsys):
     assert all(set(r["config"]) == {"train.batch_size", "train.lr"} for r in data["runs"])
 
 
-def test_tensorboard_export_reads_back_as_the_series(sweep, capsys, tmp_path):
-    pytest.importorskip("tensorboard")
+def check_tensorboard_export_reads_back_as_the_series(sweep, capsys, out_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util.tensor_util import make_ndarray
 
     runs_dir, paths = sweep
     run = sweep_runs(runs_dir, paths.id)[0]
-    out_dir = tmp_path / "tb"
     code, out, err = _main(["--runs-dir", str(runs_dir), "--export", run.id, "--format", "tensorboard",
                             str(out_dir)], capsys)
     assert code == 0, err
@@ -132,7 +130,8 @@ def test_tensorboard_export_reads_back_as_the_series(sweep, capsys, tmp_path):
         assert [g[2] for g in got] == pytest.approx([w[2] for w in want], abs=1e-3)
 
 
-def test_csv_export_has_every_point(sweep, capsys, tmp_path):
+def check_csv_export_has_every_point(sweep, capsys, tmp_path):
+    tmp_path.mkdir()
     runs_dir, paths = sweep
     run = sweep_runs(runs_dir, paths.id)[0]
     code, out, _ = _main(["--runs-dir", str(runs_dir), "--export", run.id, "--format", "csv", str(tmp_path)], capsys)

@@ -45,6 +45,7 @@ def _sort_value(column: int, rank: int, row: Any) -> Any:
 
 
 class CompareScreen(Screen):
+    AUTO_FOCUS = "#compare-table"  # its cursor is what Enter opens
     BINDINGS = [
         Binding("x", "cycle_x", "x axis"),
         Binding("s", "cycle_series", "Series"),
