@@ -9,6 +9,7 @@
     python run.py --profile cpu --sweep train.lr=1e-3,3e-4 --sweep train.batch_size=64,128   # a grid
     python run.py --compare SWEEP | RUN RUN ... [--json]   # ranked by the monitored metric
     python run.py --export RUN --format tensorboard|csv DIR
+    python run.py --scaling 4x2080ti       # 1, 2, 4 GPUs: speed-up, efficiency, where the time goes
 
 `run.py` and the `traindeck` console script are the same entry point (`main`).
 """
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "resume/export steps, scaled down; prints a checklist, exit 0 only if all pass")
     start.add_argument("--resume", metavar="RUN",
                        help="restart a stopped or failed run in its own directory from its last.pt")
+    start.add_argument("--scaling", metavar="NAME|PATH",
+                       help="run the profile for a fixed number of steps (train.steps_per_epoch, default 60) on 1, "
+                       "2, 4 ... N GPUs (ranks on a CPU box), same per-GPU batch, and print speed-up and "
+                       "efficiency against linear with the step anatomy at each size; saved in the runs directory")
     start.add_argument("--queue", action="store_true",
                        help="with --profile or --resume on a shared box: when the GPUs are busy, wait in line "
                        "for them (state 'queued', first come first served) instead of refusing; the wait goes "
@@ -195,6 +200,20 @@ def _notify_test(profile, runs_dir: Path) -> int:
     return 1
 
 
+def _scaling(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
+    """run.py --scaling PROFILE: the profile at 1, 2, 4 ... N GPUs, measured (training.console.scaling)."""
+    from training.console.scaling import DEFAULT_STEPS, format_scaling, measure_scaling
+    from training.profile import load_profile
+
+    profile = load_profile(args.scaling, args.overrides)
+    steps = profile.train.steps_per_epoch if any(o.startswith("train.steps_per_epoch=") for o in args.overrides) \
+        else DEFAULT_STEPS
+    result = measure_scaling(profile, runs_dir, steps=steps, argv=argv,
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_scaling(result))
+    return 0 if all(s.state == "finished" for s in result.sizes) else 1
+
+
 def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
     from training.console import preflight
     from training.profile import load_profile
@@ -280,6 +299,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> int:
     from training.console import runs
     from training.console import stop as stopping
 
+    if args.scaling:
+        return _scaling(args, argv, runs_dir)
     if args.sweep or args.parallel != 1:
         return _start_sweep(args, argv, runs_dir)
     headless = args.headless or not _interactive()

@@ -267,3 +267,20 @@ def parse_fold(events):
         if isinstance(parsed, TimingEvent):
             fold.add(parsed)
     return fold
+
+
+def test_scaling_sizes_and_a_sizes_speed_from_its_ranks_totals():
+    from training.console.scaling import ScalingResult, format_scaling, size_speed, sizes
+
+    assert sizes(1) == [1] and sizes(8) == [1, 2, 4, 8] and sizes(6) == [1, 2, 4, 6]
+    events = [timing(r, 20, data=0.02) for r in (0, 1)]
+    for e in events:  # eval and checkpoint are not the steps' speed
+        e["total"]["phases"]["eval"] = 5.0
+        e["total"]["seconds"] += 5.0
+    size = size_speed(events, 2)
+    assert size.step_s == pytest.approx(0.012) and size.samples_per_s == pytest.approx(2 * 320 / 0.24)
+    assert size.shares["data"] == pytest.approx(0.02 / 0.12) and "eval" not in size.shares
+    one = size_speed([timing(0, 20, data=0.02)], 1)
+    one.speedup, one.efficiency, size.speedup, size.efficiency = 1.0, 1.0, 1.6, 0.8
+    text = format_scaling(ScalingResult("cpu", 20, 16, "rank", [one, size], 0.0))
+    assert "1.60x of 2x" in text and " 80%" in text
