@@ -63,7 +63,7 @@ def run(quick: bool = False) -> list[Result]:
     from training.engine.step_clock import StepClock
 
     torch.set_num_threads(1)
-    blocks, steps = (4, 40) if quick else (40, 300)
+    blocks, steps = (4, 40) if quick else (300, 40)
     batch = 32
     width = _width_for(1e-3, batch)
     model, opt = _model(width)

@@ -172,6 +172,19 @@ class TraindeckApp(App[int | None]):
         self.call_from_thread(self.notify, verdict or f"rehearsal ended ({code})", title="rehearsal",
                               severity="information" if code == 0 else "error", timeout=15)
 
+    def on_measure_scaling(self, message: messages.MeasureScaling) -> None:
+        self._measure_scaling(message.profile)
+
+    @work(thread=True, exclusive=True, group="start", exit_on_error=False)
+    def _measure_scaling(self, profile: Profile) -> None:
+        """run.py --scaling from the picker (training.console.scaling): each size's run on the run
+        screen as it starts; the speed-ups in a notification, the table saved beside the runs."""
+        from training.console.scaling import measure_scaling, scaling_verdict
+
+        result = measure_scaling(profile, self.runs_dir, argv=["--scaling", profile.name],
+                                 on_start=lambda paths: self.post_message(messages.OpenRun(paths)))
+        self.call_from_thread(self.notify, scaling_verdict(result), title="scaling", timeout=30)
+
     def on_open_run(self, message: messages.OpenRun) -> None:
         if isinstance(self.screen, RunScreen) and self.screen.paths == message.paths:
             return

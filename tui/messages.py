@@ -21,6 +21,13 @@ class StartRun(Message):
 
 
 @dataclass
+class MeasureScaling(Message):
+    """Run this profile at 1, 2, 4 ... N GPUs and measure each size (run.py --scaling)."""
+
+    profile: Profile
+
+
+@dataclass
 class OpenRun(Message):
     """Show the run screen for this run directory, live or finished."""
 

@@ -89,3 +89,28 @@ def test_time_view_snapshot(snap_compare, recorded_runs_dir):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=time_tab)
+
+
+async def test_the_pickers_scaling_key_measures_the_profile_and_tells_the_speed_ups(tmp_path, backend, monkeypatch):
+    from training.console import scaling
+    from tui.app import make_app
+    from tui.screens.picker import PickerScreen
+
+    calls = []
+
+    def fake_measure(profile, runs_dir, argv=None, on_start=None, **kwargs):
+        calls.append((profile.name, runs_dir, argv))
+        sizes = [scaling.SizeResult(1, "a", "finished", 100.0, speedup=1.0, efficiency=1.0),
+                 scaling.SizeResult(2, "b", "finished", 180.0, speedup=1.8, efficiency=0.9)]
+        return scaling.ScalingResult(profile.name, 60, 64, "rank", sizes, 0.0, path="runs/scaling-x-cpu.json")
+
+    monkeypatch.setattr(scaling, "measure_scaling", fake_measure)
+    app = make_app(runs_dir=tmp_path / "runs", gpu_backend=backend)
+    notes = []
+    monkeypatch.setattr(app, "notify", lambda message, **kw: notes.append(str(message)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await await_for(pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.entries)
+        await pilot.press("g")
+        await await_for(pilot, lambda: any("scaling of cpu" in n for n in notes))
+    assert calls == [("cpu", tmp_path / "runs", ["--scaling", "cpu"])]
+    assert "2 ranks 1.80x (90%)" in notes[-1] and "runs/scaling-x-cpu.json" in notes[-1]

@@ -129,8 +129,10 @@ def _read_json(path: Path):
 def measure_scaling(profile: Profile, runs_dir: Path, most: int | None = None, steps: int = DEFAULT_STEPS,
                     progress: Callable[[str], None] = lambda line: None, argv: list[str] | None = None,
                     sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                    timeout_s: float = RUN_TIMEOUT_S) -> ScalingResult:
-    """Run each size in turn and measure it; the result is saved in the runs directory."""
+                    timeout_s: float = RUN_TIMEOUT_S,
+                    on_start: Callable[[RunPaths], None] = lambda paths: None) -> ScalingResult:
+    """Run each size in turn and measure it (`on_start`: each size's run as it starts, for a viewer);
+    the result is saved in the runs directory."""
     gpus = profile.hardware.gpus
     most = most or (gpus if gpus else profile.launch.nproc_per_node)
     result = ScalingResult(profile.name, steps, profile.train.batch_size, "GPU" if gpus else "rank", [],
@@ -139,6 +141,7 @@ def measure_scaling(profile: Profile, runs_dir: Path, most: int | None = None, s
     for n in sizes(max(1, most)):
         progress(f"scaling {profile.name}: {n} {result.device}{'s' if n > 1 else ''}, {steps} steps ...")
         paths = runs.start_run(scaled_profile(profile, n, steps, threads), Path(runs_dir), argv=argv)
+        on_start(paths)
         state = _wait_finished(paths, timeout_s, sleep, clock)
         measured = size_speed(read_all(paths.events), n) if state == "finished" else None
         size = measured or SizeResult(n, "", state)
@@ -184,3 +187,11 @@ def format_scaling(result: ScalingResult, width: int = 30) -> str:
     if result.path:
         lines += ["", f"saved: {result.path} (each size is an ordinary run: run.py --runs)"]
     return "\n".join(lines)
+
+
+def scaling_verdict(result: ScalingResult) -> str:
+    """One line per size, for a notification: '2 GPUs 1.78x (89%)'."""
+    parts = [f"{s.ranks} {result.device}{'s' if s.ranks > 1 else ''} "
+             + (f"{s.speedup:.2f}x ({s.efficiency:.0%})" if s.speedup is not None and s.efficiency is not None
+                else s.state) for s in result.sizes]
+    return f"scaling of {result.profile}: " + ", ".join(parts) + f"; table in {result.path}"

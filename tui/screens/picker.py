@@ -59,6 +59,7 @@ class PickerScreen(Screen):
         Binding("s", "start", "Start"),
         Binding("w", "start_queued", "Start queued"),
         Binding("r", "rehearse", "Rehearse"),
+        Binding("g", "scaling", "Scaling"),
         Binding("a", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -229,6 +230,12 @@ class PickerScreen(Screen):
         profile = self._startable()
         if profile is not None:
             self.post_message(messages.StartRun(profile, rehearsal=True))
+
+    def action_scaling(self) -> None:
+        """run.py --scaling: the profile at 1, 2, 4 ... N GPUs, each size on the run screen as it runs."""
+        profile = self._startable()
+        if profile is not None:
+            self.post_message(messages.MeasureScaling(profile))
 
     def action_runs(self) -> None:
         self.post_message(messages.ShowRuns())
