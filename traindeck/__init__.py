@@ -14,6 +14,7 @@ the other way round:
     numbers      the one number rule for whatever is read from a run directory
     units        the one way memory is written for people (MiB and GiB of 1024, as nvidia-smi)
     untrusted    reading files anyone may have written (no link followed, no FIFO waited on, bounded)
+    gpu_peaks    peak dense TFLOP/s per GPU model and dtype, with sources, and MFU against them
 """
 
 # Set by the supervisor for every process of a run: the run directory to report into.

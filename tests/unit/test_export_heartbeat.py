@@ -29,7 +29,7 @@ def test_the_heartbeat_says_exporting_during_the_onnx_export(monkeypatch, tmp_pa
                            profile=SimpleNamespace(export=SimpleNamespace(onnx=True, path="model.onnx", opset=17)),
                            task=None, raw=None, paths=SimpleNamespace(root=Path(tmp_path)), step=12,
                            hooks=SimpleNamespace(at_finish=lambda raw, rank: None), env=SimpleNamespace(rank=0),
-                           heartbeat=beats)
+                           heartbeat=beats, report_timing=lambda: None)
     Trainer.finish(view)
     assert seen == ["exporting"] and "exporting" in LONG_STATES
     assert beats.state == "finished"

@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from training.engine.data import make_data
 from training.engine.rank_setup import Precision
+from training.engine.step_clock import StepClock
 from training.engine.trainer import Trainer
 from training.tasks import load_task_module
 
@@ -34,7 +35,8 @@ def _rank(rank: int):
     model = task.model()
     view = SimpleNamespace(model=model, raw=model, heartbeat=_Beats(), step=1, epoch=1, data=data, task=task,
                            device=torch.device("cpu"), channels_last=False, ddp=True,
-                           precision=Precision(None, torch.amp.GradScaler("cpu", enabled=False), "cpu"))
+                           precision=Precision(None, torch.amp.GradScaler("cpu", enabled=False), "cpu"),
+                           clock=StepClock())
     view._zero_val_totals = lambda eval_model: Trainer._zero_val_totals(view, eval_model)
     return view, len(data.val_loader)
 

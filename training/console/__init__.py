@@ -10,6 +10,7 @@
     gpu_holders        `--gpus`: who holds which GPU of this box now
     stackdump          `--dump`: the Python stacks of every live rank
     rehearse           `--rehearse`: a GPU profile tried on this box, scaled down
+    scaling            `--scaling`: the profile at 1, 2, 4 ... N GPUs, speed-up and anatomy per size
     rehearsal_profile  the scaled-down profile and its notes
     rehearsal_checks   the rehearsal's checklist, judged from the run directory
     gpu_check          `--gpu-check`: the CUDA paths proven on this box's GPUs

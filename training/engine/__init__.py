@@ -3,6 +3,8 @@
     rank_main    the entry point: environment -> build_trainer -> Trainer.run; exit codes, signals
     rank_setup   a rank set up: environment, device, process group, model, wrapping, optimizer
     trainer      the training loop: steps, the logging interval, validation, checkpoints, controls
+    step_clock   the step anatomy's lap clock (perf_counter on CPU, CUDA events on GPU), the comm hook
+    flops        FLOPs of one training sample, counted once at start (torch.utils.flop_counter)
     data         per-rank samplers and DataLoaders, batches onto the device
     checkpoint   the one checkpoint dict, written atomically
     resume       which checkpoint to resume from, weights before wrapping, then the training state
