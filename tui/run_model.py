@@ -195,6 +195,7 @@ class RunModel:
     gpu_model: str = ""
     compute_dtype: str = ""
     gpus: int | None = None
+    tokens_per_sample: float | None = None
 
     # ---- folding ---------------------------------------------------------------------------
     def apply_run_json(self, data: dict[str, Any]) -> None:
@@ -381,6 +382,7 @@ class RunModel:
             if e.gpus is not None:  # the built-in worker's: what TFLOP/s and MFU are computed from
                 self.flops_per_sample, self.gpus = e.flops_per_sample, e.gpus
                 self.gpu_model, self.compute_dtype = e.gpu_model, e.compute_dtype
+                self.tokens_per_sample = e.tokens_per_sample
         self._step_to(e.start_step)
         if e.state == "queued":
             self.queue_place, self.waiting_for = e.place, e.waiting_for or self.waiting_for
@@ -457,7 +459,8 @@ class RunModel:
     def throughput(self) -> Throughput:
         """Samples/s per GPU, TFLOP/s per GPU and MFU, or why not (training.rundir.step_anatomy)."""
         return throughput(self.samples_per_s, self.flops_per_sample, self.gpus or 0, self.gpu_model,
-                          self.compute_dtype, ranks=max(1, self.world_size))
+                          self.compute_dtype, ranks=max(1, self.world_size),
+                          tokens_per_sample=self.tokens_per_sample)
 
     def header(self, now: float) -> HeaderInfo:
         speed = self.throughput()

@@ -155,7 +155,9 @@ def test_mfu_from_a_fake_gpu_with_a_known_peak_is_the_hand_computation():
     assert unknown.mfu is None and "not in traindeck's peak table" in unknown.why_no_mfu
     assert throughput(10_000.0, 6e9, gpus=4, gpu_model="Fake 9000", dtype="fp32", table=FAKE).why_no_mfu
     cpu = throughput(800.0, 6e9, gpus=0, gpu_model="", dtype="", ranks=2)
-    assert cpu.per_gpu == 400.0 and cpu.mfu is None and "no GPU" in cpu.why_no_mfu
+    assert cpu.per_gpu == 400.0 and cpu.mfu is None and "no GPU" in cpu.why_no_mfu and cpu.tokens_per_s is None
+    # a task that declares its tokens (protein-rcl: residues per sequence) gets tokens/s as well
+    assert throughput(800.0, None, gpus=0, gpu_model="", dtype="", tokens_per_sample=256).tokens_per_s == 204_800
 
 
 @pytest.mark.parametrize("name, dtype, model, tflops", [
@@ -252,6 +254,8 @@ def test_the_headless_summary_and_runs_table_tell_where_the_time_went(tmp_path):
     assert lines[0].startswith("  time: step ") and "input wait" in lines[0] and "slowest rank 1" in lines[0]
     assert lines[1] == "  throughput: 640 samples/s, 320 per rank, no MFU: no GPU: MFU is a GPU measure"
     assert model.header(1000.0).per_gpu is None  # per GPU only where there are GPUs
+    model.apply_events([make_event("status", t=1001.0, state="running", gpus=0, tokens_per_sample=128)])
+    assert "81,920 tokens/s" in anatomy_lines(model)[1]
 
     paths = make_run_dir(tmp_path / "runs", "20261201-120000-cpu", profile_name="cpu", mode="ddp", state="finished")
     append_events(paths.events, events)

@@ -180,12 +180,14 @@ class Trainer:
     def _compute_identity(self) -> dict:
         """What TFLOP/s and MFU are computed from (training.rundir.step_anatomy, traindeck.gpu_peaks):
         the FLOPs of a sample, the GPU model, the dtype the matmuls run in, the GPUs computing."""
+        tokens = getattr(self.task, "tokens_per_sample", None)
         if self.device.type != "cuda":
-            return {"flops_per_sample": self.flops_per_sample, "gpus": 0}
+            return {"flops_per_sample": self.flops_per_sample, "tokens_per_sample": tokens, "gpus": 0}
         dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.precision.dtype)
         if dtype is None:
             dtype = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
-        return {"flops_per_sample": self.flops_per_sample, "gpu_model": torch.cuda.get_device_name(self.device),
+        return {"flops_per_sample": self.flops_per_sample, "tokens_per_sample": tokens,
+                "gpu_model": torch.cuda.get_device_name(self.device),
                 "compute_dtype": dtype, "gpus": len(self.dp_ids) or self.env.world_size}
 
     def _reset_interval(self) -> None:

@@ -283,6 +283,7 @@ class StatusEvent:
     gpu_model: str = ""
     compute_dtype: str = ""
     gpus: int | None = None
+    tokens_per_sample: float | None = None  # a task with sequences: tokens/s beside samples/s
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -410,7 +411,8 @@ def parse_event(e: dict[str, Any]) -> Event | None:
                            as_int(e.get("steps_per_epoch")), as_int(e.get("start_step")),
                            as_int(e.get("world_size")), _str(e.get("device")), as_int(e.get("place")),
                            _str(e.get("waiting_for")), finite_number(e.get("flops_per_sample")),
-                           _str(e.get("gpu_model")), _str(e.get("compute_dtype")), as_int(e.get("gpus")), e)
+                           _str(e.get("gpu_model")), _str(e.get("compute_dtype")), as_int(e.get("gpus")),
+                           finite_number(e.get("tokens_per_sample")), e)
     if kind == "timing":
         return _timing(e, t)
     if kind == "health":

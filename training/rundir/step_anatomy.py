@@ -147,19 +147,23 @@ class Throughput:
     mfu: float | None  # 0..1, never above
     why_no_mfu: str = ""
     per: str = "GPU"  # what per_gpu is per: "rank" on a CPU box
+    tokens_per_s: float | None = None  # all ranks together, where the task declares tokens per sample
 
 
 def throughput(samples_per_s: float | None, flops_per_sample: float | None, gpus: int, gpu_model: str,
-               dtype: str, ranks: int = 1, table: tuple[GpuPeaks, ...] = PEAKS) -> Throughput:
+               dtype: str, ranks: int = 1, table: tuple[GpuPeaks, ...] = PEAKS,
+               tokens_per_sample: float | None = None) -> Throughput:
     """Samples/s per GPU, TFLOP/s per GPU and MFU from the run's numbers. `gpus` 0 is a CPU run:
     per rank then, and no MFU."""
     if samples_per_s is None:
         return Throughput(None, None, None, None, "no samples/s yet")
+    tokens = samples_per_s * tokens_per_sample if tokens_per_sample else None
     per_gpu = samples_per_s / max(1, gpus or ranks)
     tflops = per_gpu * flops_per_sample / 1e12 if flops_per_sample else None
     if not gpus:
-        return Throughput(samples_per_s, per_gpu, tflops, None, "no GPU: MFU is a GPU measure", per="rank")
+        return Throughput(samples_per_s, per_gpu, tflops, None, "no GPU: MFU is a GPU measure", per="rank",
+                          tokens_per_s=tokens)
     if tflops is None:
-        return Throughput(samples_per_s, per_gpu, None, None, "no FLOP count for this model")
+        return Throughput(samples_per_s, per_gpu, None, None, "no FLOP count for this model", tokens_per_s=tokens)
     share, why = mfu(tflops, peak_for(gpu_model, dtype, table))
-    return Throughput(samples_per_s, per_gpu, tflops, share, why)
+    return Throughput(samples_per_s, per_gpu, tflops, share, why, tokens_per_s=tokens)

@@ -34,6 +34,9 @@ class Task(Protocol):
     name: str
     # True for conv models where channels_last memory format helps.
     uses_conv: bool
+    # Optional: the tokens (sequence positions) one sample holds, for tokens/s beside samples/s;
+    # a task without the attribute has no tokens (training.rundir.step_anatomy.throughput).
+    # tokens_per_sample: int
 
     def datasets(self) -> tuple[Dataset, Dataset]:
         """(train, val); items are tuples of tensors (inputs..., target)."""

@@ -147,6 +147,7 @@ class ProteinRCLTask(SyntheticTask):
 
     def __init__(self, options: dict, seed: int):
         super().__init__(options, seed)
+        self.tokens_per_sample = self.length  # residues, padded to `length`: what the model computes on
         self.table = encoding_table(self.encoding)
         self.hydropathy = torch.tensor(HYDROPATHY)
         self.charge = torch.tensor([CHARGE.get(a, 0.0) for a in AMINO_ACIDS])

@@ -211,6 +211,8 @@ def anatomy_lines(model: RunModel) -> list[str]:
     speed = model.throughput()
     if speed.samples_per_s is not None:
         parts = [f"{speed.samples_per_s:,.0f} samples/s"]
+        if speed.tokens_per_s is not None:
+            parts.append(f"{speed.tokens_per_s:,.0f} tokens/s")
         if speed.per_gpu is not None and (model.gpus or model.world_size > 1):
             parts.append(f"{speed.per_gpu:,.0f} per {speed.per}")
         if speed.tflops_per_gpu is not None and model.gpus:

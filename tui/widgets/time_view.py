@@ -75,6 +75,8 @@ class TimeView(Widget, can_focus=False):
             out.append("\n")
             out.append("throughput ", label)
             out.append(f"{t.samples_per_s:,.0f} samples/s")
+            if t.tokens_per_s is not None:
+                out.append(f" · {t.tokens_per_s:,.0f} tokens/s")
             if t.per_gpu is not None:
                 out.append(f" · {t.per_gpu:,.0f} per {t.per}")
             if t.tflops_per_gpu is not None:
