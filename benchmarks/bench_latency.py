@@ -53,7 +53,7 @@ def _install(recorder: Recorder):
     original = RunScreen.on_run_screen_events_arrived
 
     def wrapped(self, message):
-        recorder.on_batch(message.events)
+        recorder.on_batch([record.raw for record in message.records])  # the feed types each event once
         return original(self, message)
 
     RunScreen.on_run_screen_events_arrived = wrapped
