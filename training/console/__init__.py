@@ -11,6 +11,11 @@
     stackdump          `--dump`: the Python stacks of every live rank
     rehearse           `--rehearse`: a GPU profile tried on this box, scaled down
     scaling            `--scaling`: the profile at 1, 2, 4 ... N GPUs, speed-up and anatomy per size
+    sweeps             `--sweep`: start a sweep, find it, its state, `--stop SWEEP`, its runs grouped
+    sweep_grid         `--sweep key=v1,v2`: the grid, each point type-checked like `--set`
+    sweep_runner       the detached process that starts a sweep's runs through the GPU queue
+    compare            `--compare` and the compare screen's data: rows, ranking, config diff, labels
+    export             `--export RUN --format tensorboard|csv DIR`: a run's series out
     rehearsal_profile  the scaled-down profile and its notes
     rehearsal_checks   the rehearsal's checklist, judged from the run directory
     gpu_check          `--gpu-check`: the CUDA paths proven on this box's GPUs

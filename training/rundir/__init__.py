@@ -9,6 +9,7 @@ Everything the processes of a run write, and every viewer reads, is named and re
     events_file     events.jsonl: schema v1 lines, one-write appends, EventReader (incremental tail)
     series          the bounded metric series the viewers plot
     step_anatomy    timing events folded across ranks (median, worst, skew, slowest), throughput, MFU
+    sweep_dir       a sweep's own directory: sweep.json (the grid, its points, the runner), base.toml
     snapshot        the series snapshot beside events.jsonl (attaching in constant time)
     control         control.json: console -> workers requests
     processes       the run's processes by pid + create_time, and stopping them

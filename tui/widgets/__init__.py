@@ -4,6 +4,7 @@
     gpu_grid        the run's devices: one GpuPanel each, laid out by the stylesheet
     gpu_panel       one GPU (or CPU worker): bars, numbers, a utilisation sparkline, watchdog marks
     loss_plot       train/val loss and every component (plotext), downsampled to the plot's width
+    compare_plot    the compare screen's plot: one series of every compared run, a colour per run
     event_log       the run's story: checkpoints, epochs, validation, warnings, health, the failure
     rank_log        per-rank logs, the supervisor's, stack dumps; follows the one picked
     time_view       the step anatomy: a stacked bar of phases per rank, median vs worst, MFU
