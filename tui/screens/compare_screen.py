@@ -81,12 +81,6 @@ class CompareScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#compare-table", DataTable)
-        for i, name in enumerate(COLUMNS):
-            table.add_column(name, key=str(i))
-        diff = self.query_one("#compare-diff", DataTable)
-        diff.add_column("differs", key="key")
-        diff.add_column("values", key="values")
         self._load()
 
     # ---- I/O in workers -------------------------------------------------------------------------
@@ -127,13 +121,18 @@ class CompareScreen(Screen):
         if table.row_count:
             cursor_key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
         comparison = self.comparison
-        table.columns["4"].label = Text(comparison.monitor)
         _, cells = table_rows(comparison)
+        # The columns anew, each as wide as its label and cells: the monitored metric's name is
+        # known only now, and columns that grow as rows arrive can leave the header drawn narrower.
+        labels = [*COLUMNS[:4], comparison.monitor, *COLUMNS[5:]]
+        table.clear(columns=True)
+        for i, label in enumerate(labels):
+            widest = max((len(c[i]) if i else 2 for c in cells), default=0)  # the swatch: 2 cells
+            table.add_column(label, key=str(i), width=max(len(label), widest))
         ranked = comparison.ranked()
         index = {id(r): i for i, r in enumerate(comparison.rows)}
         entries = sorted(zip(ranked, cells, range(1, len(ranked) + 1), strict=True),
                          key=lambda e: _sort_value(self.sort_column, e[2], e[0]), reverse=self.sort_reverse)
-        table.clear()
         for row, cell, _rank in entries:
             swatch = Text("●" + ("*" if cell[0] else " "), style=run_colour(index[id(row)])[1])
             state = Text(row.state, STATE_STYLES.get(row.state, ""))
@@ -147,14 +146,17 @@ class CompareScreen(Screen):
 
     def _fill_diff(self) -> None:
         diff = self.query_one("#compare-diff", DataTable)
-        diff.clear()
         comparison = self.comparison
         keys = comparison.differing_keys()
-        for key in keys:
-            values = list(dict.fromkeys(r.config.get(key, "-") for r in comparison.rows))
-            diff.add_row(key, ", ".join(values), key=key)
-        if not keys:
-            diff.add_row("(none)", "every run has the same config", key="-")
+        rows = [(key, ", ".join(dict.fromkeys(r.config.get(key, "-") for r in comparison.rows))) for key in keys] \
+            or [("(none)", "every run has the same config")]
+        # Columns made anew with their widths known: columns that grow as rows arrive left the
+        # header drawn at the old widths now and then (a snapshot under load caught it).
+        diff.clear(columns=True)
+        for label, key, index in (("differs", "key", 0), ("values", "values", 1)):
+            diff.add_column(label, key=key, width=max(len(label), *(len(row[index]) for row in rows)))
+        for key, values in rows:
+            diff.add_row(key, values, key=key if keys else "-")
 
     # ---- keys -----------------------------------------------------------------------------------
     def action_cycle_x(self) -> None:
