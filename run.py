@@ -406,7 +406,13 @@ def _start_sweep(args: argparse.Namespace, argv: list[str], runs_dir: Path) -> i
     print(f"sweep {sweep.id}: {points} runs of {profile.name} ({' x '.join(k for k, _ in grid)}), {how}, through "
           f"this box's GPU queue; it goes on without the console.\n"
           f"  watch: run.py --runs    compare: run.py --compare {sweep.id}    stop: run.py --stop {sweep.id}")
-    return 0
+    if args.headless or not _interactive():
+        return 0
+    # In a terminal: the runs screen, where the sweep's runs appear under it as they start (Enter on
+    # the sweep compares them); leaving it leaves the sweep running.
+    from tui.app import make_app
+
+    return make_app(runs_dir=runs_dir, show_runs=True, **_look(args)).run() or 0
 
 
 def _look(args: argparse.Namespace) -> dict:

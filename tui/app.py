@@ -73,9 +73,11 @@ class TraindeckApp(App[int | None]):
     def __init__(self, runs_dir: Path, profiles_dir: Path | None = None, profile: Profile | None = None,
                  attach: RunPaths | None = None, argv: list[str] | None = None, gpu_backend: Any = None,
                  clock: Callable[[], float] = time.time, refresh: float | None = None,
-                 low_bandwidth: bool = False, cell_diff: bool = True, queue: bool = False) -> None:
+                 low_bandwidth: bool = False, cell_diff: bool = True, queue: bool = False,
+                 show_runs: bool = False) -> None:
         super().__init__()
         self.start_queued = queue  # run.py --profile X --queue: the start waits for busy GPUs
+        self.show_runs = show_runs  # run.py --sweep in a terminal: the runs screen, the sweep's runs under it
         self.refresh_s = refresh
         self.low_bandwidth = low_bandwidth
         if low_bandwidth and not self.no_color:
@@ -126,6 +128,8 @@ class TraindeckApp(App[int | None]):
             self.push_screen(RunScreen(self.attach))
         elif self.start_profile is not None:
             self._start_run(self.start_profile, False, self.argv, self.start_queued)
+        elif self.show_runs:
+            self.push_screen(RunsScreen(self.runs_dir))
         else:
             self.push_screen(PickerScreen(self.profiles_dir, self.runs_dir))
 
@@ -236,12 +240,14 @@ class TraindeckApp(App[int | None]):
 def make_app(runs_dir: Path, profiles_dir: Path | None = None, profile: Profile | None = None,
              attach: RunPaths | None = None, argv: list[str] | None = None, gpu_backend: Any = None,
              clock: Callable[[], float] = time.time, refresh: float | None = None,
-             low_bandwidth: bool = False, cell_diff: bool = True, queue: bool = False) -> TraindeckApp:
+             low_bandwidth: bool = False, cell_diff: bool = True, queue: bool = False,
+             show_runs: bool = False) -> TraindeckApp:
     """The console. Tests inject the GPU backend and the clock (wall time, compared with the run's
     recorded times wherever a mark fades with age). `refresh`: the run screen redraws at most
     every that many seconds; `low_bandwidth`: monochrome, no sparklines, the plot every 5 s;
     `cell_diff`: send only the cells that changed (off: Textual's own output, line fragments);
-    `queue`: the `profile` start waits in line for busy GPUs (run.py --queue)."""
+    `queue`: the `profile` start waits in line for busy GPUs (run.py --queue); `show_runs`: open on
+    the runs screen (run.py --sweep in a terminal)."""
     return TraindeckApp(runs_dir, profiles_dir=profiles_dir, profile=profile, attach=attach, argv=argv,
                         gpu_backend=gpu_backend, clock=clock, refresh=refresh, low_bandwidth=low_bandwidth,
-                        cell_diff=cell_diff, queue=queue)
+                        cell_diff=cell_diff, queue=queue, show_runs=show_runs)

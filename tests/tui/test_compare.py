@@ -21,9 +21,9 @@ CONFIGS = [{"lr": 0.001, "batch_size": 64}, {"lr": 0.003, "batch_size": 64}, {"l
 async def test_marking_two_runs_compares_them(tmp_path, backend):
     runs_dir = tmp_path / "runs"
     runs = compared_runs(runs_dir, CONFIGS)
-    app = make_app(runs_dir=runs_dir, gpu_backend=backend, clock=lambda: SNAPSHOT_NOW)
+    # show_runs: how `run.py --sweep` opens the console in a terminal (on the runs screen).
+    app = make_app(runs_dir=runs_dir, gpu_backend=backend, clock=lambda: SNAPSHOT_NOW, show_runs=True)
     async with app.run_test(size=(120, 36)) as pilot:
-        app.push_screen(RunsScreen(runs_dir))
         await await_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
         # Newest first: the cursor starts on runs[2]; mark it and the next (runs[1]).
         await pilot.press("space", "space")
