@@ -22,7 +22,7 @@ from tests.support.locations import SCRIPTS
 from training.console import runs
 from training.profile import load_profile
 from training.rundir import RunPaths, RunState
-from training.rundir.logs import rank0_stdout
+from training.rundir.logs import rank0_stderr, rank0_stdout
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +44,8 @@ def run_script(tmp_path: Path, runs_dir: Path, monkeypatch, script: str, args: l
     return paths
 
 
-def printed(paths: RunPaths, pattern: str) -> list[float]:
-    log = rank0_stdout(paths)
+def printed(paths: RunPaths, pattern: str, stream=rank0_stdout) -> list[float]:
+    log = stream(paths)
     assert log is not None
     return [float(v) for v in re.findall(pattern, _ANSI.sub("", log.read_text(errors="replace")))]
 
@@ -107,3 +107,14 @@ def test_keras_fit_progress_lines_validation_and_model_checkpoints(tmp_path, run
     assert {v for _, v in train} == set(drawn) and len(train) > 3
     assert [v for _, v in val] == printed(paths, r"val_loss: ([\d.]+)") and len(val) == 3
     assert sorted(checkpoints(paths)) == [f"ckpt/model-0{n}.keras" for n in (1, 2, 3)]
+
+
+def test_a_plain_tqdm_loop_under_ddp_is_read_off_rank_0s_stderr(tmp_path, runs_dir, monkeypatch):
+    # torchrun keeps each rank's stdout and stderr apart, and tqdm draws on stderr: both are read,
+    # as one rank-0.log holds both in a single-process launch. (c10d: see the Lightning test.)
+    paths = run_script(tmp_path, runs_dir, monkeypatch, "tqdm_loop.py", [], "tqdm",
+                       'mode = "ddp"\nnproc_per_node = 2\nrdzv_backend = "c10d"')
+    drawn = printed(paths, r"loss=([\d.]+)", stream=rank0_stderr)
+    train = metric(paths, "train", "loss")
+    assert drawn and {v for _, v in train} == set(drawn)
+    assert [s for s, _ in train] == sorted({s for s, _ in train})

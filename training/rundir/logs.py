@@ -71,6 +71,13 @@ def rank0_stdout(paths: RunPaths) -> Path | None:
     return stdout[-1] if stdout else None
 
 
+def rank0_stderr(paths: RunPaths) -> Path | None:
+    """Rank 0's newest stderr file where torchrun keeps it apart (ddp): a plain tqdm bar draws
+    there. A direct launch has none: its rank-0.log holds stdout and stderr together."""
+    stderr = [f for f in rank_logs(paths).get(0, []) if f.name == "stderr.log"]
+    return stderr[-1] if stderr else None
+
+
 def log_label(rank: int, path: Path) -> str:
     """How a viewer names a rank's log file: 'rank 1 stderr', 'rank 0 stdout attempt_1'."""
     name = path.stem if path.stem in ("stdout", "stderr") else ""

@@ -28,7 +28,7 @@ from training.placeholders import fill
 from training.profile import Profile
 from training.rundir import RunPaths, read_run_json
 from training.rundir.events_file import make_event
-from training.rundir.logs import rank0_stdout
+from training.rundir.logs import rank0_stderr, rank0_stdout
 from training.rundir.node_views import node_dirs
 from training.rundir.snapshot import SnapshotWriter
 from training.supervise.health_actions import HealthActions
@@ -59,8 +59,14 @@ class HelperThreads:
         self._start("health monitor", lambda: self._health_monitor(p))
         self._start("series snapshot", lambda: SnapshotWriter(self.paths.events))
         if p.is_custom and p.metrics:
+            # Rank 0's stdout and, under torchrun, its stderr (where a plain tqdm bar draws), as a
+            # direct launch's rank-0.log holds both. One parser each: a bar's drawing spans lines,
+            # and the other stream's lines (Lightning's warnings) must not break into it.
             self._start("metrics log tailer", lambda: LogTailer(
                 lambda: rank0_stdout(self.paths), LogMetricParser(p.metrics), self.paths.events,
+                append=self.writer.append))
+            self._start("metrics log tailer (stderr)", lambda: LogTailer(
+                lambda: rank0_stderr(self.paths), LogMetricParser(p.metrics), self.paths.events,
                 append=self.writer.append))
         if p.is_custom and (p.checkpoint.watch or "checkpoint" not in p.metrics):
             self._start("checkpoint watch", lambda: self._checkpoint_watcher(p, spec))
