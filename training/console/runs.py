@@ -260,28 +260,33 @@ def find_run(runs_dir: Path, spec: str | None, live_only: bool = False) -> RunPa
 
 # ---- starting ---------------------------------------------------------------------------
 
-def _spawn_supervisor(paths: RunPaths) -> pg.ProcRef:
-    paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(paths.supervisor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+def spawn_detached(module: str, directory: Path, log: Path, role: str) -> pg.ProcRef:
+    """`python -m MODULE DIRECTORY` in a session of its own, output appended to `log`: the
+    supervisor of a run, the runner of a sweep. No controlling terminal, so a dropped SSH
+    connection (SIGHUP to the console's session) and Ctrl-C in the console never reach it."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["PYTHONUNBUFFERED"] = "1"
     try:
-        # A new session: no controlling terminal, so a dropped SSH connection (SIGHUP to the
-        # console's session) and Ctrl-C in the console never reach the run.
-        proc = subprocess.Popen([sys.executable, "-m", "training.supervisor", str(paths.root.resolve())],
+        proc = subprocess.Popen([sys.executable, "-m", module, str(directory.resolve())],
                                 cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=fd,
                                 stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
     finally:
         os.close(fd)
-    ref = pg.ref_of(proc.pid, "supervisor")
+    ref = pg.ref_of(proc.pid, role)
     if ref is None:
         # Gone already (it failed at import): record the pid anyway so nobody waits on "spawning".
         proc.wait()
-        ref = pg.ProcRef(proc.pid, 0.0, "supervisor")
-    # No wait(): the console may exit long before the run ends (init reaps the supervisor then);
-    # while it lives, subprocess reaps the finished child on its next Popen.
+        ref = pg.ProcRef(proc.pid, 0.0, role)
+    # No wait(): the console may exit long before the child ends (init reaps it then); while the
+    # console lives, subprocess reaps a finished child on its next Popen.
     return ref
+
+
+def _spawn_supervisor(paths: RunPaths) -> pg.ProcRef:
+    paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return spawn_detached("training.supervisor", paths.root, paths.supervisor_log, "supervisor")
 
 
 def _write_profile(paths: RunPaths, profile: Profile) -> None:

@@ -13,16 +13,13 @@ A sweep is runs plus one index (training.rundir.sweep_dir); the detached runner
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from training import PROJECT_ROOT
 from training.console.owned_run import ownership_problem
-from training.console.runs import RunSummary, format_runs_table
+from training.console.runs import RunSummary, format_runs_table, spawn_detached
 from training.console.stop import format_outcome, stop_and_check
 from training.console.sweep_grid import expand
 from training.errors import TraindeckError
@@ -60,18 +57,8 @@ def start_sweep(profile: Profile, runs_dir: Path, grid: list[tuple[str, tuple[st
                          points=tuple(SweepPoint(i, p) for i, p in enumerate(expand(grid))),
                          host=hostname(), state="starting", state_t=now, argv=tuple(argv or ()))
     write_sweep(paths, record)
-    fd = os.open(paths.runner_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env["PYTHONUNBUFFERED"] = "1"
-    try:
-        # A session of its own, as the supervisor: a dropped SSH connection never stops a sweep.
-        proc = subprocess.Popen([sys.executable, "-m", "training.console.sweep_runner", str(paths.root.resolve())],
-                                cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=fd,
-                                stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
-    finally:
-        os.close(fd)
-    ref = pg.ref_of(proc.pid, "sweep-runner") or pg.ProcRef(proc.pid, 0.0, "sweep-runner")
+    # A session of its own, as the supervisor: a dropped SSH connection never stops a sweep.
+    ref = spawn_detached("training.console.sweep_runner", paths.root, paths.runner_log, "sweep-runner")
     # The runner waits for this write before its own first one (one writer at a time).
     write_sweep(paths, replace(record, runner={"pid": ref.pid, "create_time": ref.create_time}))
     return paths

@@ -91,18 +91,27 @@ class RunPaths:
         return RunPaths(self.root / NODES_DIR / host)
 
 
-def create_run_dir(runs_dir: Path, profile_name: str, now: float | None = None) -> RunPaths:
-    """Make runs/<stamp>-<profile>/ (user-only), adding -2, -3 ... if the second is taken."""
+def create_stamped_dir(runs_dir: Path, profile_name: str, now: float | None = None, prefix: str = "") -> Path | None:
+    """Make runs/<prefix><stamp>-<profile>/ (user-only), adding -2, -3 ... if the second is taken;
+    None when a thousand are (a run directory and a sweep's are made the same way)."""
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in profile_name) or "run"
     for n in range(1, 1000):
-        root = runs_dir / (f"{stamp}-{safe}" if n == 1 else f"{stamp}-{safe}-{n}")
+        root = runs_dir / (f"{prefix}{stamp}-{safe}" if n == 1 else f"{prefix}{stamp}-{safe}-{n}")
         try:
             root.mkdir(mode=0o700)
         except FileExistsError:
             continue
+        return root
+    return None
+
+
+def create_run_dir(runs_dir: Path, profile_name: str, now: float | None = None) -> RunPaths:
+    """Make runs/<stamp>-<profile>/ (user-only) with its subfolders."""
+    root = create_stamped_dir(runs_dir, profile_name, now)
+    if root is not None:
         paths = RunPaths(root)
         for sub in (paths.logs, paths.checkpoints, paths.heartbeats):
             sub.mkdir(mode=0o700, exist_ok=True)

@@ -20,13 +20,19 @@ the runner's pid; then only the runner writes it (training.console.sweep_runner)
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from traindeck.numbers import finite_number
-from training.rundir.paths import RunPaths, list_run_dirs, read_json, read_run_json, write_json_atomic
+from training.rundir.paths import (
+    RunPaths,
+    create_stamped_dir,
+    list_run_dirs,
+    read_json,
+    read_run_json,
+    write_json_atomic,
+)
 
 PREFIX = "sweep-"
 SWEEP_JSON = "sweep.json"
@@ -137,16 +143,8 @@ def _text(value: Any) -> str:
 
 def create_sweep_dir(runs_dir: Path, profile_name: str, now: float | None = None) -> SweepPaths:
     """Make runs/sweep-<stamp>-<profile>/ (user-only), adding -2, -3 ... if the second is taken."""
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in profile_name) or "run"
-    for n in range(1, 1000):
-        root = runs_dir / (f"{PREFIX}{stamp}-{safe}" if n == 1 else f"{PREFIX}{stamp}-{safe}-{n}")
-        try:
-            root.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
+    root = create_stamped_dir(runs_dir, profile_name, now, prefix=PREFIX)
+    if root is not None:
         return SweepPaths(root)
     raise RuntimeError(f"could not create a sweep directory under {runs_dir}")
 
