@@ -148,3 +148,12 @@ def bounded_int(value: Any, lo: int, hi: int) -> int | None:
 
 __all__ = ["MAX_JSON_DEPTH", "MAX_RECORD_BYTES", "NotARegularFile", "bounded_int", "finite_float",
            "json_object_problem", "nests_at_most", "open_regular", "parse_json", "read_bounded", "read_json_object"]
+
+
+def shown_text(text: str) -> str:
+    """`text` fit to show on a terminal: its control characters (ESC first: a neighbour's file
+    must not retitle, recolour or write the clipboard of the terminal that lists it) and bidi
+    overrides as '?'; newlines and tabs stay."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else "?" for ch in text)

@@ -439,3 +439,20 @@ def test_a_rank_logs_terminal_sequences_are_not_shown_as_text(tmp_path):
                     b"\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\ text\x07\n")
     lines, _ = TextTail(log).read()
     assert lines == ["Epoch 0/2 4/8 loss 0.40", "link text"]
+
+
+def test_text_a_neighbour_wrote_reaches_no_terminal_as_escapes(tmp_path):
+    # run.json, an event and a profile.toml with OSC (title), SGR (colour) and a bidi override:
+    # --runs, the run model's records and --compare show them as '?', newlines kept in messages.
+    hostile = "cpu\x1b]0;PWNED\x07\x1b[31m\u202e"
+    paths = make_run_dir(tmp_path / "runs", "20261124-183000-cpu", state="finished", profile_name=hostile,
+                         created=1764000000.0, profile_toml=f'name = "x"\n[train]\ntask = "{hostile}"\n'.replace(
+                             "\x1b", "\\u001b").replace("\x07", "\\u0007"))
+    table = format_runs_table(list_runs(tmp_path / "runs"))
+    assert "\x1b" not in table and "\x07" not in table and "\u202e" not in table and "cpu?]0;PWNED" in table
+    assert RunRecord.from_json({"profile": hostile}).profile == "cpu?]0;PWNED??[31m?"
+    assert parse_event(event(1.0, "log", level="warning", message="a\nb\x1b[2J")).message == "a\nb?[2J"
+    from training.console.compare import flat_config
+    from training.rundir.paths import read_profile_data
+
+    assert flat_config(read_profile_data(paths))["train.task"] == "cpu?]0;PWNED??[31m?"

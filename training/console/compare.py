@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from traindeck.numbers import finite_number
+from traindeck.untrusted import shown_text
 from training.console.runs import find_run
 from training.console.sweeps import find_sweep
 from training.errors import TraindeckError
@@ -113,11 +114,11 @@ class Comparison:
 def flat_config(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in data.items():
-        name = f"{prefix}{key}"
+        name = shown_text(f"{prefix}{key}")  # a handed run's profile.toml: no escapes on the terminal
         if isinstance(value, dict):
             out.update(flat_config(value, f"{name}."))
         elif name not in IGNORED_KEYS:
-            out[name] = _value_text(value)
+            out[name] = shown_text(_value_text(value))
     return out
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Union
 
 from traindeck.numbers import finite_number, number
+from traindeck.untrusted import shown_text
 from training.rundir.events_file import append_events, make_event
 from training.rundir.paths import RunPaths, update_run_json, write_json_atomic
 from training.rundir.processes import ProcRef
@@ -44,6 +45,12 @@ def as_dict(value: Any) -> dict[str, Any]:
 
 
 def _str(value: Any) -> str:
+    """Text to show (traindeck.untrusted.shown_text: no escapes from a neighbour's file); else ""."""
+    return shown_text(value) if isinstance(value, str) else ""
+
+
+def _path_text(value: Any) -> str:
+    """A path as recorded (a directory may be named anything): used, not shown."""
     return value if isinstance(value, str) else ""
 
 
@@ -80,7 +87,7 @@ class RunRecord:
                    created=finite_number(data.get("created")), state=_str(data.get("state")),
                    state_t=finite_number(data.get("state_t")), rehearsal=bool(data.get("rehearsal")),
                    supervisor=ProcRef.from_json(data.get("supervisor"), "supervisor"),
-                   argv=tuple(str(a) for a in argv), cwd=_str(data.get("cwd")),
+                   argv=tuple(str(a) for a in argv), cwd=_path_text(data.get("cwd")),
                    health_rewinds=max(0, as_int(data.get("health_rewinds")) or 0),
                    queue=data.get("queue") is True, gpu_queue=GpuQueuePlace.from_json(data.get("gpu_queue")),
                    rendezvous=rendezvous_of(data))
