@@ -453,8 +453,10 @@ class RunModel:
         return text + (f" (+{self.health_incidents - 1})" if self.health_incidents > 1 else "")
 
     def anatomy(self) -> Anatomy | None:
-        """Each rank's newest logging interval, folded (the Time view, the header)."""
-        return self.timing.recent()
+        """While the run trains, each rank's newest logging interval, folded (the Time view, the
+        header): where the time goes now. Once it has ended, its whole run: the last interval is
+        then only a tail of a few steps with the final evaluation and checkpoint in it."""
+        return self.timing.recent() if self.live else self.timing.whole_run()
 
     def throughput(self) -> Throughput:
         """Samples/s per GPU, TFLOP/s per GPU and MFU, or why not (training.rundir.step_anatomy)."""

@@ -288,3 +288,18 @@ def test_scaling_sizes_and_a_sizes_speed_from_its_ranks_totals():
     one.speedup, one.efficiency, size.speedup, size.efficiency = 1.0, 1.0, 1.6, 0.8
     text = format_scaling(ScalingResult("cpu", 20, 16, "rank", [one, size], 0.0))
     assert "1.60x of 2x" in text and " 80%" in text
+
+
+def test_the_time_view_shows_the_last_interval_while_training_and_the_whole_run_once_ended():
+    from tui.run_model import RunModel
+
+    # The last interval: 4 steps whose time is mostly the final evaluation (the tail of a run).
+    tail = make_event("timing", t=1001.0, rank=0, step=24, steps=4, seconds=0.4, phases={"compute": 0.04, "eval": 0.36},
+                      samples=64, clock="host",
+                      total={"steps": 24, "seconds": 2.4, "samples": 384, "phases": {"compute": 2.04, "eval": 0.36}})
+    model = RunModel()
+    model.apply_events([make_event("status", t=999.0, state="running", world_size=1), tail])
+    assert model.live and model.anatomy().share("eval") == pytest.approx(0.9)  # where the time goes now
+    model.apply_events([make_event("status", t=1002.0, state="finished")])
+    assert not model.live and model.anatomy().share("eval") == pytest.approx(0.15)  # over the whole run
+    assert model.anatomy().step_s == pytest.approx(0.1)
