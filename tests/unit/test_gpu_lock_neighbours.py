@@ -427,3 +427,24 @@ def test_printable_text_has_no_control_characters_and_is_bounded(text, limit):
 def test_an_oversized_record_is_empty():
     assert parse_record(json.dumps({"run_id": "x" * (64 * 1024)}).encode()) == {}
     assert parse_record(b"") == {} and parse_record(b"\xff") == {}
+
+
+def _plant_a_run_in_your_sweep(runs_dir: str, sweep_id: str) -> None:
+    from tests.support.fake_runs import make_run_dir
+
+    make_run_dir(Path(runs_dir), "20261124-190000-cpu", state="running", sweep={"id": sweep_id, "point": 0})
+
+
+@needs_root
+def test_a_neighbours_run_that_names_your_sweep_is_not_one_of_its_runs():
+    # A runs directory everyone may write (a lab's shared one): the neighbour's run claims your
+    # sweep's id; --compare, the runs screen and --stop SWEEP (which signals what runs name) skip it.
+    from tests.support.fake_runs import make_run_dir
+    from training.rundir.sweep_dir import create_sweep_dir, sweep_runs
+
+    with shared_dir() as runs_dir:
+        sweep = create_sweep_dir(runs_dir, "cpu")
+        mine = make_run_dir(runs_dir, "20261124-183000-cpu", state="finished", sweep={"id": sweep.id, "point": 1})
+        as_neighbour(_plant_a_run_in_your_sweep, str(runs_dir), sweep.id)
+        assert len([p for p in runs_dir.iterdir() if (p / "run.json").exists()]) == 2
+        assert [p.root for p in sweep_runs(runs_dir, sweep.id)] == [mine.root]

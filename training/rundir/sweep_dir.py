@@ -20,6 +20,7 @@ the runner's pid; then only the runner writes it (training.console.sweep_runner)
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,9 +181,21 @@ def sweep_of(run: dict[str, Any]) -> tuple[str, int | None] | None:
 
 
 def sweep_runs(runs_dir: Path, sweep_id: str) -> list[RunPaths]:
-    """The runs whose run.json says they belong to `sweep_id`, in point order."""
+    """The runs whose run.json says they belong to `sweep_id`, in point order: only real
+    directories of the sweep's own owner (in a runs directory others can write, a neighbour's run
+    that names your sweep is not one of its runs: not compared, and never reached by --stop)."""
+    try:
+        owner = os.lstat(Path(runs_dir) / sweep_id).st_uid
+    except OSError:
+        return []
     found = []
     for paths in list_run_dirs(runs_dir):
+        try:
+            st = os.lstat(paths.root)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != owner:
+            continue
         entry = sweep_of(read_run_json(paths))
         if entry is not None and entry[0] == sweep_id:
             found.append((entry[1] if entry[1] is not None else 1 << 30, paths.id, paths))
